@@ -1,0 +1,169 @@
+-- jobq: the whole data model.
+--
+-- This file is a list of migrations. Each `-- migration N` section moves a database from
+-- version N-1 to version N (`PRAGMA user_version`). A fresh file applies every section; an
+-- older file applies the sections after its version, all in one transaction. A released
+-- section is never edited: changes go into a new section at the end.
+--
+-- Conventions: every table and view is prefixed `jobq_`, so jobq can share a file with an
+-- application's own tables. Times are integer milliseconds since the Unix epoch, UTC, and
+-- always come from jobq's clock (never from SQLite's `now`). The views turn them into ISO
+-- 8601 text for people using the `sqlite3` shell.
+
+-- migration 1
+
+-- Owners: a tenant of the queue. Jobs and groups carry an owner id; a handle scoped to an
+-- owner sees only that owner's rows. An owner row is needed only for a budget or tokens.
+CREATE TABLE jobq_owners (
+    id           TEXT PRIMARY KEY NOT NULL CHECK (length(id) BETWEEN 1 AND 200),
+    budget_cents INTEGER CHECK (budget_cents IS NULL OR budget_cents >= 0),
+    created_at   INTEGER NOT NULL
+);
+
+-- API tokens of owners. A token reads `jobq_<id>_<secret>`; only the SHA-256 of the secret
+-- is kept, and it is compared in constant time.
+CREATE TABLE jobq_tokens (
+    id          TEXT PRIMARY KEY NOT NULL,
+    owner_id    TEXT NOT NULL REFERENCES jobq_owners (id) ON DELETE CASCADE,
+    secret_hash TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX jobq_tokens_owner ON jobq_tokens (owner_id);
+
+-- Groups: the parent of a set of jobs (a campaign, a project, a batch). Deleting a group
+-- deletes its jobs. A group's stage and progress are derived from its jobs, never stored.
+CREATE TABLE jobq_groups (
+    id         TEXT PRIMARY KEY NOT NULL,
+    owner      TEXT,
+    name       TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 500),
+    metadata   TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(metadata)),
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX jobq_groups_owner ON jobq_groups (owner, id) WHERE owner IS NOT NULL;
+
+-- Jobs. `status` moves only as the state machine in DESIGN.md allows; the Rust code is
+-- the one writer of every transition, and each finishing statement is guarded by the lease
+-- (status 'running', the same `locked_by`, the same `attempts`).
+CREATE TABLE jobq_jobs (
+    id              TEXT PRIMARY KEY NOT NULL,          -- UUID v7: time-ordered
+    queue           TEXT NOT NULL DEFAULT 'default' CHECK (length(queue) BETWEEN 1 AND 200),
+    kind            TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 200),
+    status          TEXT NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'retry', 'succeeded', 'failed', 'cancelled')),
+    priority        INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts    INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    run_after       INTEGER NOT NULL,
+    locked_by       TEXT,                               -- the worker of the last claim
+    locked_at       INTEGER,
+    heartbeat_at    INTEGER,
+    stage           TEXT,
+    progress        REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 1),
+    input           TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(input)),
+    output          TEXT CHECK (output IS NULL OR json_valid(output)),
+    idempotency_key TEXT,
+    last_error      TEXT,
+    error_code      TEXT,
+    errors          TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(errors)),
+    cost_cents      INTEGER NOT NULL DEFAULT 0 CHECK (cost_cents >= 0),
+    owner           TEXT,
+    group_id        TEXT REFERENCES jobq_groups (id) ON DELETE CASCADE,
+    external_id     TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    started_at      INTEGER,
+    completed_at    INTEGER
+);
+
+-- The claim: ready jobs of a queue in claim order. Partial, so finished jobs never slow it
+-- down; `kind` rides along so a worker's kind filter is answered from the index alone.
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id, kind)
+    WHERE status IN ('queued', 'retry');
+-- Counts by status (a covering scan), listing by status newest first, the running set.
+CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id);
+-- Timing windows and pruning of finished jobs.
+CREATE INDEX jobq_jobs_completed ON jobq_jobs (completed_at) WHERE completed_at IS NOT NULL;
+-- Listing by owner and group; the cascade from a group.
+CREATE INDEX jobq_jobs_owner ON jobq_jobs (owner, id) WHERE owner IS NOT NULL;
+CREATE INDEX jobq_jobs_group ON jobq_jobs (group_id, id) WHERE group_id IS NOT NULL;
+-- Idempotency keys are unique per owner (no owner counts as one owner).
+CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- Failed jobs with no attempts left, or failed permanently: the dead letter.
+CREATE VIEW jobq_dead_letter_jobs AS
+SELECT id, queue, kind, attempts, max_attempts, error_code, last_error, stage, owner, group_id,
+       strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at,
+       strftime('%Y-%m-%dT%H:%M:%fZ', completed_at / 1000.0, 'unixepoch') AS failed_at,
+       input
+FROM jobq_jobs
+WHERE status = 'failed'
+ORDER BY completed_at DESC;
+
+-- What runs now, how far along it is, and how fresh its heartbeat is.
+CREATE VIEW jobq_running_jobs_monitor AS
+SELECT id, queue, kind, stage, progress, attempts, locked_by AS worker,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - started_at) / 1000 AS INTEGER)
+           AS running_seconds,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - coalesce(heartbeat_at, locked_at)) / 1000
+           AS INTEGER) AS heartbeat_age_seconds,
+       strftime('%Y-%m-%dT%H:%M:%fZ', started_at / 1000.0, 'unixepoch') AS started_at
+FROM jobq_jobs
+WHERE status = 'running'
+ORDER BY started_at;
+
+-- Jobs per queue and status, with the age of the oldest ready job.
+CREATE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;
+
+-- Run durations (completed_at - started_at) of finished jobs per status: count, average,
+-- and the exact nearest-rank p50 and p95 (the value at rank ceil(p * n)), in seconds.
+CREATE VIEW jobq_timing_stats AS
+WITH durations AS (
+    SELECT status, (completed_at - started_at) / 1000.0 AS seconds
+    FROM jobq_jobs
+    WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
+),
+ranked AS (
+    SELECT status, seconds,
+           row_number() OVER (PARTITION BY status ORDER BY seconds) AS rank,
+           count(*) OVER (PARTITION BY status) AS n
+    FROM durations
+)
+SELECT status,
+       count(*) AS count,
+       avg(seconds) AS avg_duration_seconds,
+       max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS p50_seconds,
+       max(CASE WHEN rank = (95 * n + 99) / 100 THEN seconds END) AS p95_seconds,
+       max(seconds) AS max_seconds
+FROM ranked
+GROUP BY status
+ORDER BY status;
+
+-- How many jobs sit at each stage, per status: where the pipeline spends its time.
+CREATE VIEW jobq_stage_distribution AS
+SELECT stage, status, count(*) AS count
+FROM jobq_jobs
+GROUP BY stage, status
+ORDER BY count DESC, stage, status;
+
+-- Counts and costs per owner, group and status.
+CREATE VIEW jobq_job_summary AS
+SELECT owner, group_id, status,
+       count(*) AS count,
+       sum(cost_cents) AS total_cost_cents,
+       avg(cost_cents) AS avg_cost_cents,
+       strftime('%Y-%m-%dT%H:%M:%fZ', max(created_at) / 1000.0, 'unixepoch') AS last_created_at
+FROM jobq_jobs
+GROUP BY owner, group_id, status
+ORDER BY owner, group_id, status;

@@ -1,0 +1,186 @@
+//! Job events for subscribers in this process, and wake-ups for idle dispatchers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId, Status, Timestamp};
+use crate::queue::Queue;
+
+/// What happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A new job was inserted (not sent for a repeated idempotency key).
+    Enqueued,
+    /// A worker claimed it.
+    Claimed,
+    /// It succeeded.
+    Succeeded,
+    /// An attempt failed and it waits for a retry.
+    Retrying,
+    /// It failed for good (dead letter).
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+    /// A worker gave it back unstarted, or the stale release took it from a dead worker.
+    Released,
+    /// An admin put a failed or cancelled job back in the queue.
+    Retried,
+    /// It was deleted.
+    Deleted,
+}
+
+/// A change to one job, as seen by [`Queue::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct JobEvent {
+    /// The job.
+    pub job_id: JobId,
+    /// What happened.
+    pub kind: EventKind,
+    /// The job's status afterwards (`None` once deleted).
+    pub status: Option<Status>,
+    /// When, by the queue's clock.
+    pub at: Timestamp,
+}
+
+impl JobEvent {
+    pub(crate) fn new(
+        job_id: JobId,
+        kind: EventKind,
+        status: Option<Status>,
+        at_ms: i64,
+    ) -> JobEvent {
+        JobEvent {
+            job_id,
+            kind,
+            status,
+            at: Timestamp::from_millis(at_ms),
+        }
+    }
+}
+
+const SUBSCRIBER_CAPACITY: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct EventBus {
+    subscribers: Mutex<Vec<Sender<JobEvent>>>,
+    subscriber_count: AtomicUsize,
+    dispatchers: Mutex<Vec<Sender<()>>>,
+    cancel_listeners: Mutex<Vec<Sender<JobId>>>,
+}
+
+impl EventBus {
+    pub(crate) fn subscribe(&self) -> Receiver<JobEvent> {
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIBER_CAPACITY);
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        subs.push(tx);
+        self.subscriber_count.store(subs.len(), Ordering::Release);
+        rx
+    }
+
+    /// Sends the events `make` builds to every subscriber; builds nothing when there are none.
+    pub(crate) fn emit(&self, make: impl FnOnce() -> Vec<JobEvent>) {
+        if self.subscriber_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let events = make();
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        subs.retain(|tx| {
+            for event in &events {
+                match tx.try_send(event.clone()) {
+                    Ok(()) | Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            true
+        });
+        self.subscriber_count.store(subs.len(), Ordering::Release);
+    }
+
+    /// A channel that receives a token whenever new work may be ready.
+    pub(crate) fn register_dispatcher(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.dispatchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
+    }
+
+    /// A channel that receives the id of every running job cancelled in this process.
+    pub(crate) fn register_cancel_listener(&self) -> Receiver<JobId> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.cancel_listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
+    }
+
+    pub(crate) fn notify_cancelled(&self, id: &JobId) {
+        let mut listeners = self
+            .cancel_listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        listeners.retain(|tx| tx.send(id.clone()).is_ok());
+    }
+
+    pub(crate) fn wake_dispatchers(&self) {
+        let mut dispatchers = self
+            .dispatchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dispatchers.retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Disconnected(_))));
+    }
+}
+
+impl Queue {
+    /// Blocks until the job reaches a terminal status (`succeeded`, `failed` or
+    /// `cancelled`) and returns it, or until `timeout` passes.
+    ///
+    /// Changes made in this process are seen at once; changes made by other processes
+    /// are seen within 50 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the job does not exist (or is deleted while waiting);
+    /// [`Error::InvalidInput`] with field `"timeout"` when it is still not finished at the
+    /// deadline.
+    pub fn wait(&self, id: &JobId, timeout: Duration) -> Result<Job> {
+        let deadline = Instant::now() + timeout;
+        let events = self.subscribe();
+        loop {
+            let job = self.get(id)?;
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::invalid(
+                    "timeout",
+                    format!("job {id} is still {} after {timeout:?}", job.status),
+                ));
+            }
+            // An event for this job, or the poll slice passing, sends us back to the file.
+            let slice_end = now + (deadline - now).min(Duration::from_millis(50));
+            while let Ok(event) = events.recv_deadline(slice_end) {
+                if &event.job_id == id {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! # jobq
+//!
+//! A durable job queue in one SQLite file: enqueue jobs from any thread or process, run
+//! them in a worker pool with retries, heartbeats and crash recovery, and watch them from
+//! the `jobq` command line or its HTTP dashboard. Nothing to install, no server to run.
+//!
+//! ```
+//! use jobq::{ClaimFilter, JobError, NewJob, Queue, Status};
+//! use serde_json::json;
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let queue = Queue::open(dir.path().join("jobs.db"))?;
+//!
+//! // Enqueue: the job is on disk when this returns.
+//! let job = queue.enqueue(NewJob::new("resize").input(json!({"image": "cat.png", "width": 640})))?;
+//!
+//! // A worker claims it, reports progress, and completes it under its lease.
+//! let claimed = queue.claim("worker-1", 10, &ClaimFilter::default())?;
+//! let lease = claimed[0].lease();
+//! queue.set_progress(&lease, 0.5, Some("resizing"))?;
+//! queue.complete(&lease, json!({"thumbnail": "cat-640.png"}))?;
+//!
+//! let done = queue.get(&job.job_id)?;
+//! assert_eq!(done.status, Status::Succeeded);
+//! assert_eq!(done.output, Some(json!({"thumbnail": "cat-640.png"})));
+//!
+//! // A failure with attempts left goes to `retry`, with exponential backoff.
+//! let job = queue.enqueue(NewJob::new("resize").max_attempts(3))?;
+//! let lease = queue.claim("worker-1", 1, &ClaimFilter::default())?[0].lease();
+//! assert_eq!(queue.fail(&lease, &JobError::retryable("disk busy"))?, Status::Retry);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See the README for the guarantees (at-least-once delivery, what survives a crash and a
+//! power loss) and the state machine.
+
+#![deny(missing_docs)]
+
+mod clock;
+mod error;
+mod events;
+mod group;
+mod job;
+mod maintenance;
+mod owner;
+mod queue;
+mod retry;
+mod schema;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use events::{EventKind, JobEvent};
+pub use group::Group;
+pub use job::{
+    AttemptError, ClaimedJob, Enqueued, Job, JobId, Lease, NewJob, RunAfter, Status, Timestamp,
+};
+pub use maintenance::StaleTimeouts;
+pub use owner::Owner;
+pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};
+pub use retry::RetryPolicy;
+pub use schema::schema_version;
+pub use store::Durability;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

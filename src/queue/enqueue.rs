@@ -1,0 +1,326 @@
+//! Enqueue: one job, a batch, or inside the caller's own transaction.
+
+use rusqlite::{Connection, OptionalExtension, named_params};
+
+use super::Queue;
+use crate::clock::millis;
+use crate::error::{Error, Result};
+use crate::events::{EventKind, JobEvent};
+use crate::job::{Enqueued, JobId, NewJob, RunAfter, Status};
+use crate::owner::SPENT_SQL;
+
+const INSERT_JOB: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, status, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at)
+    VALUES (:id, :queue, :kind, 'queued', :priority, :max_attempts, :run_after, :input,
+            :key, :cost, :owner, :group_id, :external_id, :now, :now)";
+
+const FIND_BY_KEY: &str = "
+    SELECT id, status FROM jobq_jobs
+    WHERE coalesce(owner, '') = coalesce(:owner, '') AND idempotency_key = :key";
+
+const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
+
+const OWNER_BUDGET: &str = "SELECT budget_cents FROM jobq_owners WHERE id = ?1";
+
+/// A `NewJob` checked and resolved against a clock reading.
+struct Checked {
+    kind: String,
+    input: String,
+    queue: String,
+    priority: i32,
+    run_after: i64,
+    max_attempts: u32,
+    key: Option<String>,
+    group_id: Option<String>,
+    owner: Option<String>,
+    cost_cents: i64,
+    external_id: Option<String>,
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(Error::invalid(
+            field,
+            format!("longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Queue {
+    /// Adds a job to the queue.
+    ///
+    /// With an idempotency key that this owner already used, nothing is inserted and the
+    /// existing job comes back with `already_existed: true`; two racing enqueues of one key
+    /// (threads or processes) yield one job. Idle worker pools of this process wake at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the field (empty kind, invalid JSON input, zero
+    /// `max_attempts`, negative cost, an owner other than the handle's own);
+    /// [`Error::NotFound`] for a missing group; [`Error::BudgetExceeded`] when the owner's
+    /// budget would be passed. Nothing is written on any error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobq::{NewJob, Queue};
+    /// use serde_json::json;
+    ///
+    /// let queue = Queue::open(dir.path().join("q.db"))?;
+    /// let first = queue.enqueue(NewJob::new("ingest").input(json!({"s3_key": "a.mp4"})).idempotency_key("a.mp4"))?;
+    /// let again = queue.enqueue(NewJob::new("ingest").idempotency_key("a.mp4"))?;
+    /// assert_eq!(first.job_id, again.job_id);
+    /// assert!(again.already_existed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        let now = self.now_ms();
+        let checked = self.check(job, now)?;
+        let out = self.store().write(|tx| self.insert(tx, checked, now))?;
+        self.after_enqueue(std::slice::from_ref(&out), now);
+        Ok(out)
+    }
+
+    /// Adds many jobs in one transaction: all of them, or (on any error) none.
+    ///
+    /// Each job is handled as [`Queue::enqueue`] handles it; the results come back in the
+    /// same order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::enqueue`]; the error names the index of the job that was refused.
+    pub fn enqueue_many(&self, jobs: impl IntoIterator<Item = NewJob>) -> Result<Vec<Enqueued>> {
+        let now = self.now_ms();
+        let checked = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| self.check(job, now).map_err(|e| at_index(i, e)))
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.store().write(|tx| {
+            checked
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| self.insert(tx, c, now).map_err(|e| at_index(i, e)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        self.after_enqueue(&out, now);
+        Ok(out)
+    }
+
+    /// Adds a job inside the caller's own transaction on the same database file, so the
+    /// job exists if and only if the caller's own writes commit.
+    ///
+    /// `conn` is any rusqlite connection to the queue's file, usually a
+    /// `rusqlite::Transaction` (start it with `TransactionBehavior::Immediate`, which avoids
+    /// a busy error when upgrading to a write). Worker pools see the job only once the
+    /// transaction commits: call [`Queue::notify`] then to wake them at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::enqueue`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobq::{NewJob, Queue};
+    /// use rusqlite::{Connection, TransactionBehavior};
+    ///
+    /// let path = dir.path().join("app.db");
+    /// let queue = Queue::open(&path)?;
+    /// let mut conn = Connection::open(&path)?;
+    /// conn.execute_batch("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY)")?;
+    ///
+    /// let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    /// tx.execute("INSERT INTO orders (id) VALUES (1)", [])?;
+    /// let job = queue.enqueue_tx(&tx, NewJob::new("ship_order").input(serde_json::json!({"order": 1})))?;
+    /// tx.commit()?;
+    /// queue.notify();
+    /// assert_eq!(queue.get(&job.job_id)?.kind, "ship_order");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn enqueue_tx(&self, conn: &Connection, job: NewJob) -> Result<Enqueued> {
+        let now = self.now_ms();
+        let checked = self.check(job, now)?;
+        self.insert(conn, checked, now)
+    }
+
+    fn after_enqueue(&self, out: &[Enqueued], now: i64) {
+        if out.iter().any(|e| !e.already_existed) {
+            self.shared.events.wake_dispatchers();
+        }
+        for e in out {
+            tracing::debug!(job_id = %e.job_id, already_existed = e.already_existed, "jobq: enqueued");
+        }
+        self.emit(|| {
+            out.iter()
+                .filter(|e| !e.already_existed)
+                .map(|e| {
+                    JobEvent::new(
+                        e.job_id.clone(),
+                        EventKind::Enqueued,
+                        Some(Status::Queued),
+                        now,
+                    )
+                })
+                .collect()
+        });
+    }
+
+    /// Checks everything that can be checked without the database.
+    fn check(&self, job: NewJob, now: i64) -> Result<Checked> {
+        check_text("kind", &job.kind, 200)?;
+        let input = job
+            .input
+            .map_err(|reason| Error::invalid("input", reason))?;
+        let queue = job.queue.unwrap_or_else(|| String::from("default"));
+        check_text("queue", &queue, 200)?;
+        let max_attempts = job.max_attempts.unwrap_or(self.shared.default_max_attempts);
+        if max_attempts == 0 {
+            return Err(Error::invalid("max_attempts", "must be at least 1"));
+        }
+        if max_attempts > i32::MAX as u32 {
+            return Err(Error::invalid("max_attempts", "too large"));
+        }
+        if job.cost_cents < 0 {
+            return Err(Error::invalid("cost_cents", "must not be negative"));
+        }
+        if let Some(key) = &job.idempotency_key {
+            check_text("idempotency_key", key, 500)?;
+        }
+        if let Some(group) = &job.group_id {
+            check_text("group_id", group, 200)?;
+        }
+        let owner = match (self.owner(), job.owner) {
+            (Some(me), Some(other)) if other != me => {
+                return Err(Error::invalid(
+                    "owner",
+                    format!("a handle scoped to {me} cannot enqueue for {other}"),
+                ));
+            }
+            (Some(me), _) => Some(me.to_string()),
+            (None, owner) => owner,
+        };
+        if let Some(owner) = &owner {
+            check_text("owner", owner, 200)?;
+        }
+        let run_after = match job.run_after {
+            RunAfter::Now => now,
+            RunAfter::Delay(d) => now.saturating_add(millis(d)),
+            RunAfter::At(t) => t.as_millis(),
+        };
+        Ok(Checked {
+            kind: job.kind,
+            input,
+            queue,
+            priority: job.priority,
+            run_after,
+            max_attempts,
+            key: job.idempotency_key,
+            group_id: job.group_id,
+            owner,
+            cost_cents: job.cost_cents,
+            external_id: job.external_id,
+        })
+    }
+
+    /// Inserts one checked job on `conn`, inside the caller's transaction.
+    fn insert(&self, conn: &Connection, mut job: Checked, now: i64) -> Result<Enqueued> {
+        if let Some(key) = &job.key {
+            let existing: Option<(String, String)> = conn
+                .prepare_cached(FIND_BY_KEY)?
+                .query_row(named_params! {":owner": job.owner, ":key": key}, |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((id, status)) = existing {
+                return Ok(Enqueued {
+                    job_id: JobId::from_db(id),
+                    status: status.parse()?,
+                    already_existed: true,
+                });
+            }
+        }
+        if let Some(group) = &job.group_id {
+            let group_owner: Option<Option<String>> = conn
+                .prepare_cached(GROUP_OWNER)?
+                .query_row([group], |r| r.get(0))
+                .optional()?;
+            let not_found = || Error::NotFound {
+                what: "group",
+                id: group.clone(),
+            };
+            let group_owner = group_owner.ok_or_else(not_found)?;
+            if self.owner().is_some() && group_owner.as_deref() != self.owner() {
+                return Err(not_found());
+            }
+            if job.owner.is_none() {
+                job.owner = group_owner;
+            }
+        }
+        if let Some(owner) = &job.owner {
+            self.check_budget(conn, owner, job.cost_cents)?;
+        }
+        let id = self.new_id(now);
+        conn.prepare_cached(INSERT_JOB)?.execute(named_params! {
+            ":id": id,
+            ":queue": job.queue,
+            ":kind": job.kind,
+            ":priority": job.priority,
+            ":max_attempts": job.max_attempts,
+            ":run_after": job.run_after,
+            ":input": job.input,
+            ":key": job.key,
+            ":cost": job.cost_cents,
+            ":owner": job.owner,
+            ":group_id": job.group_id,
+            ":external_id": job.external_id,
+            ":now": now,
+        })?;
+        Ok(Enqueued {
+            job_id: JobId::from_db(id),
+            status: Status::Queued,
+            already_existed: false,
+        })
+    }
+
+    fn check_budget(&self, conn: &Connection, owner: &str, cost_cents: i64) -> Result<()> {
+        let budget: Option<Option<i64>> = conn
+            .prepare_cached(OWNER_BUDGET)?
+            .query_row([owner], |r| r.get(0))
+            .optional()?;
+        let Some(Some(budget)) = budget else {
+            return Ok(());
+        };
+        let spent: i64 = conn
+            .prepare_cached(SPENT_SQL)?
+            .query_row([owner], |r| r.get(0))?;
+        if spent.saturating_add(cost_cents) > budget {
+            return Err(Error::BudgetExceeded {
+                owner: owner.to_string(),
+                budget_cents: budget,
+                spent_cents: spent,
+                requested_cents: cost_cents,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Names the position of the refused job in a batch.
+fn at_index(i: usize, err: Error) -> Error {
+    match err {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field,
+            reason: format!("job #{i} of the batch: {reason}"),
+        },
+        other => other,
+    }
+}

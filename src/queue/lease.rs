@@ -1,0 +1,491 @@
+//! What a worker reports on a job it holds. Every statement here is guarded by the lease
+//! (status `running`, the same `locked_by`, the same attempt): a report from a worker that
+//! lost the job changes nothing and is refused with [`Error::LockLost`].
+
+use std::fmt;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, named_params};
+use serde::Serialize;
+
+use super::{Queue, current_status};
+use crate::clock::millis;
+use crate::error::{Error, Result};
+use crate::events::{EventKind, JobEvent};
+use crate::job::{JobId, Lease, Status};
+
+/// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
+///
+/// A retryable error puts the job in `retry` with a backoff delay while attempts remain;
+/// a permanent one fails it at once (the dead letter).
+///
+/// Any `std::error::Error` converts into a retryable `JobError`, so `?` works in handlers.
+///
+/// # Examples
+///
+/// ```
+/// use jobq::JobError;
+/// use std::time::Duration;
+///
+/// let transient = JobError::retryable("upstream 503").code("UPSTREAM").retry_after(Duration::from_secs(30));
+/// let fatal = JobError::permanent("the video file is corrupt").code("BAD_INPUT");
+/// assert!(fatal.is_permanent() && !transient.is_permanent());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    message: String,
+    code: Option<String>,
+    permanent: bool,
+    retry_after: Option<Duration>,
+}
+
+/// Longest error message kept, in characters; the rest is cut.
+const MAX_MESSAGE_CHARS: usize = 8 * 1024;
+
+impl JobError {
+    /// A failure worth retrying (a timeout, a 503): retried with backoff while attempts remain.
+    pub fn retryable(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            code: None,
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that will not go away (bad input): the job fails at once, no retry.
+    pub fn permanent(message: impl Into<String>) -> JobError {
+        JobError {
+            permanent: true,
+            ..JobError::retryable(message)
+        }
+    }
+
+    /// A machine-readable code, stored as the job's `error_code`. Defaults to none.
+    pub fn code(mut self, code: impl Into<String>) -> JobError {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// Retry after exactly this delay instead of the policy's backoff. Defaults to the
+    /// retry policy of the job's kind or queue.
+    pub fn retry_after(mut self, delay: Duration) -> JobError {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The code, if any.
+    pub fn error_code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// True when no retry is wanted.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The delay asked for, if any.
+    pub fn requested_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    pub(crate) fn with_default_delay(mut self, delay: impl FnOnce() -> Duration) -> JobError {
+        if self.retry_after.is_none() {
+            self.retry_after = Some(delay());
+        }
+        self
+    }
+
+    fn stored_message(&self) -> String {
+        match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((cut, _)) => format!("{}… (cut)", &self.message[..cut]),
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(err: E) -> JobError {
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        JobError::retryable(message)
+    }
+}
+
+/// What the completer records for one job.
+#[derive(Debug, Clone)]
+pub(crate) enum Report {
+    /// Succeeded with this output (JSON text) and this cost added.
+    Complete { output: String, cost_cents: i64 },
+    /// The attempt failed.
+    Fail(JobError),
+    /// Give the job back unstarted: `queued`, without spending the attempt.
+    Release,
+}
+
+const COMPLETE: &str = "
+    UPDATE jobq_jobs
+    SET status = 'succeeded', output = :output, cost_cents = cost_cents + :cost,
+        stage = 'succeeded', progress = 1, completed_at = :now, updated_at = :now
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+const LEASED_JOB: &str = "
+    SELECT queue, kind, max_attempts FROM jobq_jobs
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+const FAIL: &str = "
+    UPDATE jobq_jobs
+    SET status = :status,
+        run_after = CASE WHEN :status = 'retry' THEN :retry_at ELSE run_after END,
+        last_error = :message, error_code = :code,
+        errors = json_insert(errors, '$[#]',
+            json_object('attempt', attempts, 'code', :code, 'message', :message, 'at', :now)),
+        completed_at = CASE WHEN :status = 'failed' THEN :now END,
+        updated_at = :now
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+const RELEASE: &str = "
+    UPDATE jobq_jobs
+    SET status = 'queued', attempts = attempts - 1, run_after = :now, stage = NULL,
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+const HEARTBEAT: &str = "
+    UPDATE jobq_jobs SET heartbeat_at = :now
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+const HEARTBEAT_MANY: &str = "
+    UPDATE jobq_jobs SET heartbeat_at = :now
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running' AND locked_by = :worker
+    RETURNING id";
+
+const REPORT: &str = "
+    UPDATE jobq_jobs
+    SET progress = coalesce(:progress, progress), stage = coalesce(:stage, stage),
+        cost_cents = cost_cents + :cost, heartbeat_at = :now, updated_at = :now
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+
+impl Queue {
+    /// Records the success of a job the worker holds, with its output.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LockLost`] when the worker no longer holds the job (released as stale,
+    /// cancelled, claimed again) and [`Error::NotFound`] when it is gone; either way nothing
+    /// changed.
+    pub fn complete(&self, lease: &Lease, output: impl Serialize) -> Result<()> {
+        self.complete_with_cost(lease, output, 0)
+    }
+
+    /// Records a success as [`Queue::complete`] does, adding `cost_cents` to the job's cost.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::complete`], and [`Error::InvalidInput`] for a negative cost.
+    pub fn complete_with_cost(
+        &self,
+        lease: &Lease,
+        output: impl Serialize,
+        cost_cents: i64,
+    ) -> Result<()> {
+        let output =
+            serde_json::to_string(&output).map_err(|e| Error::invalid("output", e.to_string()))?;
+        if cost_cents < 0 {
+            return Err(Error::invalid("cost_cents", "must not be negative"));
+        }
+        self.record_one(lease, Report::Complete { output, cost_cents })
+            .map(|_| ())
+    }
+
+    /// Records a failed attempt. A permanent error, or the last allowed attempt, fails the
+    /// job (dead letter); otherwise it goes to `retry` and waits for the error's delay or
+    /// the retry policy's backoff. Returns the job's new status.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::complete`].
+    pub fn fail(&self, lease: &Lease, error: &JobError) -> Result<Status> {
+        self.record_one(lease, Report::Fail(error.clone()))
+    }
+
+    /// Gives a claimed job back without spending its attempt: it becomes `queued` again,
+    /// claimable at once. For workers shutting down before they start a job.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::complete`].
+    pub fn release(&self, lease: &Lease) -> Result<()> {
+        self.record_one(lease, Report::Release).map(|_| ())
+    }
+
+    fn record_one(&self, lease: &Lease, report: Report) -> Result<Status> {
+        let now = self.now_ms();
+        let result = self
+            .store()
+            .write(|tx| Ok(self.record_in(tx, lease, &report, now)))?;
+        if let Ok(status) = result {
+            self.after_record(std::slice::from_ref(&(lease.job_id.clone(), status)), now);
+        }
+        result
+    }
+
+    /// Records many reports in one transaction. Each report gets its own result (a lost
+    /// lock refuses that report only); a database failure refuses them all.
+    pub(crate) fn record_many(&self, reports: &[(Lease, Report)]) -> Result<Vec<Result<Status>>> {
+        let now = self.now_ms();
+        let results = self.store().write(|tx| {
+            let mut results = Vec::with_capacity(reports.len());
+            for (lease, report) in reports {
+                let r = self.record_in(tx, lease, report, now);
+                if let Err(e) = &r {
+                    if !matches!(e, Error::LockLost { .. } | Error::NotFound { .. }) {
+                        return Err(r.unwrap_err());
+                    }
+                }
+                results.push(r);
+            }
+            Ok(results)
+        })?;
+        let changed: Vec<(JobId, Status)> = reports
+            .iter()
+            .zip(&results)
+            .filter_map(|((lease, _), r)| r.as_ref().ok().map(|s| (lease.job_id.clone(), *s)))
+            .collect();
+        self.after_record(&changed, now);
+        Ok(results)
+    }
+
+    fn after_record(&self, changed: &[(JobId, Status)], now: i64) {
+        if changed.iter().any(|(_, s)| *s == Status::Queued) {
+            self.shared.events.wake_dispatchers();
+        }
+        self.emit(|| {
+            changed
+                .iter()
+                .map(|(id, status)| {
+                    let kind = match status {
+                        Status::Succeeded => EventKind::Succeeded,
+                        Status::Retry => EventKind::Retrying,
+                        Status::Failed => EventKind::Failed,
+                        _ => EventKind::Released,
+                    };
+                    JobEvent::new(id.clone(), kind, Some(*status), now)
+                })
+                .collect()
+        });
+    }
+
+    /// One report inside the caller's transaction. `Ok` is the job's new status.
+    fn record_in(
+        &self,
+        conn: &Connection,
+        lease: &Lease,
+        report: &Report,
+        now: i64,
+    ) -> Result<Status> {
+        let held = named_params! {
+            ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+        };
+        let (changed, status) = match report {
+            Report::Complete { output, cost_cents } => {
+                let n = conn.prepare_cached(COMPLETE)?.execute(named_params! {
+                    ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                    ":output": output, ":cost": cost_cents, ":now": now,
+                })?;
+                (n, Status::Succeeded)
+            }
+            Report::Release => {
+                let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
+                    ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                    ":now": now,
+                })?;
+                (n, Status::Queued)
+            }
+            Report::Fail(error) => {
+                let leased: Option<(String, String, u32)> = conn
+                    .prepare_cached(LEASED_JOB)?
+                    .query_row(held, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                match leased {
+                    None => (0, Status::Failed),
+                    Some((queue, kind, max_attempts)) => {
+                        let status = if error.permanent || lease.attempt >= max_attempts {
+                            Status::Failed
+                        } else {
+                            Status::Retry
+                        };
+                        let delay = error.retry_after.unwrap_or_else(|| {
+                            self.shared
+                                .retry
+                                .for_job(&queue, &kind)
+                                .delay(lease.attempt)
+                        });
+                        let n = conn.prepare_cached(FAIL)?.execute(named_params! {
+                            ":id": lease.job_id.as_str(), ":worker": lease.worker,
+                            ":attempt": lease.attempt, ":status": status.as_str(),
+                            ":retry_at": now.saturating_add(millis(delay)),
+                            ":message": error.stored_message(), ":code": error.code, ":now": now,
+                        })?;
+                        if status == Status::Retry {
+                            tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
+                        } else {
+                            tracing::warn!(job_id = %lease.job_id, kind, attempt = lease.attempt, error = %error, "jobq: job failed");
+                        }
+                        (n, status)
+                    }
+                }
+            }
+        };
+        if changed == 0 {
+            return Err(self.lost(conn, lease)?);
+        }
+        Ok(status)
+    }
+
+    /// Explains why a guarded statement changed nothing.
+    fn lost(&self, conn: &Connection, lease: &Lease) -> Result<Error> {
+        Ok(match current_status(conn, &lease.job_id, None)? {
+            None => Error::job_not_found(&lease.job_id),
+            Some(status) => Error::LockLost {
+                job: lease.job_id.clone(),
+                worker: lease.worker.clone(),
+                attempt: lease.attempt,
+                status,
+            },
+        })
+    }
+
+    /// Refreshes the heartbeat of a job the worker holds, so the stale release leaves it be.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::complete`].
+    pub fn heartbeat(&self, lease: &Lease) -> Result<()> {
+        let now = self.now_ms();
+        self.store().write(|tx| {
+            let n = tx.prepare_cached(HEARTBEAT)?.execute(named_params! {
+                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                ":now": now,
+            })?;
+            if n == 0 {
+                return Err(self.lost(tx, lease)?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Refreshes the heartbeats of many jobs of one worker in one statement, and returns
+    /// the ids it still holds. A job missing from the answer was cancelled or released:
+    /// its handler should stop.
+    ///
+    /// # Errors
+    ///
+    /// Only database errors.
+    pub fn heartbeat_many(&self, worker: &str, ids: &[JobId]) -> Result<Vec<JobId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now_ms();
+        let ids_json =
+            serde_json::to_string(ids).map_err(|e| Error::invalid("ids", e.to_string()))?;
+        self.store().write(|tx| {
+            let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
+            let held = stmt
+                .query_map(
+                    named_params! {":ids": ids_json, ":worker": worker, ":now": now},
+                    |r| r.get::<_, String>(0).map(JobId::from_db),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(held)
+        })
+    }
+
+    /// Sets the progress (0.0 to 1.0) of a job the worker holds, and its stage if given.
+    /// Counts as a heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a progress outside 0–1 (nothing changes), else as
+    /// [`Queue::complete`].
+    pub fn set_progress(&self, lease: &Lease, progress: f64, stage: Option<&str>) -> Result<()> {
+        if !(0.0..=1.0).contains(&progress) {
+            return Err(Error::invalid(
+                "progress",
+                format!("{progress} is outside 0.0–1.0 (job {})", lease.job_id),
+            ));
+        }
+        self.report(lease, Some(progress), stage, 0)
+    }
+
+    /// Sets the stage of a job the worker holds (e.g. `"transcribing"`). Counts as a
+    /// heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an empty stage, else as [`Queue::complete`].
+    pub fn set_stage(&self, lease: &Lease, stage: &str) -> Result<()> {
+        self.report(lease, None, Some(stage), 0)
+    }
+
+    /// Adds `cents` to the cost of a job the worker holds. Counts as a heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a negative amount, else as [`Queue::complete`].
+    pub fn add_cost(&self, lease: &Lease, cents: i64) -> Result<()> {
+        if cents < 0 {
+            return Err(Error::invalid(
+                "cost_cents",
+                format!("{cents} is negative (job {})", lease.job_id),
+            ));
+        }
+        self.report(lease, None, None, cents)
+    }
+
+    fn report(
+        &self,
+        lease: &Lease,
+        progress: Option<f64>,
+        stage: Option<&str>,
+        cost: i64,
+    ) -> Result<()> {
+        if let Some(stage) = stage {
+            if stage.trim().is_empty() || stage.chars().count() > 200 {
+                return Err(Error::invalid(
+                    "stage",
+                    format!("must be 1 to 200 characters (job {})", lease.job_id),
+                ));
+            }
+        }
+        let now = self.now_ms();
+        self.store().write(|tx| {
+            let n = tx.prepare_cached(REPORT)?.execute(named_params! {
+                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                ":progress": progress, ":stage": stage, ":cost": cost, ":now": now,
+            })?;
+            if n == 0 {
+                return Err(self.lost(tx, lease)?);
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! The [`Queue`]: a handle on one database file, and every verb on its jobs.
+//!
+//! One file per operation: `enqueue.rs`, `claim.rs`, `lease.rs` (what a worker reports on a
+//! job it holds), `admin.rs` (cancel, retry, delete, transition), `read.rs` (get, list).
+
+mod admin;
+mod claim;
+mod enqueue;
+mod lease;
+mod read;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+pub use claim::ClaimFilter;
+pub use lease::JobError;
+pub use read::{JobFilter, Page};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::events::{EventBus, JobEvent};
+use crate::job::{JobId, Status, Timestamp};
+use crate::retry::{RetryPolicies, RetryPolicy};
+use crate::store::{Durability, Store, StoreOptions};
+
+/// Settings for opening a [`Queue`]. Made by [`Queue::builder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use jobq::{Durability, Queue, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let queue = Queue::builder("app.db")
+///     .durability(Durability::Full)
+///     .busy_timeout(Duration::from_secs(10))
+///     .queue_retry_policy("mail", RetryPolicy::exponential(Duration::from_secs(30), Duration::from_secs(3600)))
+///     .open()?;
+/// # Ok::<(), jobq::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct QueueBuilder {
+    path: PathBuf,
+    store: StoreOptions,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicies,
+    default_max_attempts: u32,
+}
+
+impl QueueBuilder {
+    /// How much of each commit survives a crash. Defaults to [`Durability::Normal`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.store.durability = durability;
+        self
+    }
+
+    /// How long a request waits for a database locked by another connection before it
+    /// fails with [`Error::Busy`]. Defaults to 5 seconds.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.store.busy_timeout = timeout;
+        self
+    }
+
+    /// The most pooled read connections. Defaults to 4.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.store.pool_size = size;
+        self
+    }
+
+    /// The clock every statement takes `now` from. Defaults to the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The retry policy of every job without a more specific one. Defaults to
+    /// [`RetryPolicy::default`].
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry.default = policy;
+        self
+    }
+
+    /// The retry policy of the jobs of one queue. Defaults to the queue-wide policy.
+    pub fn queue_retry_policy(mut self, queue: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.retry.by_queue.insert(queue.into(), policy);
+        self
+    }
+
+    /// The retry policy of the jobs of one kind; wins over the queue's. Defaults to the
+    /// queue's policy.
+    pub fn kind_retry_policy(mut self, kind: impl Into<String>, policy: RetryPolicy) -> Self {
+        self.retry.by_kind.insert(kind.into(), policy);
+        self
+    }
+
+    /// Attempts allowed to a job that does not say. Defaults to 5.
+    pub fn default_max_attempts(mut self, n: u32) -> Self {
+        self.default_max_attempts = n.max(1);
+        self
+    }
+
+    /// Lets jobq add its tables to a SQLite file that already holds an application's own
+    /// tables (which is what makes [`Queue::enqueue_tx`] useful). The application must leave
+    /// `PRAGMA user_version` to jobq. Defaults to false: a file with foreign tables and no
+    /// jobq schema is refused, untouched.
+    pub fn allow_foreign_tables(mut self, allow: bool) -> Self {
+        self.store.allow_foreign_tables = allow;
+        self
+    }
+
+    /// Opens the file, creating and migrating it as needed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] when the folder is missing or the file cannot be opened for writing;
+    /// [`Error::NotJobqDatabase`] when the file is not SQLite or holds foreign tables;
+    /// [`Error::SchemaTooNew`] when a newer jobq wrote it. In each case the file is untouched.
+    pub fn open(self) -> Result<Queue> {
+        let store = Store::open(&self.path, self.store)?;
+        Ok(Queue {
+            shared: Arc::new(Shared {
+                store,
+                clock: self.clock,
+                retry: self.retry,
+                default_max_attempts: self.default_max_attempts,
+                events: EventBus::default(),
+                uuid_context: Mutex::new(uuid::ContextV7::new()),
+            }),
+            owner: None,
+        })
+    }
+}
+
+/// A durable job queue in one SQLite file.
+///
+/// `Queue` is cheap to clone and safe to share between threads; every clone uses the same
+/// connections. Many processes may open the same file at once. Every verb is one short
+/// transaction.
+///
+/// A handle made by [`Queue::scoped`] belongs to one owner: it sees and changes only that
+/// owner's jobs and groups (another owner's job is "not found"), and what it creates is
+/// stamped with the owner.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub(crate) shared: Arc<Shared>,
+    owner: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) retry: RetryPolicies,
+    pub(crate) default_max_attempts: u32,
+    pub(crate) events: EventBus,
+    uuid_context: Mutex<uuid::ContextV7>,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue at `path` with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`QueueBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
+        Queue::builder(path).open()
+    }
+
+    /// Settings for opening the queue at `path`.
+    pub fn builder(path: impl AsRef<Path>) -> QueueBuilder {
+        QueueBuilder {
+            path: path.as_ref().to_path_buf(),
+            store: StoreOptions::default(),
+            clock: Arc::new(SystemClock),
+            retry: RetryPolicies::default(),
+            default_max_attempts: 5,
+        }
+    }
+
+    /// A handle on the same file that sees and changes only `owner`'s jobs and groups, like
+    /// row-level security, and stamps `owner` on what it creates.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobq::{NewJob, Queue};
+    ///
+    /// let admin = Queue::open(dir.path().join("q.db"))?;
+    /// let alice = admin.scoped("alice");
+    /// let bob = admin.scoped("bob");
+    /// let job = alice.enqueue(NewJob::new("render"))?;
+    /// assert!(bob.get(&job.job_id).unwrap_err().is_not_found());
+    /// assert_eq!(admin.get(&job.job_id)?.owner.as_deref(), Some("alice"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn scoped(&self, owner: impl Into<String>) -> Queue {
+        Queue {
+            shared: Arc::clone(&self.shared),
+            owner: Some(Arc::from(owner.into())),
+        }
+    }
+
+    /// A handle on the same file that sees everything (what [`Queue::open`] returns).
+    pub fn unscoped(&self) -> Queue {
+        Queue {
+            shared: Arc::clone(&self.shared),
+            owner: None,
+        }
+    }
+
+    /// The owner this handle is scoped to, if any.
+    pub fn owner(&self) -> Option<&str> {
+        self.owner.as_deref()
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.shared.store.path()
+    }
+
+    /// The durability this handle was opened with.
+    pub fn durability(&self) -> Durability {
+        self.shared.store.durability()
+    }
+
+    /// The current time of the queue's clock.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.now_ms())
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.shared.clock.now_ms()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub(crate) fn require_admin(&self, action: &'static str) -> Result<()> {
+        match self.owner {
+            Some(_) => Err(Error::Forbidden { action }),
+            None => Ok(()),
+        }
+    }
+
+    /// A new UUID v7 from the queue's clock, strictly increasing within this process.
+    pub(crate) fn new_id(&self, now_ms: i64) -> String {
+        let ctx = self
+            .shared
+            .uuid_context
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ms = now_ms.max(0) as u64;
+        let ts = uuid::Timestamp::from_unix(&*ctx, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+        uuid::Uuid::new_v7(ts).hyphenated().to_string()
+    }
+
+    pub(crate) fn emit(&self, make: impl FnOnce() -> Vec<JobEvent>) {
+        self.shared.events.emit(make);
+    }
+
+    /// Wakes the dispatchers of worker pools of this process, so they claim at once.
+    ///
+    /// Enqueues through a `Queue` do this by themselves. Call it after committing a
+    /// transaction that used [`Queue::enqueue_tx`]: until then the new jobs are invisible,
+    /// and pools would find them only at their next poll.
+    pub fn notify(&self) {
+        self.shared.events.wake_dispatchers();
+    }
+
+    /// Receives every job event of this process from now on (enqueued, claimed, succeeded,
+    /// failed, retrying, cancelled, released, retried, deleted).
+    ///
+    /// The channel holds up to 10,000 events; a subscriber that falls that far behind misses
+    /// events rather than slowing the queue down. Changes made by other processes are not
+    /// seen here; [`Queue::wait`] watches the file as well.
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<JobEvent> {
+        self.shared.events.subscribe()
+    }
+}
+
+/// Reads a job's status (respecting the owner scope) to explain why a guarded statement
+/// changed nothing.
+pub(crate) fn current_status(
+    conn: &rusqlite::Connection,
+    id: &JobId,
+    owner: Option<&str>,
+) -> Result<Option<Status>> {
+    use rusqlite::OptionalExtension;
+    let status: Option<String> = conn
+        .prepare_cached(
+            "SELECT status FROM jobq_jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+        )?
+        .query_row(rusqlite::params![id.as_str(), owner], |r| r.get(0))
+        .optional()?;
+    status.map(|s| s.parse()).transpose()
+}

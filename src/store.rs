@@ -1,0 +1,282 @@
+//! The database file: opening, pragmas, the connection pool and transactions.
+//!
+//! Reads go through an r2d2 pool, so listing and stats never wait for writers (WAL lets
+//! readers and one writer work at once). Writes in this process go through one connection
+//! behind a mutex: in-process writers queue on the mutex in order instead of spinning in
+//! SQLite's busy handler, which sleeps in growing steps and lets one thread win every race.
+//! Writers in other processes are still waited on through `busy_timeout`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+use crate::schema;
+
+/// How much of a commit survives a crash. See the README's Guarantees section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a committed enqueue survives the crash of any process, but the
+    /// last commits before a power loss or OS crash may be lost (the database stays
+    /// consistent). What every SQLite queue we know uses. The default.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is synced to disk before it returns, so it also
+    /// survives a power loss. Costs a sync per transaction (batching amortizes it).
+    Full,
+}
+
+impl Durability {
+    fn pragma_value(self) -> i64 {
+        match self {
+            Durability::Normal => 1,
+            Durability::Full => 2,
+        }
+    }
+}
+
+/// Settings for opening a database file.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreOptions {
+    pub durability: Durability,
+    pub busy_timeout: Duration,
+    pub pool_size: u32,
+    pub allow_foreign_tables: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(5),
+            pool_size: 4,
+            allow_foreign_tables: false,
+        }
+    }
+}
+
+pub(crate) struct Store {
+    path: PathBuf,
+    opts: StoreOptions,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+const OPEN_FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
+    .union(OpenFlags::SQLITE_OPEN_CREATE)
+    .union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// Nothing is written to the file until it is known to be a jobq database (or an empty
+    /// one), so opening the wrong file leaves it untouched.
+    pub(crate) fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        let open_err = |reason: String| Error::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(open_err(format!(
+                    "folder {} does not exist",
+                    parent.display()
+                )));
+            }
+        }
+        if path.is_dir() {
+            return Err(open_err("it is a folder".into()));
+        }
+        let mut conn =
+            Connection::open_with_flags(path, OPEN_FLAGS).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(opts.busy_timeout)
+            .map_err(|e| open_err(e.to_string()))?;
+        if conn.is_readonly("main").unwrap_or(false) {
+            return Err(open_err("the file is read-only".into()));
+        }
+        // Read-only inspection first: refuse foreign or newer files before any write.
+        let state = schema::inspect(&conn, path, opts.allow_foreign_tables)?;
+        configure(&conn, &opts).map_err(|e| match e {
+            Error::Database(inner) => open_err(inner.to_string()),
+            other => other,
+        })?;
+        schema::migrate(&mut conn, path, state)?;
+
+        let init_opts = opts.clone();
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OPEN_FLAGS)
+            .with_init(move |c| {
+                c.busy_timeout(init_opts.busy_timeout)?;
+                configure(c, &init_opts).map_err(|e| match e {
+                    Error::Database(inner) => inner,
+                    other => rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+                        Some(other.to_string()),
+                    ),
+                })
+            });
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(opts.busy_timeout.max(Duration::from_secs(1)))
+            .build(manager)
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            opts,
+            pool,
+            writer: Mutex::new(conn),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.opts.durability
+    }
+
+    pub(crate) fn busy_timeout(&self) -> Duration {
+        self.opts.busy_timeout
+    }
+
+    /// A new connection of its own, with the same pragmas (for long-lived readers such as
+    /// a dispatcher watching `PRAGMA data_version`).
+    pub(crate) fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(&self.path, OPEN_FLAGS)?;
+        conn.busy_timeout(self.opts.busy_timeout)?;
+        configure(&conn, &self.opts)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection and commits.
+    /// An error from `f` rolls everything back.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock_writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.fix(e.into(), "begin a write transaction"))?;
+        let out = f(&tx).map_err(|e| self.fix(e, "write"))?;
+        tx.commit().map_err(|e| self.fix(e.into(), "commit"))?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a pooled connection inside one read transaction (one snapshot).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.pool.get()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.fix(e.into(), "begin a read transaction"))?;
+        let out = f(&tx).map_err(|e| self.fix(e, "read"))?;
+        tx.finish()
+            .map_err(|e| self.fix(e.into(), "end a read transaction"))?;
+        Ok(out)
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a write rolled its transaction back when the guard dropped, so the
+        // connection is sound even if the mutex is poisoned.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives a busy error its timeout and what was being done.
+    fn fix(&self, err: Error, context: &str) -> Error {
+        match err {
+            Error::Busy { .. } => Error::Busy {
+                timeout: self.opts.busy_timeout,
+                context: format!("{context} on {}", self.path.display()),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Applies jobq's pragmas to a connection and reads each one back: a pragma that did not
+/// take (a misspelt name is silently ignored by SQLite) is an error, not a surprise later.
+fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Open {
+            path: conn.path().unwrap_or_default().into(),
+            reason: format!("could not switch to WAL mode (journal_mode is {mode})"),
+        });
+    }
+    let checks: [(&str, i64); 3] = [
+        ("synchronous", opts.durability.pragma_value()),
+        ("foreign_keys", 1),
+        ("journal_size_limit", 64 << 20),
+    ];
+    for (name, want) in checks {
+        conn.pragma_update(None, name, want)?;
+        let got: i64 = conn.pragma_query_value(None, name, |r| r.get(0))?;
+        if got != want {
+            return Err(Error::Open {
+                path: conn.path().unwrap_or_default().into(),
+                reason: format!("PRAGMA {name} = {want} did not take (it reads {got})"),
+            });
+        }
+    }
+    let timeout: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
+    if timeout != opts.busy_timeout.as_millis() as i64 {
+        return Err(Error::Open {
+            path: conn.path().unwrap_or_default().into(),
+            reason: format!("busy_timeout did not take (it reads {timeout} ms)"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_reads_back_the_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            durability: Durability::Full,
+            busy_timeout: Duration::from_millis(1234),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&dir.path().join("q.db"), opts).unwrap();
+        let check = |c: &Connection| {
+            let mode: String = c
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            let sync: i64 = c
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap();
+            let fk: i64 = c
+                .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+                .unwrap();
+            let busy: i64 = c
+                .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+                .unwrap();
+            assert_eq!((mode.as_str(), sync, fk, busy), ("wal", 2, 1, 1234));
+        };
+        check(&store.lock_writer());
+        check(&store.pool.get().unwrap());
+        check(&store.connect().unwrap());
+    }
+
+    #[test]
+    fn a_missing_folder_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Store::open(&dir.path().join("nope/q.db"), StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::Open { .. }), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,15 @@
+//! jobq's integration tests: one binary, one module per capability, each test on a fresh
+//! database file in a temp folder.
+
+mod common;
+
+mod bad_input;
+mod claim;
+mod concurrency;
+mod enqueue;
+mod lifecycle;
+mod maintenance;
+mod open;
+mod owners_groups;
+mod retry;
+mod views;
