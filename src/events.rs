@@ -110,14 +110,13 @@ impl EventBus {
         self.subscriber_count.store(subs.len(), Ordering::Release);
     }
 
-    /// A channel that receives a token whenever new work may be ready.
-    pub(crate) fn register_dispatcher(&self) -> Receiver<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    /// Sends a token on `tx` whenever new work may be ready (use a bounded(1) channel:
+    /// tokens coalesce).
+    pub(crate) fn register_dispatcher(&self, tx: Sender<()>) {
         self.dispatchers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(tx);
-        rx
     }
 
     /// A channel that receives the id of every running job cancelled in this process.

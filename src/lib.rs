@@ -47,6 +47,8 @@ mod queue;
 mod retry;
 mod schema;
 mod store;
+pub mod testing;
+mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
@@ -61,6 +63,10 @@ pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};
 pub use retry::RetryPolicy;
 pub use schema::schema_version;
 pub use store::Durability;
+pub use worker::{
+    Handler, InlineOutcome, JobContext, StopHandle, Summary, WorkerPool, WorkerPoolBuilder,
+    default_worker_id,
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -149,10 +149,6 @@ impl Store {
         self.opts.durability
     }
 
-    pub(crate) fn busy_timeout(&self) -> Duration {
-        self.opts.busy_timeout
-    }
-
     /// A new connection of its own, with the same pragmas (for long-lived readers such as
     /// a dispatcher watching `PRAGMA data_version`).
     pub(crate) fn connect(&self) -> Result<Connection> {

@@ -213,6 +213,30 @@ impl Queue {
     }
 }
 
+/// The earliest future `run_after` among the ready jobs of the filter's queues: when a
+/// scheduled job or a retry comes due, for a dispatcher deciding how long to sleep.
+const NEXT_RUN_AFTER: &str = "
+    SELECT min(run_after) FROM jobq_jobs
+    WHERE queue = :queue AND status IN ('queued', 'retry') AND run_after > :now";
+
+pub(crate) fn next_run_after(
+    conn: &Connection,
+    filter: &ClaimFilter,
+    now: i64,
+) -> Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(NEXT_RUN_AFTER)?;
+    let mut earliest: Option<i64> = None;
+    for queue in &filter.queues {
+        let due: Option<i64> =
+            stmt.query_row(named_params! {":queue": queue, ":now": now}, |r| r.get(0))?;
+        earliest = match (earliest, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
+}
+
 fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<ClaimedJob> {
     let input: String = r.get(10)?;
     let input = RawValue::from_string(input).map_err(|e| {

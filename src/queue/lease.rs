@@ -275,7 +275,7 @@ impl Queue {
     }
 
     fn after_record(&self, changed: &[(JobId, Status)], now: i64) {
-        if changed.iter().any(|(_, s)| *s == Status::Queued) {
+        if changed.iter().any(|(_, s)| s.is_ready()) {
             self.shared.events.wake_dispatchers();
         }
         self.emit(|| {

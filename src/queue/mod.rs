@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use claim::ClaimFilter;
+pub(crate) use claim::next_run_after;
 pub use lease::JobError;
+pub(crate) use lease::Report;
 pub use read::{JobFilter, Page};
 
 use crate::clock::{Clock, SystemClock};

@@ -13,3 +13,4 @@ mod open;
 mod owners_groups;
 mod retry;
 mod views;
+mod worker;

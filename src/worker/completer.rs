@@ -1,0 +1,92 @@
+//! The completer: records every outcome waiting in the channel in one transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::{Engine, Finished};
+use crate::error::Error;
+use crate::job::{Lease, Status};
+use crate::queue::Report;
+
+/// The most outcomes recorded in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// How long the completer keeps retrying a batch the database refuses (busy, I/O) before
+/// it gives up on it. Jobs of a batch given up come back through the stale release.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
+    let mut batch: Vec<Finished> = Vec::with_capacity(64);
+    while let Ok(first) = outcomes.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match outcomes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        record(engine, &mut batch);
+    }
+}
+
+fn record(engine: &Engine, batch: &mut Vec<Finished>) {
+    let mut reports: Vec<(Lease, Report)> = Vec::with_capacity(batch.len());
+    let mut meta: Vec<(String, Option<Duration>)> = Vec::with_capacity(batch.len());
+    for f in batch.drain(..) {
+        reports.push((f.lease, f.report));
+        meta.push((f.kind, f.ran_for));
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    let results = loop {
+        match engine.queue.record_many(&reports) {
+            Ok(results) => break Some(results),
+            Err(e) if started.elapsed() < GIVE_UP_AFTER => {
+                tracing::warn!(error = %e, outcomes = reports.len(), "jobq: recording outcomes failed; retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, outcomes = reports.len(), "jobq: gave up recording outcomes; the stale release will bring these jobs back");
+                break None;
+            }
+        }
+    };
+    let c = &engine.counters;
+    if let Some(results) = &results {
+        for (((lease, _), (kind, ran_for)), result) in reports.iter().zip(&meta).zip(results) {
+            if ran_for.is_some() {
+                c.processed.fetch_add(1, Ordering::Relaxed);
+            }
+            let ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
+            match result {
+                Ok(Status::Succeeded) => {
+                    c.succeeded.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
+                }
+                Ok(Status::Retry) => {
+                    c.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Status::Failed) => {
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    c.released.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(job_id = %lease.job_id, kind, "jobq: job released unstarted");
+                }
+                Err(Error::LockLost { status, .. }) => {
+                    c.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
+                }
+                Err(e) => {
+                    c.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(job_id = %lease.job_id, kind, error = %e, "jobq: outcome refused");
+                }
+            }
+        }
+    }
+    engine.forget(reports.iter().map(|(lease, _)| &lease.job_id));
+}

@@ -1,0 +1,86 @@
+//! The handler threads: take a claimed job, run its handler, send the outcome on.
+//!
+//! Each job goes through the same pipeline: mark it started (its deadline begins) →
+//! resolve its handler → perform (a panic becomes a `PANIC` failure) → normalize the result
+//! into a report (the kind's retry policy fills in a delay) → settle it with the completer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::{Engine, Handler, JobContext, Registered};
+use crate::queue::{JobError, Report};
+
+pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
+    while let Ok(job) = engine.job_rx.recv() {
+        let lease = job.lease();
+        if engine.is_stopping() {
+            // Shutting down: give back what has not started, without spending its attempt.
+            engine.settle(&lease, Report::Release, None);
+            continue;
+        }
+        let Some(Registered {
+            handler,
+            timeout,
+            retry,
+        }) = engine.handler_for(&job.kind)
+        else {
+            let error = JobError::permanent(format!(
+                "no handler for kind {:?} in worker {}",
+                job.kind, engine.worker_id
+            ))
+            .code("NO_HANDLER");
+            engine.settle(&lease, Report::Fail(error), None);
+            continue;
+        };
+        let started = Instant::now();
+        let Some(cancelled) =
+            engine.mark_started(&lease, started, timeout.map(|t| started + t), abandoned)
+        else {
+            continue;
+        };
+        if cancelled.load(Ordering::SeqCst) {
+            // Cancelled while it waited: nothing to run; the release is refused and counted.
+            engine.settle(&lease, Report::Release, None);
+            continue;
+        }
+        let attempt = job.attempt;
+        let ctx = JobContext::new(job, engine.queue.clone(), cancelled);
+        let result = perform(&*handler, &ctx);
+        if abandoned.load(Ordering::SeqCst) {
+            // Timed out (or outlived the shutdown grace): the job was settled without us and
+            // a new thread has our slot. Our late result is dropped.
+            return;
+        }
+        let report = match result {
+            Ok(output) => Report::Complete {
+                output: output.to_string(),
+                cost_cents: 0,
+            },
+            Err(error) => Report::Fail(match retry {
+                Some(policy) => error.with_default_delay(|| policy.delay(attempt)),
+                None => error,
+            }),
+        };
+        engine.settle(&lease, report, Some(started.elapsed()));
+    }
+}
+
+/// Runs a handler, turning a panic into a retryable failure with code `PANIC`.
+pub(super) fn perform(handler: &dyn Handler, ctx: &JobContext) -> Result<Value, JobError> {
+    match catch_unwind(AssertUnwindSafe(|| handler.handle(ctx))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the handler panicked".to_string());
+            tracing::error!(job_id = %ctx.id(), kind = ctx.kind(), attempt = ctx.attempt(), message, "jobq: handler panicked");
+            Err(JobError::retryable(format!("handler panicked: {message}")).code("PANIC"))
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The heartbeat thread: keeps the locks of running jobs fresh, enforces job timeouts, and
+//! tells handlers when their job was cancelled.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+
+use super::Engine;
+use crate::job::JobId;
+use crate::queue::{JobError, Report};
+
+/// How often timeouts are checked: the precision of a job timeout.
+const TICK: Duration = Duration::from_millis(50);
+
+pub(super) fn run(
+    engine: &Arc<Engine>,
+    interval: Duration,
+    cancels: Receiver<JobId>,
+    stop: Receiver<()>,
+) {
+    let mut next_beat = Instant::now() + interval;
+    loop {
+        select! {
+            recv(stop) -> _ => break,
+            recv(cancels) -> id => {
+                if let Ok(id) = id {
+                    engine.mark_cancelled(&id);
+                }
+            }
+            default(TICK.min(interval)) => {}
+        }
+        expire_timeouts(engine);
+        if Instant::now() >= next_beat {
+            beat(engine);
+            next_beat = Instant::now() + interval;
+        }
+    }
+}
+
+/// One statement refreshes every job this pool holds; a job missing from the answer was
+/// cancelled or released elsewhere, and its handler is told.
+fn beat(engine: &Engine) {
+    let ids: Vec<JobId> = engine
+        .running()
+        .iter()
+        .filter(|(_, e)| !e.settled)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    match engine.queue.heartbeat_many(&engine.worker_id, &ids) {
+        Ok(held) => {
+            let held: HashSet<JobId> = held.into_iter().collect();
+            for id in ids.iter().filter(|id| !held.contains(*id)) {
+                engine.mark_cancelled(id);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, jobs = ids.len(), "jobq: heartbeat failed"),
+    }
+}
+
+/// Fails the jobs that ran past their timeout with `TIMEOUT`, abandons their threads and
+/// starts new handler threads in their place.
+fn expire_timeouts(engine: &Arc<Engine>) {
+    let now = Instant::now();
+    let expired: Vec<_> = engine
+        .running()
+        .values()
+        .filter(|e| !e.settled)
+        .filter_map(|e| {
+            let (started, deadline, slot) = e.started.as_ref()?;
+            deadline.filter(|d| *d <= now).map(|_| {
+                (
+                    e.lease.clone(),
+                    now - *started,
+                    Arc::clone(slot),
+                    Arc::clone(&e.cancelled),
+                )
+            })
+        })
+        .collect();
+    for (lease, ran, slot, cancelled) in expired {
+        slot.store(true, Ordering::SeqCst);
+        cancelled.store(true, Ordering::SeqCst);
+        let error = JobError::retryable(format!(
+            "job ran longer than its timeout ({:.1} s); its handler was abandoned",
+            ran.as_secs_f64()
+        ))
+        .code("TIMEOUT");
+        tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt, "jobq: job timed out");
+        if engine.settle(&lease, Report::Fail(error), Some(ran)) {
+            engine.spawn_handler();
+        }
+    }
+}

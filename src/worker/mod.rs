@@ -1,0 +1,911 @@
+//! The worker pool: the engine that runs jobs.
+//!
+//! ```text
+//!  dispatcher ──claim batch (BEGIN IMMEDIATE)──▶ jobs channel (bounded) ──▶ N handler threads
+//!      ▲  wake: enqueue in this process, a freed slot, or the poll interval                │
+//!      │                                                                                  ▼
+//!  completer ◀──────────────────────── outcomes channel ◀───────────────────── JobContext
+//!   (all waiting outcomes in one transaction)
+//!  heartbeat thread: one statement for every running job; job timeouts; cancellations
+//!  maintainer: stale release and pruning every maintenance interval
+//! ```
+//!
+//! One file per role: `dispatcher.rs`, `executor.rs` (the handler threads), `completer.rs`,
+//! `heartbeat.rs`, `maintainer.rs`, and `context.rs` (what a handler receives).
+
+mod completer;
+mod context;
+mod dispatcher;
+mod executor;
+mod heartbeat;
+mod maintainer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use context::JobContext;
+
+use crate::error::{Error, Result};
+use crate::job::{ClaimedJob, JobId, Lease, Status};
+use crate::maintenance::StaleTimeouts;
+use crate::queue::{ClaimFilter, JobError, Queue};
+use crate::retry::RetryPolicy;
+
+/// What runs the jobs of one kind.
+///
+/// Closures `Fn(&JobContext) -> Result<Value, JobError>` are handlers. A handler returns the
+/// job's output, or an error saying whether a retry may help. It may be called for the same
+/// job more than once (at-least-once delivery): make it idempotent.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt of one job.
+    ///
+    /// # Errors
+    ///
+    /// A [`JobError`]: retryable (the job waits for a backoff and runs again while attempts
+    /// remain) or permanent (it fails at once).
+    fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&JobContext) -> std::result::Result<Value, JobError> + Send + Sync + 'static,
+{
+    fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError> {
+        self(ctx)
+    }
+}
+
+/// How a pool ended, or how far it got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Jobs whose handler ran to an outcome (success, failure, panic or timeout).
+    pub processed: u64,
+    /// Jobs recorded as succeeded.
+    pub succeeded: u64,
+    /// Jobs recorded as failed for good (the dead letter).
+    pub failed: u64,
+    /// Attempts that failed and left the job waiting for a retry.
+    pub retried: u64,
+    /// Outcomes refused because the job was cancelled, released or deleted meanwhile.
+    pub lost: u64,
+    /// Claimed jobs given back unstarted (or unfinished at the end of the grace period).
+    pub released: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    processed: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    lost: AtomicU64,
+    released: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Summary {
+        Summary {
+            processed: self.processed.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+            released: self.released.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Registered {
+    handler: Arc<dyn Handler>,
+    timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+}
+
+/// Settings of a [`WorkerPool`]. Made by [`WorkerPool::builder`].
+///
+/// # Examples
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use jobq::{JobError, NewJob, Queue, WorkerPool};
+/// use serde_json::json;
+///
+/// let queue = Queue::open(dir.path().join("q.db"))?;
+/// queue.enqueue(NewJob::new("greet").input(json!({"name": "Ada"})))?;
+///
+/// let summary = WorkerPool::builder(&queue)
+///     .concurrency(4)
+///     .handler("greet", |ctx: &jobq::JobContext| {
+///         #[derive(serde::Deserialize)]
+///         struct Input { name: String }
+///         let input: Input = ctx.input()?;
+///         ctx.set_progress(0.5)?;
+///         Ok(json!({"greeting": format!("Hello, {}!", input.name)}))
+///     })
+///     .run_until_idle()?;
+/// assert_eq!(summary.succeeded, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct WorkerPoolBuilder {
+    queue: Queue,
+    concurrency: usize,
+    prefetch: Option<usize>,
+    queues: Vec<String>,
+    kinds: Option<Vec<String>>,
+    handlers: HashMap<String, Registered>,
+    fallback: Option<Arc<dyn Handler>>,
+    default_timeout: Option<Duration>,
+    poll_interval: Duration,
+    heartbeat_interval: Duration,
+    stale: StaleTimeouts,
+    maintenance_interval: Option<Duration>,
+    prune_after: Option<Duration>,
+    grace: Duration,
+    worker_id: Option<String>,
+    limit: Option<u64>,
+    stop_when_idle: bool,
+}
+
+impl std::fmt::Debug for WorkerPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kinds: Vec<&String> = self.handlers.keys().collect();
+        kinds.sort();
+        f.debug_struct("WorkerPoolBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("queues", &self.queues)
+            .field("handlers", &kinds)
+            .field("fallback", &self.fallback.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// How many handlers run at once (one thread each). Defaults to 4.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How many jobs may be claimed ahead of a free handler, so that a handler finishing a
+    /// job finds the next one waiting. Prefetched jobs are `running` in the database but not
+    /// started; on shutdown they are released without spending an attempt. Defaults to the
+    /// concurrency; 0 makes `running` in the database mean "a handler holds it".
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some(n);
+        self
+    }
+
+    /// The queues served. Defaults to `["default"]`.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Registers the handler of one kind of job. The pool claims only the kinds it has
+    /// handlers for (unless a fallback handler is set).
+    pub fn handler(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
+        self.handlers.insert(
+            kind.into(),
+            Registered {
+                handler: Arc::new(handler),
+                timeout: None,
+                retry: None,
+            },
+        );
+        self
+    }
+
+    /// A handler for every kind without one of its own. With it the pool claims jobs of any
+    /// kind, or only of the kinds given to [`WorkerPoolBuilder::kinds`]. Defaults to none.
+    pub fn fallback_handler(mut self, handler: impl Handler) -> Self {
+        self.fallback = Some(Arc::new(handler));
+        self
+    }
+
+    /// Claims only these kinds (for a pool with a fallback handler). Defaults to the kinds
+    /// with handlers, or any kind with a fallback handler.
+    pub fn kinds<I, S>(mut self, kinds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// A job of `kind` running longer than `timeout` fails with code `TIMEOUT`; its thread
+    /// is abandoned (its late result is refused) and a new handler thread takes its slot.
+    /// Register the handler first. Defaults to the default job timeout.
+    pub fn job_timeout(mut self, kind: &str, timeout: Duration) -> Self {
+        if let Some(r) = self.handlers.get_mut(kind) {
+            r.timeout = Some(timeout);
+        }
+        self
+    }
+
+    /// The timeout of every kind without its own. Defaults to none.
+    pub fn default_job_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// The retry policy of the jobs of `kind` run by this pool. Register the handler first.
+    /// Defaults to the queue's policy for the job.
+    pub fn retry_policy(mut self, kind: &str, policy: RetryPolicy) -> Self {
+        if let Some(r) = self.handlers.get_mut(kind) {
+            r.retry = Some(policy);
+        }
+        self
+    }
+
+    /// How often an idle pool looks for work made by other processes. In-process enqueues
+    /// wake it at once; an idle look costs one `PRAGMA data_version` read. Defaults to 1 s.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often the heartbeat of every running job is refreshed (one statement for all).
+    /// Keep it well under the heartbeat timeout. Defaults to 5 s.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// When the pool's maintenance releases other workers' running jobs as stale.
+    /// Defaults to [`StaleTimeouts::default`] (heartbeat older than 60 s).
+    pub fn stale_timeouts(mut self, timeouts: StaleTimeouts) -> Self {
+        self.stale = timeouts;
+        self
+    }
+
+    /// How often the pool releases stale jobs (and prunes, if asked). `None` turns
+    /// maintenance off. Defaults to every 30 s.
+    pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
+    /// Deletes finished jobs once they are older than `age`, at each maintenance. Defaults
+    /// to keeping them.
+    pub fn prune_finished_after(mut self, age: Duration) -> Self {
+        self.prune_after = Some(age);
+        self
+    }
+
+    /// How long [`WorkerPool::shutdown`] lets running handlers finish before releasing
+    /// their jobs. Defaults to 10 s.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The worker id written as `locked_by`. Defaults to `host-pid-random`.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Stops after claiming this many jobs and finishing them. Defaults to no limit.
+    pub fn limit(mut self, n: u64) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Stops once nothing is ready and nothing runs. Defaults to false (run until shut down).
+    pub fn stop_when_idle(mut self, stop: bool) -> Self {
+        self.stop_when_idle = stop;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.handlers.is_empty() && self.fallback.is_none() {
+            return Err(Error::invalid("handlers", "register at least one handler"));
+        }
+        if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err(Error::invalid(
+                "queues",
+                "serve at least one queue, with a non-empty name",
+            ));
+        }
+        if let Some(heartbeat) = self.stale.heartbeat() {
+            if self.heartbeat_interval >= heartbeat {
+                return Err(Error::invalid(
+                    "heartbeat_interval",
+                    format!(
+                        "{:?} is not shorter than the heartbeat timeout {heartbeat:?}: running jobs would be released",
+                        self.heartbeat_interval
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn claim_filter(&self) -> ClaimFilter {
+        let filter = ClaimFilter::queues(self.queues.clone());
+        match (&self.kinds, &self.fallback) {
+            (Some(kinds), _) => filter.kinds(kinds.clone()),
+            (None, Some(_)) => filter,
+            (None, None) => filter.kinds(self.handlers.keys().cloned()),
+        }
+    }
+
+    /// Starts the pool's threads and returns its handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] without handlers or queues, or with a heartbeat interval not
+    /// shorter than the heartbeat timeout; database errors opening the dispatcher's
+    /// connection.
+    pub fn start(self) -> Result<WorkerPool> {
+        self.check()?;
+        let filter = self.claim_filter();
+        let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        let prefetch = self.prefetch.unwrap_or(self.concurrency);
+        let (job_tx, job_rx) =
+            crossbeam_channel::bounded::<ClaimedJob>(self.concurrency + prefetch);
+        let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Finished>();
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<()>(1);
+        self.queue.shared.events.register_dispatcher(work_tx);
+        let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(1);
+        let cancel_rx = self.queue.shared.events.register_cancel_listener();
+        // Never sent on: dropping the sender is what tells the helper threads to stop.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let engine = Arc::new(Engine {
+            queue: self.queue.clone(),
+            worker_id,
+            concurrency: self.concurrency,
+            capacity: self.concurrency + prefetch,
+            handlers: self.handlers,
+            fallback: self.fallback,
+            default_timeout: self.default_timeout,
+            running: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            claimed_total: AtomicU64::new(0),
+            counters: Counters::default(),
+            stopping: AtomicBool::new(false),
+            job_rx,
+            outcome_tx: Mutex::new(Some(outcome_tx)),
+            slot_tx,
+            handler_threads: Mutex::new(Vec::new()),
+            limit: self.limit,
+            stop_when_idle: self.stop_when_idle,
+            stop_helpers: Mutex::new(Some(stop_tx)),
+        });
+        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?filter.queue_names(), "jobq: worker pool starting");
+        for _ in 0..engine.concurrency {
+            engine.spawn_handler();
+        }
+        let dispatcher = {
+            let engine = Arc::clone(&engine);
+            let conn = engine.queue.store().connect()?;
+            let poll = self.poll_interval;
+            let wake = dispatcher::Wakeups {
+                work: work_rx,
+                slots: slot_rx,
+            };
+            spawn("jobq-dispatcher", move || {
+                dispatcher::run(&engine, job_tx, wake, conn, &filter, poll)
+            })
+        };
+        let completer = {
+            let engine = Arc::clone(&engine);
+            spawn("jobq-completer", move || {
+                completer::run(&engine, outcome_rx)
+            })
+        };
+        let heartbeat = {
+            let engine = Arc::clone(&engine);
+            let interval = self.heartbeat_interval;
+            let stop = stop_rx.clone();
+            spawn("jobq-heartbeat", move || {
+                heartbeat::run(&engine, interval, cancel_rx, stop)
+            })
+        };
+        let maintainer = self.maintenance_interval.map(|interval| {
+            let engine = Arc::clone(&engine);
+            let (stale, prune_after) = (self.stale, self.prune_after);
+            let stop = stop_rx.clone();
+            spawn("jobq-maintainer", move || {
+                maintainer::run(&engine, interval, stale, prune_after, stop)
+            })
+        });
+        Ok(WorkerPool {
+            engine,
+            grace: self.grace,
+            dispatcher: Some(dispatcher),
+            completer: Some(completer),
+            helpers: [Some(heartbeat), maintainer]
+                .into_iter()
+                .flatten()
+                .collect(),
+        })
+    }
+
+    /// Runs every ready job of the served queues and returns when nothing is ready and
+    /// nothing runs: the `--once` of a worker. Jobs retried with a delay that has not passed
+    /// are left for later.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPoolBuilder::start`].
+    pub fn run_until_idle(self) -> Result<Summary> {
+        Ok(self.stop_when_idle(true).start()?.wait())
+    }
+
+    /// Runs the ready jobs of the served queues one by one on the calling thread, with no
+    /// other threads, and returns what happened to each: for tests of handlers (in the
+    /// spirit of Oban's `drain_queue`). Jobs that fail and are ready again at once (a zero
+    /// backoff) run again, up to their attempts.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPoolBuilder::start`], and database errors.
+    pub fn drain_inline(self) -> Result<Vec<InlineOutcome>> {
+        self.check()?;
+        let filter = self.claim_filter();
+        let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        let mut outcomes = Vec::new();
+        loop {
+            let jobs = self.queue.claim(&worker_id, 1, &filter)?;
+            let Some(job) = jobs.into_iter().next() else {
+                return Ok(outcomes);
+            };
+            let lease = job.lease();
+            let registered = self.handlers.get(&job.kind);
+            let handler = registered
+                .map(|r| Arc::clone(&r.handler))
+                .or_else(|| self.fallback.clone())
+                .ok_or_else(|| {
+                    Error::invalid("kind", format!("no handler for kind {}", job.kind))
+                })?;
+            let retry = registered.and_then(|r| r.retry);
+            let (kind, attempt, id) = (job.kind.clone(), job.attempt, job.id.clone());
+            let ctx = JobContext::new(job, self.queue.clone(), Arc::new(AtomicBool::new(false)));
+            let result = executor::perform(&*handler, &ctx);
+            let status = match &result {
+                Ok(output) => {
+                    self.queue.complete(&lease, output)?;
+                    Status::Succeeded
+                }
+                Err(e) => {
+                    let e = match retry {
+                        Some(policy) => e.clone().with_default_delay(|| policy.delay(attempt)),
+                        None => e.clone(),
+                    };
+                    self.queue.fail(&lease, &e)?
+                }
+            };
+            outcomes.push(InlineOutcome {
+                job_id: id,
+                kind,
+                attempt,
+                result,
+                status,
+            });
+        }
+    }
+}
+
+/// What happened to one job run by [`WorkerPoolBuilder::drain_inline`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InlineOutcome {
+    /// The job.
+    pub job_id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// The attempt that ran.
+    pub attempt: u32,
+    /// The handler's result.
+    pub result: std::result::Result<Value, JobError>,
+    /// The job's status afterwards.
+    pub status: Status,
+}
+
+/// A running pool of workers. Made by [`WorkerPool::builder`].
+///
+/// Dropping the handle shuts the pool down as [`WorkerPool::shutdown`] does.
+pub struct WorkerPool {
+    engine: Arc<Engine>,
+    grace: Duration,
+    dispatcher: Option<JoinHandle<()>>,
+    completer: Option<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("worker_id", &self.engine.worker_id)
+            .field("concurrency", &self.engine.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Asks a pool to stop from another thread (a signal handler's loop, say).
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    engine: Arc<Engine>,
+}
+
+impl StopHandle {
+    /// Stops claiming; [`WorkerPool::wait`] then finishes the running jobs and returns.
+    pub fn stop(&self) {
+        self.engine.request_stop();
+    }
+}
+
+impl WorkerPool {
+    /// Settings for a pool running the jobs of `queue`.
+    pub fn builder(queue: &Queue) -> WorkerPoolBuilder {
+        WorkerPoolBuilder {
+            queue: queue.clone(),
+            concurrency: 4,
+            prefetch: None,
+            queues: vec!["default".into()],
+            kinds: None,
+            handlers: HashMap::new(),
+            fallback: None,
+            default_timeout: None,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            stale: StaleTimeouts::default(),
+            maintenance_interval: Some(Duration::from_secs(30)),
+            prune_after: None,
+            grace: Duration::from_secs(10),
+            worker_id: None,
+            limit: None,
+            stop_when_idle: false,
+        }
+    }
+
+    /// The worker id this pool claims as (`locked_by`).
+    pub fn worker_id(&self) -> &str {
+        &self.engine.worker_id
+    }
+
+    /// The counts so far.
+    pub fn summary(&self) -> Summary {
+        self.engine.counters.snapshot()
+    }
+
+    /// A handle that stops this pool from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            engine: Arc::clone(&self.engine),
+        }
+    }
+
+    /// Stops claiming, lets running handlers finish within the grace period, releases the
+    /// rest (claimed but unstarted, or still running at the deadline) back to `queued`
+    /// without spending an attempt, and returns the summary.
+    pub fn shutdown(mut self) -> Summary {
+        self.engine.request_stop();
+        self.finish()
+    }
+
+    /// Blocks until the pool stops by itself (its limit reached, or idle with
+    /// `stop_when_idle`, or a [`StopHandle`]), then shuts down as [`WorkerPool::shutdown`].
+    pub fn wait(mut self) -> Summary {
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Summary {
+        let engine = &self.engine;
+        engine.request_stop();
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        // The dispatcher is gone: handlers release what is still in the channel, and
+        // finish what they run, until the grace period ends.
+        let deadline = Instant::now() + self.grace;
+        while engine.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        engine.release_unfinished();
+        while engine.in_flight.load(Ordering::SeqCst) > 0
+            && Instant::now() < deadline + Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Handler threads end once the channel is empty and closed; a thread still in a
+        // handler after the grace period is abandoned, not waited for.
+        let handlers: Vec<JoinHandle<()>> = std::mem::take(
+            &mut *engine
+                .handler_threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for h in handlers {
+            let abandoned_deadline = Instant::now() + Duration::from_millis(200);
+            while !h.is_finished() && Instant::now() < abandoned_deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        engine
+            .stop_helpers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for h in self.helpers.drain(..) {
+            let _ = h.join();
+        }
+        // Closing the outcomes channel ends the completer once it has recorded everything.
+        engine.close_outcomes();
+        if let Some(c) = self.completer.take() {
+            let _ = c.join();
+        }
+        let summary = engine.counters.snapshot();
+        tracing::info!(worker = %engine.worker_id, ?summary, "jobq: worker pool stopped");
+        summary
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        if self.completer.is_some() {
+            self.engine.request_stop();
+            self.finish();
+        }
+    }
+}
+
+/// A job the pool claimed and has not recorded yet.
+struct InFlight {
+    lease: Lease,
+    kind: String,
+    cancelled: Arc<AtomicBool>,
+    /// Set when a handler starts it: when, its deadline, and the handler's slot.
+    started: Option<(Instant, Option<Instant>, Arc<AtomicBool>)>,
+    /// The outcome has been sent to the completer (by a handler, a timeout or a release).
+    settled: bool,
+}
+
+/// An outcome on its way to the completer.
+pub(crate) struct Finished {
+    lease: Lease,
+    kind: String,
+    report: crate::queue::Report,
+    /// How long the handler ran, when it ran.
+    ran_for: Option<Duration>,
+}
+
+/// What every thread of a pool shares.
+struct Engine {
+    queue: Queue,
+    worker_id: String,
+    concurrency: usize,
+    /// Handlers plus prefetch: the most jobs claimed and not yet recorded.
+    capacity: usize,
+    handlers: HashMap<String, Registered>,
+    fallback: Option<Arc<dyn Handler>>,
+    default_timeout: Option<Duration>,
+    running: Mutex<HashMap<JobId, InFlight>>,
+    in_flight: AtomicUsize,
+    claimed_total: AtomicU64,
+    counters: Counters,
+    /// Set once: no more claims, and handlers give back the jobs they have not started.
+    stopping: AtomicBool,
+    job_rx: Receiver<ClaimedJob>,
+    outcome_tx: Mutex<Option<Sender<Finished>>>,
+    slot_tx: Sender<()>,
+    handler_threads: Mutex<Vec<JoinHandle<()>>>,
+    limit: Option<u64>,
+    stop_when_idle: bool,
+    stop_helpers: Mutex<Option<Sender<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, InFlight>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.queue.shared.events.wake_dispatchers();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The handler of a kind, with its timeout (or the default) and retry policy.
+    fn handler_for(&self, kind: &str) -> Option<Registered> {
+        match self.handlers.get(kind) {
+            Some(r) => Some(Registered {
+                timeout: r.timeout.or(self.default_timeout),
+                ..r.clone()
+            }),
+            None => self.fallback.as_ref().map(|h| Registered {
+                handler: Arc::clone(h),
+                timeout: self.default_timeout,
+                retry: None,
+            }),
+        }
+    }
+
+    /// Sends an outcome to the completer, once per claimed job: the first to settle a job
+    /// (its handler, its timeout, or a release at shutdown) wins.
+    fn settle(
+        &self,
+        lease: &Lease,
+        report: crate::queue::Report,
+        ran_for: Option<Duration>,
+    ) -> bool {
+        let kind = {
+            let mut running = self.running();
+            match running.get_mut(&lease.job_id) {
+                Some(entry) if !entry.settled => {
+                    entry.settled = true;
+                    entry.kind.clone()
+                }
+                _ => return false,
+            }
+        };
+        let tx = self
+            .outcome_tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match tx.as_ref() {
+            Some(tx) => tx
+                .send(Finished {
+                    lease: lease.clone(),
+                    kind,
+                    report,
+                    ran_for,
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Releases every claimed job whose outcome is not settled: at the end of the grace
+    /// period. Their handler threads, if any still run, are abandoned.
+    fn release_unfinished(&self) {
+        let leases: Vec<(Lease, Option<Arc<AtomicBool>>)> = self
+            .running()
+            .values()
+            .filter(|e| !e.settled)
+            .map(|e| {
+                (
+                    e.lease.clone(),
+                    e.started.as_ref().map(|s| Arc::clone(&s.2)),
+                )
+            })
+            .collect();
+        for (lease, slot) in leases {
+            if let Some(slot) = slot {
+                slot.store(true, Ordering::SeqCst);
+                tracing::warn!(job_id = %lease.job_id, "jobq: handler still running after the grace period; releasing its job");
+            }
+            self.settle(&lease, crate::queue::Report::Release, None);
+        }
+    }
+
+    /// Records freshly claimed jobs as in flight, before any handler can see them.
+    fn track_claimed(&self, jobs: &[ClaimedJob]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut running = self.running();
+        for job in jobs {
+            running.insert(
+                job.id.clone(),
+                InFlight {
+                    lease: job.lease(),
+                    kind: job.kind.clone(),
+                    cancelled: Arc::new(AtomicBool::new(false)),
+                    started: None,
+                    settled: false,
+                },
+            );
+        }
+        self.in_flight.fetch_add(jobs.len(), Ordering::SeqCst);
+        self.claimed_total
+            .fetch_add(jobs.len() as u64, Ordering::SeqCst);
+    }
+
+    /// A handler starts a job: its deadline begins. Returns the job's cancel flag, or `None`
+    /// when the job was settled meanwhile (released at shutdown).
+    fn mark_started(
+        &self,
+        lease: &Lease,
+        at: Instant,
+        deadline: Option<Instant>,
+        slot: &Arc<AtomicBool>,
+    ) -> Option<Arc<AtomicBool>> {
+        let mut running = self.running();
+        let entry = running.get_mut(&lease.job_id).filter(|e| !e.settled)?;
+        entry.started = Some((at, deadline, Arc::clone(slot)));
+        Some(Arc::clone(&entry.cancelled))
+    }
+
+    /// Tells the handler of a job (if this pool runs it) that the job was cancelled.
+    fn mark_cancelled(&self, id: &JobId) {
+        if let Some(entry) = self.running().get(id) {
+            entry.cancelled.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets recorded jobs and frees their slots.
+    fn forget<'a>(&self, ids: impl Iterator<Item = &'a JobId>) {
+        let mut n = 0;
+        {
+            let mut running = self.running();
+            for id in ids {
+                if running.remove(id).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        self.in_flight.fetch_sub(n, Ordering::SeqCst);
+        let _ = self.slot_tx.try_send(());
+    }
+
+    fn close_outcomes(&self) {
+        self.outcome_tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn spawn_handler(self: &Arc<Self>) {
+        let engine = Arc::clone(self);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let handle = spawn("jobq-handler", move || executor::run(&engine, &abandoned));
+        self.handler_threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("the OS refused to start a worker thread")
+}
+
+/// `host-pid-random`, as the seeds' workers name themselves.
+pub fn default_worker_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::from("localhost")
+    };
+    let random = crate::retry::random_u64() & 0xff_ffff;
+    format!("{host}-{}-{random:06x}", std::process::id())
+}
