@@ -5,10 +5,19 @@
 //! behind a mutex: in-process writers queue on the mutex in order instead of spinning in
 //! SQLite's busy handler, which sleeps in growing steps and lets one thread win every race.
 //! Writers in other processes are still waited on through `busy_timeout`.
+//!
+//! Checkpoints (copying the WAL back into the database file, and syncing it) run on a
+//! background thread of their own, so a committing writer never waits for an fsync in
+//! `synchronous=NORMAL` mode. The writer's own autocheckpoint stays on at a high mark as a
+//! backstop: under a write load that never pauses, it is what lets the WAL start over.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crossbeam_channel::{Sender, select};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -63,7 +72,16 @@ pub(crate) struct Store {
     opts: StoreOptions,
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Mutex<Connection>,
+    commits: Arc<AtomicU64>,
+    checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
 }
+
+/// WAL pages after which the writer checkpoints by itself, should the background
+/// checkpointer fall behind (or a write load never pause long enough for it to finish).
+const WAL_BACKSTOP_PAGES: i64 = 10_000;
+
+/// How often the background checkpointer looks for new commits.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +131,13 @@ impl Store {
             other => other,
         })?;
         schema::migrate(&mut conn, path, state)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
+        let backstop: i64 = conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
+        if backstop != WAL_BACKSTOP_PAGES {
+            return Err(open_err(format!(
+                "wal_autocheckpoint did not take (it reads {backstop})"
+            )));
+        }
 
         let init_opts = opts.clone();
         let manager = SqliteConnectionManager::file(path)
@@ -133,11 +158,15 @@ impl Store {
             .connection_timeout(opts.busy_timeout.max(Duration::from_secs(1)))
             .build(manager)
             .map_err(|e| open_err(e.to_string()))?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let checkpointer = spawn_checkpointer(path, &opts, Arc::clone(&commits));
         Ok(Store {
             path: path.to_path_buf(),
             opts,
             pool,
             writer: Mutex::new(conn),
+            commits,
+            checkpointer,
         })
     }
 
@@ -167,6 +196,7 @@ impl Store {
             .map_err(|e| self.fix(e.into(), "begin a write transaction"))?;
         let out = f(&tx).map_err(|e| self.fix(e, "write"))?;
         tx.commit().map_err(|e| self.fix(e.into(), "commit"))?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
 
@@ -198,6 +228,50 @@ impl Store {
             other => other,
         }
     }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the thread that checkpoints the WAL whenever this process has committed since its
+/// last look. PASSIVE checkpoints never block writers or readers; a checkpoint that cannot
+/// finish (a reader holds an old snapshot) simply does what it can. Without a thread (the OS
+/// refused one), the writer's autocheckpoint does the work.
+fn spawn_checkpointer(
+    path: &Path,
+    opts: &StoreOptions,
+    commits: Arc<AtomicU64>,
+) -> Option<(Sender<()>, JoinHandle<()>)> {
+    let conn = Connection::open_with_flags(path, OPEN_FLAGS).ok()?;
+    conn.busy_timeout(opts.busy_timeout).ok()?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
+        .name("jobq-checkpointer".into())
+        .spawn(move || {
+            let mut seen = 0;
+            loop {
+                select! {
+                    recv(stop_rx) -> _ => return,
+                    default(CHECKPOINT_INTERVAL) => {}
+                }
+                let now = commits.load(Ordering::Relaxed);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "jobq: background checkpoint failed");
+                }
+            }
+        })
+        .ok()?;
+    Some((stop_tx, thread))
 }
 
 /// Applies jobq's pragmas to a connection and reads each one back: a pragma that did not

@@ -75,8 +75,8 @@ const CLAIM_ONE_QUEUE: &str = "
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
         attempts = attempts + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
-    WHERE rowid IN (
-        SELECT rowid FROM jobq_jobs
+    WHERE id IN (
+        SELECT id FROM jobq_jobs
         WHERE queue = :queue AND status IN ('queued', 'retry') AND run_after <= :now
           AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
           AND (:owner IS NULL OR owner = :owner)
@@ -87,19 +87,19 @@ const CLAIM_ONE_QUEUE: &str = "
 
 /// The next candidates of one queue, in claim order (for claims over several queues).
 const CANDIDATES: &str = "
-    SELECT rowid, priority, run_after, id FROM jobq_jobs
+    SELECT id, priority, run_after FROM jobq_jobs
     WHERE queue = :queue AND status IN ('queued', 'retry') AND run_after <= :now
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
       AND (:owner IS NULL OR owner = :owner)
     ORDER BY priority DESC, run_after, id
     LIMIT :limit";
 
-const CLAIM_ROWIDS: &str = "
+const CLAIM_IDS: &str = "
     UPDATE jobq_jobs
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
         attempts = attempts + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
-    WHERE rowid IN (SELECT value FROM json_each(:rowids)) AND +status IN ('queued', 'retry')
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('queued', 'retry')
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
               group_id, input";
 
@@ -169,7 +169,7 @@ impl Queue {
         } else {
             // Per queue, the index yields its best `limit` candidates in order; merge them
             // and take the best `limit` overall.
-            let mut candidates: Vec<(i64, i32, i64, String)> = Vec::new();
+            let mut candidates: Vec<(String, i32, i64)> = Vec::new();
             let mut stmt = conn.prepare_cached(CANDIDATES)?;
             for queue in &filter.queues {
                 let rows = stmt.query_map(
@@ -177,7 +177,7 @@ impl Queue {
                         ":queue": queue, ":now": now, ":kinds": filter.kinds_json,
                         ":owner": self.owner(), ":limit": limit_sql,
                     },
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
                 for row in rows {
                     candidates.push(row?);
@@ -186,18 +186,18 @@ impl Queue {
             candidates.sort_by(|a, b| {
                 b.1.cmp(&a.1)
                     .then(a.2.cmp(&b.2))
-                    .then_with(|| a.3.cmp(&b.3))
+                    .then_with(|| a.0.cmp(&b.0))
             });
             candidates.truncate(limit);
             if candidates.is_empty() {
                 return Ok(Vec::new());
             }
-            let rowids: Vec<i64> = candidates.iter().map(|c| c.0).collect();
-            let rowids = serde_json::to_string(&rowids)
-                .map_err(|e| Error::invalid("rowids", e.to_string()))?;
-            let mut stmt = conn.prepare_cached(CLAIM_ROWIDS)?;
+            let ids: Vec<&str> = candidates.iter().map(|c| c.0.as_str()).collect();
+            let ids =
+                serde_json::to_string(&ids).map_err(|e| Error::invalid("ids", e.to_string()))?;
+            let mut stmt = conn.prepare_cached(CLAIM_IDS)?;
             let rows = stmt.query_map(
-                named_params! {":worker": worker, ":now": now, ":rowids": rowids},
+                named_params! {":worker": worker, ":now": now, ":ids": ids},
                 |r| claimed_from_row(r, worker),
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
@@ -294,10 +294,10 @@ mod tests {
                 "the claim must not sort:\n{p}"
             );
         }
-        let p = plan(&conn, CLAIM_ROWIDS);
+        let p = plan(&conn, CLAIM_IDS);
         println!("{p}");
         assert!(
-            p.contains("SEARCH jobq_jobs USING INTEGER PRIMARY KEY (rowid=?)"),
+            p.contains("SEARCH jobq_jobs USING PRIMARY KEY (id=?)"),
             "{p}"
         );
     }

@@ -9,12 +9,66 @@ use crate::events::{EventKind, JobEvent};
 use crate::job::{Enqueued, JobId, NewJob, RunAfter, Status};
 use crate::owner::SPENT_SQL;
 
+/// Bound by position (the hot path: no lookups of parameter names), in the order of the
+/// column list.
 const INSERT_JOB: &str = "
-    INSERT INTO jobq_jobs (id, queue, kind, status, priority, max_attempts, run_after, input,
+    INSERT INTO jobq_jobs (id, queue, kind, status,   priority, max_attempts, run_after, input,
                            idempotency_key, cost_cents, owner, group_id, external_id,
                            created_at, updated_at)
-    VALUES (:id, :queue, :kind, 'queued', :priority, :max_attempts, :run_after, :input,
-            :key, :cost, :owner, :group_id, :external_id, :now, :now)";
+    VALUES                (?1, ?2,    ?3,   'queued', ?4,       ?5,           ?6,        ?7,
+                           ?8,              ?9,         ?10,   ?11,      ?12,
+                           ?13,        ?13)";
+
+/// Rows in one statement of a batch enqueue: enough to amortize opening the table's seven
+/// b-trees, few enough to keep the statement small (32 × 12 parameters).
+const ROWS_PER_INSERT: usize = 32;
+
+/// One row of the multi-row insert: the jobs of this path have no idempotency key and no
+/// group. Its parameters are the values of [`row_values`], in order.
+const INSERT_ROW: &str = "(?, ?, ?, 'queued', ?, ?, ?, ?, NULL, ?, ?, NULL, ?, ?, ?)";
+
+/// `INSERT ... VALUES row, row, ...` with [`ROWS_PER_INSERT`] rows, assembled once from
+/// constants (no value is ever formatted into it).
+fn insert_rows_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows = vec![INSERT_ROW; ROWS_PER_INSERT].join(",\n    ");
+        let mut sql = String::from(
+            "INSERT INTO jobq_jobs (id, queue, kind, status, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at)
+    VALUES ",
+        );
+        sql.push_str(&rows);
+        sql
+    })
+}
+
+/// The parameters of one [`INSERT_ROW`].
+fn row_values<'a>(
+    job: &'a Checked,
+    id: &'a str,
+    now: i64,
+) -> [rusqlite::types::ToSqlOutput<'a>; 12] {
+    use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+    let text = |s: &'a str| ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()));
+    let int = |i: i64| ToSqlOutput::Owned(Value::Integer(i));
+    let opt = |s: &'a Option<String>| s.as_deref().map_or(ToSqlOutput::Owned(Value::Null), text);
+    [
+        text(id),
+        text(&job.queue),
+        text(&job.kind),
+        int(i64::from(job.priority)),
+        int(i64::from(job.max_attempts)),
+        int(job.run_after),
+        text(&job.input),
+        int(job.cost_cents),
+        opt(&job.owner),
+        opt(&job.external_id),
+        int(now),
+        int(now),
+    ]
+}
 
 const FIND_BY_KEY: &str = "
     SELECT id, status FROM jobq_jobs
@@ -83,7 +137,8 @@ impl Queue {
     pub fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let checked = self.check(job, now)?;
-        let out = self.store().write(|tx| self.insert(tx, checked, now))?;
+        let id = self.new_id(now);
+        let out = self.store().write(|tx| self.insert(tx, checked, id, now))?;
         self.after_enqueue(std::slice::from_ref(&out), now);
         Ok(out)
     }
@@ -103,15 +158,86 @@ impl Queue {
             .enumerate()
             .map(|(i, job)| self.check(job, now).map_err(|e| at_index(i, e)))
             .collect::<Result<Vec<_>>>()?;
-        let out = self.store().write(|tx| {
-            checked
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| self.insert(tx, c, now).map_err(|e| at_index(i, e)))
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let ids = self.new_ids(now, checked.len());
+        let out = self
+            .store()
+            .write(|tx| self.insert_many(tx, checked, ids, now))?;
         self.after_enqueue(&out, now);
         Ok(out)
+    }
+
+    /// Inserts a batch inside the caller's transaction. Jobs without an idempotency key or
+    /// a group need no lookup: they go in multi-row statements of [`ROWS_PER_INSERT`] rows,
+    /// which open the table's cursors once per chunk instead of once per job, after one
+    /// budget check per owner for the whole batch. The others go one by one, and their
+    /// budget checks see the rows inserted before them.
+    fn insert_many(
+        &self,
+        conn: &Connection,
+        jobs: Vec<Checked>,
+        ids: Vec<String>,
+        now: i64,
+    ) -> Result<Vec<Enqueued>> {
+        let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+        let (plain, special): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .zip(ids)
+            .enumerate()
+            .partition(|(_, (job, _))| job.key.is_none() && job.group_id.is_none());
+
+        let mut cost_by_owner: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (_, (job, _)) in &plain {
+            if let Some(owner) = &job.owner {
+                *cost_by_owner.entry(owner).or_default() += job.cost_cents;
+            }
+        }
+        for (owner, cost) in cost_by_owner {
+            self.check_budget(conn, owner, cost)?;
+        }
+        let mut chunks = plain.chunks_exact(ROWS_PER_INSERT);
+        let mut stmt = conn.prepare_cached(insert_rows_sql())?;
+        for chunk in chunks.by_ref() {
+            let mut param = 1;
+            for (_, (job, id)) in chunk {
+                for value in row_values(job, id, now) {
+                    stmt.raw_bind_parameter(param, value)?;
+                    param += 1;
+                }
+            }
+            stmt.raw_execute()?;
+        }
+        let mut one = conn.prepare_cached(INSERT_JOB)?;
+        for (_, (job, id)) in chunks.remainder() {
+            one.execute(rusqlite::params![
+                id,
+                job.queue,
+                job.kind,
+                job.priority,
+                job.max_attempts,
+                job.run_after,
+                job.input,
+                job.key,
+                job.cost_cents,
+                job.owner,
+                job.group_id,
+                job.external_id,
+                now,
+            ])?;
+        }
+        for (i, (_, id)) in &plain {
+            out[*i] = Some(Enqueued {
+                job_id: JobId::from_db(id.clone()),
+                status: Status::Queued,
+                already_existed: false,
+            });
+        }
+        for (i, (job, id)) in special {
+            out[i] = Some(
+                self.insert(conn, job, id, now)
+                    .map_err(|e| at_index(i, e))?,
+            );
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
     /// Adds a job inside the caller's own transaction on the same database file, so the
@@ -149,7 +275,7 @@ impl Queue {
     pub fn enqueue_tx(&self, conn: &Connection, job: NewJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let checked = self.check(job, now)?;
-        self.insert(conn, checked, now)
+        self.insert(conn, checked, self.new_id(now), now)
     }
 
     fn after_enqueue(&self, out: &[Enqueued], now: i64) {
@@ -232,7 +358,13 @@ impl Queue {
     }
 
     /// Inserts one checked job on `conn`, inside the caller's transaction.
-    fn insert(&self, conn: &Connection, mut job: Checked, now: i64) -> Result<Enqueued> {
+    fn insert(
+        &self,
+        conn: &Connection,
+        mut job: Checked,
+        id: String,
+        now: i64,
+    ) -> Result<Enqueued> {
         if let Some(key) = &job.key {
             let existing: Option<(String, String)> = conn
                 .prepare_cached(FIND_BY_KEY)?
@@ -268,22 +400,21 @@ impl Queue {
         if let Some(owner) = &job.owner {
             self.check_budget(conn, owner, job.cost_cents)?;
         }
-        let id = self.new_id(now);
-        conn.prepare_cached(INSERT_JOB)?.execute(named_params! {
-            ":id": id,
-            ":queue": job.queue,
-            ":kind": job.kind,
-            ":priority": job.priority,
-            ":max_attempts": job.max_attempts,
-            ":run_after": job.run_after,
-            ":input": job.input,
-            ":key": job.key,
-            ":cost": job.cost_cents,
-            ":owner": job.owner,
-            ":group_id": job.group_id,
-            ":external_id": job.external_id,
-            ":now": now,
-        })?;
+        conn.prepare_cached(INSERT_JOB)?.execute(rusqlite::params![
+            id,
+            job.queue,
+            job.kind,
+            job.priority,
+            job.max_attempts,
+            job.run_after,
+            job.input,
+            job.key,
+            job.cost_cents,
+            job.owner,
+            job.group_id,
+            job.external_id,
+            now,
+        ])?;
         Ok(Enqueued {
             job_id: JobId::from_db(id),
             status: Status::Queued,

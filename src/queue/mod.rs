@@ -250,14 +250,25 @@ impl Queue {
 
     /// A new UUID v7 from the queue's clock, strictly increasing within this process.
     pub(crate) fn new_id(&self, now_ms: i64) -> String {
+        self.new_ids(now_ms, 1).pop().unwrap_or_default()
+    }
+
+    /// `n` new UUID v7s, strictly increasing, under one lock.
+    pub(crate) fn new_ids(&self, now_ms: i64, n: usize) -> Vec<String> {
         let ctx = self
             .shared
             .uuid_context
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let ms = now_ms.max(0) as u64;
-        let ts = uuid::Timestamp::from_unix(&*ctx, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
-        uuid::Uuid::new_v7(ts).hyphenated().to_string()
+        let mut buf = uuid::Uuid::encode_buffer();
+        (0..n)
+            .map(|_| {
+                let ts =
+                    uuid::Timestamp::from_unix(&*ctx, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+                String::from(uuid::Uuid::new_v7(ts).hyphenated().encode_lower(&mut buf))
+            })
+            .collect()
     }
 
     pub(crate) fn emit(&self, make: impl FnOnce() -> Vec<JobEvent>) {

@@ -409,3 +409,42 @@ fn racing_processes_enqueueing_the_same_keys_get_one_job_per_key() {
     keys.dedup();
     assert_eq!(keys.len(), 50);
 }
+
+#[test]
+fn a_batch_mixing_plain_keyed_and_grouped_jobs_keeps_its_order_and_dedups() {
+    let env = Env::new();
+    let group = env.queue.create_group("g", None).unwrap();
+    let earlier = env
+        .queue
+        .enqueue(NewJob::new("k").owner("bob").idempotency_key("key-14"))
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..100)
+        .map(|i| {
+            let job = NewJob::new("k")
+                .input(json!({ "i": i }))
+                .owner(if i % 3 == 0 { "alice" } else { "bob" });
+            match i % 7 {
+                0 => job.idempotency_key(format!("key-{i}")),
+                3 => job.group(&group.id),
+                _ => job,
+            }
+        })
+        .collect();
+    let out = env.queue.enqueue_many(jobs).unwrap();
+    assert_eq!(out.len(), 100);
+    for (i, e) in out.iter().enumerate() {
+        if i == 14 {
+            assert_eq!((&e.job_id, e.already_existed), (&earlier.job_id, true));
+            continue;
+        }
+        assert!(!e.already_existed);
+        let job = env.queue.get(&e.job_id).unwrap();
+        assert_eq!(job.input, json!({ "i": i }), "result {i} is job {i}");
+        assert_eq!(
+            job.owner.as_deref(),
+            Some(if i % 3 == 0 { "alice" } else { "bob" })
+        );
+        assert_eq!(job.group_id.is_some(), i % 7 == 3);
+    }
+    assert_eq!(env.queue.get_group(&group.id).unwrap().total, 14);
+}
