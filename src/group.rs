@@ -128,7 +128,7 @@ impl Queue {
         self.store().read(|conn| {
             let ids: Vec<String> = conn
                 .prepare_cached(
-                    "SELECT id FROM jobq_groups WHERE (?1 IS NULL OR owner = ?1) ORDER BY id DESC LIMIT ?2",
+                    "SELECT id FROM jobq_groups WHERE (?1 IS NULL OR owner = ?1) ORDER BY id DESC LIMIT ?2 + 0",
                 )?
                 .query_map(rusqlite::params![self.owner(), limit as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;

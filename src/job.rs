@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 
@@ -445,13 +444,14 @@ pub struct ClaimedJob {
     pub group_id: Option<String>,
     /// The worker holding it.
     pub worker: String,
-    pub(crate) input: Box<RawValue>,
+    /// JSON text, valid by the table's CHECK constraint.
+    pub(crate) input: String,
 }
 
 impl ClaimedJob {
     /// The input as JSON text.
     pub fn input_json(&self) -> &str {
-        self.input.get()
+        &self.input
     }
 
     /// The input deserialized into `T`.
@@ -460,7 +460,7 @@ impl ClaimedJob {
     ///
     /// [`Error::InvalidInput`] with field `"input"` when it does not fit `T`.
     pub fn input<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(self.input.get())
+        serde_json::from_str(&self.input)
             .map_err(|e| Error::invalid("input", format!("job {}: {e}", self.id)))
     }
 

@@ -1,7 +1,6 @@
 //! The claim: take up to N ready jobs for a worker, in claim order, in one transaction.
 
 use rusqlite::{Connection, named_params};
-use serde_json::value::RawValue;
 
 use super::Queue;
 use crate::error::{Error, Result};
@@ -70,6 +69,9 @@ impl ClaimFilter {
 
 /// Claims from one queue in a single statement. The subquery walks the partial index
 /// `jobq_jobs_ready` in claim order and stops after `:limit` rows.
+///
+/// `LIMIT :limit + 0`, never `LIMIT :limit`: SQLite's planner reads a bare bound LIMIT, and
+/// then rebinding it (every claim) throws the prepared statement away and parses it again.
 const CLAIM_ONE_QUEUE: &str = "
     UPDATE jobq_jobs
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
@@ -81,7 +83,7 @@ const CLAIM_ONE_QUEUE: &str = "
           AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
           AND (:owner IS NULL OR owner = :owner)
         ORDER BY priority DESC, run_after, id
-        LIMIT :limit)
+        LIMIT :limit + 0)
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
               group_id, input";
 
@@ -92,7 +94,7 @@ const CANDIDATES: &str = "
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
       AND (:owner IS NULL OR owner = :owner)
     ORDER BY priority DESC, run_after, id
-    LIMIT :limit";
+    LIMIT :limit + 0";
 
 const CLAIM_IDS: &str = "
     UPDATE jobq_jobs
@@ -132,19 +134,25 @@ impl Queue {
         let jobs = self
             .store()
             .write(|tx| self.claim_in(tx, worker, limit, filter, now))?;
-        if !jobs.is_empty() {
-            for job in &jobs {
-                tracing::debug!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, worker, "jobq: claimed");
-            }
-            self.emit(|| {
-                jobs.iter()
-                    .map(|j| {
-                        JobEvent::new(j.id.clone(), EventKind::Claimed, Some(Status::Running), now)
-                    })
-                    .collect()
-            });
-        }
+        self.after_claim(&jobs, worker, now);
         Ok(jobs)
+    }
+
+    /// Logs and announces claimed jobs, once their transaction committed.
+    pub(crate) fn after_claim(&self, jobs: &[ClaimedJob], worker: &str, now: i64) {
+        if jobs.is_empty() {
+            return;
+        }
+        for job in jobs {
+            tracing::debug!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, worker, "jobq: claimed");
+        }
+        self.emit(|| {
+            jobs.iter()
+                .map(|j| {
+                    JobEvent::new(j.id.clone(), EventKind::Claimed, Some(Status::Running), now)
+                })
+                .collect()
+        });
     }
 
     pub(crate) fn claim_in(
@@ -238,10 +246,6 @@ pub(crate) fn next_run_after(
 }
 
 fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<ClaimedJob> {
-    let input: String = r.get(10)?;
-    let input = RawValue::from_string(input).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(e))
-    })?;
     Ok(ClaimedJob {
         id: JobId::from_db(r.get(0)?),
         queue: r.get(1)?,
@@ -254,7 +258,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<Cla
         owner: r.get(8)?,
         group_id: r.get(9)?,
         worker: worker.to_string(),
-        input,
+        input: r.get(10)?,
     })
 }
 
@@ -274,6 +278,38 @@ mod tests {
             })
             .unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn claims_reuse_their_prepared_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        queue
+            .enqueue_many((0..50).map(|_| crate::NewJob::new("k").queue("a")))
+            .unwrap();
+        let conn = queue.store().connect().unwrap();
+        for limit in [1, 2, 3, 5, 8] {
+            queue
+                .claim_in(&conn, "w", limit, &ClaimFilter::queues(["a"]), limit as i64)
+                .unwrap();
+            queue
+                .claim_in(
+                    &conn,
+                    "w",
+                    limit,
+                    &ClaimFilter::queues(["a", "b"]),
+                    limit as i64,
+                )
+                .unwrap();
+        }
+        for sql in [CLAIM_ONE_QUEUE, CANDIDATES] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "re-prepared:\n{sql}"
+            );
+        }
     }
 
     #[test]

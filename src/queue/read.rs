@@ -100,7 +100,7 @@ macro_rules! list_sql {
               AND (:status IS NULL OR status = :status) AND (:queue IS NULL OR queue = :queue)
               AND (:kind IS NULL OR kind = :kind) AND (:group_id IS NULL OR group_id = :group_id)
               AND (:owner IS NULL OR owner = :owner)
-            ORDER BY id DESC LIMIT :limit"
+            ORDER BY id DESC LIMIT :limit + 0"
         )
     };
 }

@@ -1,4 +1,5 @@
-//! The completer: records every outcome waiting in the channel in one transaction.
+//! The completer: records every outcome waiting in the channel in one transaction, and in
+//! the same transaction claims jobs for the slots those outcomes free.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -6,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::{Engine, Finished};
+use super::Engine;
+use super::engine::Finished;
 use crate::error::Error;
-use crate::job::{Lease, Status};
+use crate::job::{ClaimedJob, Lease, Status};
 use crate::queue::Report;
 
 /// The most outcomes recorded in one transaction.
@@ -36,14 +38,20 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     let mut reports: Vec<(Lease, Report)> = Vec::with_capacity(batch.len());
     let mut meta: Vec<(String, Option<Duration>)> = Vec::with_capacity(batch.len());
     for f in batch.drain(..) {
+        if let Some(ran) = f.ran_for {
+            engine.note_run_time(ran);
+        }
         reports.push((f.lease, f.report));
         meta.push((f.kind, f.ran_for));
     }
+    let guard = engine.claim_lock();
+    let want = engine.want(reports.len());
+    let refill = (want > 0).then_some((engine.worker_id.as_str(), want, &engine.filter));
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
-    let results = loop {
-        match engine.queue.record_many(&reports) {
-            Ok(results) => break Some(results),
+    let outcome = loop {
+        match engine.queue.record_and_claim(&reports, refill) {
+            Ok(done) => break Some(done),
             Err(e) if started.elapsed() < GIVE_UP_AFTER => {
                 tracing::warn!(error = %e, outcomes = reports.len(), "jobq: recording outcomes failed; retrying");
                 std::thread::sleep(pause);
@@ -55,38 +63,47 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
             }
         }
     };
+    let (results, claimed): (Option<Vec<_>>, Vec<ClaimedJob>) = match outcome {
+        Some((results, claimed)) => (Some(results), claimed),
+        None => (None, Vec::new()),
+    };
+    if want > 0 && results.is_some() {
+        engine.note_claim_time(started.elapsed());
+    }
+    engine.forget(reports.iter().map(|(lease, _)| &lease.job_id));
+    engine.dispatch(claimed, want);
+    drop(guard);
+
+    let Some(results) = results else { return };
     let c = &engine.counters;
-    if let Some(results) = &results {
-        for (((lease, _), (kind, ran_for)), result) in reports.iter().zip(&meta).zip(results) {
-            if ran_for.is_some() {
-                c.processed.fetch_add(1, Ordering::Relaxed);
+    for (((lease, _), (kind, ran_for)), result) in reports.iter().zip(&meta).zip(&results) {
+        if ran_for.is_some() {
+            c.processed.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
+        match result {
+            Ok(Status::Succeeded) => {
+                c.succeeded.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
             }
-            let ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
-            match result {
-                Ok(Status::Succeeded) => {
-                    c.succeeded.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
-                }
-                Ok(Status::Retry) => {
-                    c.retried.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Status::Failed) => {
-                    c.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) => {
-                    c.released.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(job_id = %lease.job_id, kind, "jobq: job released unstarted");
-                }
-                Err(Error::LockLost { status, .. }) => {
-                    c.lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
-                }
-                Err(e) => {
-                    c.lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(job_id = %lease.job_id, kind, error = %e, "jobq: outcome refused");
-                }
+            Ok(Status::Retry) => {
+                c.retried.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Status::Failed) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                c.released.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(job_id = %lease.job_id, kind, "jobq: job released unstarted");
+            }
+            Err(Error::LockLost { status, .. }) => {
+                c.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
+            }
+            Err(e) => {
+                c.lost.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(job_id = %lease.job_id, kind, error = %e, "jobq: outcome refused");
             }
         }
     }
-    engine.forget(reports.iter().map(|(lease, _)| &lease.job_id));
 }

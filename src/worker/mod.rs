@@ -16,6 +16,7 @@
 mod completer;
 mod context;
 mod dispatcher;
+mod engine;
 mod executor;
 mod heartbeat;
 mod maintainer;
@@ -26,14 +27,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use serde_json::Value;
 
 pub use context::JobContext;
 
+use engine::{Engine, Finished, Prefetch};
+
 use crate::error::{Error, Result};
-use crate::job::{ClaimedJob, JobId, Lease, Status};
+use crate::job::{ClaimedJob, JobId, Status};
 use crate::maintenance::StaleTimeouts;
 use crate::queue::{ClaimFilter, JobError, Queue};
 use crate::retry::RetryPolicy;
@@ -79,8 +81,11 @@ pub struct Summary {
     pub released: u64,
 }
 
+/// The most jobs an adaptive prefetch claims ahead of the free handlers.
+const MAX_PREFETCH: usize = 256;
+
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     processed: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -103,10 +108,10 @@ impl Counters {
 }
 
 #[derive(Clone)]
-struct Registered {
-    handler: Arc<dyn Handler>,
-    timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
+pub(crate) struct Registered {
+    pub handler: Arc<dyn Handler>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Settings of a [`WorkerPool`]. Made by [`WorkerPool::builder`].
@@ -175,10 +180,14 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// How many jobs may be claimed ahead of a free handler, so that a handler finishing a
-    /// job finds the next one waiting. Prefetched jobs are `running` in the database but not
-    /// started; on shutdown they are released without spending an attempt. Defaults to the
-    /// concurrency; 0 makes `running` in the database mean "a handler holds it".
+    /// Claims exactly `n` jobs ahead of the free handlers, so that a handler finishing a job
+    /// finds the next one waiting. Prefetched jobs are `running` in the database but not
+    /// started; on shutdown they are released without spending an attempt. 0 makes
+    /// `running` in the database mean "a handler holds it".
+    ///
+    /// Defaults to adaptive: about `2 × concurrency × claim time / job run time`, measured as
+    /// the pool runs, at most 256 — large batches for fast jobs (a few transactions per
+    /// thousand jobs), none for slow jobs (which other workers may then take).
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = Some(n);
         self
@@ -355,9 +364,12 @@ impl WorkerPoolBuilder {
         self.check()?;
         let filter = self.claim_filter();
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
-        let prefetch = self.prefetch.unwrap_or(self.concurrency);
-        let (job_tx, job_rx) =
-            crossbeam_channel::bounded::<ClaimedJob>(self.concurrency + prefetch);
+        let prefetch = match self.prefetch {
+            Some(n) => Prefetch::Fixed(n),
+            None => Prefetch::Adaptive { max: MAX_PREFETCH },
+        };
+        let most_in_flight = self.concurrency + self.prefetch.unwrap_or(MAX_PREFETCH);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<ClaimedJob>(most_in_flight);
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Finished>();
         let (work_tx, work_rx) = crossbeam_channel::bounded::<()>(1);
         self.queue.shared.events.register_dispatcher(work_tx);
@@ -368,8 +380,9 @@ impl WorkerPoolBuilder {
         let engine = Arc::new(Engine {
             queue: self.queue.clone(),
             worker_id,
+            filter,
             concurrency: self.concurrency,
-            capacity: self.concurrency + prefetch,
+            prefetch,
             handlers: self.handlers,
             fallback: self.fallback,
             default_timeout: self.default_timeout,
@@ -378,6 +391,11 @@ impl WorkerPoolBuilder {
             claimed_total: AtomicU64::new(0),
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
+            maybe_ready: AtomicBool::new(true),
+            claim_lock: Mutex::new(()),
+            avg_claim_ns: AtomicU64::new(0),
+            avg_run_ns: AtomicU64::new(0),
+            job_tx: Mutex::new(Some(job_tx)),
             job_rx,
             outcome_tx: Mutex::new(Some(outcome_tx)),
             slot_tx,
@@ -386,7 +404,7 @@ impl WorkerPoolBuilder {
             stop_when_idle: self.stop_when_idle,
             stop_helpers: Mutex::new(Some(stop_tx)),
         });
-        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?filter.queue_names(), "jobq: worker pool starting");
+        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), "jobq: worker pool starting");
         for _ in 0..engine.concurrency {
             engine.spawn_handler();
         }
@@ -399,7 +417,7 @@ impl WorkerPoolBuilder {
                 slots: slot_rx,
             };
             spawn("jobq-dispatcher", move || {
-                dispatcher::run(&engine, job_tx, wake, conn, &filter, poll)
+                dispatcher::run(&engine, wake, conn, poll)
             })
         };
         let completer = {
@@ -613,8 +631,10 @@ impl WorkerPool {
         if let Some(d) = self.dispatcher.take() {
             let _ = d.join();
         }
-        // The dispatcher is gone: handlers release what is still in the channel, and
-        // finish what they run, until the grace period ends.
+        // No more claims: handlers release what is still in the channel (they see the pool
+        // stopping), finish what they run until the grace period ends, and end once the
+        // channel is empty and closed.
+        engine.close_jobs();
         let deadline = Instant::now() + self.grace;
         while engine.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -670,225 +690,7 @@ impl Drop for WorkerPool {
     }
 }
 
-/// A job the pool claimed and has not recorded yet.
-struct InFlight {
-    lease: Lease,
-    kind: String,
-    cancelled: Arc<AtomicBool>,
-    /// Set when a handler starts it: when, its deadline, and the handler's slot.
-    started: Option<(Instant, Option<Instant>, Arc<AtomicBool>)>,
-    /// The outcome has been sent to the completer (by a handler, a timeout or a release).
-    settled: bool,
-}
-
-/// An outcome on its way to the completer.
-pub(crate) struct Finished {
-    lease: Lease,
-    kind: String,
-    report: crate::queue::Report,
-    /// How long the handler ran, when it ran.
-    ran_for: Option<Duration>,
-}
-
-/// What every thread of a pool shares.
-struct Engine {
-    queue: Queue,
-    worker_id: String,
-    concurrency: usize,
-    /// Handlers plus prefetch: the most jobs claimed and not yet recorded.
-    capacity: usize,
-    handlers: HashMap<String, Registered>,
-    fallback: Option<Arc<dyn Handler>>,
-    default_timeout: Option<Duration>,
-    running: Mutex<HashMap<JobId, InFlight>>,
-    in_flight: AtomicUsize,
-    claimed_total: AtomicU64,
-    counters: Counters,
-    /// Set once: no more claims, and handlers give back the jobs they have not started.
-    stopping: AtomicBool,
-    job_rx: Receiver<ClaimedJob>,
-    outcome_tx: Mutex<Option<Sender<Finished>>>,
-    slot_tx: Sender<()>,
-    handler_threads: Mutex<Vec<JoinHandle<()>>>,
-    limit: Option<u64>,
-    stop_when_idle: bool,
-    stop_helpers: Mutex<Option<Sender<()>>>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("worker_id", &self.worker_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Engine {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, InFlight>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn request_stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.queue.shared.events.wake_dispatchers();
-    }
-
-    fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
-    /// The handler of a kind, with its timeout (or the default) and retry policy.
-    fn handler_for(&self, kind: &str) -> Option<Registered> {
-        match self.handlers.get(kind) {
-            Some(r) => Some(Registered {
-                timeout: r.timeout.or(self.default_timeout),
-                ..r.clone()
-            }),
-            None => self.fallback.as_ref().map(|h| Registered {
-                handler: Arc::clone(h),
-                timeout: self.default_timeout,
-                retry: None,
-            }),
-        }
-    }
-
-    /// Sends an outcome to the completer, once per claimed job: the first to settle a job
-    /// (its handler, its timeout, or a release at shutdown) wins.
-    fn settle(
-        &self,
-        lease: &Lease,
-        report: crate::queue::Report,
-        ran_for: Option<Duration>,
-    ) -> bool {
-        let kind = {
-            let mut running = self.running();
-            match running.get_mut(&lease.job_id) {
-                Some(entry) if !entry.settled => {
-                    entry.settled = true;
-                    entry.kind.clone()
-                }
-                _ => return false,
-            }
-        };
-        let tx = self
-            .outcome_tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match tx.as_ref() {
-            Some(tx) => tx
-                .send(Finished {
-                    lease: lease.clone(),
-                    kind,
-                    report,
-                    ran_for,
-                })
-                .is_ok(),
-            None => false,
-        }
-    }
-
-    /// Releases every claimed job whose outcome is not settled: at the end of the grace
-    /// period. Their handler threads, if any still run, are abandoned.
-    fn release_unfinished(&self) {
-        let leases: Vec<(Lease, Option<Arc<AtomicBool>>)> = self
-            .running()
-            .values()
-            .filter(|e| !e.settled)
-            .map(|e| {
-                (
-                    e.lease.clone(),
-                    e.started.as_ref().map(|s| Arc::clone(&s.2)),
-                )
-            })
-            .collect();
-        for (lease, slot) in leases {
-            if let Some(slot) = slot {
-                slot.store(true, Ordering::SeqCst);
-                tracing::warn!(job_id = %lease.job_id, "jobq: handler still running after the grace period; releasing its job");
-            }
-            self.settle(&lease, crate::queue::Report::Release, None);
-        }
-    }
-
-    /// Records freshly claimed jobs as in flight, before any handler can see them.
-    fn track_claimed(&self, jobs: &[ClaimedJob]) {
-        if jobs.is_empty() {
-            return;
-        }
-        let mut running = self.running();
-        for job in jobs {
-            running.insert(
-                job.id.clone(),
-                InFlight {
-                    lease: job.lease(),
-                    kind: job.kind.clone(),
-                    cancelled: Arc::new(AtomicBool::new(false)),
-                    started: None,
-                    settled: false,
-                },
-            );
-        }
-        self.in_flight.fetch_add(jobs.len(), Ordering::SeqCst);
-        self.claimed_total
-            .fetch_add(jobs.len() as u64, Ordering::SeqCst);
-    }
-
-    /// A handler starts a job: its deadline begins. Returns the job's cancel flag, or `None`
-    /// when the job was settled meanwhile (released at shutdown).
-    fn mark_started(
-        &self,
-        lease: &Lease,
-        at: Instant,
-        deadline: Option<Instant>,
-        slot: &Arc<AtomicBool>,
-    ) -> Option<Arc<AtomicBool>> {
-        let mut running = self.running();
-        let entry = running.get_mut(&lease.job_id).filter(|e| !e.settled)?;
-        entry.started = Some((at, deadline, Arc::clone(slot)));
-        Some(Arc::clone(&entry.cancelled))
-    }
-
-    /// Tells the handler of a job (if this pool runs it) that the job was cancelled.
-    fn mark_cancelled(&self, id: &JobId) {
-        if let Some(entry) = self.running().get(id) {
-            entry.cancelled.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// Forgets recorded jobs and frees their slots.
-    fn forget<'a>(&self, ids: impl Iterator<Item = &'a JobId>) {
-        let mut n = 0;
-        {
-            let mut running = self.running();
-            for id in ids {
-                if running.remove(id).is_some() {
-                    n += 1;
-                }
-            }
-        }
-        self.in_flight.fetch_sub(n, Ordering::SeqCst);
-        let _ = self.slot_tx.try_send(());
-    }
-
-    fn close_outcomes(&self) {
-        self.outcome_tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-    }
-
-    fn spawn_handler(self: &Arc<Self>) {
-        let engine = Arc::clone(self);
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let handle = spawn("jobq-handler", move || executor::run(&engine, &abandoned));
-        self.handler_threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(handle);
-    }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)

@@ -1,0 +1,344 @@
+//! What every thread of a pool shares: the jobs in flight, the slot accounting, the claim.
+//!
+//! Two threads claim: the dispatcher (at start, on a wake-up, at a poll) and the completer
+//! (in the same transaction as the outcomes it records, to refill the slots they free).
+//! Both claim under one lock, so the count of jobs in flight never passes the capacity:
+//! handlers plus prefetch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Counters, Handler, Registered, executor, spawn};
+use crate::job::{ClaimedJob, JobId, Lease};
+use crate::queue::{ClaimFilter, Queue, Report};
+
+/// How many jobs a pool claims ahead of its free handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prefetch {
+    /// Exactly this many.
+    Fixed(usize),
+    /// As many as keep the handlers busy while a claim makes its round trip, up to `max`:
+    /// about `2 × handlers × claim time / handler run time`, from running averages. Fast
+    /// jobs get large batches (and few transactions per job); slow jobs get none, so that
+    /// several pools share them fairly.
+    Adaptive { max: usize },
+}
+
+/// A job the pool claimed and has not recorded yet.
+pub(crate) struct InFlight {
+    pub lease: Lease,
+    pub kind: String,
+    pub cancelled: Arc<AtomicBool>,
+    /// Set when a handler starts it: when, its deadline, and the handler's slot.
+    pub started: Option<(Instant, Option<Instant>, Arc<AtomicBool>)>,
+    /// The outcome has been sent to the completer (by a handler, a timeout or a release).
+    pub settled: bool,
+}
+
+/// An outcome on its way to the completer.
+pub(crate) struct Finished {
+    pub lease: Lease,
+    pub kind: String,
+    pub report: Report,
+    /// How long the handler ran, when it ran.
+    pub ran_for: Option<Duration>,
+}
+
+pub(crate) struct Engine {
+    pub queue: Queue,
+    pub worker_id: String,
+    pub filter: ClaimFilter,
+    pub concurrency: usize,
+    pub prefetch: Prefetch,
+    pub handlers: HashMap<String, Registered>,
+    pub fallback: Option<Arc<dyn Handler>>,
+    pub default_timeout: Option<Duration>,
+    pub running: Mutex<HashMap<JobId, InFlight>>,
+    /// Claimed and not yet recorded.
+    pub in_flight: AtomicUsize,
+    pub claimed_total: AtomicU64,
+    pub counters: Counters,
+    /// Set once: no more claims, and handlers give back the jobs they have not started.
+    pub stopping: AtomicBool,
+    /// Whether a claim may find something: cleared by a claim that came back short, set by
+    /// a wake-up or a change to the file.
+    pub maybe_ready: AtomicBool,
+    /// Held while deciding how many to claim and claiming them.
+    pub claim_lock: Mutex<()>,
+    /// Running averages, in nanoseconds (0 until measured).
+    pub avg_claim_ns: AtomicU64,
+    pub avg_run_ns: AtomicU64,
+    pub job_tx: Mutex<Option<Sender<ClaimedJob>>>,
+    pub job_rx: Receiver<ClaimedJob>,
+    pub outcome_tx: Mutex<Option<Sender<Finished>>>,
+    pub slot_tx: Sender<()>,
+    pub handler_threads: Mutex<Vec<JoinHandle<()>>>,
+    pub limit: Option<u64>,
+    pub stop_when_idle: bool,
+    pub stop_helpers: Mutex<Option<Sender<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Folds a sample into a running average (weight 1/8), 0 meaning "none yet".
+fn fold(avg: &AtomicU64, sample: Duration) {
+    let sample = sample.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let old = avg.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample.max(1)
+    } else {
+        (old - old / 8 + sample / 8).max(1)
+    };
+    avg.store(new, Ordering::Relaxed);
+}
+
+impl Engine {
+    pub fn running(&self) -> MutexGuard<'_, HashMap<JobId, InFlight>> {
+        lock(&self.running)
+    }
+
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.queue.shared.events.wake_dispatchers();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The most jobs in flight at once: the handlers plus the prefetch.
+    pub fn capacity(&self) -> usize {
+        let prefetch = match self.prefetch {
+            Prefetch::Fixed(n) => n,
+            Prefetch::Adaptive { max } => {
+                let claim = self.avg_claim_ns.load(Ordering::Relaxed);
+                let run = self.avg_run_ns.load(Ordering::Relaxed);
+                if claim == 0 || run == 0 {
+                    self.concurrency.min(max)
+                } else {
+                    let ideal = 2.0 * self.concurrency as f64 * claim as f64 / run as f64;
+                    (ideal.round() as usize).min(max)
+                }
+            }
+        };
+        self.concurrency + prefetch
+    }
+
+    pub fn note_claim_time(&self, took: Duration) {
+        fold(&self.avg_claim_ns, took);
+    }
+
+    pub fn note_run_time(&self, took: Duration) {
+        fold(&self.avg_run_ns, took);
+    }
+
+    /// Takes the claim lock. Hold it from [`Engine::want`] to [`Engine::dispatch`].
+    pub fn claim_lock(&self) -> MutexGuard<'_, ()> {
+        lock(&self.claim_lock)
+    }
+
+    /// How many jobs to claim now, with `freeing` more slots about to be freed (the
+    /// outcomes being recorded). Zero when stopping or when nothing is likely ready.
+    pub fn want(&self, freeing: usize) -> usize {
+        if self.is_stopping() || !self.maybe_ready.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let in_flight = self
+            .in_flight
+            .load(Ordering::SeqCst)
+            .saturating_sub(freeing);
+        let free = self.capacity().saturating_sub(in_flight);
+        let claimed = self.claimed_total.load(Ordering::SeqCst);
+        let allowed = self
+            .limit
+            .map_or(usize::MAX, |l| l.saturating_sub(claimed) as usize);
+        free.min(allowed)
+    }
+
+    /// Hands freshly claimed jobs to the handlers, tracking them as in flight first. After
+    /// the pool stopped handing out work, they are released instead, unstarted.
+    pub fn dispatch(&self, jobs: Vec<ClaimedJob>, wanted: usize) {
+        if jobs.len() < wanted {
+            self.maybe_ready.store(false, Ordering::SeqCst);
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        {
+            let mut running = self.running();
+            for job in &jobs {
+                running.insert(
+                    job.id.clone(),
+                    InFlight {
+                        lease: job.lease(),
+                        kind: job.kind.clone(),
+                        cancelled: Arc::new(AtomicBool::new(false)),
+                        started: None,
+                        settled: false,
+                    },
+                );
+            }
+        }
+        self.in_flight.fetch_add(jobs.len(), Ordering::SeqCst);
+        self.claimed_total
+            .fetch_add(jobs.len() as u64, Ordering::SeqCst);
+        let tx = lock(&self.job_tx);
+        for job in jobs {
+            // Never blocks: the channel holds the most jobs that can be in flight.
+            let undelivered = match tx.as_ref() {
+                Some(tx) => tx.send(job).err().map(|e| e.into_inner()),
+                None => Some(job),
+            };
+            if let Some(job) = undelivered {
+                self.settle(&job.lease(), Report::Release, None);
+            }
+        }
+    }
+
+    /// No more jobs for the handlers: they drain the channel and end.
+    pub fn close_jobs(&self) {
+        lock(&self.job_tx).take();
+    }
+
+    /// The handler of a kind, with its timeout (or the default) and retry policy.
+    pub fn handler_for(&self, kind: &str) -> Option<Registered> {
+        match self.handlers.get(kind) {
+            Some(r) => Some(Registered {
+                timeout: r.timeout.or(self.default_timeout),
+                ..r.clone()
+            }),
+            None => self.fallback.as_ref().map(|h| Registered {
+                handler: Arc::clone(h),
+                timeout: self.default_timeout,
+                retry: None,
+            }),
+        }
+    }
+
+    /// Sends an outcome to the completer, once per claimed job: the first to settle a job
+    /// (its handler, its timeout, or a release at shutdown) wins.
+    pub fn settle(&self, lease: &Lease, report: Report, ran_for: Option<Duration>) -> bool {
+        let kind = {
+            let mut running = self.running();
+            match running.get_mut(&lease.job_id) {
+                Some(entry) if !entry.settled => {
+                    entry.settled = true;
+                    entry.kind.clone()
+                }
+                _ => return false,
+            }
+        };
+        let tx = lock(&self.outcome_tx);
+        match tx.as_ref() {
+            Some(tx) => tx
+                .send(Finished {
+                    lease: lease.clone(),
+                    kind,
+                    report,
+                    ran_for,
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Releases every claimed job whose outcome is not settled: at the end of the grace
+    /// period. Their handler threads, if any still run, are abandoned.
+    pub fn release_unfinished(&self) {
+        let leases: Vec<(Lease, Option<Arc<AtomicBool>>)> = self
+            .running()
+            .values()
+            .filter(|e| !e.settled)
+            .map(|e| {
+                (
+                    e.lease.clone(),
+                    e.started.as_ref().map(|s| Arc::clone(&s.2)),
+                )
+            })
+            .collect();
+        for (lease, slot) in leases {
+            if let Some(slot) = slot {
+                slot.store(true, Ordering::SeqCst);
+                tracing::warn!(job_id = %lease.job_id, "jobq: handler still running after the grace period; releasing its job");
+            }
+            self.settle(&lease, Report::Release, None);
+        }
+    }
+
+    /// A handler starts a job: its deadline begins. Returns the job's cancel flag, or `None`
+    /// when the job was settled meanwhile (released at shutdown).
+    pub fn mark_started(
+        &self,
+        lease: &Lease,
+        at: Instant,
+        deadline: Option<Instant>,
+        slot: &Arc<AtomicBool>,
+    ) -> Option<Arc<AtomicBool>> {
+        let mut running = self.running();
+        let entry = running.get_mut(&lease.job_id).filter(|e| !e.settled)?;
+        entry.started = Some((at, deadline, Arc::clone(slot)));
+        Some(Arc::clone(&entry.cancelled))
+    }
+
+    /// Tells the handler of a job (if this pool runs it) that the job was cancelled.
+    pub fn mark_cancelled(&self, id: &JobId) {
+        if let Some(entry) = self.running().get(id) {
+            entry.cancelled.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets recorded jobs and frees their slots.
+    pub fn forget<'a>(&self, ids: impl Iterator<Item = &'a JobId>) {
+        let mut n = 0;
+        {
+            let mut running = self.running();
+            for id in ids {
+                if running.remove(id).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        self.in_flight.fetch_sub(n, Ordering::SeqCst);
+        let _ = self.slot_tx.try_send(());
+    }
+
+    pub fn close_outcomes(&self) {
+        lock(&self.outcome_tx).take();
+    }
+
+    pub fn spawn_handler(self: &Arc<Self>) {
+        let engine = Arc::clone(self);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let handle = spawn("jobq-handler", move || executor::run(&engine, &abandoned));
+        lock(&self.handler_threads).push(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_averages_start_at_the_first_sample_and_move_an_eighth_of_the_way() {
+        let avg = AtomicU64::new(0);
+        fold(&avg, Duration::from_nanos(800));
+        assert_eq!(avg.load(Ordering::Relaxed), 800);
+        fold(&avg, Duration::from_nanos(1600));
+        assert_eq!(avg.load(Ordering::Relaxed), 900);
+    }
+}
