@@ -79,7 +79,8 @@ CREATE TABLE jobq_jobs (
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     started_at      INTEGER,
-    completed_at    INTEGER
+    completed_at    INTEGER,                            -- set exactly when the status is terminal
+    CHECK ((status = 'succeeded' OR status = 'failed' OR status = 'cancelled') = (completed_at IS NOT NULL))
 ) WITHOUT ROWID;
 
 -- The claim: ready jobs of a queue in claim order. Partial, so finished jobs never slow it
@@ -92,8 +93,12 @@ CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id, 
 -- counting them read it; `queued` jobs are counted from the ready index.
 CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id)
     WHERE status NOT IN ('queued', 'succeeded');
--- Timing windows and pruning of finished jobs.
-CREATE INDEX jobq_jobs_completed ON jobq_jobs (completed_at) WHERE completed_at IS NOT NULL;
+-- Finished jobs by status and completion time, with what their statistics need: counts by
+-- status and queue, run times (completed_at - started_at) and queue waits (started_at -
+-- created_at) over a time window, the dead letter newest first, and pruning are all range
+-- scans of this index alone.
+CREATE INDEX jobq_jobs_finished ON jobq_jobs (status, completed_at, queue, kind, started_at, created_at)
+    WHERE completed_at IS NOT NULL;
 -- Listing by owner and group; the cascade from a group.
 CREATE INDEX jobq_jobs_owner ON jobq_jobs (owner, id) WHERE owner IS NOT NULL;
 CREATE INDEX jobq_jobs_group ON jobq_jobs (group_id, id) WHERE group_id IS NOT NULL;
@@ -137,26 +142,32 @@ FROM jobq_jobs
 GROUP BY queue
 ORDER BY queue;
 
--- Run durations (completed_at - started_at) of finished jobs per status: count, average,
--- and the exact nearest-rank p50 and p95 (the value at rank ceil(p * n)), in seconds.
+-- Run durations (completed_at - started_at) and queue waits (started_at - created_at) of
+-- finished jobs per status: count, average, the exact nearest-rank p50 and p95 (the value at
+-- rank ceil(p * n)) and the maximum, in seconds. The same figures as `jobq timing`.
 CREATE VIEW jobq_timing_stats AS
-WITH durations AS (
-    SELECT status, (completed_at - started_at) / 1000.0 AS seconds
+WITH measured AS (
+    SELECT status, (completed_at - started_at) / 1000.0 AS run,
+           (started_at - created_at) / 1000.0 AS wait
     FROM jobq_jobs
     WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
 ),
 ranked AS (
-    SELECT status, seconds,
-           row_number() OVER (PARTITION BY status ORDER BY seconds) AS rank,
+    SELECT status, run, wait,
+           row_number() OVER (PARTITION BY status ORDER BY run) AS run_rank,
+           row_number() OVER (PARTITION BY status ORDER BY wait) AS wait_rank,
            count(*) OVER (PARTITION BY status) AS n
-    FROM durations
+    FROM measured
 )
 SELECT status,
        count(*) AS count,
-       avg(seconds) AS avg_duration_seconds,
-       max(CASE WHEN rank = (50 * n + 99) / 100 THEN seconds END) AS p50_seconds,
-       max(CASE WHEN rank = (95 * n + 99) / 100 THEN seconds END) AS p95_seconds,
-       max(seconds) AS max_seconds
+       avg(run) AS avg_duration_seconds,
+       max(CASE WHEN run_rank = (50 * n + 99) / 100 THEN run END) AS p50_seconds,
+       max(CASE WHEN run_rank = (95 * n + 99) / 100 THEN run END) AS p95_seconds,
+       max(run) AS max_seconds,
+       avg(wait) AS avg_wait_seconds,
+       max(CASE WHEN wait_rank = (50 * n + 99) / 100 THEN wait END) AS p50_wait_seconds,
+       max(CASE WHEN wait_rank = (95 * n + 99) / 100 THEN wait END) AS p95_wait_seconds
 FROM ranked
 GROUP BY status
 ORDER BY status;

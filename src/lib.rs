@@ -42,10 +42,12 @@ mod events;
 mod group;
 mod job;
 mod maintenance;
+mod metrics;
 mod owner;
 mod queue;
 mod retry;
 mod schema;
+mod stats;
 mod store;
 pub mod testing;
 mod worker;
@@ -62,6 +64,10 @@ pub use owner::Owner;
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};
 pub use retry::RetryPolicy;
 pub use schema::schema_version;
+pub use stats::{
+    CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,
+    StageCount, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,
+};
 pub use store::Durability;
 pub use worker::{
     Handler, InlineOutcome, JobContext, StopHandle, Summary, WorkerPool, WorkerPoolBuilder,

@@ -95,7 +95,7 @@ const RELEASE_STALE: &str = "
 const PRUNE_CHUNK: &str = "
     DELETE FROM jobq_jobs WHERE id IN (
         SELECT id FROM jobq_jobs
-        WHERE completed_at < :cutoff AND status IN (SELECT value FROM json_each(:statuses))
+        WHERE status IN (SELECT value FROM json_each(:statuses)) AND completed_at < :cutoff
           AND (:owner IS NULL OR owner = :owner)
         LIMIT 2000)";
 
@@ -201,5 +201,32 @@ impl Queue {
             tracing::info!(jobs = total, "jobq: pruned finished jobs");
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_seeks_the_finished_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let conn = queue.store().connect().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_CHUNK}"))
+            .unwrap()
+            .query_map(
+                named_params! {":cutoff": 1, ":statuses": "[\"failed\"]", ":owner": None::<String>},
+                |r| r.get(3),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("jobq_jobs_finished (status=? AND completed_at<?)"),
+            "{plan}"
+        );
     }
 }

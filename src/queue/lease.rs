@@ -245,6 +245,15 @@ impl Queue {
             .store()
             .write(|tx| Ok(self.record_in(tx, lease, &report, now)))?;
         if let Ok(status) = result {
+            match status {
+                Status::Succeeded => {
+                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job succeeded")
+                }
+                Status::Queued => {
+                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job released unstarted")
+                }
+                _ => {}
+            }
             self.after_record(std::slice::from_ref(&(lease.job_id.clone(), status)), now);
         }
         result

@@ -690,10 +690,13 @@ impl Drop for WorkerPool {
     }
 }
 
+/// Starts a pool thread that reports to the same `tracing` subscriber as the thread that
+/// started it (an application's scoped subscriber sees its pool's events).
 pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || tracing::dispatcher::with_default(&dispatch, f))
         .expect("the OS refused to start a worker thread")
 }
 

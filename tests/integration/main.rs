@@ -9,6 +9,7 @@ mod concurrency;
 mod enqueue;
 mod lifecycle;
 mod maintenance;
+mod observability;
 mod open;
 mod owners_groups;
 mod retry;

@@ -1,0 +1,311 @@
+//! The queue's figures in the Prometheus text exposition format (version 0.0.4), for
+//! `GET /metrics`.
+//!
+//! Everything is read from the database at each scrape, so every process sees the same
+//! figures. Counters of finished jobs count the finished jobs still in the file: pruning
+//! lowers them, which Prometheus treats as a counter reset.
+
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+
+use rusqlite::named_params;
+
+use crate::error::Result;
+use crate::job::Status;
+use crate::queue::Queue;
+use crate::stats::{HealthThresholds, StatsFilter};
+
+/// Bucket bounds of the duration histograms, in seconds.
+const BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+const READY_BY_QUEUE: &str = "
+    SELECT queue, count(*), min(CASE WHEN run_after <= :now THEN run_after END)
+    FROM jobq_jobs WHERE status IN ('queued', 'retry')
+    GROUP BY queue";
+
+const ACTIVE_BY_QUEUE: &str = "
+    SELECT queue, status, count(*) FROM jobq_jobs
+    WHERE status NOT IN ('queued', 'succeeded') AND completed_at IS NULL
+    GROUP BY queue, status";
+
+/// Per terminal status: count, sum and cumulative bucket counts of run time and of queue
+/// wait, in one scan of the finished index. Assembled once from the constant bucket bounds.
+fn histogram_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let mut columns = String::new();
+        for value in ["run", "wait"] {
+            for bound in BUCKETS {
+                let _ = write!(columns, ", sum({value} <= {bound:?})");
+            }
+        }
+        format!(
+            "SELECT status, count(*), sum(run), sum(wait){columns}
+             FROM (SELECT status, (completed_at - started_at) / 1000.0 AS run,
+                          (started_at - created_at) / 1000.0 AS wait
+                   FROM jobq_jobs
+                   WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at IS NOT NULL
+                     AND started_at IS NOT NULL)
+             GROUP BY status"
+        )
+    })
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Queue {
+    /// The queue's figures in the Prometheus text exposition format: jobs by status; waiting
+    /// and running jobs by queue; the age of the oldest ready job per queue; running and
+    /// dead-lettered jobs; finished jobs by status; run time and queue wait histograms; and
+    /// the health, one-hot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Forbidden`](crate::Error::Forbidden) on an owner-scoped handle (the figures
+    /// cover every owner); database errors.
+    pub fn metrics(&self) -> Result<String> {
+        self.require_admin("read metrics")?;
+        let now = self.now_ms();
+        let overview = self.overview(&StatsFilter::new(), &HealthThresholds::default())?;
+        let mut out = String::with_capacity(4096);
+
+        family(
+            &mut out,
+            "jobq_jobs",
+            "gauge",
+            "Jobs in the database by status.",
+        );
+        for (status, n) in &overview.stats.by_status {
+            let _ = writeln!(out, "jobq_jobs{{status=\"{status}\"}} {n}");
+        }
+
+        let (by_queue, active) = self.store().read(|conn| {
+            let mut stmt = conn.prepare_cached(READY_BY_QUEUE)?;
+            let ready = stmt
+                .query_map(named_params! {":now": now}, |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = conn.prepare_cached(ACTIVE_BY_QUEUE)?;
+            let active = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((ready, active))
+        })?;
+        family(
+            &mut out,
+            "jobq_queue_jobs",
+            "gauge",
+            "Waiting and running jobs by queue and status.",
+        );
+        let mut queues: Vec<&str> = by_queue
+            .iter()
+            .map(|r| r.0.as_str())
+            .chain(active.iter().map(|r| r.0.as_str()))
+            .collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for queue in &queues {
+            let count = |status: &str| {
+                active
+                    .iter()
+                    .find(|a| a.0 == *queue && a.1 == status)
+                    .map_or(0, |a| a.2)
+            };
+            let ready = by_queue.iter().find(|r| r.0 == *queue).map_or(0, |r| r.1);
+            let q = label(queue);
+            let _ = writeln!(
+                out,
+                "jobq_queue_jobs{{queue=\"{q}\",status=\"queued\"}} {}",
+                ready - count("retry")
+            );
+            let _ = writeln!(
+                out,
+                "jobq_queue_jobs{{queue=\"{q}\",status=\"retry\"}} {}",
+                count("retry")
+            );
+            let _ = writeln!(
+                out,
+                "jobq_queue_jobs{{queue=\"{q}\",status=\"running\"}} {}",
+                count("running")
+            );
+        }
+        family(
+            &mut out,
+            "jobq_ready_oldest_age_seconds",
+            "gauge",
+            "How long the oldest ready job of each queue has waited (0 when none is ready).",
+        );
+        for (queue, _, oldest) in &by_queue {
+            let age = oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "jobq_ready_oldest_age_seconds{{queue=\"{}\"}} {}",
+                label(queue),
+                number(age)
+            );
+        }
+
+        family(&mut out, "jobq_running_jobs", "gauge", "Jobs running now.");
+        let _ = writeln!(
+            out,
+            "jobq_running_jobs {}",
+            overview.stats.count(Status::Running)
+        );
+        family(
+            &mut out,
+            "jobq_dead_letter_jobs",
+            "gauge",
+            "Jobs in the dead letter (failed for good).",
+        );
+        let _ = writeln!(
+            out,
+            "jobq_dead_letter_jobs {}",
+            overview.stats.count(Status::Failed)
+        );
+        family(
+            &mut out,
+            "jobq_jobs_finished_total",
+            "counter",
+            "Finished jobs still in the database, by terminal status (pruning resets it).",
+        );
+        for status in [Status::Succeeded, Status::Failed, Status::Cancelled] {
+            let _ = writeln!(
+                out,
+                "jobq_jobs_finished_total{{status=\"{status}\"}} {}",
+                overview.stats.count(status)
+            );
+        }
+
+        let histograms = self.store().read(|conn| {
+            let mut stmt = conn.prepare_cached(histogram_sql())?;
+            let rows = stmt.query_map([], |r| {
+                let status: String = r.get(0)?;
+                let count: i64 = r.get(1)?;
+                let sums: (f64, f64) = (
+                    r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
+                    r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                );
+                let buckets: Vec<i64> = (0..BUCKETS.len() * 2)
+                    .map(|i| r.get::<_, i64>(4 + i))
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok((status, count, sums, buckets))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        for (i, (name, help)) in [
+            (
+                "jobq_job_duration_seconds",
+                "Run time of finished jobs (completed_at - started_at).",
+            ),
+            (
+                "jobq_queue_wait_seconds",
+                "Queue wait of finished jobs (started_at - created_at).",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            family(&mut out, name, "histogram", help);
+            for (status, count, sums, buckets) in &histograms {
+                for (b, bound) in BUCKETS.iter().enumerate() {
+                    let n = buckets[i * BUCKETS.len() + b];
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{status=\"{status}\",le=\"{}\"}} {n}",
+                        number(*bound)
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{status=\"{status}\",le=\"+Inf\"}} {count}"
+                );
+                let sum = if i == 0 { sums.0 } else { sums.1 };
+                let _ = writeln!(out, "{name}_sum{{status=\"{status}\"}} {}", number(sum));
+                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {count}");
+            }
+        }
+
+        family(
+            &mut out,
+            "jobq_health",
+            "gauge",
+            "The queue's health: 1 for the current state, 0 for the others.",
+        );
+        for state in ["healthy", "degraded", "unhealthy"] {
+            let _ = writeln!(
+                out,
+                "jobq_health{{state=\"{state}\"}} {}",
+                u8::from(overview.health.as_str() == state)
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("line\nbreak"), "line\\nbreak");
+    }
+
+    #[test]
+    fn the_histogram_reads_the_finished_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let conn = queue.store().connect().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", histogram_sql()))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("COVERING INDEX jobq_jobs_finished")),
+            "{plan:?}"
+        );
+    }
+}
