@@ -486,7 +486,7 @@ impl Queue {
     /// queue.enqueue(NewJob::new("a"))?;
     /// let stats = queue.stats(&StatsFilter::new())?;
     /// assert_eq!((stats.count(Status::Queued), stats.total), (1, 1));
-    /// # Ok::<(), jobq::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self, filter: &StatsFilter) -> Result<Stats> {
         if let (Some(me), Some(other)) = (self.owner(), filter.owner.as_deref()) {
