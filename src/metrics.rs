@@ -6,7 +6,6 @@
 //! lowers them, which Prometheus treats as a counter reset.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 use rusqlite::named_params;
 
@@ -25,33 +24,11 @@ const READY_BY_QUEUE: &str = "
     FROM jobq_jobs WHERE status IN ('queued', 'retry')
     GROUP BY queue";
 
+/// Running and retrying jobs by queue: two ranges of the status index.
 const ACTIVE_BY_QUEUE: &str = "
     SELECT queue, status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND completed_at IS NULL
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('running', 'retry')
     GROUP BY queue, status";
-
-/// Per terminal status: count, sum and cumulative bucket counts of run time and of queue
-/// wait, in one scan of the finished index. Assembled once from the constant bucket bounds.
-fn histogram_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let mut columns = String::new();
-        for value in ["run", "wait"] {
-            for bound in BUCKETS {
-                let _ = write!(columns, ", sum({value} <= {bound:?})");
-            }
-        }
-        format!(
-            "SELECT status, count(*), sum(run), sum(wait){columns}
-             FROM (SELECT status, (completed_at - started_at) / 1000.0 AS run,
-                          (started_at - created_at) / 1000.0 AS wait
-                   FROM jobq_jobs
-                   WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at IS NOT NULL
-                     AND started_at IS NOT NULL)
-             GROUP BY status"
-        )
-    })
-}
 
 /// Escapes a label value: backslash, double quote and newline.
 fn label(value: &str) -> String {
@@ -214,52 +191,43 @@ impl Queue {
             );
         }
 
-        let histograms = self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(histogram_sql())?;
-            let rows = stmt.query_map([], |r| {
-                let status: String = r.get(0)?;
-                let count: i64 = r.get(1)?;
-                let sums: (f64, f64) = (
-                    r.get::<_, Option<f64>>(2)?.unwrap_or(0.0),
-                    r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                );
-                let buckets: Vec<i64> = (0..BUCKETS.len() * 2)
-                    .map(|i| r.get::<_, i64>(4 + i))
-                    .collect::<rusqlite::Result<_>>()?;
-                Ok((status, count, sums, buckets))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
-        for (i, (name, help)) in [
+        let durations = self
+            .store()
+            .read(|conn| crate::stats::durations(conn, None, i64::MIN, None, false))?;
+        for (name, help, wait) in [
             (
                 "jobq_job_duration_seconds",
                 "Run time of finished jobs (completed_at - started_at).",
+                false,
             ),
             (
                 "jobq_queue_wait_seconds",
                 "Queue wait of finished jobs (started_at - created_at).",
+                true,
             ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ] {
             family(&mut out, name, "histogram", help);
-            for (status, count, sums, buckets) in &histograms {
-                for (b, bound) in BUCKETS.iter().enumerate() {
-                    let n = buckets[i * BUCKETS.len() + b];
+            for ((status, _), d) in &durations {
+                let dist = if wait { &d.wait } else { &d.run };
+                for bound in BUCKETS {
+                    let n = dist.at_most(bound * 1000.0);
                     let _ = writeln!(
                         out,
                         "{name}_bucket{{status=\"{status}\",le=\"{}\"}} {n}",
-                        number(*bound)
+                        number(bound)
                     );
                 }
                 let _ = writeln!(
                     out,
-                    "{name}_bucket{{status=\"{status}\",le=\"+Inf\"}} {count}"
+                    "{name}_bucket{{status=\"{status}\",le=\"+Inf\"}} {}",
+                    dist.count
                 );
-                let sum = if i == 0 { sums.0 } else { sums.1 };
-                let _ = writeln!(out, "{name}_sum{{status=\"{status}\"}} {}", number(sum));
-                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{{status=\"{status}\"}} {}",
+                    number(dist.sum_ms as f64 / 1000.0)
+                );
+                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {}", dist.count);
             }
         }
 
@@ -288,24 +256,5 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(label("line\nbreak"), "line\\nbreak");
-    }
-
-    #[test]
-    fn the_histogram_reads_the_finished_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
-        let conn = queue.store().connect().unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", histogram_sql()))
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        assert!(
-            plan.iter()
-                .any(|p| p.contains("COVERING INDEX jobq_jobs_finished")),
-            "{plan:?}"
-        );
     }
 }

@@ -395,35 +395,19 @@ const FINISHED_SINCE: &str = "
 
 // ---- timing, stages, running, dead, costs -------------------------------------------------
 
-/// Exact nearest-rank percentiles of run time and queue wait, per status (and kind), from
-/// a range of the finished index.
-const TIMING: &str = "
-    WITH measured AS (
-        SELECT status, CASE WHEN :by_kind THEN kind END AS kind,
-               (completed_at - started_at) / 1000.0 AS run,
-               (started_at - created_at) / 1000.0 AS wait
-        FROM jobq_jobs
-        WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at >= :since
-          AND started_at IS NOT NULL
-          AND (:queue IS NULL OR queue = :queue) AND (:owner IS NULL OR owner = :owner)
-    ),
-    ranked AS (
-        SELECT status, kind, run, wait,
-               row_number() OVER (PARTITION BY status, kind ORDER BY run) AS run_rank,
-               row_number() OVER (PARTITION BY status, kind ORDER BY wait) AS wait_rank,
-               count(*) OVER (PARTITION BY status, kind) AS n
-        FROM measured
-    )
-    SELECT status, kind, count(*), avg(run),
-           max(CASE WHEN run_rank = (50 * n + 99) / 100 THEN run END),
-           max(CASE WHEN run_rank = (95 * n + 99) / 100 THEN run END),
-           max(run), avg(wait),
-           max(CASE WHEN wait_rank = (50 * n + 99) / 100 THEN wait END),
-           max(CASE WHEN wait_rank = (95 * n + 99) / 100 THEN wait END),
-           max(wait)
-    FROM ranked
-    GROUP BY status, kind
-    ORDER BY status, kind";
+/// Run time and queue wait (in ms) of finished jobs: a range of the finished index, read
+/// without touching the table.
+const TIMING_ROWS: &str = "
+    SELECT status, kind, completed_at - started_at, started_at - created_at
+    FROM jobq_jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at >= :since
+      AND started_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
+/// The same for one owner's jobs.
+const TIMING_ROWS_OWNER: &str = "
+    SELECT status, kind, completed_at - started_at, started_at - created_at
+    FROM jobq_jobs
+    WHERE owner = :owner AND completed_at >= :since AND started_at IS NOT NULL
+      AND (:queue IS NULL OR queue = :queue)";
 
 const STAGES: &str = "
     SELECT stage, status, count(*) FROM jobq_jobs
@@ -713,32 +697,34 @@ impl Queue {
         let since = filter
             .since
             .map_or(i64::MIN, |w| self.now_ms().saturating_sub(millis(w)));
-        self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(TIMING)?;
-            let rows = stmt.query_map(
-                named_params! {
-                    ":by_kind": filter.by_kind, ":since": since, ":queue": filter.queue,
-                    ":owner": self.owner(),
-                },
-                |r| {
-                    let status: String = r.get(0)?;
-                    Ok(Timing {
-                        status: crate::job::parse_status_column(0, &status)?,
-                        kind: r.get(1)?,
-                        count: r.get(2)?,
-                        avg_seconds: r.get(3)?,
-                        p50_seconds: r.get(4)?,
-                        p95_seconds: r.get(5)?,
-                        max_seconds: r.get(6)?,
-                        wait_avg_seconds: r.get(7)?,
-                        wait_p50_seconds: r.get(8)?,
-                        wait_p95_seconds: r.get(9)?,
-                        wait_max_seconds: r.get(10)?,
-                    })
-                },
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        let groups = self.store().read(|conn| {
+            durations(
+                conn,
+                self.owner(),
+                since,
+                filter.queue.as_deref(),
+                filter.by_kind,
+            )
+        })?;
+        let mut timings: Vec<Timing> = groups
+            .into_iter()
+            .map(|((status, kind), d)| Timing {
+                status,
+                kind,
+                count: d.run.count as i64,
+                avg_seconds: d.run.mean(),
+                p50_seconds: d.run.percentile(50),
+                p95_seconds: d.run.percentile(95),
+                max_seconds: d.run.max(),
+                wait_avg_seconds: d.wait.mean(),
+                wait_p50_seconds: d.wait.percentile(50),
+                wait_p95_seconds: d.wait.percentile(95),
+                wait_max_seconds: d.wait.max(),
+            })
+            .collect();
+        // By status name, as the SQL view orders them.
+        timings.sort_by(|a, b| (a.status.as_str(), &a.kind).cmp(&(b.status.as_str(), &b.kind)));
+        Ok(timings)
     }
 
     /// How many jobs sit at each stage, per status: where the pipeline spends its time.
@@ -870,6 +856,102 @@ impl Queue {
     }
 }
 
+/// Every value seen, counted by value: exact percentiles in memory proportional to the
+/// number of distinct values (durations in whole milliseconds), with no sort.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Distribution {
+    pub count: u64,
+    pub sum_ms: i128,
+    pub values: BTreeMap<i64, u64>,
+}
+
+impl Distribution {
+    fn add(&mut self, ms: i64) {
+        self.count += 1;
+        self.sum_ms += i128::from(ms);
+        *self.values.entry(ms).or_default() += 1;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_ms as f64 / self.count as f64 / 1000.0
+        }
+    }
+
+    pub fn max(&self) -> f64 {
+        self.values
+            .keys()
+            .next_back()
+            .map_or(0.0, |ms| *ms as f64 / 1000.0)
+    }
+
+    /// The nearest-rank percentile: the value at rank `ceil(p × n / 100)`.
+    pub fn percentile(&self, p: u64) -> f64 {
+        let rank = (p * self.count).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (ms, n) in &self.values {
+            seen += n;
+            if seen >= rank {
+                return *ms as f64 / 1000.0;
+            }
+        }
+        0.0
+    }
+
+    /// How many values are at most `bound_ms`.
+    pub fn at_most(&self, bound_ms: f64) -> u64 {
+        self.values
+            .range(..=bound_ms.floor() as i64)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Run times and queue waits of one group of finished jobs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Durations {
+    pub run: Distribution,
+    pub wait: Distribution,
+}
+
+/// One pass over the finished jobs since `since`: durations by status (and kind).
+pub(crate) fn durations(
+    conn: &Connection,
+    owner: Option<&str>,
+    since: i64,
+    queue: Option<&str>,
+    by_kind: bool,
+) -> Result<BTreeMap<(Status, Option<String>), Durations>> {
+    let mut groups: BTreeMap<(Status, Option<String>), Durations> = BTreeMap::new();
+    let mut stmt = match owner {
+        Some(_) => conn.prepare_cached(TIMING_ROWS_OWNER)?,
+        None => conn.prepare_cached(TIMING_ROWS)?,
+    };
+    let mut rows = match owner {
+        Some(owner) => {
+            stmt.query(named_params! {":owner": owner, ":since": since, ":queue": queue})?
+        }
+        None => stmt.query(named_params! {":since": since, ":queue": queue})?,
+    };
+    while let Some(r) = rows.next()? {
+        let status = crate::job::parse_status_column(
+            0,
+            r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
+        )?;
+        let kind = if by_kind {
+            Some(r.get::<_, String>(1)?)
+        } else {
+            None
+        };
+        let group = groups.entry((status, kind)).or_default();
+        group.run.add(r.get(2)?);
+        group.wait.add(r.get(3)?);
+    }
+    Ok(groups)
+}
+
 fn stats_from(mut counts: BTreeMap<Status, i64>) -> Stats {
     for status in Status::ALL {
         counts.entry(status).or_insert(0);
@@ -904,6 +986,28 @@ mod tests {
     }
 
     #[test]
+    fn nearest_rank_percentiles_and_bucket_counts() {
+        let mut d = Distribution::default();
+        for ms in [3000, 1000, 10_000, 2000] {
+            d.add(ms);
+        }
+        // Sorted: 1, 2, 3, 10 s. p50 is rank ceil(2) = 2; p95 is rank ceil(3.8) = 4.
+        assert_eq!(
+            (d.percentile(50), d.percentile(95), d.max(), d.mean()),
+            (2.0, 10.0, 10.0, 4.0)
+        );
+        assert_eq!((d.percentile(1), d.percentile(100)), (1.0, 10.0));
+        assert_eq!(
+            (d.at_most(2000.0), d.at_most(2999.9), d.at_most(0.5)),
+            (2, 2, 0)
+        );
+        let mut one = Distribution::default();
+        one.add(7);
+        assert_eq!((one.percentile(50), one.percentile(95)), (0.007, 0.007));
+        assert_eq!(Distribution::default().percentile(50), 0.0);
+    }
+
+    #[test]
     fn counts_read_covering_indexes_only() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path().join("q.db")).unwrap();
@@ -913,7 +1017,7 @@ mod tests {
             (COUNT_READY, "jobq_jobs_ready"),
             (COUNT_SUCCEEDED, "COVERING INDEX jobq_jobs_finished"),
             (FINISHED_SINCE, "jobq_jobs_finished"),
-            (TIMING, "jobq_jobs_finished"),
+            (TIMING_ROWS, "COVERING INDEX jobq_jobs_finished"),
             (DEAD, "jobq_jobs_finished"),
             (RUNNING, "jobq_jobs_status"),
         ] {
