@@ -37,9 +37,13 @@
 #![deny(missing_docs)]
 
 mod clock;
+mod duration;
 mod error;
 mod events;
+pub mod exec;
 mod group;
+#[cfg(feature = "http")]
+pub mod http;
 mod job;
 mod maintenance;
 mod metrics;
@@ -53,6 +57,7 @@ pub mod testing;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use events::{EventKind, JobEvent};
 pub use group::Group;

@@ -25,7 +25,7 @@ pub(crate) enum Prefetch {
     /// As many as keep the handlers busy while a claim makes its round trip, up to `max`:
     /// about `2 × handlers × claim time / handler run time`, from running averages. Fast
     /// jobs get large batches (and few transactions per job); slow jobs get none, so that
-    /// several pools share them fairly.
+    /// several pools share them fairly. Starts at none, until the first jobs are measured.
     Adaptive { max: usize },
 }
 
@@ -129,7 +129,9 @@ impl Engine {
                 let claim = self.avg_claim_ns.load(Ordering::Relaxed);
                 let run = self.avg_run_ns.load(Ordering::Relaxed);
                 if claim == 0 || run == 0 {
-                    self.concurrency.min(max)
+                    // Nothing measured yet: claim nothing ahead. Fast jobs grow the batch
+                    // after their first round; slow ones never wait claimed.
+                    0
                 } else {
                     let ideal = 2.0 * self.concurrency as f64 * claim as f64 / run as f64;
                     (ideal.round() as usize).min(max)
@@ -260,20 +262,20 @@ impl Engine {
     /// Releases every claimed job whose outcome is not settled: at the end of the grace
     /// period. Their handler threads, if any still run, are abandoned.
     pub fn release_unfinished(&self) {
-        let leases: Vec<(Lease, Option<Arc<AtomicBool>>)> = self
+        let unfinished: Vec<(Lease, Arc<AtomicBool>, Option<Arc<AtomicBool>>)> = self
             .running()
             .values()
             .filter(|e| !e.settled)
             .map(|e| {
-                (
-                    e.lease.clone(),
-                    e.started.as_ref().map(|s| Arc::clone(&s.2)),
-                )
+                let slot = e.started.as_ref().map(|s| Arc::clone(&s.2));
+                (e.lease.clone(), Arc::clone(&e.cancelled), slot)
             })
             .collect();
-        for (lease, slot) in leases {
+        for (lease, cancelled, slot) in unfinished {
             if let Some(slot) = slot {
+                // Abandon the thread, and tell its handler to stop (a command is killed).
                 slot.store(true, Ordering::SeqCst);
+                cancelled.store(true, Ordering::SeqCst);
                 tracing::warn!(job_id = %lease.job_id, "jobq: handler still running after the grace period; releasing its job");
             }
             self.settle(&lease, Report::Release, None);

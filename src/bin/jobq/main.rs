@@ -1,12 +1,776 @@
-//! The `jobq` command line.
+//! The `jobq` command line: a thin shell over the library. It parses, calls and prints.
+//!
+//! Exit codes: 0 done; 1 refused (not found, invalid transition, bad input, budget
+//! exceeded), with a one-line reason on stderr; 2 usage error.
 
-fn main() {
-    let db = std::env::var("JOBQ_DB").unwrap_or_else(|_| "jobq.db".into());
-    match jobq::Queue::open(&db) {
-        Ok(_) => println!("jobq schema version {} at {db}", jobq::schema_version()),
-        Err(e) => {
-            eprintln!("jobq: {e}");
-            std::process::exit(1);
+mod bench;
+mod demo;
+mod output;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jobq::{
+    CostGrouping, HealthThresholds, JobFilter, JobId, NewJob, Queue, StaleTimeouts, StatsFilter,
+    Status, TimingFilter,
+};
+use serde_json::{Value, json};
+
+use output::{Table, fmt_opt, fmt_secs, print_json};
+
+/// A durable job queue in one SQLite file.
+#[derive(Parser, Debug)]
+#[command(name = "jobq", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// The database file.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBQ_DB",
+        default_value = "jobq.db",
+        value_name = "PATH"
+    )]
+    db: PathBuf,
+
+    /// Print exactly one JSON document on stdout instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or upgrade the database file and print its schema version.
+    Init,
+    /// Add a job; prints its id.
+    Enqueue(EnqueueArgs),
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Show one job with every field and its errors history.
+    Show { id: String },
+    /// Cancel a queued, retrying or running job.
+    Cancel { id: String },
+    /// Put a failed or cancelled job back in the queue.
+    Retry { id: String },
+    /// Delete a job that is not running.
+    Delete { id: String },
+    /// Counts by status, health and summary.
+    Stats(StatsArgs),
+    /// Running jobs with stage, progress, running time and heartbeat age.
+    Running,
+    /// The dead letter: failed jobs with their last error.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Run time and queue wait per status: count, average, p50, p95, max.
+    Timing(TimingArgs),
+    /// Count of jobs per stage and status.
+    Stages,
+    /// Count, total and average cost per status, owner or group.
+    Costs {
+        /// How to group.
+        #[arg(long, value_enum, default_value_t = CostBy::Status)]
+        by: CostBy,
+    },
+    /// Release running jobs whose worker stopped heartbeating (or held the lock too long).
+    ReleaseStale {
+        /// Release jobs claimed longer ago than this, heartbeat or not.
+        #[arg(long, value_parser = duration)]
+        lock_timeout: Option<Duration>,
+        /// Release jobs whose last heartbeat is older than this.
+        #[arg(long, value_parser = duration)]
+        heartbeat_timeout: Option<Duration>,
+    },
+    /// Delete finished jobs older than an age.
+    Prune {
+        /// Only jobs that finished longer ago than this.
+        #[arg(long, value_parser = duration)]
+        older_than: Duration,
+        /// Only these statuses (succeeded, failed, cancelled); all three when absent.
+        #[arg(long = "status")]
+        statuses: Vec<String>,
+    },
+    /// Create, show or delete a group of jobs.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Create an API token for an owner.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Run jobs with a shell command.
+    Worker(worker::WorkerArgs),
+    /// Serve the HTTP API and the dashboard.
+    Serve(ServeArgs),
+    /// The showcase, on its own fresh file jobq-demo.db in the current folder.
+    Demo,
+    /// Run the standard throughput workloads on a fresh temporary file.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct EnqueueArgs {
+    /// The job's kind (which handler runs it).
+    kind: String,
+    /// The input, as JSON.
+    #[arg(long)]
+    input: Option<String>,
+    /// The queue.
+    #[arg(long, default_value = "default")]
+    queue: String,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Not claimable before this delay has passed.
+    #[arg(long, value_parser = duration)]
+    run_after: Option<Duration>,
+    /// Attempts allowed before the dead letter.
+    #[arg(long, allow_negative_numbers = true)]
+    max_attempts: Option<i64>,
+    /// Idempotency key: a second enqueue with it returns the first job.
+    #[arg(long)]
+    key: Option<String>,
+    /// The group the job belongs to.
+    #[arg(long)]
+    group: Option<String>,
+    /// The owner.
+    #[arg(long)]
+    owner: Option<String>,
+    /// The cost known up front, in cents.
+    #[arg(long, allow_negative_numbers = true)]
+    cost_cents: Option<i64>,
+    /// An id at an outside service.
+    #[arg(long)]
+    external_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long)]
+    queue: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    group: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// At most this many (1 to 10,000).
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// The page after this cursor (the `next` of the previous page).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    #[arg(long)]
+    queue: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    group: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TimingArgs {
+    /// Only jobs that finished within this window.
+    #[arg(long, value_parser = duration)]
+    since: Option<Duration>,
+    /// One row per status and kind.
+    #[arg(long)]
+    by_kind: bool,
+    #[arg(long)]
+    queue: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Create a group; prints its id.
+    Create {
+        name: String,
+        #[arg(long)]
+        owner: Option<String>,
+        /// Metadata, as a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Show a group's stage, progress (0-100) and counts by status.
+    Show { id: String },
+    /// Delete a group and all its jobs.
+    Delete { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token for an owner and print it (it cannot be shown again).
+    Create {
+        #[arg(long)]
+        owner: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The admin key (X-Admin-Key).
+    #[arg(long, env = "JOBQ_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Serve without any key. Only on a loopback address.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CostBy {
+    Status,
+    Owner,
+    Group,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    jobq::parse_duration(text).map_err(|e| match e {
+        jobq::Error::InvalidInput { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
+/// A refusal: the one line printed on stderr, exit code 1.
+struct Refused(String);
+
+impl From<jobq::Error> for Refused {
+    fn from(e: jobq::Error) -> Self {
+        Refused(e.to_string())
+    }
+}
+
+type Outcome = Result<(), Refused>;
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Refused(message)) => {
+            let line = message.replace('\n', " ");
+            eprintln!("jobq: {line}");
+            ExitCode::from(1)
         }
     }
+}
+
+/// Events from `RUST_LOG` (e.g. `RUST_LOG=jobq=debug`); quiet by default.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Opens a file that must exist already (commands that only read or change jobs).
+fn open_existing(path: &Path) -> Result<Queue, Refused> {
+    if !path.exists() {
+        return Err(Refused(format!(
+            "{} does not exist (create it with `jobq --db {} init`)",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(Queue::open(path)?)
+}
+
+fn job_id(text: &str) -> Result<JobId, Refused> {
+    JobId::parse(text).map_err(|_| Refused(format!("job {text} not found (not a job id)")))
+}
+
+fn json_arg(field: &str, text: &str) -> Result<Value, Refused> {
+    serde_json::from_str(text).map_err(|e| Refused(format!("invalid {field}: not valid JSON: {e}")))
+}
+
+fn run(cli: Cli) -> Outcome {
+    let db = cli.db.as_path();
+    let json = cli.json;
+    match cli.command {
+        Command::Init => {
+            let queue = Queue::open(db)?;
+            let version = jobq::schema_version();
+            if json {
+                print_json(&json!({"db": queue.path(), "schema_version": version}));
+            } else {
+                println!(
+                    "{} is ready (schema version {version})",
+                    queue.path().display()
+                );
+            }
+        }
+        Command::Enqueue(args) => enqueue(db, json, args)?,
+        Command::List(args) => list(db, json, args)?,
+        Command::Show { id } => {
+            let queue = open_existing(db)?;
+            let job = queue.get(&job_id(&id)?)?;
+            if json {
+                print_json(&job);
+            } else {
+                output::print_job(&job);
+            }
+        }
+        Command::Cancel { id } => admin_action(db, json, &id, "cancelled", |q, id| q.cancel(id))?,
+        Command::Retry { id } => admin_action(db, json, &id, "queued again", |q, id| q.retry(id))?,
+        Command::Delete { id } => admin_action(db, json, &id, "deleted", |q, id| q.delete(id))?,
+        Command::Stats(args) => stats(db, json, args)?,
+        Command::Running => running(db, json)?,
+        Command::Dead { limit } => dead(db, json, limit)?,
+        Command::Timing(args) => timing(db, json, args)?,
+        Command::Stages => stages(db, json)?,
+        Command::Costs { by } => costs(db, json, by)?,
+        Command::ReleaseStale {
+            lock_timeout,
+            heartbeat_timeout,
+        } => {
+            let queue = open_existing(db)?;
+            let mut timeouts = StaleTimeouts::none();
+            if let Some(t) = lock_timeout {
+                timeouts = timeouts.lock_timeout(t);
+            }
+            if let Some(t) = heartbeat_timeout {
+                timeouts = timeouts.heartbeat_timeout(t);
+            }
+            if lock_timeout.is_none() && heartbeat_timeout.is_none() {
+                timeouts = StaleTimeouts::default();
+            }
+            let released = queue.release_stale(&timeouts)?;
+            if json {
+                print_json(&json!({ "released": released }));
+            } else {
+                println!("Released {released} stale jobs");
+            }
+        }
+        Command::Prune {
+            older_than,
+            statuses,
+        } => {
+            let queue = open_existing(db)?;
+            let statuses = statuses
+                .iter()
+                .map(|s| s.parse::<Status>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let pruned = queue.prune(older_than, &statuses)?;
+            if json {
+                print_json(&json!({ "pruned": pruned }));
+            } else {
+                println!("Pruned {pruned} jobs");
+            }
+        }
+        Command::Group(cmd) => group(db, json, cmd)?,
+        Command::Token(TokenCommand::Create { owner }) => {
+            let queue = Queue::open(db)?;
+            let token = queue.create_token(&owner)?;
+            if json {
+                print_json(&json!({ "owner": owner, "token": token }));
+            } else {
+                println!("{token}");
+            }
+        }
+        Command::Worker(args) => worker::run(db, json, args)?,
+        Command::Serve(args) => serve(db, args)?,
+        Command::Demo => demo::run(json)?,
+        Command::Bench(args) => bench::run(json, args)?,
+    }
+    Ok(())
+}
+
+fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
+    let mut job = NewJob::new(a.kind).queue(a.queue).priority(a.priority);
+    if let Some(input) = &a.input {
+        job = job.input(json_arg("input", input)?);
+    }
+    if let Some(delay) = a.run_after {
+        job = job.run_after(delay);
+    }
+    if let Some(n) = a.max_attempts {
+        let n = u32::try_from(n)
+            .map_err(|_| Refused(format!("invalid max_attempts: {n} must be at least 1")))?;
+        job = job.max_attempts(n);
+    }
+    if let Some(key) = a.key {
+        job = job.idempotency_key(key);
+    }
+    if let Some(group) = a.group {
+        job = job.group(group);
+    }
+    if let Some(owner) = a.owner {
+        job = job.owner(owner);
+    }
+    if let Some(cents) = a.cost_cents {
+        job = job.cost_cents(cents);
+    }
+    if let Some(id) = a.external_id {
+        job = job.external_id(id);
+    }
+    let queue = Queue::open(db)?;
+    let out = queue.enqueue(job)?;
+    if json {
+        print_json(&out);
+    } else if out.already_existed {
+        println!("{} (already existed, {})", out.job_id, out.status);
+    } else {
+        println!("{}", out.job_id);
+    }
+    Ok(())
+}
+
+fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
+    let mut filter = JobFilter::new().limit(a.limit);
+    if let Some(s) = &a.status {
+        filter = filter.status(s.parse()?);
+    }
+    if let Some(q) = a.queue {
+        filter = filter.queue(q);
+    }
+    if let Some(k) = a.kind {
+        filter = filter.kind(k);
+    }
+    if let Some(g) = a.group {
+        filter = filter.group(g);
+    }
+    if let Some(o) = a.owner {
+        filter = filter.owner(o);
+    }
+    if let Some(after) = a.after {
+        filter = filter.after(after);
+    }
+    let queue = open_existing(db)?;
+    let page = queue.list(&filter)?;
+    if json {
+        print_json(&page);
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "ID", "KIND", "QUEUE", "STATUS", "ATTEMPTS", "STAGE", "PROGRESS", "CREATED",
+    ]);
+    for j in &page.jobs {
+        table.row([
+            j.id.to_string(),
+            j.kind.clone(),
+            j.queue.clone(),
+            j.status.to_string(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            fmt_opt(&j.stage),
+            format!("{:.0}%", j.progress * 100.0),
+            j.created_at.to_rfc3339(),
+        ]);
+    }
+    table.print();
+    match &page.next {
+        Some(next) => println!("{} jobs shown; next page: --after {next}", page.jobs.len()),
+        None => println!("{} jobs", page.jobs.len()),
+    }
+    Ok(())
+}
+
+fn admin_action(
+    db: &Path,
+    json: bool,
+    id: &str,
+    done: &str,
+    act: impl FnOnce(&Queue, &JobId) -> jobq::Result<Status>,
+) -> Outcome {
+    let queue = open_existing(db)?;
+    let id = job_id(id)?;
+    let was = act(&queue, &id)?;
+    let message = format!("Job {id} {done} (it was {was})");
+    if json {
+        print_json(
+            &json!({"success": true, "job_id": id, "previous_status": was, "message": message}),
+        );
+    } else {
+        println!("{message}");
+    }
+    Ok(())
+}
+
+fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
+    let mut filter = StatsFilter::new();
+    if let Some(q) = a.queue {
+        filter = filter.queue(q);
+    }
+    if let Some(o) = a.owner {
+        filter = filter.owner(o);
+    }
+    if let Some(g) = a.group {
+        filter = filter.group(g);
+    }
+    let queue = open_existing(db)?;
+    let overview = queue.overview(&filter, &HealthThresholds::default())?;
+    if json {
+        print_json(&overview);
+        return Ok(());
+    }
+    let mut table = Table::new(["STATUS", "JOBS"]);
+    for (status, n) in &overview.stats.by_status {
+        table.row([status.to_string(), n.to_string()]);
+    }
+    table.row(["total".to_string(), overview.stats.total.to_string()]);
+    table.print();
+    let s = overview.summary;
+    println!(
+        "\nhealth: {}   running: {}   pending: {}   failed: {}   dead letter: {}",
+        overview.health,
+        s.running,
+        s.pending,
+        s.failed,
+        if s.has_dead_letter { "yes" } else { "no" }
+    );
+    for r in &overview.reasons {
+        println!("  {} ({}): {}", r.check, r.level, r.message);
+    }
+    Ok(())
+}
+
+fn running(db: &Path, json: bool) -> Outcome {
+    let queue = open_existing(db)?;
+    let jobs = queue.running_jobs()?;
+    if json {
+        print_json(&json!({ "running": jobs }));
+        return Ok(());
+    }
+    println!("Running jobs: {}", jobs.len());
+    for j in &jobs {
+        println!(
+            "  {}: kind={} stage={} progress={:.0}% running={:.0}s heartbeat_age={:.0}s worker={}",
+            j.id,
+            j.kind,
+            fmt_opt(&j.stage),
+            j.progress * 100.0,
+            j.running_seconds,
+            j.heartbeat_age_seconds,
+            fmt_opt(&j.worker)
+        );
+    }
+    Ok(())
+}
+
+fn dead(db: &Path, json: bool, limit: usize) -> Outcome {
+    let queue = open_existing(db)?;
+    let jobs = queue.dead_letter(limit)?;
+    if json {
+        print_json(&json!({ "dead": jobs }));
+        return Ok(());
+    }
+    let mut table = Table::new(["ID", "KIND", "ATTEMPTS", "CODE", "LAST ERROR", "FAILED AT"]);
+    for j in &jobs {
+        let error: String = j
+            .last_error
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(60)
+            .collect();
+        table.row([
+            j.id.to_string(),
+            j.kind.clone(),
+            format!("{}/{}", j.attempts, j.max_attempts),
+            fmt_opt(&j.error_code),
+            error.replace('\n', " "),
+            j.failed_at.to_rfc3339(),
+        ]);
+    }
+    table.print();
+    println!("{} jobs in the dead letter", jobs.len());
+    Ok(())
+}
+
+fn timing(db: &Path, json: bool, a: TimingArgs) -> Outcome {
+    let mut filter = TimingFilter::new();
+    if let Some(w) = a.since {
+        filter = filter.within(w);
+    }
+    if a.by_kind {
+        filter = filter.by_kind();
+    }
+    if let Some(q) = a.queue {
+        filter = filter.queue(q);
+    }
+    let queue = open_existing(db)?;
+    let rows = queue.timing(&filter)?;
+    if json {
+        print_json(&json!({ "timing": rows, "window_seconds": a.since.map(|w| w.as_secs()) }));
+        return Ok(());
+    }
+    let mut table = Table::new([
+        "STATUS", "KIND", "COUNT", "AVG", "P50", "P95", "MAX", "WAIT P50", "WAIT P95",
+    ]);
+    for t in &rows {
+        table.row([
+            t.status.to_string(),
+            t.kind.clone().unwrap_or_else(|| "*".into()),
+            t.count.to_string(),
+            fmt_secs(t.avg_seconds),
+            fmt_secs(t.p50_seconds),
+            fmt_secs(t.p95_seconds),
+            fmt_secs(t.max_seconds),
+            fmt_secs(t.wait_p50_seconds),
+            fmt_secs(t.wait_p95_seconds),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+fn stages(db: &Path, json: bool) -> Outcome {
+    let queue = open_existing(db)?;
+    let rows = queue.stage_distribution()?;
+    if json {
+        print_json(&json!({ "stages": rows }));
+        return Ok(());
+    }
+    let mut table = Table::new(["STAGE", "STATUS", "JOBS"]);
+    for s in &rows {
+        table.row([fmt_opt(&s.stage), s.status.to_string(), s.count.to_string()]);
+    }
+    table.print();
+    Ok(())
+}
+
+fn costs(db: &Path, json: bool, by: CostBy) -> Outcome {
+    let queue = open_existing(db)?;
+    let (grouping, name) = match by {
+        CostBy::Status => (CostGrouping::Status, "status"),
+        CostBy::Owner => (CostGrouping::Owner, "owner"),
+        CostBy::Group => (CostGrouping::Group, "group"),
+    };
+    let rows = queue.costs(grouping)?;
+    if json {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+                if let Some(obj) = v.as_object_mut() {
+                    let key = obj.remove("key").unwrap_or(Value::Null);
+                    obj.insert(name.to_string(), key);
+                }
+                v
+            })
+            .collect();
+        print_json(&json!({ "by": name, "costs": rows }));
+        return Ok(());
+    }
+    let owner = matches!(by, CostBy::Owner);
+    let mut headers = vec![
+        name.to_uppercase(),
+        "JOBS".into(),
+        "TOTAL (¢)".into(),
+        "AVERAGE (¢)".into(),
+    ];
+    if owner {
+        headers.extend([
+            "SPENT (¢)".into(),
+            "BUDGET (¢)".into(),
+            "REMAINING (¢)".into(),
+        ]);
+    }
+    let mut table = Table::new(headers);
+    for r in &rows {
+        let mut cells = vec![
+            r.key.clone().unwrap_or_else(|| "-".into()),
+            r.count.to_string(),
+            r.total_cost_cents.to_string(),
+            format!("{:.1}", r.avg_cost_cents),
+        ];
+        if owner {
+            let show = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            cells.extend([
+                show(r.spent_cents),
+                show(r.budget_cents),
+                show(r.remaining_cents),
+            ]);
+        }
+        table.row(cells);
+    }
+    table.print();
+    Ok(())
+}
+
+fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
+    match cmd {
+        GroupCommand::Create {
+            name,
+            owner,
+            metadata,
+        } => {
+            let metadata = metadata.map(|m| json_arg("metadata", &m)).transpose()?;
+            let queue = Queue::open(db)?;
+            let group = queue.create_group_for(&name, metadata, owner.as_deref())?;
+            if json {
+                print_json(&group);
+            } else {
+                println!("{}", group.id);
+            }
+        }
+        GroupCommand::Show { id } => {
+            let queue = open_existing(db)?;
+            let group = queue.get_group(&id)?;
+            if json {
+                print_json(&group);
+                return Ok(());
+            }
+            println!("group     {}", group.id);
+            println!("name      {}", group.name);
+            println!("owner     {}", fmt_opt(&group.owner));
+            println!("stage     {}", group.stage);
+            println!("progress  {:.1}%", group.progress);
+            println!("jobs      {}", group.total);
+            for (status, n) in &group.counts {
+                if *n > 0 {
+                    println!("  {status:<10} {n}");
+                }
+            }
+        }
+        GroupCommand::Delete { id } => {
+            let queue = open_existing(db)?;
+            let jobs = queue.delete_group(&id)?;
+            if json {
+                print_json(&json!({"success": true, "group_id": id, "jobs_deleted": jobs}));
+            } else {
+                println!("Group {id} deleted with its {jobs} jobs");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(db: &Path, args: ServeArgs) -> Outcome {
+    let queue = Queue::open(db)?;
+    let mut config = jobq::http::ServerConfig::new(&args.addr);
+    if let Some(key) = args.admin_key.filter(|k| !k.is_empty()) {
+        config = config.admin_key(key);
+    }
+    if args.insecure_no_auth {
+        config = config.insecure_no_auth();
+    }
+    let server = jobq::http::Server::start(queue, config).map_err(|e| Refused(e.to_string()))?;
+    println!("jobq serving {} on http://{}", db.display(), server.addr());
+    println!("dashboard: http://{}/", server.addr());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
+            .map_err(|e| Refused(e.to_string()))?;
+    }
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.shutdown();
+    println!("stopped");
+    Ok(())
 }

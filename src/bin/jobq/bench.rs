@@ -1,0 +1,368 @@
+//! `jobq bench`: the standard throughput workloads, each on a fresh temporary file, with
+//! the machine's raw SQLite figures measured in the same run by bare rusqlite loops with the
+//! same pragmas, so that every figure can be read as a ratio.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use jobq::{Durability, JobContext, JobError, NewJob, Queue, WorkerPool};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::output::print_json;
+use crate::{Outcome, Refused};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Jobs per workload.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Handlers of the multi-handler drain.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// synchronous=NORMAL or FULL, for jobq and the raw loops alike.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
+    durability: DurabilityArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DurabilityArg {
+    Normal,
+    Full,
+}
+
+#[derive(Serialize)]
+struct Report {
+    jobs: u64,
+    durability: &'static str,
+    enqueue_one_per_s: f64,
+    enqueue_batch_per_s: f64,
+    drain: Vec<Drain>,
+    raw_sqlite: Raw,
+    wakeup_ms: Wakeup,
+    ratios: Ratios,
+}
+
+#[derive(Serialize)]
+struct Drain {
+    workers: usize,
+    jobs_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Raw {
+    insert_one_per_s: f64,
+    insert_batch_per_s: f64,
+    drain_one_txn_per_s: f64,
+    drain_batch32_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Wakeup {
+    p50: f64,
+    p99: f64,
+    samples: usize,
+}
+
+/// jobq's figures divided by the raw figure they compare with.
+#[derive(Serialize)]
+struct Ratios {
+    enqueue_one_vs_raw_insert_one: f64,
+    enqueue_batch_vs_raw_insert_batch: f64,
+    drain_vs_raw_drain_batch32: Vec<f64>,
+}
+
+fn per_s(n: u64, took: Duration) -> f64 {
+    (n as f64 / took.as_secs_f64()).round()
+}
+
+fn noop(_: &JobContext) -> Result<Value, JobError> {
+    Ok(Value::Null)
+}
+
+pub fn run(json: bool, args: BenchArgs) -> Outcome {
+    if args.jobs == 0 || args.workers == 0 {
+        return Err(Refused(
+            "invalid bench: --jobs and --workers must be at least 1".into(),
+        ));
+    }
+    let durability = match args.durability {
+        DurabilityArg::Normal => Durability::Normal,
+        DurabilityArg::Full => Durability::Full,
+    };
+    let dir =
+        tempfile::tempdir().map_err(|e| Refused(format!("cannot make a temporary folder: {e}")))?;
+    let n = args.jobs;
+    let say = |what: &str| {
+        if !json {
+            eprintln!("… {what}");
+        }
+    };
+    let open = |name: &str| {
+        Queue::builder(dir.path().join(name))
+            .durability(durability)
+            .open()
+    };
+    let fill = |queue: &Queue| -> jobq::Result<()> {
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(1000);
+            queue.enqueue_many((0..chunk).map(|_| NewJob::new("noop")))?;
+            left -= chunk;
+        }
+        Ok(())
+    };
+
+    say("enqueue, one call per job");
+    let queue = open("enqueue-one.db")?;
+    let started = Instant::now();
+    for _ in 0..n {
+        queue.enqueue(NewJob::new("noop"))?;
+    }
+    let enqueue_one = per_s(n, started.elapsed());
+    drop(queue);
+
+    say("enqueue, batches of 1,000");
+    let queue = open("enqueue-batch.db")?;
+    let started = Instant::now();
+    fill(&queue)?;
+    let enqueue_batch = per_s(n, started.elapsed());
+    drop(queue);
+
+    let mut drains = Vec::new();
+    let mut counts = vec![1, args.workers];
+    counts.dedup();
+    for workers in counts {
+        say(&format!("drain with {workers} handler(s)"));
+        let queue = open(&format!("drain-{workers}.db"))?;
+        fill(&queue)?;
+        let started = Instant::now();
+        let summary = WorkerPool::builder(&queue)
+            .concurrency(workers)
+            .handler("noop", noop)
+            .run_until_idle()?;
+        let took = started.elapsed();
+        if summary.succeeded != n {
+            return Err(Refused(format!(
+                "bench drain finished {} of {n} jobs",
+                summary.succeeded
+            )));
+        }
+        drains.push(Drain {
+            workers,
+            jobs_per_s: per_s(n, took),
+        });
+    }
+
+    say("wake-up latency of an idle pool");
+    let wakeup = wakeup(&open("wakeup.db")?)?;
+
+    say("raw SQLite loops with the same pragmas");
+    let raw = Raw {
+        insert_one_per_s: raw_insert(&dir.path().join("raw-insert.db"), durability, n, 1)?,
+        insert_batch_per_s: raw_insert(&dir.path().join("raw-batch.db"), durability, n, 1000)?,
+        drain_one_txn_per_s: raw_drain(&dir.path().join("raw-drain-1.db"), durability, n, 1)?,
+        drain_batch32_per_s: raw_drain(&dir.path().join("raw-drain-32.db"), durability, n, 32)?,
+    };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            (a / b * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    };
+    let report = Report {
+        jobs: n,
+        durability: match durability {
+            Durability::Full => "full",
+            _ => "normal",
+        },
+        enqueue_one_per_s: enqueue_one,
+        enqueue_batch_per_s: enqueue_batch,
+        ratios: Ratios {
+            enqueue_one_vs_raw_insert_one: ratio(enqueue_one, raw.insert_one_per_s),
+            enqueue_batch_vs_raw_insert_batch: ratio(enqueue_batch, raw.insert_batch_per_s),
+            drain_vs_raw_drain_batch32: drains
+                .iter()
+                .map(|d| ratio(d.jobs_per_s, raw.drain_batch32_per_s))
+                .collect(),
+        },
+        drain: drains,
+        raw_sqlite: raw,
+        wakeup_ms: wakeup,
+    };
+    if json {
+        print_json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "jobq bench: {} jobs per workload, synchronous={}",
+        r.jobs,
+        r.durability.to_uppercase()
+    );
+    println!();
+    println!("                                jobq          raw SQLite     ratio");
+    println!(
+        "enqueue, one per call     {:>10.0}/s   {:>10.0}/s     {:.2}",
+        r.enqueue_one_per_s, r.raw_sqlite.insert_one_per_s, r.ratios.enqueue_one_vs_raw_insert_one
+    );
+    println!(
+        "enqueue, batches of 1000  {:>10.0}/s   {:>10.0}/s     {:.2}",
+        r.enqueue_batch_per_s,
+        r.raw_sqlite.insert_batch_per_s,
+        r.ratios.enqueue_batch_vs_raw_insert_batch
+    );
+    for (d, ratio) in r.drain.iter().zip(&r.ratios.drain_vs_raw_drain_batch32) {
+        println!(
+            "drain, {} handler(s)       {:>10.0}/s   {:>10.0}/s     {:.2}  (raw: claims and completions 32 per transaction)",
+            d.workers, d.jobs_per_s, r.raw_sqlite.drain_batch32_per_s, ratio
+        );
+    }
+    println!(
+        "raw drain, 1 job per transaction         {:>10.0}/s",
+        r.raw_sqlite.drain_one_txn_per_s
+    );
+    println!(
+        "wake-up of an idle pool: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+        r.wakeup_ms.p50, r.wakeup_ms.p99, r.wakeup_ms.samples
+    );
+}
+
+/// From the start of an enqueue call to the start of its handler, on an idle pool whose
+/// poll interval is far longer than any wake-up.
+fn wakeup(queue: &Queue) -> Result<Wakeup, Refused> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Instant>();
+    let pool = WorkerPool::builder(queue)
+        .concurrency(1)
+        .poll_interval(Duration::from_secs(60))
+        .handler("ping", move |_: &JobContext| {
+            let _ = tx.send(Instant::now());
+            Ok(Value::Null)
+        })
+        .start()?;
+    let mut samples = Vec::new();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..200 {
+        let sent = Instant::now();
+        queue.enqueue(NewJob::new("ping"))?;
+        let ran = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| Refused("bench: a wake-up took over 10 s".into()))?;
+        samples.push((ran - sent).as_secs_f64() * 1000.0);
+        // Let the pool go idle again.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.shutdown();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at =
+        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    Ok(Wakeup {
+        p50: round(at(0.50)),
+        p99: round(at(0.99)),
+        samples: samples.len(),
+    })
+}
+
+fn raw_conn(path: &Path, durability: Durability) -> Result<Connection, Refused> {
+    let err = |e: rusqlite::Error| Refused(e.to_string());
+    let conn = Connection::open(path).map_err(err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(err)?;
+    let sync = if durability == Durability::Full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    conn.execute_batch(
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL,
+                            run_after INTEGER NOT NULL, locked_by TEXT, output TEXT);
+         CREATE INDEX jobs_ready ON jobs (run_after, id) WHERE status = 'queued';",
+    )
+    .map_err(err)?;
+    Ok(conn)
+}
+
+/// Inserts `n` rows, `per_txn` to a transaction.
+fn raw_insert(path: &Path, durability: Durability, n: u64, per_txn: u64) -> Result<f64, Refused> {
+    let conn = raw_conn(path, durability)?;
+    let err = |e: rusqlite::Error| Refused(e.to_string());
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO jobs (kind, status, run_after) VALUES ('noop', 'queued', ?1)",
+                )
+                .map_err(err)?;
+            for _ in 0..per_txn.min(n - done) {
+                stmt.execute([done as i64]).map_err(err)?;
+                done += 1;
+            }
+        }
+        conn.execute_batch("COMMIT").map_err(err)?;
+    }
+    Ok(per_s(n, started.elapsed()))
+}
+
+/// Claims `batch` jobs in one transaction and completes them in another, until none is left.
+fn raw_drain(path: &Path, durability: Durability, n: u64, batch: i64) -> Result<f64, Refused> {
+    let conn = raw_conn(path, durability)?;
+    let err = |e: rusqlite::Error| Refused(e.to_string());
+    conn.execute_batch("BEGIN").map_err(err)?;
+    for i in 0..n {
+        conn.prepare_cached(
+            "INSERT INTO jobs (kind, status, run_after) VALUES ('noop', 'queued', ?1)",
+        )
+        .map_err(err)?
+        .execute([i as i64])
+        .map_err(err)?;
+    }
+    conn.execute_batch("COMMIT").map_err(err)?;
+    let started = Instant::now();
+    let mut done = 0;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        let ids: Vec<i64> = conn
+            .prepare_cached(
+                "UPDATE jobs SET status = 'running', locked_by = 'w' WHERE id IN (
+                     SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ?1
+                     ORDER BY run_after, id LIMIT ?2 + 0)
+                 RETURNING id",
+            )
+            .map_err(err)?
+            .query_map(rusqlite::params![i64::MAX, batch], |r| r.get(0))
+            .map_err(err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(err)?;
+        conn.execute_batch("COMMIT").map_err(err)?;
+        if ids.is_empty() {
+            break;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+        for id in &ids {
+            conn.prepare_cached(
+                "UPDATE jobs SET status = 'succeeded', output = 'null'
+                 WHERE id = ?1 AND status = 'running' AND locked_by = 'w'",
+            )
+            .map_err(err)?
+            .execute([id])
+            .map_err(err)?;
+        }
+        conn.execute_batch("COMMIT").map_err(err)?;
+        done += ids.len() as u64;
+    }
+    Ok(per_s(done, started.elapsed()))
+}

@@ -1,0 +1,128 @@
+//! Printing: aligned tables for people, one JSON document for scripts.
+
+use jobq::Job;
+use serde::Serialize;
+
+/// Prints one JSON document on stdout.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("jobq: cannot print JSON: {e}"),
+    }
+}
+
+pub fn fmt_opt(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "-".into())
+}
+
+pub fn fmt_secs(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.3}s")
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// A table with a header row; columns as wide as their widest cell.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new<I, S>(headers: I) -> Table
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Table {
+            rows: vec![headers.into_iter().map(Into::into).collect()],
+        }
+    }
+
+    pub fn row<I>(&mut self, cells: I)
+    where
+        I: IntoIterator<Item = String>,
+    {
+        self.rows.push(cells.into_iter().collect());
+    }
+
+    pub fn print(&self) {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &self.rows {
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    if c + 1 == row.len() {
+                        cell.clone()
+                    } else {
+                        format!("{cell:<width$}", width = widths[c])
+                    }
+                })
+                .collect();
+            println!("{}", line.join("  "));
+        }
+    }
+}
+
+/// One job, every field, for `jobq show`.
+pub fn print_job(job: &Job) {
+    let ts = |t: Option<jobq::Timestamp>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+    println!("id               {}", job.id);
+    println!("kind             {}", job.kind);
+    println!("queue            {}", job.queue);
+    println!("status           {}", job.status);
+    println!("priority         {}", job.priority);
+    println!("attempts         {}/{}", job.attempts, job.max_attempts);
+    println!("stage            {}", fmt_opt(&job.stage));
+    println!("progress         {:.0}%", job.progress * 100.0);
+    println!("run after        {}", job.run_after.to_rfc3339());
+    println!("locked by        {}", fmt_opt(&job.locked_by));
+    println!("heartbeat at     {}", ts(job.heartbeat_at));
+    println!("owner            {}", fmt_opt(&job.owner));
+    println!("group            {}", fmt_opt(&job.group_id));
+    println!("idempotency key  {}", fmt_opt(&job.idempotency_key));
+    println!("external id      {}", fmt_opt(&job.external_id));
+    println!("cost             {} cents", job.cost_cents);
+    println!("created at       {}", job.created_at.to_rfc3339());
+    println!("started at       {}", ts(job.started_at));
+    println!("completed at     {}", ts(job.completed_at));
+    println!("input            {}", job.input);
+    println!(
+        "output           {}",
+        job.output
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |o| o.to_string())
+    );
+    if let Some(code) = &job.error_code {
+        println!("error code       {code}");
+    }
+    if let Some(err) = &job.last_error {
+        println!(
+            "last error       {}",
+            err.replace('\n', "\n                 ")
+        );
+    }
+    if !job.errors.is_empty() {
+        println!("errors           {} failed attempt(s):", job.errors.len());
+        for e in &job.errors {
+            let at = jobq::Timestamp::from_millis(e.at).to_rfc3339();
+            let first_line = e.message.lines().next().unwrap_or("");
+            println!(
+                "  #{:<3} {at}  {:<18} {first_line}",
+                e.attempt,
+                e.code.as_deref().unwrap_or("-")
+            );
+        }
+    }
+}

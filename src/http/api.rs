@@ -1,0 +1,366 @@
+//! The routes of the API, each a call into the library.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::body::Body;
+use super::{App, Caller, Reply};
+use crate::duration::parse_duration;
+use crate::error::Error;
+use crate::job::{JobId, NewJob, Status, Timestamp};
+use crate::queue::{JobFilter, Queue};
+use crate::stats::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
+
+/// The dashboard: one page, HTML, CSS and plain JavaScript, no build step.
+pub(crate) const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The methods a path answers, or `None` for an unknown path.
+pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        ["metrics"] => "GET",
+        ["api", "stats"] => "GET",
+        ["api", "stats", "timing" | "stages" | "costs"] => "GET",
+        ["api", "jobs"] => "GET, POST",
+        ["api", "jobs", "running" | "dead"] => "GET",
+        ["api", "jobs", _] => "GET, POST, DELETE",
+        ["api", "groups"] => "GET, POST",
+        ["api", "groups", _] => "GET, DELETE",
+        _ => return None,
+    })
+}
+
+/// Query parameters, percent-decoded.
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(query: &str) -> Query {
+        Query(
+            query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (decode(k), decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn number(&self, name: &str) -> Result<Option<usize>, Reply> {
+        self.get(name)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    Reply::error(
+                        400,
+                        "invalid_input",
+                        format!("query `{name}` must be a whole number, not {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("true" | "1" | "yes"))
+    }
+}
+
+/// Percent-decoding of a query component (`+` is a space); bad escapes are kept as they are.
+fn decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi * 16 + lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn job_id(text: &str) -> Result<JobId, Reply> {
+    // A malformed id names no job: 404, like a missing one.
+    JobId::parse(text).map_err(|_| Reply::error(404, "not_found", format!("job {text} not found")))
+}
+
+fn overview(queue: &Queue) -> Result<Value, Error> {
+    Ok(
+        serde_json::to_value(queue.overview(&StatsFilter::new(), &HealthThresholds::default())?)
+            .unwrap_or(Value::Null),
+    )
+}
+
+pub(crate) fn handle(
+    app: &App,
+    caller: &Caller,
+    method: &str,
+    segments: &[&str],
+    query: &Query,
+    body: Option<&Value>,
+) -> Reply {
+    let queue = app.queue_for(caller);
+    let result: Result<Reply, Reply> = (|| {
+        Ok(match (method, segments) {
+            ("GET", ["metrics"]) => match caller {
+                Caller::Admin => Reply::text(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    queue.metrics()?,
+                ),
+                Caller::Owner(_) => {
+                    return Err(Reply::error(
+                        401,
+                        "unauthorized",
+                        "metrics need the admin key",
+                    ));
+                }
+            },
+            ("GET", ["api", "stats"]) => Reply::ok(&overview(&queue)?),
+            ("GET", ["api", "stats", "timing"]) => {
+                let mut filter = TimingFilter::new();
+                if let Some(since) = query.get("since") {
+                    filter = filter.within(parse_duration(since)?);
+                }
+                if query.flag("by_kind") {
+                    filter = filter.by_kind();
+                }
+                if let Some(q) = query.get("queue") {
+                    filter = filter.queue(q);
+                }
+                Reply::ok(&json!({ "timing": queue.timing(&filter)? }))
+            }
+            ("GET", ["api", "stats", "stages"]) => {
+                Reply::ok(&json!({ "stages": queue.stage_distribution()? }))
+            }
+            ("GET", ["api", "stats", "costs"]) => {
+                let (by, name) = match query.get("by") {
+                    None | Some("status") => (CostGrouping::Status, "status"),
+                    Some("owner") => (CostGrouping::Owner, "owner"),
+                    Some("group") => (CostGrouping::Group, "group"),
+                    Some(other) => {
+                        return Err(Reply::error(
+                            400,
+                            "invalid_input",
+                            format!("query `by` must be status, owner or group, not {other:?}"),
+                        ));
+                    }
+                };
+                let rows: Vec<Value> = queue
+                    .costs(by)?
+                    .into_iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+                        if let Some(obj) = v.as_object_mut() {
+                            let key = obj.remove("key").unwrap_or(Value::Null);
+                            obj.insert(name.to_string(), key);
+                        }
+                        v
+                    })
+                    .collect();
+                Reply::ok(&json!({ "by": name, "costs": rows }))
+            }
+            ("GET", ["api", "jobs", "running"]) => {
+                Reply::ok(&json!({ "running": queue.running_jobs()? }))
+            }
+            ("GET", ["api", "jobs", "dead"]) => {
+                let limit = query.number("limit")?.unwrap_or(50);
+                Reply::ok(&json!({ "dead": queue.dead_letter(limit)? }))
+            }
+            ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
+            ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
+            ("GET", ["api", "jobs", id]) => Reply::ok(&queue.get(&job_id(id)?)?),
+            ("POST", ["api", "jobs", id]) => job_action(&queue, &job_id(id)?, body)?,
+            ("DELETE", ["api", "jobs", id]) => {
+                queue.delete(&job_id(id)?)?;
+                Reply::empty(204)
+            }
+            ("GET", ["api", "groups"]) => {
+                let limit = query.number("limit")?.unwrap_or(50);
+                Reply::ok(&json!({ "groups": queue.list_groups(limit)? }))
+            }
+            ("POST", ["api", "groups"]) => {
+                let value = body.cloned().unwrap_or(Value::Null);
+                let body = Body::new(&value, &["name", "metadata", "owner"])?;
+                let name = body.required_string("name")?;
+                let metadata = body.value("metadata").cloned();
+                let group = queue.create_group_for(name, metadata, body.string("owner")?)?;
+                Reply::json(201, &group)
+            }
+            ("GET", ["api", "groups", id]) => Reply::ok(&queue.get_group(id)?),
+            ("DELETE", ["api", "groups", id]) => {
+                queue.delete_group(id)?;
+                Reply::empty(204)
+            }
+            _ => Reply::error(404, "not_found", "no such route"),
+        })
+    })();
+    result.unwrap_or_else(|reply| reply)
+}
+
+fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
+    let mut filter = JobFilter::new().limit(query.number("limit")?.unwrap_or(50));
+    if let Some(s) = query.get("status") {
+        filter = filter.status(s.parse::<Status>()?);
+    }
+    if let Some(q) = query.get("queue") {
+        filter = filter.queue(q);
+    }
+    if let Some(k) = query.get("kind") {
+        filter = filter.kind(k);
+    }
+    if let Some(g) = query.get("group_id") {
+        filter = filter.group(g);
+    }
+    if let Some(o) = query.get("owner") {
+        filter = filter.owner(o);
+    }
+    if let Some(after) = query.get("after") {
+        filter = filter.after(after);
+    }
+    let page = queue.list(&filter)?;
+    let mut doc = json!({ "jobs": page.jobs, "next": page.next });
+    if query.flag("stats") {
+        doc["stats"] = overview(queue)?;
+    }
+    Ok(Reply::ok(&doc))
+}
+
+const ENQUEUE_FIELDS: [&str; 11] = [
+    "kind",
+    "input",
+    "queue",
+    "priority",
+    "run_after",
+    "max_attempts",
+    "idempotency_key",
+    "group_id",
+    "cost_cents",
+    "external_id",
+    "owner",
+];
+
+fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &ENQUEUE_FIELDS)?;
+    let mut job = NewJob::new(body.required_string("kind")?);
+    if let Some(input) = body.value("input") {
+        job = job.input(input);
+    }
+    if let Some(q) = body.string("queue")? {
+        job = job.queue(q);
+    }
+    if let Some(p) = body.integer_in::<i32>("priority", "a 32-bit whole number")? {
+        job = job.priority(p);
+    }
+    if let Some(run_after) = body.value("run_after") {
+        job = match run_after {
+            Value::Number(n) => match n.as_u64() {
+                Some(secs) => job.run_after(Duration::from_secs(secs)),
+                None => return Err(Reply::error(400, "invalid_input", "field `run_after` must be seconds (0 or more), a duration like \"5m\" or an RFC 3339 time")),
+            },
+            Value::String(s) => match parse_duration(s) {
+                Ok(d) => job.run_after(d),
+                Err(_) => job.run_at(Timestamp::parse_rfc3339("run_after", s).map_err(|_| {
+                    Reply::error(400, "invalid_input", format!("field `run_after` must be seconds, a duration like \"5m\" or an RFC 3339 time, not {s:?}"))
+                })?),
+            },
+            _ => return Err(Reply::error(400, "invalid_input", "field `run_after` must be a number or a string")),
+        };
+    }
+    if let Some(n) = body.integer_in::<u32>("max_attempts", "a whole number from 1")? {
+        job = job.max_attempts(n);
+    }
+    if let Some(k) = body.string("idempotency_key")? {
+        job = job.idempotency_key(k);
+    }
+    if let Some(g) = body.string("group_id")? {
+        job = job.group(g);
+    }
+    if let Some(c) = body.integer("cost_cents")? {
+        job = job.cost_cents(c);
+    }
+    if let Some(e) = body.string("external_id")? {
+        job = job.external_id(e);
+    }
+    if let Some(o) = body.string("owner")? {
+        job = job.owner(o);
+    }
+    let out = queue.enqueue(job)?;
+    Ok(Reply::json(
+        if out.already_existed { 200 } else { 201 },
+        &out,
+    ))
+}
+
+fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &["action"])?;
+    let (was, message) = match body.required_string("action")? {
+        "cancel" => (queue.cancel(id)?, "Job cancelled successfully"),
+        "retry" => (queue.retry(id)?, "Job queued for retry"),
+        other => {
+            return Err(Reply::error(
+                400,
+                "invalid_input",
+                format!("field `action` must be \"cancel\" or \"retry\", not {other:?}"),
+            ));
+        }
+    };
+    Ok(Reply::ok(
+        &json!({ "success": true, "message": message, "job_id": id, "previous_status": was }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        assert_eq!(decode("a%20b+c"), "a b c");
+        assert_eq!(decode("%E2%9C%93"), "✓");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("%4"), "%4");
+        let q = Query::parse("status=failed&limit=5&stats=true&empty=");
+        assert_eq!(
+            (q.get("status"), q.get("empty"), q.flag("stats")),
+            (Some("failed"), None, true)
+        );
+    }
+
+    #[test]
+    fn every_route_has_its_methods() {
+        assert_eq!(allowed_methods(&["api", "jobs"]), Some("GET, POST"));
+        assert_eq!(allowed_methods(&["api", "jobs", "running"]), Some("GET"));
+        assert_eq!(allowed_methods(&["api", "jobs", "x", "y"]), None);
+        assert_eq!(allowed_methods(&["nope"]), None);
+    }
+}
