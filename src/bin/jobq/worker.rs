@@ -62,10 +62,8 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
                 kind,
                 attempt,
                 max_attempts,
-            } => {
-                if !json {
-                    println!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
-                }
+            } if !json => {
+                println!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
             }
             ExecEvent::Finished { job, took, error } => {
                 if error.is_some() {
