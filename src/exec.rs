@@ -226,7 +226,8 @@ impl Handler for ExecHandler {
 
 impl ExecHandler {
     fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(&self.command)
             .stdin(Stdio::piped())
@@ -236,11 +237,20 @@ impl ExecHandler {
             .env("JOBQ_JOB_KIND", ctx.kind())
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
             .env("JOBQ_DB", &self.db)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                JobError::retryable(format!("could not start sh -c: {e}")).code("SPAWN")
-            })?;
+            .process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is
+        // one. The command dies with the worker thread that started it (on Linux), so a
+        // worker killed by SIGKILL leaves no command running behind it.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            JobError::retryable(format!("could not start sh -c: {e}")).code("SPAWN")
+        })?;
 
         // Feed the input on a thread of its own: a command that never reads stdin must not
         // block us (its exit closes the pipe and ends the write).

@@ -5,6 +5,7 @@ mod common;
 
 mod bad_input;
 mod claim;
+mod cli;
 mod concurrency;
 mod enqueue;
 mod lifecycle;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use jobq::exec::{ExecEvent, ExecHandler};
-use jobq::{Queue, WorkerPool};
+use jobq::{Queue, RetryPolicy, WorkerPool};
 
 use crate::output::print_json;
 use crate::{Outcome, Refused, duration};
@@ -45,13 +45,22 @@ pub struct WorkerArgs {
     /// released and the commands killed.
     #[arg(long, value_parser = duration, default_value = "30s")]
     grace: Duration,
+    /// Backoff after the first failed attempt; it doubles with each failure (with full
+    /// jitter), up to --retry-max.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    retry_base: Duration,
+    /// The longest backoff.
+    #[arg(long, value_parser = duration, default_value = "1h")]
+    retry_max: Duration,
 }
 
 pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
     if args.concurrency == 0 {
         return Err(Refused("invalid concurrency: must be at least 1".into()));
     }
-    let queue = Queue::open(db)?;
+    let queue = Queue::builder(db)
+        .retry_policy(RetryPolicy::exponential(args.retry_base, args.retry_max))
+        .open()?;
     let failed_attempts = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&failed_attempts);
     let handler = ExecHandler::new(&args.exec, db)

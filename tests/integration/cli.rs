@@ -1,0 +1,796 @@
+//! The `jobq` binary, run as users run it: JSON shapes, exit codes, bad input, the worker
+//! --exec protocol with real processes, crash recovery, and the demo.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::dump;
+
+const JOBQ: &str = env!("CARGO_BIN_EXE_jobq");
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let cli = Cli {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        cli.ok(&["init"]);
+        cli
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("jobs.db")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(JOBQ);
+        cmd.arg("--db")
+            .arg(self.db())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "jobq {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command with --json; returns the one document it printed.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("jobq {args:?} printed no single JSON document ({e}):\n{text}")
+        })
+    }
+
+    /// Runs a command that must be refused with `code`; returns stderr.
+    fn refused(&self, code: i32, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "jobq {args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn enqueue(&self, args: &[&str]) -> String {
+        let mut all = vec!["enqueue"];
+        all.extend_from_slice(args);
+        self.json(&all)["job_id"].as_str().unwrap().to_string()
+    }
+
+    fn show(&self, id: &str) -> Value {
+        self.json(&["show", id])
+    }
+}
+
+#[test]
+fn init_enqueue_list_and_show_print_their_documents() {
+    let cli = Cli::new();
+    let init = cli.json(&["init"]);
+    assert_eq!(init["schema_version"], json!(jobq::schema_version()));
+    let out = cli.json(&[
+        "enqueue",
+        "ingest",
+        "--input",
+        r#"{"s3_key":"videos/a.mp4"}"#,
+        "--queue",
+        "media",
+        "--priority",
+        "-3",
+        "--max-attempts",
+        "2",
+        "--key",
+        "a.mp4",
+        "--owner",
+        "alice",
+        "--cost-cents",
+        "40",
+        "--external-id",
+        "rep_1",
+        "--run-after",
+        "1h",
+    ]);
+    assert_eq!(
+        (out["status"].as_str(), out["already_existed"].as_bool()),
+        (Some("queued"), Some(false))
+    );
+    let id = out["job_id"].as_str().unwrap().to_string();
+    let again = cli.json(&["enqueue", "ingest", "--key", "a.mp4", "--owner", "alice"]);
+    assert_eq!(
+        (again["job_id"].as_str(), again["already_existed"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    // Plain output is the bare id.
+    let plain = cli.ok(&["enqueue", "other"]);
+    assert_eq!(plain.trim().len(), 36);
+
+    let job = cli.show(&id);
+    assert_eq!(job["id"], json!(id));
+    for (field, want) in [
+        ("kind", json!("ingest")),
+        ("queue", json!("media")),
+        ("status", json!("queued")),
+        ("priority", json!(-3)),
+        ("attempts", json!(0)),
+        ("max_attempts", json!(2)),
+        ("input", json!({"s3_key": "videos/a.mp4"})),
+        ("idempotency_key", json!("a.mp4")),
+        ("owner", json!("alice")),
+        ("cost_cents", json!(40)),
+        ("external_id", json!("rep_1")),
+        ("errors", json!([])),
+        ("output", Value::Null),
+    ] {
+        assert_eq!(job[field], want, "{field}");
+    }
+    assert!(
+        job["created_at"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339 UTC"
+    );
+
+    let list = cli.json(&["list"]);
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(list["jobs"][0]["kind"], "other", "newest first");
+    assert_eq!(list["next"], Value::Null);
+    let filtered = cli.json(&[
+        "list", "--queue", "media", "--owner", "alice", "--kind", "ingest", "--status", "queued",
+    ]);
+    assert_eq!(filtered["jobs"].as_array().unwrap().len(), 1);
+    let page = cli.json(&["list", "--limit", "1"]);
+    let next = page["next"].as_str().unwrap();
+    let rest = cli.json(&["list", "--limit", "1", "--after", next]);
+    assert_eq!(rest["jobs"][0]["id"], json!(id));
+    assert!(cli.ok(&["list"]).contains("ingest"));
+    assert!(cli.ok(&["show", &id]).contains("videos/a.mp4"));
+}
+
+#[test]
+fn admin_actions_and_refused_transitions() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["k"]);
+    let done = cli.json(&["cancel", &id]);
+    assert_eq!(
+        (done["success"].as_bool(), done["previous_status"].as_str()),
+        (Some(true), Some("queued"))
+    );
+    let before = dump(&cli.db());
+    let err = cli.refused(1, &["cancel", &id]);
+    assert!(
+        err.starts_with("jobq: ")
+            && err.contains(&id)
+            && err.contains("cancelled")
+            && err.contains("cancel"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(dump(&cli.db()), before);
+    assert!(cli.ok(&["retry", &id]).contains("queued again"));
+    assert_eq!(cli.show(&id)["status"], "queued");
+    let deleted = cli.json(&["delete", &id]);
+    assert_eq!(deleted["success"], true);
+    let err = cli.refused(1, &["show", &id]);
+    assert!(err.contains("not found"), "{err}");
+    let err = cli.refused(1, &["retry", "01900000-0000-7000-8000-000000000000"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn observability_commands_print_their_documents() {
+    let cli = Cli::new();
+    let group = cli.json(&[
+        "group",
+        "create",
+        "campaign",
+        "--owner",
+        "acme",
+        "--metadata",
+        r#"{"brand":"acme"}"#,
+    ]);
+    let group_id = group["id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        cli.enqueue(&["scene", "--group", &group_id, "--cost-cents", "100"]);
+    }
+    cli.enqueue(&["fails", "--max-attempts", "1"]);
+    let worker = cli.run(&["worker", "--exec", "if [ \"$JOBQ_JOB_KIND\" = fails ]; then echo broken >&2; exit 3; fi; echo '@progress 0.5 rendering'; echo '{\"ok\":true}'", "--once", "--concurrency", "2"]);
+    assert!(
+        worker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+
+    let stats = cli.json(&["stats"]);
+    assert_eq!(
+        stats["stats"]["by_status"],
+        json!({"queued": 0, "running": 0, "retry": 0, "succeeded": 3, "failed": 1, "cancelled": 0})
+    );
+    assert_eq!(stats["stats"]["total"], 4);
+    assert_eq!(stats["health"], "degraded");
+    assert_eq!(
+        stats["summary"],
+        json!({"running": 0, "pending": 0, "failed": 1, "has_dead_letter": true})
+    );
+    let plain = cli.ok(&["stats"]);
+    assert!(
+        plain.contains("health: degraded") && plain.contains("succeeded  3"),
+        "{plain}"
+    );
+
+    assert_eq!(cli.json(&["running"])["running"], json!([]));
+    assert!(cli.ok(&["running"]).contains("Running jobs: 0"));
+    let dead = cli.json(&["dead"]);
+    assert_eq!(dead["dead"][0]["kind"], "fails");
+    assert_eq!(dead["dead"][0]["error_code"], "EXIT_3");
+    assert_eq!(dead["dead"][0]["last_error"], "broken");
+    let timing = cli.json(&["timing"]);
+    let rows = timing["timing"].as_array().unwrap();
+    let succeeded = rows.iter().find(|r| r["status"] == "succeeded").unwrap();
+    assert_eq!(succeeded["count"], 3);
+    for field in ["avg_seconds", "p50_seconds", "p95_seconds", "max_seconds"] {
+        assert!(succeeded[field].as_f64().unwrap() >= 0.0, "{field}");
+    }
+    assert!(cli.json(&["timing", "--by-kind", "--since", "1h"])["timing"][0]["kind"].is_string());
+    let stages = cli.json(&["stages"]);
+    assert!(
+        stages["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "succeeded" && s["count"] == 3)
+    );
+    let costs = cli.json(&["costs"]);
+    let by_status: HashMap<String, i64> = costs["costs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap().to_string(),
+                c["total_cost_cents"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by_status["succeeded"], 300);
+    let by_owner = cli.json(&["costs", "--by", "owner"]);
+    assert!(
+        by_owner["costs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["owner"] == "acme" && c["total_cost_cents"] == 300)
+    );
+    assert!(
+        cli.json(&["costs", "--by", "group"])["costs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["group"] == json!(group_id))
+    );
+
+    let shown = cli.json(&["group", "show", &group_id]);
+    assert_eq!(
+        (
+            shown["stage"].as_str(),
+            shown["progress"].as_f64(),
+            shown["total"].as_i64()
+        ),
+        (Some("completed"), Some(100.0), Some(3))
+    );
+    assert_eq!(shown["counts"]["succeeded"], 3);
+    let deleted = cli.json(&["group", "delete", &group_id]);
+    assert_eq!(deleted["jobs_deleted"], 3);
+    assert!(
+        cli.refused(1, &["group", "show", &group_id])
+            .contains("not found")
+    );
+
+    let token = cli.ok(&["token", "create", "--owner", "acme"]);
+    assert!(token.trim().starts_with("jobq_"));
+    assert!(
+        cli.json(&["token", "create", "--owner", "acme"])["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("jobq_")
+    );
+
+    assert_eq!(
+        cli.ok(&["prune", "--older-than", "0s", "--status", "failed"])
+            .trim(),
+        "Pruned 1 jobs"
+    );
+    assert_eq!(cli.json(&["prune", "--older-than", "7d"])["pruned"], 0);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["k"]);
+    let before = dump(&cli.db());
+    for (code, args, says) in [
+        (
+            1,
+            vec!["enqueue", "k", "--input", "{not json"],
+            "not valid JSON",
+        ),
+        (1, vec!["enqueue", "", "--input", "{}"], "kind"),
+        (
+            1,
+            vec!["enqueue", "k", "--max-attempts", "-1"],
+            "max_attempts",
+        ),
+        (
+            1,
+            vec!["enqueue", "k", "--max-attempts", "0"],
+            "max_attempts",
+        ),
+        (1, vec!["enqueue", "k", "--cost-cents", "-5"], "cost_cents"),
+        (
+            1,
+            vec!["enqueue", "k", "--group", "no-such-group"],
+            "not found",
+        ),
+        (1, vec!["list", "--status", "bogus"], "unknown status"),
+        (1, vec!["list", "--limit", "0"], "limit"),
+        (
+            1,
+            vec!["prune", "--older-than", "1d", "--status", "running"],
+            "never pruned",
+        ),
+        (1, vec!["show", "garbage"], "not found"),
+        (
+            1,
+            vec!["group", "create", "g", "--metadata", "[1,"],
+            "not valid JSON",
+        ),
+        (
+            2,
+            vec!["enqueue", "k", "--run-after", "5 minutes"],
+            "5 minutes",
+        ),
+        (2, vec!["release-stale", "--heartbeat-timeout", "-1s"], "-1"),
+        (2, vec!["prune", "--older-than", "soon"], "older-than"),
+        (2, vec!["enqueue", "k", "--priority", "high"], "priority"),
+        (2, vec!["no-such-command"], "no-such-command"),
+        (2, vec!["costs", "--by", "planet"], "planet"),
+        (2, vec!["enqueue"], "KIND"),
+    ] {
+        let err = cli.refused(code, &args);
+        assert!(
+            err.contains(says),
+            "jobq {args:?} should say {says:?}: {err}"
+        );
+        if code == 1 {
+            assert!(
+                err.starts_with("jobq: ") && err.trim().lines().count() == 1,
+                "one line: {err}"
+            );
+        }
+        assert_eq!(
+            dump(&cli.db()),
+            before,
+            "jobq {args:?} changed the database"
+        );
+    }
+    let _ = id;
+    // A missing folder, and a missing file for a command that only reads.
+    let missing = cli.dir.path().join("nowhere/q.db");
+    let out = Command::new(JOBQ)
+        .arg("--db")
+        .arg(&missing)
+        .args(["enqueue", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let typo = cli.dir.path().join("typo.db");
+    let out = Command::new(JOBQ)
+        .arg("--db")
+        .arg(&typo)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!typo.exists(), "a read command does not create the file");
+    // $JOBQ_DB is the default.
+    let out = Command::new(JOBQ)
+        .args(["--json", "list"])
+        .env("JOBQ_DB", cli.db())
+        .current_dir(cli.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn three_exec_workers_drain_two_thousand_jobs_each_once() {
+    let cli = Cli::new();
+    let queue = jobq::Queue::open(cli.db()).unwrap();
+    queue
+        .enqueue_many((0..2000).map(|i| jobq::NewJob::new("count").input(json!({ "i": i }))))
+        .unwrap();
+    let effects = cli.dir.path().join("effects.log");
+    let command = format!(
+        "echo \"$JOBQ_JOB_ID $JOBQ_ATTEMPT\" >> {}",
+        effects.display()
+    );
+    let workers: Vec<Child> = (0..3)
+        .map(|_| {
+            cli.cmd(&[
+                "worker",
+                "--exec",
+                &command,
+                "--concurrency",
+                "4",
+                "--once",
+                "--poll-interval",
+                "100ms",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut processed = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains("Worker ID: ") && text.contains("Concurrency: 4"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Jobs processed: "))
+            .unwrap();
+        processed += line
+            .trim_start_matches("Jobs processed: ")
+            .parse::<u64>()
+            .unwrap();
+        assert!(text.contains("Jobs failed: 0"), "{text}");
+    }
+    assert_eq!(processed, 2000);
+    let log = std::fs::read_to_string(&effects).unwrap();
+    let mut runs: HashMap<&str, usize> = HashMap::new();
+    for line in log.lines() {
+        let (id, attempt) = line.split_once(' ').unwrap();
+        assert_eq!(attempt, "1");
+        *runs.entry(id).or_default() += 1;
+    }
+    assert_eq!(runs.len(), 2000, "every job ran");
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "a command ran twice for a job"
+    );
+    let stats = queue.stats(&jobq::StatsFilter::new()).unwrap();
+    assert_eq!(stats.count(jobq::Status::Succeeded), 2000);
+    let jobs = queue
+        .list(&jobq::JobFilter::new().limit(2000))
+        .unwrap()
+        .jobs;
+    assert!(
+        jobs.iter()
+            .all(|j| j.attempts == 1 && j.output == Some(json!({"stdout": ""})))
+    );
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_exec_protocol_reports_while_running_and_passes_input_and_environment() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["render", "--input", r#"{"scene": 7}"#]);
+    let gate = cli.dir.path().join("gate");
+    let seen = cli.dir.path().join("seen.json");
+    let command = format!(
+        "cat > {seen}; echo \"{{\\\"env\\\": [\\\"$JOBQ_JOB_ID\\\", \\\"$JOBQ_JOB_KIND\\\", \\\"$JOBQ_ATTEMPT\\\", \\\"$JOBQ_DB\\\"]}}\" > {seen}.env; \
+         echo '@stage generating'; echo '@progress 0.45 rendering'; echo '@cost 25'; \
+         while [ ! -e {gate} ]; do sleep 0.05; done; echo '@progress 1'; echo '{{\"frames\": 240}}'",
+        seen = seen.display(),
+        gate = gate.display()
+    );
+    let worker = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            &command,
+            "--once",
+            "--heartbeat-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the progress report", || {
+        let job = cli.show(&id);
+        job["progress"] == json!(0.45)
+            && job["stage"] == "rendering"
+            && job["cost_cents"] == 25
+            && job["status"] == "running"
+    });
+    assert_eq!(
+        serde_json::from_str::<Value>(&std::fs::read_to_string(&seen).unwrap()).unwrap(),
+        json!({"scene": 7})
+    );
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.env", seen.display())).unwrap())
+            .unwrap();
+    assert_eq!(
+        env["env"],
+        json!([id, "render", "1", cli.db().display().to_string()])
+    );
+    std::fs::write(&gate, "").unwrap();
+    assert!(worker.wait_with_output().unwrap().status.success());
+    let job = cli.show(&id);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["output"].clone(),
+            job["progress"].as_f64()
+        ),
+        (Some("succeeded"), json!({"frames": 240}), Some(1.0))
+    );
+}
+
+#[test]
+fn exit_65_fails_at_once_and_other_exits_retry_until_max_attempts() {
+    let cli = Cli::new();
+    let permanent = cli.enqueue(&["bad", "--max-attempts", "5"]);
+    let flaky = cli.enqueue(&["flaky", "--max-attempts", "3"]);
+    let command = "if [ \"$JOBQ_JOB_KIND\" = bad ]; then echo 'corrupt input' >&2; exit 65; fi; echo \"attempt $JOBQ_ATTEMPT failed\" >&2; exit 1";
+    // 1 run of `bad` + 3 of `flaky`, with a 10 ms backoff.
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        command,
+        "--limit",
+        "4",
+        "--retry-base",
+        "10ms",
+        "--retry-max",
+        "20ms",
+        "--poll-interval",
+        "20ms",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Jobs processed: 4")
+            && text.contains("Jobs succeeded: 0")
+            && text.contains("Jobs failed: 4"),
+        "{text}"
+    );
+    let job = cli.show(&permanent);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["attempts"].as_u64(),
+            job["error_code"].as_str()
+        ),
+        (Some("failed"), Some(1), Some("EXIT_65"))
+    );
+    assert_eq!(job["last_error"], "corrupt input");
+    let job = cli.show(&flaky);
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("failed"), Some(3))
+    );
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "one entry per attempt");
+    for (i, e) in errors.iter().enumerate() {
+        assert_eq!(e["attempt"], json!(i + 1));
+        assert_eq!(e["code"], "EXIT_1");
+        assert_eq!(e["message"], json!(format!("attempt {} failed", i + 1)));
+    }
+    assert!(cli.ok(&["show", &flaky]).contains("3 failed attempt(s)"));
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn a_hung_command_is_killed_at_the_job_timeout_with_its_children() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["hang", "--max-attempts", "1"]);
+    let pids = cli.dir.path().join("pids");
+    let command = format!("sleep 300 & echo $! > {}; sleep 300", pids.display());
+    let started = Instant::now();
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        &command,
+        "--once",
+        "--job-timeout",
+        "1s",
+    ]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let job = cli.show(&id);
+    assert_eq!(
+        (job["status"].as_str(), job["error_code"].as_str()),
+        (Some("failed"), Some("TIMEOUT"))
+    );
+    let child: i32 = std::fs::read_to_string(&pids)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the background child to be killed", || !alive(child));
+}
+
+#[test]
+fn a_worker_killed_mid_job_is_released_by_release_stale_and_finished_by_another() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["slow"]);
+    let mut worker = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            "sleep 60",
+            "--heartbeat-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+    // The heartbeat is fresh at first: nothing to release.
+    assert_eq!(
+        cli.ok(&["release-stale", "--heartbeat-timeout", "5s"])
+            .trim(),
+        "Released 0 stale jobs"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        cli.ok(&["release-stale", "--heartbeat-timeout", "1s"])
+            .trim(),
+        "Released 1 stale jobs"
+    );
+    let job = cli.show(&id);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["error_code"].as_str(),
+            job["stage"].as_str()
+        ),
+        (
+            Some("retry"),
+            Some("HEARTBEAT_TIMEOUT"),
+            Some("released_stale")
+        )
+    );
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("worker timed out")
+    );
+    let out = cli.run(&["worker", "--exec", "echo '{\"done\": true}'", "--once"]);
+    assert!(out.status.success());
+    let job = cli.show(&id);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["attempts"].as_u64(),
+            job["output"].clone()
+        ),
+        (Some("succeeded"), Some(2), json!({"done": true}))
+    );
+    assert_eq!(job["errors"][0]["code"], "HEARTBEAT_TIMEOUT");
+}
+
+#[test]
+fn sigterm_lets_the_running_job_finish_and_prints_the_summary() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["slowish"]);
+    let worker = cli
+        .cmd(&["worker", "--exec", "sleep 1; echo '{}'"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    // SAFETY: sending SIGTERM to our own child.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Jobs processed: 1") && text.contains("Jobs succeeded: 1"),
+        "{text}"
+    );
+    assert_eq!(cli.show(&id)["status"], "succeeded");
+}
+
+#[test]
+fn the_demo_runs_and_leaves_succeeded_failed_and_deduplicated_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(JOBQ)
+        .arg("demo")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "already_existed: true",
+        "Dead letter: 1 job(s)",
+        "Timing",
+        "Costs",
+        "jobq --db jobq-demo.db list",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from the demo's output:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("campaign") && text.contains("jobs finished"),
+        "plain progress lines when not a terminal"
+    );
+    let db: &Path = &dir.path().join("jobq-demo.db");
+    let queue = jobq::Queue::open(db).unwrap();
+    let stats = queue.stats(&jobq::StatsFilter::new()).unwrap();
+    assert!(stats.count(jobq::Status::Succeeded) >= 15, "{stats:?}");
+    assert_eq!(stats.count(jobq::Status::Failed), 1);
+    assert_eq!(
+        stats.count(jobq::Status::Queued)
+            + stats.count(jobq::Status::Running)
+            + stats.count(jobq::Status::Retry),
+        0
+    );
+    let ad03 = jobq::testing::enqueued(&queue, "ingest", &json!({"s3_key": "videos/ad-03.mp4"}));
+    assert_eq!(ad03.len(), 1, "the repeated key made one job");
+    assert!(
+        queue
+            .list(&jobq::JobFilter::new().limit(100))
+            .unwrap()
+            .jobs
+            .iter()
+            .any(|j| j.errors.len() >= 1 && j.status == jobq::Status::Succeeded),
+        "a transient failure was retried"
+    );
+}
