@@ -8,6 +8,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod enqueue;
+mod http;
 mod lifecycle;
 mod maintenance;
 mod observability;
