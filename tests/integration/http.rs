@@ -30,7 +30,10 @@ pub struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Asserts an error document with this status and code.
@@ -65,7 +68,12 @@ impl Api {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Api { _dir: dir, queue, server, agent }
+        Api {
+            _dir: dir,
+            queue,
+            server,
+            agent,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -77,9 +85,11 @@ impl Api {
         let response = match method {
             "GET" => with_auth(self.agent.get(&url), auth).call(),
             "DELETE" => with_auth(self.agent.delete(&url), auth).call(),
-            "PUT" => with_auth(self.agent.put(&url), auth).send(body.map(|b| b.to_string()).unwrap_or_default()),
+            "PUT" => with_auth(self.agent.put(&url), auth)
+                .send(body.map(|b| b.to_string()).unwrap_or_default()),
             "POST" => {
-                let req = with_auth(self.agent.post(&url), auth).header("Content-Type", "application/json");
+                let req = with_auth(self.agent.post(&url), auth)
+                    .header("Content-Type", "application/json");
                 match body {
                     Some(b) => req.send(b.to_string()),
                     None => req.send_empty(),
@@ -96,7 +106,12 @@ impl Api {
             .collect();
         let text = response.body_mut().read_to_string().unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text, headers }
+        Answer {
+            status,
+            body,
+            text,
+            headers,
+        }
     }
 
     pub fn get(&self, path: &str, auth: Auth<'_>) -> Answer {
@@ -127,11 +142,23 @@ fn the_seeds_flow_enqueue_list_get_cancel_retry_stats() {
     let admin = Auth::Admin;
     let first = api.post("/api/jobs", admin, json!({"kind": "ingest", "input": {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}, "idempotency_key": "s3:videos/test-ad.mp4"}));
     assert_eq!(first.status, 201);
-    assert_eq!((first.body["status"].as_str(), first.body["already_existed"].as_bool()), (Some("queued"), Some(false)));
+    assert_eq!(
+        (
+            first.body["status"].as_str(),
+            first.body["already_existed"].as_bool()
+        ),
+        (Some("queued"), Some(false))
+    );
     let id = first.body["job_id"].as_str().unwrap().to_string();
     let again = api.post("/api/jobs", admin, json!({"kind": "ingest", "input": {"s3_key": "videos/test-ad.mp4"}, "idempotency_key": "s3:videos/test-ad.mp4"}));
     assert_eq!(again.status, 200);
-    assert_eq!((again.body["job_id"].as_str(), again.body["already_existed"].as_bool()), (Some(id.as_str()), Some(true)));
+    assert_eq!(
+        (
+            again.body["job_id"].as_str(),
+            again.body["already_existed"].as_bool()
+        ),
+        (Some(id.as_str()), Some(true))
+    );
 
     let list = api.get("/api/jobs?stats=true", admin);
     assert_eq!(list.status, 200);
@@ -142,26 +169,56 @@ fn the_seeds_flow_enqueue_list_get_cancel_retry_stats() {
     assert_eq!(list.body["stats"]["summary"]["pending"], 1);
 
     let job = api.get(&format!("/api/jobs/{id}"), admin);
-    assert_eq!((job.status, job.body["input"]["s3_key"].as_str()), (200, Some("videos/test-ad.mp4")));
+    assert_eq!(
+        (job.status, job.body["input"]["s3_key"].as_str()),
+        (200, Some("videos/test-ad.mp4"))
+    );
     assert_eq!(job.header("content-type"), Some("application/json"));
 
-    let cancel = api.post(&format!("/api/jobs/{id}"), admin, json!({"action": "cancel"}));
+    let cancel = api.post(
+        &format!("/api/jobs/{id}"),
+        admin,
+        json!({"action": "cancel"}),
+    );
     assert_eq!(cancel.status, 200);
     assert_eq!(cancel.body["success"], true);
     assert_eq!(cancel.body["message"], "Job cancelled successfully");
-    let refused = api.post(&format!("/api/jobs/{id}"), admin, json!({"action": "cancel"}));
+    let refused = api.post(
+        &format!("/api/jobs/{id}"),
+        admin,
+        json!({"action": "cancel"}),
+    );
     let message = refused.error(409, "invalid_transition");
-    assert!(message.contains(&id) && message.contains("cancelled"), "{message}");
+    assert!(
+        message.contains(&id) && message.contains("cancelled"),
+        "{message}"
+    );
 
     // A failed job comes back with a retry.
-    let failed = api.queue.enqueue(NewJob::new("flaky").max_attempts(1)).unwrap().job_id;
+    let failed = api
+        .queue
+        .enqueue(NewJob::new("flaky").max_attempts(1))
+        .unwrap()
+        .job_id;
     let lease = api.queue.claim("w", 1, &ClaimFilter::default()).unwrap()[0].lease();
-    api.queue.fail(&lease, &JobError::retryable("boom")).unwrap();
+    api.queue
+        .fail(&lease, &JobError::retryable("boom"))
+        .unwrap();
     let failed_list = api.get("/api/jobs?status=FAILED", admin);
     assert_eq!(failed_list.body["jobs"][0]["id"], json!(failed.to_string()));
-    let retried = api.post(&format!("/api/jobs/{failed}"), admin, json!({"action": "retry"}));
-    assert_eq!((retried.status, retried.body["success"].as_bool()), (200, Some(true)));
-    assert_eq!(api.get(&format!("/api/jobs/{failed}"), admin).body["status"], "queued");
+    let retried = api.post(
+        &format!("/api/jobs/{failed}"),
+        admin,
+        json!({"action": "retry"}),
+    );
+    assert_eq!(
+        (retried.status, retried.body["success"].as_bool()),
+        (200, Some(true))
+    );
+    assert_eq!(
+        api.get(&format!("/api/jobs/{failed}"), admin).body["status"],
+        "queued"
+    );
 
     let stats = api.get("/api/stats", admin);
     assert_eq!(stats.status, 200);
@@ -173,56 +230,114 @@ fn the_seeds_flow_enqueue_list_get_cancel_retry_stats() {
     assert!(["healthy", "degraded", "unhealthy"].contains(&stats.body["health"].as_str().unwrap()));
 
     assert_eq!(api.delete(&format!("/api/jobs/{id}"), admin).status, 204);
-    api.get(&format!("/api/jobs/{id}"), admin).error(404, "not_found");
+    api.get(&format!("/api/jobs/{id}"), admin)
+        .error(404, "not_found");
 }
 
 #[test]
 fn every_other_route_answers_with_its_document() {
     let api = Api::start();
     let admin = Auth::Admin;
-    let group = api.post("/api/groups", admin, json!({"name": "campaign", "metadata": {"brand": "acme"}}));
+    let group = api.post(
+        "/api/groups",
+        admin,
+        json!({"name": "campaign", "metadata": {"brand": "acme"}}),
+    );
     assert_eq!(group.status, 201);
     let group_id = group.body["id"].as_str().unwrap().to_string();
-    assert_eq!((group.body["stage"].as_str(), group.body["progress"].as_f64()), (Some("empty"), Some(0.0)));
+    assert_eq!(
+        (
+            group.body["stage"].as_str(),
+            group.body["progress"].as_f64()
+        ),
+        (Some("empty"), Some(0.0))
+    );
     for _ in 0..2 {
         assert_eq!(api.post("/api/jobs", admin, json!({"kind": "scene", "group_id": group_id, "cost_cents": 25, "priority": 3, "max_attempts": 2, "run_after": 0, "external_id": "x", "queue": "video"})).status, 201);
     }
-    let leases = api.queue.claim("w", 2, &ClaimFilter::queues(["video"])).unwrap();
-    api.queue.set_progress(&leases[0].lease(), 0.5, Some("rendering")).unwrap();
-    api.queue.fail(&leases[1].lease(), &JobError::permanent("bad").code("BAD")).unwrap();
+    let leases = api
+        .queue
+        .claim("w", 2, &ClaimFilter::queues(["video"]))
+        .unwrap();
+    api.queue
+        .set_progress(&leases[0].lease(), 0.5, Some("rendering"))
+        .unwrap();
+    api.queue
+        .fail(&leases[1].lease(), &JobError::permanent("bad").code("BAD"))
+        .unwrap();
 
     let g = api.get(&format!("/api/groups/{group_id}"), admin);
-    assert_eq!((g.status, g.body["stage"].as_str(), g.body["progress"].as_f64()), (200, Some("in_progress"), Some(75.0)));
+    assert_eq!(
+        (
+            g.status,
+            g.body["stage"].as_str(),
+            g.body["progress"].as_f64()
+        ),
+        (200, Some("in_progress"), Some(75.0))
+    );
     assert_eq!(g.body["counts"]["running"], 1);
-    assert_eq!(api.get("/api/groups", admin).body["groups"][0]["id"], json!(group_id));
+    assert_eq!(
+        api.get("/api/groups", admin).body["groups"][0]["id"],
+        json!(group_id)
+    );
     let running = api.get("/api/jobs/running", admin);
     assert_eq!(running.body["running"][0]["stage"], "rendering");
     let dead = api.get("/api/jobs/dead?limit=5", admin);
     assert_eq!(dead.body["dead"][0]["error_code"], "BAD");
-    api.queue.complete(&leases[0].lease(), json!({"ok": true})).unwrap();
+    api.queue
+        .complete(&leases[0].lease(), json!({"ok": true}))
+        .unwrap();
     let timing = api.get("/api/stats/timing?by_kind=true&since=1h", admin);
     assert_eq!(timing.body["timing"].as_array().unwrap().len(), 2);
     assert_eq!(timing.body["timing"][0]["kind"], "scene");
     let stages = api.get("/api/stats/stages", admin);
-    assert!(stages.body["stages"].as_array().unwrap().iter().any(|s| s["stage"] == "succeeded"));
+    assert!(
+        stages.body["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "succeeded")
+    );
     let costs = api.get("/api/stats/costs?by=group", admin);
     assert_eq!(costs.body["costs"][0]["group"], json!(group_id));
     assert_eq!(costs.body["costs"][0]["total_cost_cents"], 50);
-    api.get("/api/stats/costs?by=planet", admin).error(400, "invalid_input");
+    api.get("/api/stats/costs?by=planet", admin)
+        .error(400, "invalid_input");
 
     let metrics = api.get("/metrics", admin);
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
-    assert!(metrics.text.contains("jobq_jobs{status=\"succeeded\"} 1"), "{}", metrics.text);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(
+        metrics.text.contains("jobq_jobs{status=\"succeeded\"} 1"),
+        "{}",
+        metrics.text
+    );
 
     let page = api.get("/", Auth::None);
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(page.text.contains("<title>jobq</title>"));
 
-    assert_eq!(api.delete(&format!("/api/groups/{group_id}"), admin).status, 204);
-    api.get(&format!("/api/groups/{group_id}"), admin).error(404, "not_found");
-    assert_eq!(api.get("/api/stats", admin).body["stats"]["total"], 0, "the group took its jobs along");
+    assert_eq!(
+        api.delete(&format!("/api/groups/{group_id}"), admin).status,
+        204
+    );
+    api.get(&format!("/api/groups/{group_id}"), admin)
+        .error(404, "not_found");
+    assert_eq!(
+        api.get("/api/stats", admin).body["stats"]["total"],
+        0,
+        "the group took its jobs along"
+    );
 }
 
 #[test]
@@ -235,34 +350,99 @@ fn an_owners_token_reaches_only_that_owners_rows() {
     let mine = api.post("/api/jobs", a, json!({"kind": "render"}));
     assert_eq!(mine.status, 201);
     let alices = mine.body["job_id"].as_str().unwrap().to_string();
-    assert_eq!(api.queue.get(&alices.parse().unwrap()).unwrap().owner.as_deref(), Some("alice"), "stamped with its owner");
-    let bobs = api.post("/api/jobs", b, json!({"kind": "render"})).body["job_id"].as_str().unwrap().to_string();
-    let bobs_group = api.post("/api/groups", b, json!({"name": "bob's"})).body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.queue
+            .get(&alices.parse().unwrap())
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("alice"),
+        "stamped with its owner"
+    );
+    let bobs = api.post("/api/jobs", b, json!({"kind": "render"})).body["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bobs_group = api.post("/api/groups", b, json!({"name": "bob's"})).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Make bob's job failed, so that a retry would be allowed if alice could reach it.
-    let bobs_failed = api.queue.scoped("bob").enqueue(NewJob::new("x").max_attempts(1)).unwrap().job_id;
-    let lease = api.queue.scoped("bob").claim("w", 10, &ClaimFilter::default()).unwrap().into_iter().find(|j| j.id == bobs_failed).unwrap().lease();
+    let bobs_failed = api
+        .queue
+        .scoped("bob")
+        .enqueue(NewJob::new("x").max_attempts(1))
+        .unwrap()
+        .job_id;
+    let lease = api
+        .queue
+        .scoped("bob")
+        .claim("w", 10, &ClaimFilter::default())
+        .unwrap()
+        .into_iter()
+        .find(|j| j.id == bobs_failed)
+        .unwrap()
+        .lease();
     api.queue.fail(&lease, &JobError::retryable("x")).unwrap();
     let before = crate::common::dump(api.queue.path());
 
-    api.get(&format!("/api/jobs/{bobs}"), a).error(404, "not_found");
-    api.post(&format!("/api/jobs/{bobs}"), a, json!({"action": "cancel"})).error(404, "not_found");
-    api.post(&format!("/api/jobs/{bobs_failed}"), a, json!({"action": "retry"})).error(404, "not_found");
-    api.delete(&format!("/api/jobs/{bobs}"), a).error(404, "not_found");
-    api.get(&format!("/api/groups/{bobs_group}"), a).error(404, "not_found");
-    api.delete(&format!("/api/groups/{bobs_group}"), a).error(404, "not_found");
-    api.post("/api/jobs", a, json!({"kind": "x", "group_id": bobs_group})).error(404, "not_found");
-    api.post("/api/jobs", a, json!({"kind": "x", "owner": "bob"})).error(400, "invalid_input");
+    api.get(&format!("/api/jobs/{bobs}"), a)
+        .error(404, "not_found");
+    api.post(&format!("/api/jobs/{bobs}"), a, json!({"action": "cancel"}))
+        .error(404, "not_found");
+    api.post(
+        &format!("/api/jobs/{bobs_failed}"),
+        a,
+        json!({"action": "retry"}),
+    )
+    .error(404, "not_found");
+    api.delete(&format!("/api/jobs/{bobs}"), a)
+        .error(404, "not_found");
+    api.get(&format!("/api/groups/{bobs_group}"), a)
+        .error(404, "not_found");
+    api.delete(&format!("/api/groups/{bobs_group}"), a)
+        .error(404, "not_found");
+    api.post("/api/jobs", a, json!({"kind": "x", "group_id": bobs_group}))
+        .error(404, "not_found");
+    api.post("/api/jobs", a, json!({"kind": "x", "owner": "bob"}))
+        .error(400, "invalid_input");
     let listed = api.get("/api/jobs", a);
-    assert_eq!(listed.body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect::<Vec<_>>(), vec![alices.as_str()]);
+    assert_eq!(
+        listed.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec![alices.as_str()]
+    );
     assert_eq!(api.get("/api/stats", a).body["stats"]["total"], 1);
     assert_eq!(api.get("/api/jobs/dead", a).body["dead"], json!([]));
     api.get("/metrics", a).error(401, "unauthorized");
-    assert_eq!(crate::common::dump(api.queue.path()), before, "nothing changed");
+    assert_eq!(
+        crate::common::dump(api.queue.path()),
+        before,
+        "nothing changed"
+    );
 
     // The admin key reaches everything.
-    assert_eq!(api.get(&format!("/api/jobs/{bobs}"), Auth::Admin).status, 200);
-    assert_eq!(api.post(&format!("/api/jobs/{bobs}"), Auth::Admin, json!({"action": "cancel"})).status, 200);
-    assert_eq!(api.delete(&format!("/api/jobs/{bobs}"), Auth::Admin).status, 204);
+    assert_eq!(
+        api.get(&format!("/api/jobs/{bobs}"), Auth::Admin).status,
+        200
+    );
+    assert_eq!(
+        api.post(
+            &format!("/api/jobs/{bobs}"),
+            Auth::Admin,
+            json!({"action": "cancel"})
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        api.delete(&format!("/api/jobs/{bobs}"), Auth::Admin).status,
+        204
+    );
     assert_eq!(api.get("/api/stats", Auth::Admin).body["stats"]["total"], 2);
 }
 
@@ -270,8 +450,19 @@ fn an_owners_token_reaches_only_that_owners_rows() {
 fn requests_without_valid_credentials_get_401() {
     let api = Api::start();
     let token = api.queue.create_token("carol").unwrap();
-    for auth in [Auth::None, Auth::Key("wrong-key-wrong"), Auth::Token("jobq_nope_nope"), Auth::Token(&token[..token.len() - 1])] {
-        for (method, path) in [("GET", "/api/jobs"), ("GET", "/api/stats"), ("POST", "/api/jobs"), ("GET", "/metrics"), ("DELETE", "/api/jobs/01900000-0000-7000-8000-000000000000")] {
+    for auth in [
+        Auth::None,
+        Auth::Key("wrong-key-wrong"),
+        Auth::Token("jobq_nope_nope"),
+        Auth::Token(&token[..token.len() - 1]),
+    ] {
+        for (method, path) in [
+            ("GET", "/api/jobs"),
+            ("GET", "/api/stats"),
+            ("POST", "/api/jobs"),
+            ("GET", "/metrics"),
+            ("DELETE", "/api/jobs/01900000-0000-7000-8000-000000000000"),
+        ] {
             let answer = api.call(method, path, auth, Some(&json!({"kind": "x"})));
             answer.error(401, "unauthorized");
         }
@@ -284,7 +475,10 @@ fn requests_without_valid_credentials_get_401() {
 fn bad_requests_get_413_400_404_405_and_change_nothing() {
     let api = Api::start();
     let admin = Auth::Admin;
-    let id = api.post("/api/jobs", admin, json!({"kind": "k"})).body["job_id"].as_str().unwrap().to_string();
+    let id = api.post("/api/jobs", admin, json!({"kind": "k"})).body["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let before = crate::common::dump(api.queue.path());
 
     // Over 1 MiB: refused from its Content-Length, before the body is read.
@@ -304,32 +498,62 @@ fn bad_requests_get_413_400_404_405_and_change_nothing() {
         (json!({"kind": ""}), "kind"),
         (json!(["not", "an", "object"]), "object"),
     ] {
-        let message = api.post("/api/jobs", admin, body.clone()).error(400, "invalid_input").to_string();
+        let message = api
+            .post("/api/jobs", admin, body.clone())
+            .error(400, "invalid_input")
+            .to_string();
         assert!(message.contains(field), "{body}: {message}");
     }
     let raw = api.call("POST", "/api/jobs", admin, None);
     raw.error(400, "invalid_input");
     let url = api.url("/api/jobs");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut malformed = agent.post(&url).header("X-Admin-Key", KEY).send("{\"kind\": ").unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut malformed = agent
+        .post(&url)
+        .header("X-Admin-Key", KEY)
+        .send("{\"kind\": ")
+        .unwrap();
     assert_eq!(malformed.status().as_u16(), 400);
     let doc: Value = malformed.body_mut().read_json().unwrap();
     assert_eq!(doc["error"]["code"], "invalid_json");
-    api.post(&format!("/api/jobs/{id}"), admin, json!({"action": "explode"})).error(400, "invalid_input");
-    api.post(&format!("/api/jobs/{id}"), admin, json!({"action": "cancel", "why": "x"})).error(400, "invalid_input");
-    api.get("/api/jobs?status=bogus", admin).error(400, "invalid_input");
-    api.get("/api/jobs?limit=abc", admin).error(400, "invalid_input");
-    api.get("/api/stats/timing?since=forever", admin).error(400, "invalid_input");
+    api.post(
+        &format!("/api/jobs/{id}"),
+        admin,
+        json!({"action": "explode"}),
+    )
+    .error(400, "invalid_input");
+    api.post(
+        &format!("/api/jobs/{id}"),
+        admin,
+        json!({"action": "cancel", "why": "x"}),
+    )
+    .error(400, "invalid_input");
+    api.get("/api/jobs?status=bogus", admin)
+        .error(400, "invalid_input");
+    api.get("/api/jobs?limit=abc", admin)
+        .error(400, "invalid_input");
+    api.get("/api/stats/timing?since=forever", admin)
+        .error(400, "invalid_input");
 
     api.get("/api/nothing-here", admin).error(404, "not_found");
     api.get("/api/jobs/x/y", admin).error(404, "not_found");
-    api.get("/api/jobs/not-a-uuid", admin).error(404, "not_found");
+    api.get("/api/jobs/not-a-uuid", admin)
+        .error(404, "not_found");
     let wrong = api.delete("/api/stats", admin);
     wrong.error(405, "method_not_allowed");
     assert_eq!(wrong.header("allow"), Some("GET"));
-    api.call("PUT", "/api/jobs", admin, Some(&json!({}))).error(405, "method_not_allowed");
-    api.delete("/api/jobs/running", admin).error(405, "method_not_allowed");
-    assert_eq!(crate::common::dump(api.queue.path()), before, "nothing changed");
+    api.call("PUT", "/api/jobs", admin, Some(&json!({})))
+        .error(405, "method_not_allowed");
+    api.delete("/api/jobs/running", admin)
+        .error(405, "method_not_allowed");
+    assert_eq!(
+        crate::common::dump(api.queue.path()),
+        before,
+        "nothing changed"
+    );
 }
 
 #[test]
@@ -337,9 +561,27 @@ fn a_budget_refusal_is_422() {
     let api = Api::start();
     api.queue.set_budget("dana", Some(100)).unwrap();
     let token = api.queue.create_token("dana").unwrap();
-    assert_eq!(api.post("/api/jobs", Auth::Token(&token), json!({"kind": "gen", "cost_cents": 80})).status, 201);
-    let message = api.post("/api/jobs", Auth::Token(&token), json!({"kind": "gen", "cost_cents": 30})).error(422, "budget_exceeded").to_string();
-    assert!(message.contains("dana") && message.contains("100"), "{message}");
+    assert_eq!(
+        api.post(
+            "/api/jobs",
+            Auth::Token(&token),
+            json!({"kind": "gen", "cost_cents": 80})
+        )
+        .status,
+        201
+    );
+    let message = api
+        .post(
+            "/api/jobs",
+            Auth::Token(&token),
+            json!({"kind": "gen", "cost_cents": 30}),
+        )
+        .error(422, "budget_exceeded")
+        .to_string();
+    assert!(
+        message.contains("dana") && message.contains("100"),
+        "{message}"
+    );
     assert_eq!(api.queue.stats(&jobq::StatsFilter::new()).unwrap().total, 1);
 }
 
@@ -352,7 +594,10 @@ fn many_concurrent_clients_enqueue_and_list_without_error_or_loss() {
             .map(|t| {
                 let url = url.clone();
                 s.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
                     let mut mine = Vec::new();
                     for i in 0..60 {
                         let mut r = agent
@@ -364,10 +609,17 @@ fn many_concurrent_clients_enqueue_and_list_without_error_or_loss() {
                         let doc: Value = r.body_mut().read_json().unwrap();
                         mine.push(doc["job_id"].as_str().unwrap().to_string());
                         if i % 5 == 0 {
-                            let mut l = agent.get(&format!("{url}/api/jobs?limit=20&stats=true")).header("X-Admin-Key", KEY).call().unwrap();
+                            let mut l = agent
+                                .get(&format!("{url}/api/jobs?limit=20&stats=true"))
+                                .header("X-Admin-Key", KEY)
+                                .call()
+                                .unwrap();
                             assert_eq!(l.status().as_u16(), 200);
                             let doc: Value = l.body_mut().read_json().unwrap();
-                            assert!(doc["jobs"].is_array() && doc["stats"]["stats"]["total"].as_i64().unwrap() >= 1);
+                            assert!(
+                                doc["jobs"].is_array()
+                                    && doc["stats"]["stats"]["total"].as_i64().unwrap() >= 1
+                            );
                         }
                     }
                     mine
@@ -378,30 +630,50 @@ fn many_concurrent_clients_enqueue_and_list_without_error_or_loss() {
     });
     let all: std::collections::HashSet<String> = ids.into_iter().flatten().collect();
     assert_eq!(all.len(), 480);
-    let stored = api.queue.list(&jobq::JobFilter::new().limit(1000)).unwrap().jobs;
+    let stored = api
+        .queue
+        .list(&jobq::JobFilter::new().limit(1000))
+        .unwrap()
+        .jobs;
     assert_eq!(stored.len(), 480);
     assert!(stored.iter().all(|j| all.contains(j.id.as_str())));
 }
 
 #[test]
 fn a_slow_client_does_not_hold_the_server() {
-    let api = Api::with(ServerConfig::new("127.0.0.1:0").admin_key(KEY).threads(1).io_timeout(Duration::from_millis(500)));
+    let api = Api::with(
+        ServerConfig::new("127.0.0.1:0")
+            .admin_key(KEY)
+            .threads(1)
+            .io_timeout(Duration::from_millis(500)),
+    );
     // A client that sends half its headers, and one that promises a body it never sends.
     let mut half = TcpStream::connect(api.server.addr()).unwrap();
-    half.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin").unwrap();
+    half.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin")
+        .unwrap();
     let mut stalled = TcpStream::connect(api.server.addr()).unwrap();
     stalled
         .write_all(format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: 100\r\n\r\n{{\"kind\"").as_bytes())
         .unwrap();
     let started = Instant::now();
-    assert_eq!(api.get("/api/stats", Auth::Admin).status, 200, "still served");
+    assert_eq!(
+        api.get("/api/stats", Auth::Admin).status,
+        200,
+        "still served"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     // The stalled body gets 408 (or the connection is closed) once the timeout passes.
-    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reply = String::new();
     let _ = stalled.read_to_string(&mut reply);
-    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 408"), "{reply}");
-    half.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
+        "{reply}"
+    );
+    half.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut rest = Vec::new();
     let _ = half.read_to_end(&mut rest);
     assert_eq!(api.queue.stats(&jobq::StatsFilter::new()).unwrap().total, 0);
@@ -413,13 +685,31 @@ fn the_server_refuses_to_run_open_unless_told_and_only_on_loopback() {
     let queue = Queue::open(dir.path().join("q.db")).unwrap();
     let err = Server::start(queue.clone(), ServerConfig::new("127.0.0.1:0")).unwrap_err();
     assert!(err.to_string().contains("admin key"), "{err}");
-    let err = Server::start(queue.clone(), ServerConfig::new("0.0.0.0:0").insecure_no_auth()).unwrap_err();
+    let err = Server::start(
+        queue.clone(),
+        ServerConfig::new("0.0.0.0:0").insecure_no_auth(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not a loopback address"), "{err}");
-    let err = Server::start(queue.clone(), ServerConfig::new("127.0.0.1:0").admin_key("short")).unwrap_err();
+    let err = Server::start(
+        queue.clone(),
+        ServerConfig::new("127.0.0.1:0").admin_key("short"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("at least 8"), "{err}");
-    let open = Server::start(queue.clone(), ServerConfig::new("127.0.0.1:0").insecure_no_auth()).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let r = agent.get(&format!("http://{}/api/stats", open.addr())).call().unwrap();
+    let open = Server::start(
+        queue.clone(),
+        ServerConfig::new("127.0.0.1:0").insecure_no_auth(),
+    )
+    .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .get(&format!("http://{}/api/stats", open.addr()))
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     open.shutdown();
     // A key makes any address acceptable.
@@ -432,10 +722,22 @@ fn jobq_serve_starts_with_a_key_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.db");
     let jobq = env!("CARGO_BIN_EXE_jobq");
-    let out = Command::new(jobq).arg("--db").arg(&db).args(["serve", "--addr", "127.0.0.1:0"]).env_remove("JOBQ_ADMIN_KEY").output().unwrap();
+    let out = Command::new(jobq)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env_remove("JOBQ_ADMIN_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin key"));
-    let out = Command::new(jobq).arg("--db").arg(&db).args(["serve", "--addr", "0.0.0.0:0", "--insecure-no-auth"]).env_remove("JOBQ_ADMIN_KEY").output().unwrap();
+    let out = Command::new(jobq)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--addr", "0.0.0.0:0", "--insecure-no-auth"])
+        .env_remove("JOBQ_ADMIN_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 
@@ -451,13 +753,26 @@ fn jobq_serve_starts_with_a_key_and_stops_on_sigterm() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut r = agent.post(&format!("http://{addr}/api/jobs")).header("X-Admin-Key", KEY).send(r#"{"kind":"from-http"}"#).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(&format!("http://{addr}/api/jobs"))
+        .header("X-Admin-Key", KEY)
+        .send(r#"{"kind":"from-http"}"#)
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let doc: Value = r.body_mut().read_json().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     let queue = Queue::open(&db).unwrap();
-    assert_eq!(queue.get(&doc["job_id"].as_str().unwrap().parse().unwrap()).unwrap().kind, "from-http");
+    assert_eq!(
+        queue
+            .get(&doc["job_id"].as_str().unwrap().parse().unwrap())
+            .unwrap()
+            .kind,
+        "from-http"
+    );
 }
