@@ -6,16 +6,23 @@
 //! SQLite's busy handler, which sleeps in growing steps and lets one thread win every race.
 //! Writers in other processes are still waited on through `busy_timeout`.
 //!
+//! Waiting for a lock held by another process uses jobq's own busy handler rather than
+//! SQLite's: SQLite's sleeps 1, 2, 5, 10 … ms between tries, and a process that commits in
+//! a loop takes the lock again long before a sleeping one wakes — it can starve the others
+//! for as long as it has work. jobq's handler yields, then polls in short jittered sleeps,
+//! and still gives up after the busy timeout.
+//!
 //! Checkpoints (copying the WAL back into the database file, and syncing it) run on a
 //! background thread of their own, so a committing writer never waits for an fsync in
 //! `synchronous=NORMAL` mode. The writer's own autocheckpoint stays on at a high mark as a
 //! backstop: under a write load that never pauses, it is what lets the WAL start over.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, select};
 
@@ -190,6 +197,7 @@ impl Store {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection and commits.
     /// An error from `f` rolls everything back.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        set_busy_timeout(self.opts.busy_timeout);
         let mut conn = self.lock_writer();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -202,6 +210,7 @@ impl Store {
 
     /// Runs `f` on a pooled connection inside one read transaction (one snapshot).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        set_busy_timeout(self.opts.busy_timeout);
         let mut conn = self.pool.get()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -274,6 +283,40 @@ fn spawn_checkpointer(
     Some((stop_tx, thread))
 }
 
+thread_local! {
+    /// The busy timeout of the operation this thread runs, and when its current wait for a
+    /// lock began. SQLite calls the busy handler on the thread that runs the statement.
+    static BUSY: Cell<(Duration, Option<Instant>)> = const { Cell::new((Duration::from_secs(5), None)) };
+}
+
+fn set_busy_timeout(timeout: Duration) {
+    BUSY.set((timeout, None));
+}
+
+/// The busy handler of every jobq connection: a few yields, then short sleeps with jitter
+/// (50 µs growing to 1 ms), until the busy timeout has passed.
+fn busy_wait(tries: i32) -> bool {
+    let (timeout, since) = BUSY.get();
+    let now = Instant::now();
+    let since = if tries == 0 {
+        now
+    } else {
+        since.unwrap_or(now)
+    };
+    BUSY.set((timeout, Some(since)));
+    if now.duration_since(since) >= timeout {
+        return false;
+    }
+    if tries < 4 {
+        std::thread::yield_now();
+    } else {
+        let base = 50u64 * u64::from((tries as u32 - 3).min(20));
+        let jitter = crate::retry::random_u64() % 50;
+        std::thread::sleep(Duration::from_micros(base + jitter));
+    }
+    true
+}
+
 /// Applies jobq's pragmas to a connection and reads each one back: a pragma that did not
 /// take (a misspelt name is silently ignored by SQLite) is an error, not a surprise later.
 fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
@@ -306,6 +349,10 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
             reason: format!("busy_timeout did not take (it reads {timeout} ms)"),
         });
     }
+    // Replaces SQLite's own busy handler (and resets what PRAGMA busy_timeout reads to 0):
+    // the same timeout, waited for in short polls. See the module documentation.
+    conn.busy_handler(Some(busy_wait))?;
+    set_busy_timeout(opts.busy_timeout);
     Ok(())
 }
 
@@ -332,14 +379,43 @@ mod tests {
             let fk: i64 = c
                 .pragma_query_value(None, "foreign_keys", |r| r.get(0))
                 .unwrap();
-            let busy: i64 = c
-                .pragma_query_value(None, "busy_timeout", |r| r.get(0))
-                .unwrap();
-            assert_eq!((mode.as_str(), sync, fk, busy), ("wal", 2, 1, 1234));
+            assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
         };
         check(&store.lock_writer());
         check(&store.pool.get().unwrap());
         check(&store.connect().unwrap());
+    }
+
+    #[test]
+    fn every_connection_waits_out_the_busy_timeout_then_reports_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let opts = StoreOptions {
+            busy_timeout: Duration::from_millis(200),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&path, opts).unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let check = |c: &Connection| {
+            set_busy_timeout(Duration::from_millis(200));
+            let started = Instant::now();
+            let err = c.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+            assert_eq!(
+                err.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy)
+            );
+            assert!(
+                started.elapsed() >= Duration::from_millis(190),
+                "gave up after {:?}",
+                started.elapsed()
+            );
+        };
+        check(&store.lock_writer());
+        check(&store.pool.get().unwrap());
+        check(&store.connect().unwrap());
+        holder.execute_batch("COMMIT").unwrap();
+        store.write(|_| Ok(())).unwrap();
     }
 
     #[test]

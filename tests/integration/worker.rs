@@ -81,23 +81,20 @@ fn child_pool_drain() {
         return;
     }
     let queue = Queue::open(child_env("JOBQ_TEST_DB")).unwrap();
-    let log = Arc::new(Mutex::new(
-        std::fs::File::create(child_env("JOBQ_TEST_OUT")).unwrap(),
-    ));
-    let start: u128 = child_env("JOBQ_TEST_START_AT").parse().unwrap();
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        < start
-    {
+    let out = child_env("JOBQ_TEST_OUT");
+    let log = Arc::new(Mutex::new(std::fs::File::create(&out).unwrap()));
+    // A barrier across processes: say we are ready, then wait for the parent's go.
+    std::fs::write(format!("{out}.ready"), "").unwrap();
+    let go = std::path::PathBuf::from(child_env("JOBQ_TEST_GO"));
+    while !go.exists() {
         std::thread::sleep(Duration::from_millis(1));
     }
     WorkerPool::builder(&queue)
         .concurrency(4)
         .handler("effect", move |ctx: &JobContext| {
-            // The side effect: one line per run of the handler.
+            // The side effect: one line per run of the handler, and a little work.
             writeln!(log.lock().unwrap(), "{}", ctx.id()).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
             Ok(json!({"pid": std::process::id()}))
         })
         .run_until_idle()
@@ -113,11 +110,7 @@ fn two_pools_in_two_processes_run_each_job_exactly_once() {
         .into_iter()
         .map(|e| e.job_id.to_string())
         .collect();
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        + 500;
+    let go = dir.path().join("go");
     let outs: Vec<_> = (0..2)
         .map(|i| dir.path().join(format!("effects-{i}.txt")))
         .collect();
@@ -129,11 +122,20 @@ fn two_pools_in_two_processes_run_each_job_exactly_once() {
                 &[
                     ("JOBQ_TEST_DB", queue.path().display().to_string()),
                     ("JOBQ_TEST_OUT", out.display().to_string()),
-                    ("JOBQ_TEST_START_AT", start.to_string()),
+                    ("JOBQ_TEST_GO", go.display().to_string()),
                 ],
             )
         })
         .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !outs
+        .iter()
+        .all(|o| std::path::PathBuf::from(format!("{}.ready", o.display())).exists())
+    {
+        assert!(Instant::now() < deadline, "the children never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::write(&go, "").unwrap();
     for child in children {
         assert!(child.wait_with_output().unwrap().status.success());
     }
