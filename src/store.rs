@@ -327,10 +327,11 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
             reason: format!("could not switch to WAL mode (journal_mode is {mode})"),
         });
     }
-    let checks: [(&str, i64); 3] = [
+    let checks: [(&str, i64); 4] = [
         ("synchronous", opts.durability.pragma_value()),
         ("foreign_keys", 1),
         ("journal_size_limit", 64 << 20),
+        ("cache_size", -8192),
     ];
     for (name, want) in checks {
         conn.pragma_update(None, name, want)?;

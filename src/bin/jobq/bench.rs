@@ -25,6 +25,17 @@ pub struct BenchArgs {
     /// synchronous=NORMAL or FULL, for jobq and the raw loops alike.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
+    /// Run only these workloads (repeatable); all of them when absent.
+    #[arg(long, value_enum)]
+    only: Vec<Workload>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Enqueue,
+    Drain,
+    Wakeup,
+    Raw,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,16 +44,17 @@ enum DurabilityArg {
     Full,
 }
 
+/// Figures of the workloads that did not run are `null`.
 #[derive(Serialize)]
 struct Report {
     jobs: u64,
     durability: &'static str,
-    enqueue_one_per_s: f64,
-    enqueue_batch_per_s: f64,
+    enqueue_one_per_s: Option<f64>,
+    enqueue_batch_per_s: Option<f64>,
     drain: Vec<Drain>,
-    raw_sqlite: Raw,
-    wakeup_ms: Wakeup,
-    ratios: Ratios,
+    raw_sqlite: Option<Raw>,
+    wakeup_ms: Option<Wakeup>,
+    ratios: Option<Ratios>,
 }
 
 #[derive(Serialize)]
@@ -115,56 +127,69 @@ pub fn run(json: bool, args: BenchArgs) -> Outcome {
         Ok(())
     };
 
-    say("enqueue, one call per job");
-    let queue = open("enqueue-one.db")?;
-    let started = Instant::now();
-    for _ in 0..n {
-        queue.enqueue(NewJob::new("noop"))?;
-    }
-    let enqueue_one = per_s(n, started.elapsed());
-    drop(queue);
+    let runs = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+    let (mut enqueue_one, mut enqueue_batch) = (None, None);
+    if runs(Workload::Enqueue) {
+        say("enqueue, one call per job");
+        let queue = open("enqueue-one.db")?;
+        let started = Instant::now();
+        for _ in 0..n {
+            queue.enqueue(NewJob::new("noop"))?;
+        }
+        enqueue_one = Some(per_s(n, started.elapsed()));
+        drop(queue);
 
-    say("enqueue, batches of 1,000");
-    let queue = open("enqueue-batch.db")?;
-    let started = Instant::now();
-    fill(&queue)?;
-    let enqueue_batch = per_s(n, started.elapsed());
-    drop(queue);
+        say("enqueue, batches of 1,000");
+        let queue = open("enqueue-batch.db")?;
+        let started = Instant::now();
+        fill(&queue)?;
+        enqueue_batch = Some(per_s(n, started.elapsed()));
+    }
 
     let mut drains = Vec::new();
-    let mut counts = vec![1, args.workers];
-    counts.dedup();
-    for workers in counts {
-        say(&format!("drain with {workers} handler(s)"));
-        let queue = open(&format!("drain-{workers}.db"))?;
-        fill(&queue)?;
-        let started = Instant::now();
-        let summary = WorkerPool::builder(&queue)
-            .concurrency(workers)
-            .handler("noop", noop)
-            .run_until_idle()?;
-        let took = started.elapsed();
-        if summary.succeeded != n {
-            return Err(Refused(format!(
-                "bench drain finished {} of {n} jobs",
-                summary.succeeded
-            )));
+    if runs(Workload::Drain) {
+        let mut counts = vec![1, args.workers];
+        counts.dedup();
+        for workers in counts {
+            say(&format!("drain with {workers} handler(s)"));
+            let queue = open(&format!("drain-{workers}.db"))?;
+            fill(&queue)?;
+            let started = Instant::now();
+            let summary = WorkerPool::builder(&queue)
+                .concurrency(workers)
+                .handler("noop", noop)
+                .run_until_idle()?;
+            let took = started.elapsed();
+            if summary.succeeded != n {
+                return Err(Refused(format!(
+                    "bench drain finished {} of {n} jobs",
+                    summary.succeeded
+                )));
+            }
+            drains.push(Drain {
+                workers,
+                jobs_per_s: per_s(n, took),
+            });
         }
-        drains.push(Drain {
-            workers,
-            jobs_per_s: per_s(n, took),
-        });
     }
 
-    say("wake-up latency of an idle pool");
-    let wakeup = wakeup(&open("wakeup.db")?)?;
+    let wakeup = if runs(Workload::Wakeup) {
+        say("wake-up latency of an idle pool");
+        Some(wakeup(&open("wakeup.db")?)?)
+    } else {
+        None
+    };
 
-    say("raw SQLite loops with the same pragmas");
-    let raw = Raw {
-        insert_one_per_s: raw_insert(&dir.path().join("raw-insert.db"), durability, n, 1)?,
-        insert_batch_per_s: raw_insert(&dir.path().join("raw-batch.db"), durability, n, 1000)?,
-        drain_one_txn_per_s: raw_drain(&dir.path().join("raw-drain-1.db"), durability, n, 1)?,
-        drain_batch32_per_s: raw_drain(&dir.path().join("raw-drain-32.db"), durability, n, 32)?,
+    let raw = if runs(Workload::Raw) {
+        say("raw SQLite loops with the same pragmas");
+        Some(Raw {
+            insert_one_per_s: raw_insert(&dir.path().join("raw-insert.db"), durability, n, 1)?,
+            insert_batch_per_s: raw_insert(&dir.path().join("raw-batch.db"), durability, n, 1000)?,
+            drain_one_txn_per_s: raw_drain(&dir.path().join("raw-drain-1.db"), durability, n, 1)?,
+            drain_batch32_per_s: raw_drain(&dir.path().join("raw-drain-32.db"), durability, n, 32)?,
+        })
+    } else {
+        None
     };
     let ratio = |a: f64, b: f64| {
         if b > 0.0 {
@@ -173,6 +198,15 @@ pub fn run(json: bool, args: BenchArgs) -> Outcome {
             0.0
         }
     };
+    let ratios = raw.as_ref().map(|raw| Ratios {
+        enqueue_one_vs_raw_insert_one: enqueue_one.map_or(0.0, |e| ratio(e, raw.insert_one_per_s)),
+        enqueue_batch_vs_raw_insert_batch: enqueue_batch
+            .map_or(0.0, |e| ratio(e, raw.insert_batch_per_s)),
+        drain_vs_raw_drain_batch32: drains
+            .iter()
+            .map(|d| ratio(d.jobs_per_s, raw.drain_batch32_per_s))
+            .collect(),
+    });
     let report = Report {
         jobs: n,
         durability: match durability {
@@ -181,14 +215,7 @@ pub fn run(json: bool, args: BenchArgs) -> Outcome {
         },
         enqueue_one_per_s: enqueue_one,
         enqueue_batch_per_s: enqueue_batch,
-        ratios: Ratios {
-            enqueue_one_vs_raw_insert_one: ratio(enqueue_one, raw.insert_one_per_s),
-            enqueue_batch_vs_raw_insert_batch: ratio(enqueue_batch, raw.insert_batch_per_s),
-            drain_vs_raw_drain_batch32: drains
-                .iter()
-                .map(|d| ratio(d.jobs_per_s, raw.drain_batch32_per_s))
-                .collect(),
-        },
+        ratios,
         drain: drains,
         raw_sqlite: raw,
         wakeup_ms: wakeup,
@@ -202,37 +229,59 @@ pub fn run(json: bool, args: BenchArgs) -> Outcome {
 }
 
 fn print_report(r: &Report) {
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
+    let raw = r.raw_sqlite.as_ref();
+    let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
     println!(
         "jobq bench: {} jobs per workload, synchronous={}",
         r.jobs,
         r.durability.to_uppercase()
     );
     println!();
-    println!("                                jobq          raw SQLite     ratio");
+    println!("{:<28}{:>14}{:>16}{:>8}", "", "jobq", "raw SQLite", "ratio");
     println!(
-        "enqueue, one per call     {:>10.0}/s   {:>10.0}/s     {:.2}",
-        r.enqueue_one_per_s, r.raw_sqlite.insert_one_per_s, r.ratios.enqueue_one_vs_raw_insert_one
+        "{:<28}{:>14}{:>16}{:>8}",
+        "enqueue, one per call",
+        fmt(r.enqueue_one_per_s),
+        fmt(raw.map(|x| x.insert_one_per_s)),
+        ratio(r.ratios.as_ref().map(|x| x.enqueue_one_vs_raw_insert_one))
     );
     println!(
-        "enqueue, batches of 1000  {:>10.0}/s   {:>10.0}/s     {:.2}",
-        r.enqueue_batch_per_s,
-        r.raw_sqlite.insert_batch_per_s,
-        r.ratios.enqueue_batch_vs_raw_insert_batch
+        "{:<28}{:>14}{:>16}{:>8}",
+        "enqueue, batches of 1000",
+        fmt(r.enqueue_batch_per_s),
+        fmt(raw.map(|x| x.insert_batch_per_s)),
+        ratio(
+            r.ratios
+                .as_ref()
+                .map(|x| x.enqueue_batch_vs_raw_insert_batch)
+        )
     );
-    for (d, ratio) in r.drain.iter().zip(&r.ratios.drain_vs_raw_drain_batch32) {
+    for (i, d) in r.drain.iter().enumerate() {
         println!(
-            "drain, {} handler(s)       {:>10.0}/s   {:>10.0}/s     {:.2}  (raw: claims and completions 32 per transaction)",
-            d.workers, d.jobs_per_s, r.raw_sqlite.drain_batch32_per_s, ratio
+            "{:<28}{:>14}{:>16}{:>8}",
+            format!("drain, {} handler(s)", d.workers),
+            fmt(Some(d.jobs_per_s)),
+            fmt(raw.map(|x| x.drain_batch32_per_s)),
+            ratio(
+                r.ratios
+                    .as_ref()
+                    .and_then(|x| x.drain_vs_raw_drain_batch32.get(i).copied())
+            )
         );
     }
-    println!(
-        "raw drain, 1 job per transaction         {:>10.0}/s",
-        r.raw_sqlite.drain_one_txn_per_s
-    );
-    println!(
-        "wake-up of an idle pool: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
-        r.wakeup_ms.p50, r.wakeup_ms.p99, r.wakeup_ms.samples
-    );
+    if let Some(raw) = raw {
+        println!(
+            "(raw drain: claims and completions 32 to a transaction; one job per transaction: {:.0}/s)",
+            raw.drain_one_txn_per_s
+        );
+    }
+    if let Some(w) = &r.wakeup_ms {
+        println!(
+            "wake-up of an idle pool: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+            w.p50, w.p99, w.samples
+        );
+    }
 }
 
 /// From the start of an enqueue call to the start of its handler, on an idle pool whose
