@@ -17,7 +17,6 @@ struct Fixture {
     name: &'static str,
     queue: Queue,
     conn: Connection,
-    ready: i64,
     claimed_since_reset: i64,
 }
 
