@@ -65,7 +65,6 @@ fn fixture(name: &'static str, ready: i64, finished: i64) -> Fixture {
         name,
         queue,
         conn,
-        ready,
         claimed_since_reset: 0,
     };
     f.reset();
