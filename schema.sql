@@ -42,8 +42,10 @@ CREATE TABLE jobq_groups (
 CREATE INDEX jobq_groups_owner ON jobq_groups (owner, id) WHERE owner IS NOT NULL;
 
 -- Jobs. `status` moves only as the state machine in DESIGN.md allows; the Rust code is
--- the one writer of every transition, and each finishing statement is guarded by the lease
--- (status 'running', the same `locked_by`, the same `attempts`).
+-- the one writer of every transition, and each finishing statement is guarded by the lease:
+-- status 'running', the same `locked_by`, the same `claims`. (`claims` counts every claim of
+-- the job and, unlike `attempts`, never starts again: a lease from before a manual retry
+-- can never match a later claim.)
 --
 -- WITHOUT ROWID: the rows live in the b-tree of their (time-ordered) id, so an enqueue
 -- writes one table page instead of a table page and an id-index page. Every secondary index
@@ -59,6 +61,7 @@ CREATE TABLE jobq_jobs (
                            OR status = 'succeeded' OR status = 'failed' OR status = 'cancelled'),
     priority        INTEGER NOT NULL DEFAULT 0,
     attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    claims          INTEGER NOT NULL DEFAULT 0 CHECK (claims >= 0), -- every claim, never reset: the lease
     max_attempts    INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
     run_after       INTEGER NOT NULL,
     locked_by       TEXT,                               -- the worker of the last claim

@@ -404,18 +404,23 @@ pub(crate) fn parse_status_column(i: usize, text: &str) -> rusqlite::Result<Stat
     })
 }
 
-/// The proof that a worker holds a job: the job, the worker id and the attempt.
+/// The proof that a worker holds a job: the job, the worker id, and which claim of the job.
 ///
 /// Every report on a running job (complete, fail, heartbeat, progress) names its lease, and
-/// is refused with [`Error::LockLost`] when the job is no longer `running` under it.
+/// is refused with [`Error::LockLost`] when the job is no longer `running` under it: released
+/// as stale, cancelled, or claimed again since (even after a manual retry started its
+/// attempts again).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Lease {
     /// The job.
     pub job_id: JobId,
     /// The worker that claimed it.
     pub worker: String,
-    /// The attempt number the claim started.
+    /// The attempt number the claim started (1 for the first; starts again after a manual
+    /// retry).
     pub attempt: u32,
+    /// Which claim of the job this is: it counts every claim and never starts again.
+    pub claim: u32,
 }
 
 /// A job handed to a worker by a claim: what a handler needs, and the lease.
@@ -444,6 +449,8 @@ pub struct ClaimedJob {
     pub group_id: Option<String>,
     /// The worker holding it.
     pub worker: String,
+    /// Which claim of the job this is (see [`Lease::claim`]).
+    pub claim: u32,
     /// JSON text, valid by the table's CHECK constraint.
     pub(crate) input: String,
 }
@@ -470,6 +477,7 @@ impl ClaimedJob {
             job_id: self.id.clone(),
             worker: self.worker.clone(),
             attempt: self.attempt,
+            claim: self.claim,
         }
     }
 }

@@ -22,7 +22,7 @@ const DELETE: &str = "DELETE FROM jobq_jobs WHERE id = :id AND status = :from";
 
 const TO_RUNNING: &str = "
     UPDATE jobq_jobs
-    SET status = 'running', attempts = attempts + 1, locked_by = 'manual', locked_at = :now,
+    SET status = 'running', attempts = attempts + 1, claims = claims + 1, locked_by = 'manual', locked_at = :now,
         heartbeat_at = :now, started_at = :now, stage = 'claimed', progress = 0, updated_at = :now
     WHERE id = :id AND status = :from";
 

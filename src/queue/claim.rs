@@ -75,7 +75,7 @@ impl ClaimFilter {
 const CLAIM_ONE_QUEUE: &str = "
     UPDATE jobq_jobs
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
-        attempts = attempts + 1, started_at = :now, stage = 'claimed', progress = 0,
+        attempts = attempts + 1, claims = claims + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
     WHERE id IN (
         SELECT id FROM jobq_jobs
@@ -85,7 +85,7 @@ const CLAIM_ONE_QUEUE: &str = "
         ORDER BY priority DESC, run_after, id
         LIMIT :limit + 0)
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
-              group_id, input";
+              group_id, input, claims";
 
 /// The next candidates of one queue, in claim order (for claims over several queues).
 const CANDIDATES: &str = "
@@ -99,11 +99,11 @@ const CANDIDATES: &str = "
 const CLAIM_IDS: &str = "
     UPDATE jobq_jobs
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
-        attempts = attempts + 1, started_at = :now, stage = 'claimed', progress = 0,
+        attempts = attempts + 1, claims = claims + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
     WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('queued', 'retry')
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
-              group_id, input";
+              group_id, input, claims";
 
 impl Queue {
     /// Claims up to `limit` ready jobs for `worker`: jobs of the filter's queues (and kinds)
@@ -259,6 +259,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<Cla
         group_id: r.get(9)?,
         worker: worker.to_string(),
         input: r.get(10)?,
+        claim: r.get(11)?,
     })
 }
 

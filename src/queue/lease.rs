@@ -142,17 +142,17 @@ pub(crate) enum Report {
     Release,
 }
 
-/// The hot path of the completer, bound by position: ?1 id, ?2 worker, ?3 attempt,
+/// The hot path of the completer, bound by position: ?1 id, ?2 worker, ?3 claim,
 /// ?4 output, ?5 cost added, ?6 now.
 const COMPLETE: &str = "
     UPDATE jobq_jobs
     SET status = 'succeeded', output = ?4, cost_cents = cost_cents + ?5,
         stage = 'succeeded', progress = 1, completed_at = ?6, updated_at = ?6
-    WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3";
+    WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND claims = ?3";
 
 const LEASED_JOB: &str = "
     SELECT queue, kind, max_attempts FROM jobq_jobs
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim";
 
 const FAIL: &str = "
     UPDATE jobq_jobs
@@ -163,17 +163,17 @@ const FAIL: &str = "
             json_object('attempt', attempts, 'code', :code, 'message', :message, 'at', :now)),
         completed_at = CASE WHEN :status = 'failed' THEN :now END,
         updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim";
 
 const RELEASE: &str = "
     UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = :now, stage = NULL,
         progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim";
 
 const HEARTBEAT: &str = "
     UPDATE jobq_jobs SET heartbeat_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim";
 
 const HEARTBEAT_MANY: &str = "
     UPDATE jobq_jobs SET heartbeat_at = :now
@@ -184,7 +184,7 @@ const REPORT: &str = "
     UPDATE jobq_jobs
     SET progress = coalesce(:progress, progress), stage = coalesce(:stage, stage),
         cost_cents = cost_cents + :cost, heartbeat_at = :now, updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND attempts = :attempt";
+    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim";
 
 impl Queue {
     /// Records the success of a job the worker holds, with its output.
@@ -331,14 +331,14 @@ impl Queue {
         now: i64,
     ) -> Result<Status> {
         let held = named_params! {
-            ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+            ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim,
         };
         let (changed, status) = match report {
             Report::Complete { output, cost_cents } => {
                 let n = conn.prepare_cached(COMPLETE)?.execute(rusqlite::params![
                     lease.job_id.as_str(),
                     lease.worker,
-                    lease.attempt,
+                    lease.claim,
                     output,
                     cost_cents,
                     now,
@@ -347,7 +347,7 @@ impl Queue {
             }
             Report::Release => {
                 let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
-                    ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                    ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim,
                     ":now": now,
                 })?;
                 (n, Status::Queued)
@@ -373,7 +373,7 @@ impl Queue {
                         });
                         let n = conn.prepare_cached(FAIL)?.execute(named_params! {
                             ":id": lease.job_id.as_str(), ":worker": lease.worker,
-                            ":attempt": lease.attempt, ":status": status.as_str(),
+                            ":claim": lease.claim, ":status": status.as_str(),
                             ":retry_at": now.saturating_add(millis(delay)),
                             ":message": error.stored_message(), ":code": error.code, ":now": now,
                         })?;
@@ -415,7 +415,7 @@ impl Queue {
         let now = self.now_ms();
         self.store().write(|tx| {
             let n = tx.prepare_cached(HEARTBEAT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim,
                 ":now": now,
             })?;
             if n == 0 {
@@ -511,7 +511,7 @@ impl Queue {
         let now = self.now_ms();
         self.store().write(|tx| {
             let n = tx.prepare_cached(REPORT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":attempt": lease.attempt,
+                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim,
                 ":progress": progress, ":stage": stage, ":cost": cost, ":now": now,
             })?;
             if n == 0 {

@@ -118,6 +118,7 @@ fn malformed_and_missing_ids_are_typed_errors_that_change_nothing() {
         job_id: missing.clone(),
         worker: "w".into(),
         attempt: 1,
+        claim: 1,
     };
     assert!(
         env.queue

@@ -462,3 +462,25 @@ fn claim_n(env: &Env, n: usize) -> Vec<jobq::JobId> {
     ids.sort();
     ids
 }
+
+#[test]
+fn a_lease_from_before_a_manual_retry_never_matches_a_later_claim() {
+    let env = Env::new();
+    let id = env.queue.enqueue(NewJob::new("k")).unwrap().job_id;
+    let old = claim_one(&env);
+    env.queue.cancel(&id).unwrap();
+    env.queue.retry(&id).unwrap();
+    // The same worker claims it again: attempt 1 again, but a new claim.
+    let new = claim_one(&env);
+    assert_eq!((old.attempt, new.attempt), (1, 1));
+    assert_ne!(old.claim, new.claim);
+    let before = env.dump();
+    let err = env
+        .queue
+        .complete(&old, json!("the old run's late result"))
+        .unwrap_err();
+    assert!(matches!(err, Error::LockLost { .. }), "{err}");
+    assert_eq!(env.dump(), before);
+    env.queue.complete(&new, json!("fresh")).unwrap();
+    assert_eq!(env.queue.get(&id).unwrap().output, Some(json!("fresh")));
+}

@@ -12,6 +12,7 @@ mod enqueue;
 mod http;
 mod lifecycle;
 mod maintenance;
+mod model;
 mod observability;
 mod open;
 mod owners_groups;
