@@ -70,7 +70,7 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     if want > 0 && results.is_some() {
         engine.note_claim_time(started.elapsed());
     }
-    engine.forget(reports.iter().map(|(lease, _)| &lease.job_id));
+    engine.forget(reports.iter().map(|(lease, _)| lease));
     engine.dispatch(claimed, want);
     drop(guard);
 

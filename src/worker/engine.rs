@@ -58,7 +58,9 @@ pub(crate) struct Engine {
     pub handlers: HashMap<String, Registered>,
     pub fallback: Option<Arc<dyn Handler>>,
     pub default_timeout: Option<Duration>,
-    pub running: Mutex<HashMap<JobId, InFlight>>,
+    /// Keyed by job and claim: a job cancelled while its handler still runs, then retried
+    /// and claimed again, is two entries.
+    pub running: Mutex<HashMap<(JobId, u32), InFlight>>,
     /// Claimed and not yet recorded.
     pub in_flight: AtomicUsize,
     pub claimed_total: AtomicU64,
@@ -108,7 +110,7 @@ fn fold(avg: &AtomicU64, sample: Duration) {
 }
 
 impl Engine {
-    pub fn running(&self) -> MutexGuard<'_, HashMap<JobId, InFlight>> {
+    pub fn running(&self) -> MutexGuard<'_, HashMap<(JobId, u32), InFlight>> {
         lock(&self.running)
     }
 
@@ -185,7 +187,7 @@ impl Engine {
             let mut running = self.running();
             for job in &jobs {
                 running.insert(
-                    job.id.clone(),
+                    (job.id.clone(), job.claim),
                     InFlight {
                         lease: job.lease(),
                         kind: job.kind.clone(),
@@ -237,7 +239,7 @@ impl Engine {
     pub fn settle(&self, lease: &Lease, report: Report, ran_for: Option<Duration>) -> bool {
         let kind = {
             let mut running = self.running();
-            match running.get_mut(&lease.job_id) {
+            match running.get_mut(&(lease.job_id.clone(), lease.claim)) {
                 Some(entry) if !entry.settled => {
                     entry.settled = true;
                     entry.kind.clone()
@@ -292,25 +294,32 @@ impl Engine {
         slot: &Arc<AtomicBool>,
     ) -> Option<Arc<AtomicBool>> {
         let mut running = self.running();
-        let entry = running.get_mut(&lease.job_id).filter(|e| !e.settled)?;
+        let entry = running
+            .get_mut(&(lease.job_id.clone(), lease.claim))
+            .filter(|e| !e.settled)?;
         entry.started = Some((at, deadline, Arc::clone(slot)));
         Some(Arc::clone(&entry.cancelled))
     }
 
     /// Tells the handler of a job (if this pool runs it) that the job was cancelled.
     pub fn mark_cancelled(&self, id: &JobId) {
-        if let Some(entry) = self.running().get(id) {
-            entry.cancelled.store(true, Ordering::SeqCst);
+        for ((job, _), entry) in self.running().iter() {
+            if job == id {
+                entry.cancelled.store(true, Ordering::SeqCst);
+            }
         }
     }
 
     /// Forgets recorded jobs and frees their slots.
-    pub fn forget<'a>(&self, ids: impl Iterator<Item = &'a JobId>) {
+    pub fn forget<'a>(&self, leases: impl Iterator<Item = &'a Lease>) {
         let mut n = 0;
         {
             let mut running = self.running();
-            for id in ids {
-                if running.remove(id).is_some() {
+            for lease in leases {
+                if running
+                    .remove(&(lease.job_id.clone(), lease.claim))
+                    .is_some()
+                {
                     n += 1;
                 }
             }

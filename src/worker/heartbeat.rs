@@ -43,12 +43,14 @@ pub(super) fn run(
 /// One statement refreshes every job this pool holds; a job missing from the answer was
 /// cancelled or released elsewhere, and its handler is told.
 fn beat(engine: &Engine) {
-    let ids: Vec<JobId> = engine
+    let mut ids: Vec<JobId> = engine
         .running()
         .iter()
         .filter(|(_, e)| !e.settled)
-        .map(|(id, _)| id.clone())
+        .map(|((id, _), _)| id.clone())
         .collect();
+    ids.sort();
+    ids.dedup();
     if ids.is_empty() {
         return;
     }

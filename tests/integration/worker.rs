@@ -847,3 +847,47 @@ fn a_pool_without_handlers_or_with_a_too_slow_heartbeat_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_job_retried_while_its_cancelled_handler_still_runs_records_only_the_new_run() {
+    let (_dir, queue) = fresh(RetryPolicy::default());
+    let id = queue.enqueue(NewJob::new("sticky")).unwrap().job_id;
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started_rx) = crossbeam_channel::unbounded::<u32>();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let pool = WorkerPool::builder(&queue)
+        .concurrency(2)
+        .prefetch(0)
+        .poll_interval(Duration::from_millis(20))
+        .handler("sticky", move |ctx: &JobContext| {
+            let run = counted.fetch_add(1, Ordering::SeqCst);
+            started_tx.send(ctx.job().claim).unwrap();
+            if run == 0 {
+                // The first run ignores the cancel and finishes late.
+                gate_rx.recv().unwrap();
+                return Ok(json!("stale"));
+            }
+            Ok(json!("fresh"))
+        })
+        .start()
+        .unwrap();
+    let first_claim = started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    queue.cancel(&id).unwrap();
+    queue.retry(&id).unwrap();
+    let second_claim = started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(first_claim, second_claim);
+    let job = queue.wait(&id, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (job.status, job.output.clone()),
+        (Status::Succeeded, Some(json!("fresh")))
+    );
+    gate_tx.send(()).unwrap();
+    let summary = pool.shutdown();
+    assert_eq!((summary.succeeded, summary.lost), (1, 1));
+    assert_eq!(
+        queue.get(&id).unwrap().output,
+        Some(json!("fresh")),
+        "the late run changed nothing"
+    );
+}
