@@ -139,6 +139,11 @@ pub enum Error {
     #[error("database is corrupt: {0}")]
     Corrupt(String),
 
+    /// The disk (or the file system holding the database) is full. The transaction was rolled
+    /// back; the file is intact, and writing works again once there is room.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+
     /// Any other failure reported by SQLite, with its message (disk full, I/O error, ...).
     #[error("database error: {0}")]
     Database(#[source] rusqlite::Error),
@@ -189,6 +194,7 @@ impl From<rusqlite::Error> for Error {
                 context: err.to_string(),
             },
             Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt(err.to_string()),
+            Some(ErrorCode::DiskFull) => Error::DiskFull(err.to_string()),
             Some(ErrorCode::NotADatabase) => Error::Corrupt(err.to_string()),
             _ => Error::Database(err),
         }

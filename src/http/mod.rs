@@ -323,6 +323,7 @@ impl From<Error> for Reply {
             Error::InvalidInput { .. } => (400, "invalid_input"),
             Error::Forbidden { .. } => (403, "forbidden"),
             Error::Busy { .. } => (503, "busy"),
+            Error::DiskFull(_) => (507, "disk_full"),
             _ => (500, "internal"),
         };
         if status == 500 {
