@@ -9,6 +9,7 @@ mod chaos;
 mod claim;
 mod cli;
 mod concurrency;
+mod contention;
 mod enqueue;
 mod http;
 mod lifecycle;
