@@ -10,6 +10,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod contention;
+mod durability;
 mod enqueue;
 mod http;
 mod lifecycle;
