@@ -159,9 +159,13 @@ impl Store {
                     ),
                 })
             });
+        // No idle timeout and no max lifetime: r2d2 then schedules no reaper, whose recurring
+        // job would keep the pool's helper threads alive after the queue is dropped.
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(0))
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connection_timeout(opts.busy_timeout.max(Duration::from_secs(1)))
             .build(manager)
             .map_err(|e| open_err(e.to_string()))?;
