@@ -270,7 +270,8 @@ fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &ENQUEUE_FIELDS)?;
     let mut job = NewJob::new(body.required_string("kind")?);
-    if let Some(input) = body.value("input") {
+    // The input is the caller's data: null is an input like any other.
+    if let Some(input) = body.given("input") {
         job = job.input(input);
     }
     if let Some(q) = body.string("queue")? {

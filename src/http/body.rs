@@ -28,9 +28,14 @@ impl<'a> Body<'a> {
         Ok(Body { map })
     }
 
-    /// A field that may be absent or null.
+    /// A field that may be absent or null (null counts as absent).
     pub fn value(&self, field: &str) -> Option<&'a Value> {
         self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    /// A field as given, null included (for data such as a job's input).
+    pub fn given(&self, field: &str) -> Option<&'a Value> {
+        self.map.get(field)
     }
 
     pub fn string(&self, field: &str) -> Result<Option<&'a str>, Reply> {

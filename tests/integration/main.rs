@@ -12,6 +12,7 @@ mod concurrency;
 mod contention;
 mod durability;
 mod enqueue;
+mod fuzz;
 mod http;
 mod lifecycle;
 mod maintenance;
