@@ -343,7 +343,7 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
         if got != want {
             return Err(Error::Open {
                 path: conn.path().unwrap_or_default().into(),
-                reason: format!("PRAGMA {name} = {want} did not take (it reads {got})"),
+                reason: format!("the pragma {name} = {want} did not take (it reads {got})"),
             });
         }
     }

@@ -1,0 +1,345 @@
+//! Security: owner isolation tried through every HTTP route and every library call of a
+//! scoped handle (another owner's job or group is "not found" and nothing changes), tokens
+//! kept only as hashes, no SQL built by formatting strings, and no open server off loopback.
+
+use jobq::http::{Server, ServerConfig};
+use jobq::{ClaimFilter, Error, JobError, JobFilter, Lease, NewJob, Queue, Status};
+use serde_json::{Value, json};
+
+use crate::common::dump;
+use crate::http::{Api, Auth};
+
+/// Bob's rows, seen by alice: a queued job, a running job (with its lease), a failed job and
+/// a group.
+struct Foreign {
+    queued: String,
+    running: Lease,
+    failed: String,
+    group: String,
+}
+
+fn bobs_rows(queue: &Queue) -> Foreign {
+    let bob = queue.scoped("bob");
+    let group = bob.create_group("bob's campaign", None).unwrap().id;
+    let queued = bob
+        .enqueue(NewJob::new("render").group(&group))
+        .unwrap()
+        .job_id
+        .to_string();
+    bob.enqueue(NewJob::new("run").queue("bob-q")).unwrap();
+    let running = bob
+        .claim("bobs-worker", 1, &ClaimFilter::queues(["bob-q"]))
+        .unwrap()
+        .remove(0)
+        .lease();
+    bob.enqueue(NewJob::new("doomed").queue("bob-fail").max_attempts(1))
+        .unwrap();
+    let lease = bob
+        .claim("bobs-worker", 1, &ClaimFilter::queues(["bob-fail"]))
+        .unwrap()
+        .remove(0)
+        .lease();
+    bob.fail(&lease, &JobError::permanent("x")).unwrap();
+    Foreign {
+        queued,
+        running,
+        failed: lease.job_id.to_string(),
+        group,
+    }
+}
+
+#[test]
+fn every_http_route_refuses_another_owners_ids_with_404_and_changes_nothing() {
+    let api = Api::start();
+    let foreign = bobs_rows(&api.queue);
+    let alice = api.queue.create_token("alice").unwrap();
+    let before = dump(api.queue.path());
+    let running = foreign.running.job_id.to_string();
+    let table: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/api/jobs/{}", foreign.queued), None),
+        ("GET", format!("/api/jobs/{running}"), None),
+        ("GET", format!("/api/jobs/{}", foreign.failed), None),
+        (
+            "POST",
+            format!("/api/jobs/{}", foreign.queued),
+            Some(json!({"action": "cancel"})),
+        ),
+        (
+            "POST",
+            format!("/api/jobs/{running}"),
+            Some(json!({"action": "cancel"})),
+        ),
+        (
+            "POST",
+            format!("/api/jobs/{}", foreign.failed),
+            Some(json!({"action": "retry"})),
+        ),
+        ("DELETE", format!("/api/jobs/{}", foreign.queued), None),
+        ("DELETE", format!("/api/jobs/{}", foreign.failed), None),
+        ("GET", format!("/api/groups/{}", foreign.group), None),
+        ("DELETE", format!("/api/groups/{}", foreign.group), None),
+        (
+            "POST",
+            "/api/jobs".into(),
+            Some(json!({"kind": "sneak", "group_id": foreign.group})),
+        ),
+    ];
+    for (method, path, body) in &table {
+        let answer = api.call(method, path, Auth::Token(&alice), body.as_ref());
+        assert_eq!(answer.status, 404, "{method} {path}: {answer:?}");
+        assert_eq!(answer.body["error"]["code"], "not_found");
+        assert_eq!(
+            dump(api.queue.path()),
+            before,
+            "{method} {path} changed something"
+        );
+    }
+    // Reads list nothing of bob's.
+    for path in [
+        "/api/jobs",
+        "/api/jobs?status=failed",
+        "/api/jobs/running",
+        "/api/jobs/dead",
+        "/api/groups",
+        "/api/stats/costs?by=owner",
+    ] {
+        let answer = api.get(path, Auth::Token(&alice));
+        assert_eq!(answer.status, 200, "{path}");
+        assert!(
+            !answer.text.contains("bob"),
+            "{path} leaks bob's rows: {}",
+            answer.text
+        );
+        for id in [&foreign.queued, &running, &foreign.failed, &foreign.group] {
+            assert!(!answer.text.contains(id.as_str()), "{path} leaks {id}");
+        }
+    }
+    assert_eq!(
+        api.get("/api/stats", Auth::Token(&alice)).body["stats"]["total"],
+        0
+    );
+    assert_eq!(dump(api.queue.path()), before);
+}
+
+#[test]
+fn every_library_call_of_a_scoped_handle_refuses_another_owners_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Queue::open(dir.path().join("q.db")).unwrap();
+    let foreign = bobs_rows(&admin);
+    let alice = admin.scoped("alice");
+    let before = dump(admin.path());
+    let queued = foreign.queued.parse().unwrap();
+    let failed = foreign.failed.parse().unwrap();
+    let lease = foreign.running.clone();
+    type Call<'a> = (&'a str, Box<dyn Fn() -> Result<(), Error> + 'a>);
+    let table: Vec<Call> = vec![
+        ("get", Box::new(|| alice.get(&queued).map(|_| ()))),
+        ("cancel", Box::new(|| alice.cancel(&queued).map(|_| ()))),
+        ("retry", Box::new(|| alice.retry(&failed).map(|_| ()))),
+        ("delete", Box::new(|| alice.delete(&failed).map(|_| ()))),
+        (
+            "transition to running",
+            Box::new(|| alice.transition(&queued, Status::Running, None).map(|_| ())),
+        ),
+        (
+            "transition to cancelled",
+            Box::new(|| {
+                alice
+                    .transition(&queued, Status::Cancelled, None)
+                    .map(|_| ())
+            }),
+        ),
+        (
+            "complete with bob's lease",
+            Box::new(|| alice.complete(&lease, json!("forged"))),
+        ),
+        (
+            "fail with bob's lease",
+            Box::new(|| {
+                alice
+                    .fail(&lease, &JobError::permanent("forged"))
+                    .map(|_| ())
+            }),
+        ),
+        ("release bob's lease", Box::new(|| alice.release(&lease))),
+        (
+            "heartbeat bob's lease",
+            Box::new(|| alice.heartbeat(&lease)),
+        ),
+        (
+            "set_progress with bob's lease",
+            Box::new(|| alice.set_progress(&lease, 0.9, Some("forged"))),
+        ),
+        (
+            "add_cost with bob's lease",
+            Box::new(|| alice.add_cost(&lease, 1000)),
+        ),
+        (
+            "get_group",
+            Box::new(|| alice.get_group(&foreign.group).map(|_| ())),
+        ),
+        (
+            "delete_group",
+            Box::new(|| alice.delete_group(&foreign.group).map(|_| ())),
+        ),
+        (
+            "enqueue into bob's group",
+            Box::new(|| {
+                alice
+                    .enqueue(NewJob::new("sneak").group(&foreign.group))
+                    .map(|_| ())
+            }),
+        ),
+        (
+            "get_owner bob",
+            Box::new(|| alice.get_owner("bob").map(|_| ())),
+        ),
+    ];
+    for (what, call) in &table {
+        let err = call().unwrap_err();
+        assert!(
+            err.is_not_found(),
+            "{what}: expected not found, got {err:?}"
+        );
+        assert_eq!(dump(admin.path()), before, "{what} changed something");
+    }
+    assert!(
+        alice
+            .heartbeat_many("bobs-worker", std::slice::from_ref(&lease.job_id))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        alice
+            .claim(
+                "alice-worker",
+                10,
+                &ClaimFilter::queues(["default", "bob-q", "bob-fail"])
+            )
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        alice
+            .list(&JobFilter::new().owner("bob"))
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert_eq!(alice.stats(&jobq::StatsFilter::new()).unwrap().total, 0);
+    assert!(alice.running_jobs().unwrap().is_empty() && alice.dead_letter(10).unwrap().is_empty());
+    assert_eq!(alice.prune(std::time::Duration::ZERO, &[]).unwrap(), 0);
+    assert_eq!(
+        alice
+            .release_stale(&jobq::StaleTimeouts::none().lock_timeout(std::time::Duration::ZERO))
+            .unwrap(),
+        0
+    );
+    for forbidden in [
+        alice.create_token("alice").map(|_| ()),
+        alice.create_owner("x", None).map(|_| ()),
+        alice.metrics().map(|_| ()),
+    ] {
+        assert!(
+            matches!(forbidden, Err(Error::Forbidden { .. })),
+            "{forbidden:?}"
+        );
+    }
+    assert_eq!(dump(admin.path()), before);
+    // Bob's own lease still works: the refusals above were about alice, not the lease.
+    admin
+        .scoped("bob")
+        .complete(&lease, json!("bob's result"))
+        .unwrap();
+}
+
+#[test]
+fn tokens_are_kept_only_as_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    let tokens: Vec<String> = (0..5)
+        .map(|_| queue.create_token("carol").unwrap())
+        .collect();
+    let bytes = std::fs::read(queue.path()).unwrap_or_default();
+    let stored = dump(queue.path());
+    for token in &tokens {
+        let secret = token.rsplit('_').next().unwrap();
+        assert_eq!(secret.len(), 64, "256 random bits");
+        assert!(!stored.contains(secret) && !stored.contains(token.as_str()));
+        assert!(!String::from_utf8_lossy(&bytes).contains(secret));
+        assert_eq!(queue.authenticate(token).unwrap().as_deref(), Some("carol"));
+    }
+    let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+    assert_eq!(distinct.len(), tokens.len());
+}
+
+/// The grep-able rule: no `format!` output reaches SQLite. In production code (test modules
+/// sit at the end of each file and may `EXPLAIN` a constant), no call that takes SQL is given
+/// a `format!`, and no `format!` literal begins with an SQL statement.
+#[test]
+fn no_sql_is_built_by_formatting_strings() {
+    let sinks = [
+        "prepare(",
+        "prepare_cached(",
+        "execute(",
+        "execute_batch(",
+        "query_row(",
+        "query(",
+        "pragma_update(",
+    ];
+    let statements = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "PRAGMA", "CREATE", "DROP", "ALTER",
+        "EXPLAIN", "BEGIN", "REPLACE", "VALUES",
+    ];
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    assert!(files.len() > 20);
+    let mut offenders = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let production = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for (n, line) in production.lines().enumerate() {
+            let into_sink = sinks.iter().any(|s| {
+                line.contains(&format!("{s}&format!(")) || line.contains(&format!("{s}format!("))
+            });
+            let builds_sql = line.match_indices("format!(\"").any(|(at, m)| {
+                let literal = line[at + m.len()..].trim_start();
+                statements.iter().any(|k| literal.starts_with(k))
+            });
+            if into_sink || builds_sql {
+                offenders.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "SQL built by formatting:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn serve_refuses_a_non_loopback_address_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let err =
+            Server::start(queue.clone(), ServerConfig::new(addr).insecure_no_auth()).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{addr}: {err}");
+    }
+    let err = Server::start(queue, ServerConfig::new("0.0.0.0:0")).unwrap_err();
+    assert!(err.to_string().contains("admin key"), "{err}");
+}
