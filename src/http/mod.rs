@@ -5,6 +5,12 @@
 //! request threads answers them. Every connection has read and write timeouts, so a slow
 //! client cannot hold a thread for long; bodies over 1 MiB are refused before they are read.
 //!
+//! The timeouts are set on the listening socket (accepted connections inherit them), where
+//! they also bound `accept()`, and tiny_http stops accepting at its first accept error. So a
+//! keeper thread connects to the server every quarter of the timeout (an idle server never
+//! sees its accept time out), and should accepting stop all the same, the request threads
+//! listen again on the same address with a fresh tiny_http server.
+//!
 //! Auth: `X-Admin-Key: KEY` sees and changes everything; `Authorization: Bearer TOKEN` (from
 //! [`Queue::create_token`]) sees and changes only that owner's jobs and groups, and what it
 //! creates is owned by it. Another owner's job is 404, never 403. Errors are
@@ -40,6 +46,7 @@ pub struct ServerConfig {
     insecure_no_auth: bool,
     threads: usize,
     io_timeout: Duration,
+    keeper: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -62,6 +69,7 @@ impl ServerConfig {
             insecure_no_auth: false,
             threads: 4,
             io_timeout: Duration::from_secs(10),
+            keeper: true,
         }
     }
 
@@ -91,14 +99,22 @@ impl ServerConfig {
         self.io_timeout = timeout;
         self
     }
+
+    /// No keeper thread: accepting is left to time out, for the test of listening again.
+    #[cfg(test)]
+    fn without_keeper(mut self) -> Self {
+        self.keeper = false;
+        self
+    }
 }
 
 /// A running HTTP server. Dropping it stops it.
 pub struct Server {
     addr: SocketAddr,
-    http: Arc<tiny_http::Server>,
+    listening: Arc<Listening>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    keeper: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -165,20 +181,21 @@ impl Server {
         if config.admin_key.as_deref().is_some_and(|k| k.len() < 8) {
             return Err(Error::invalid("admin_key", "must be at least 8 characters"));
         }
-        let listener = TcpListener::bind(addr).map_err(|e| Error::Open {
+        let http = listen(addr, config.io_timeout).map_err(|reason| Error::Open {
             path: addr.to_string().into(),
-            reason: format!("cannot listen: {e}"),
+            reason,
         })?;
-        set_timeouts(&listener, config.io_timeout);
-        let addr = listener.local_addr().map_err(|e| Error::Open {
-            path: addr.to_string().into(),
-            reason: e.to_string(),
-        })?;
-        let http = tiny_http::Server::from_listener(listener, None).map_err(|e| Error::Open {
-            path: addr.to_string().into(),
-            reason: e.to_string(),
-        })?;
-        let http = Arc::new(http);
+        let addr = match http.server_addr() {
+            tiny_http::ListenAddr::IP(a) => a,
+            #[allow(unreachable_patterns)]
+            _ => addr,
+        };
+        let listening = Arc::new(Listening {
+            addr,
+            io_timeout: config.io_timeout,
+            threads: config.threads,
+            current: std::sync::RwLock::new(Arc::new(http)),
+        });
         let app = Arc::new(App {
             queue,
             admin_key: config.admin_key,
@@ -187,14 +204,21 @@ impl Server {
         let stopping = Arc::new(AtomicBool::new(false));
         let threads = (0..config.threads)
             .map(|i| {
-                let (http, app, stopping) =
-                    (Arc::clone(&http), Arc::clone(&app), Arc::clone(&stopping));
+                let (listening, app, stopping) = (
+                    Arc::clone(&listening),
+                    Arc::clone(&app),
+                    Arc::clone(&stopping),
+                );
                 std::thread::Builder::new()
                     .name(format!("jobq-http-{i}"))
                     .spawn(move || {
                         while !stopping.load(Ordering::SeqCst) {
+                            let http = listening.current();
                             match http.recv() {
                                 Ok(request) => app.answer(request),
+                                Err(e) if !stopping.load(Ordering::SeqCst) => {
+                                    listening.revive(&http, &e)
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -202,12 +226,21 @@ impl Server {
                     .expect("the OS refused to start an HTTP thread")
             })
             .collect();
+        let keeper = config.keeper.then(|| {
+            let stopping = Arc::clone(&stopping);
+            let every = (config.io_timeout / 4).max(Duration::from_millis(10));
+            std::thread::Builder::new()
+                .name("jobq-http-keeper".into())
+                .spawn(move || keep_accepting(addr, every, &stopping))
+                .expect("the OS refused to start an HTTP thread")
+        });
         tracing::info!(%addr, "jobq: HTTP server listening");
         Ok(Server {
             addr,
-            http,
+            listening,
             stopping,
             threads,
+            keeper,
         })
     }
 
@@ -223,8 +256,12 @@ impl Server {
 
     fn stop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
+        }
+        let http = self.listening.current();
         for _ in &self.threads {
-            self.http.unblock();
+            http.unblock();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -235,6 +272,88 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Where the server listens, and the tiny_http server listening there now.
+struct Listening {
+    addr: SocketAddr,
+    io_timeout: Duration,
+    threads: usize,
+    current: std::sync::RwLock<Arc<tiny_http::Server>>,
+}
+
+impl Listening {
+    fn current(&self) -> Arc<tiny_http::Server> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// `failed` stopped accepting: listen again on the same address (unless another thread
+    /// already did), and wake the threads still waiting on the old server.
+    fn revive(&self, failed: &Arc<tiny_http::Server>, why: &std::io::Error) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        tracing::warn!(error = %why, addr = %self.addr, "jobq: the HTTP server stopped accepting; listening again");
+        for attempt in 0..50 {
+            match listen(self.addr, self.io_timeout) {
+                Ok(http) => {
+                    *current = Arc::new(http);
+                    drop(current);
+                    for _ in 0..self.threads {
+                        failed.unblock();
+                    }
+                    return;
+                }
+                Err(e) if attempt == 49 => {
+                    tracing::error!(error = e, addr = %self.addr, "jobq: cannot listen again");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// A tiny_http server on a listener of our own, with read and write timeouts.
+fn listen(
+    addr: SocketAddr,
+    io_timeout: Duration,
+) -> std::result::Result<tiny_http::Server, String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
+    set_timeouts(&listener, io_timeout);
+    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+}
+
+/// Connects to the server every `every` until it stops, so that its accept never waits a
+/// whole timeout (see the module documentation). The connection sends nothing and closes.
+fn keep_accepting(addr: SocketAddr, every: Duration, stopping: &AtomicBool) {
+    let target = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    };
+    let tick = Duration::from_millis(10).min(every);
+    let mut waited = Duration::ZERO;
+    while !stopping.load(Ordering::SeqCst) {
+        std::thread::sleep(tick);
+        waited += tick;
+        if waited >= every {
+            waited = Duration::ZERO;
+            let _ = std::net::TcpStream::connect_timeout(&target, every);
+        }
     }
 }
 
@@ -505,4 +624,53 @@ fn read_body(request: &mut Request) -> Result<Value, Reply> {
             format!("the body is not valid JSON: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    fn status_of_stats(addr: SocketAddr) -> Option<String> {
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin-Key: key-for-tests\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply.lines().next().map(str::to_owned)
+    }
+
+    #[test]
+    fn a_server_whose_accept_timed_out_listens_again_on_the_same_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let config = ServerConfig::new("127.0.0.1:0")
+            .admin_key("key-for-tests")
+            .io_timeout(Duration::from_millis(100))
+            .without_keeper();
+        let server = Server::start(queue, config).unwrap();
+        let first = Arc::clone(&server.listening.current());
+        assert_eq!(
+            status_of_stats(server.addr()).as_deref(),
+            Some("HTTP/1.1 200 OK")
+        );
+        // Ten timeouts without a connection: tiny_http's accept loop has ended by now.
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(
+            !Arc::ptr_eq(&first, &server.listening.current()),
+            "no new listener"
+        );
+        // Between the old listener closing and the new one binding, a connect may be refused.
+        let answered = (0..50).find_map(|_| {
+            status_of_stats(server.addr()).or_else(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            })
+        });
+        assert_eq!(answered.as_deref(), Some("HTTP/1.1 200 OK"));
+        server.shutdown();
+    }
 }

@@ -80,7 +80,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
         .map(|e| e.job_id.to_string())
         .collect();
     let mut logs = Vec::new();
-    let mut spawn = |logs: &mut Vec<std::path::PathBuf>| -> Child {
+    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Child {
         let log = dir.path().join(format!("worker-{}.log", logs.len()));
         logs.push(log.clone());
         spawn_child(

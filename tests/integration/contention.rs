@@ -117,7 +117,6 @@ fn child_contender() {
             );
         }
     }
-    drop(tally);
     println!("CONTENTION {}", json!({"ok": ok, "errors": errors}));
 }
 

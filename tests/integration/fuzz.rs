@@ -99,9 +99,7 @@ fn target() -> &'static Target {
         let queue = Queue::open(dir.path().join("q.db")).unwrap();
         let server = Server::start(
             queue.clone(),
-            ServerConfig::new("127.0.0.1:0")
-                .admin_key(KEY)
-                .io_timeout(Duration::from_millis(500)),
+            ServerConfig::new("127.0.0.1:0").admin_key(KEY),
         )
         .unwrap();
         Target {
@@ -196,12 +194,12 @@ proptest! {
     fn the_http_server_answers_any_request_and_keeps_serving(requests in proptest::collection::vec(request(), 1..8)) {
         let t = target();
         for bytes in &requests {
-            if let Some(code) = raw_request(&t, bytes) {
+            if let Some(code) = raw_request(t, bytes) {
                 prop_assert!(ANSWERS.contains(&code), "status {code} for {:?}", String::from_utf8_lossy(bytes));
             }
         }
         // Still serving, and the file is sound.
-        let health = raw_request(&t, format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\n\r\n").as_bytes());
+        let health = raw_request(t, format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\n\r\n").as_bytes());
         prop_assert_eq!(health, Some(200));
         let check: String = rusqlite::Connection::open(t.queue.path()).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         prop_assert_eq!(check, "ok");

@@ -645,7 +645,7 @@ fn a_slow_client_does_not_hold_the_server() {
         ServerConfig::new("127.0.0.1:0")
             .admin_key(KEY)
             .threads(1)
-            .io_timeout(Duration::from_millis(500)),
+            .io_timeout(Duration::from_secs(1)),
     );
     // A client that sends half its headers, and one that promises a body it never sends.
     let mut half = TcpStream::connect(api.server.addr()).unwrap();
@@ -775,4 +775,19 @@ fn jobq_serve_starts_with_a_key_and_stops_on_sigterm() {
             .kind,
         "from-http"
     );
+}
+
+#[test]
+fn an_idle_server_keeps_accepting_past_its_io_timeout() {
+    let api = Api::with(
+        ServerConfig::new("127.0.0.1:0")
+            .admin_key(KEY)
+            .io_timeout(Duration::from_millis(300)),
+    );
+    assert_eq!(api.get("/api/stats", Auth::Admin).status, 200);
+    // Five times the timeout without a request: accept must not have timed out for good.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(api.get("/api/stats", Auth::Admin).status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(api.get("/api/jobs", Auth::Admin).status, 200);
 }

@@ -19,7 +19,7 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use output::{Table, fmt_opt, fmt_secs, print_json};
+use output::{Table, fmt_opt, fmt_secs, print_json, say};
 
 /// A durable job queue in one SQLite file.
 #[derive(Parser, Debug)]
@@ -258,6 +258,14 @@ type Outcome = Result<(), Refused>;
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_) | Command::Serve(_)) {
+        // Short commands end quietly when their reader does (`jobq list | head`), as Unix
+        // tools do. The long-running ones ignore a closed stdout instead and go on.
+        // SAFETY: restoring the default action of a signal, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Refused(message)) => {
@@ -760,8 +768,8 @@ fn serve(db: &Path, args: ServeArgs) -> Outcome {
         config = config.insecure_no_auth();
     }
     let server = jobq::http::Server::start(queue, config).map_err(|e| Refused(e.to_string()))?;
-    println!("jobq serving {} on http://{}", db.display(), server.addr());
-    println!("dashboard: http://{}/", server.addr());
+    say!("jobq serving {} on http://{}", db.display(), server.addr());
+    say!("dashboard: http://{}/", server.addr());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
@@ -771,6 +779,6 @@ fn serve(db: &Path, args: ServeArgs) -> Outcome {
         std::thread::sleep(Duration::from_millis(100));
     }
     server.shutdown();
-    println!("stopped");
+    say!("stopped");
     Ok(())
 }

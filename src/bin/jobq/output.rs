@@ -3,10 +3,20 @@
 use jobq::Job;
 use serde::Serialize;
 
+/// Prints a line on stdout, ignoring a closed pipe: for the long-running commands (worker,
+/// serve), whose output may be piped into a reader that goes away first.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// Prints one JSON document on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => say!("{text}"),
         Err(e) => eprintln!("jobq: cannot print JSON: {e}"),
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use jobq::exec::{ExecEvent, ExecHandler};
 use jobq::{Queue, RetryPolicy, WorkerPool};
 
-use crate::output::print_json;
+use crate::output::{print_json, say};
 use crate::{Outcome, Refused, duration};
 
 #[derive(Args, Debug)]
@@ -72,7 +72,7 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
                 attempt,
                 max_attempts,
             } if !json => {
-                println!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
+                say!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
             }
             ExecEvent::Finished { job, took, error } => {
                 if error.is_some() {
@@ -80,9 +80,9 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
                 }
                 if !json {
                     match error {
-                        None => println!("Job {job} succeeded in {:.1}s", took.as_secs_f64()),
+                        None => say!("Job {job} succeeded in {:.1}s", took.as_secs_f64()),
                         Some(code) => {
-                            println!("Job {job} failed ({code}) in {:.1}s", took.as_secs_f64())
+                            say!("Job {job} failed ({code}) in {:.1}s", took.as_secs_f64())
                         }
                     }
                 }
@@ -107,12 +107,12 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
     }
     let pool = builder.start()?;
     if !json {
-        println!("jobq worker starting");
-        println!("Worker ID: {}", pool.worker_id());
-        println!("Database: {}", db.display());
-        println!("Concurrency: {}", args.concurrency);
-        println!("Queues: {}", args.queues.join(", "));
-        println!("Worker ready - starting poll loop");
+        say!("jobq worker starting");
+        say!("Worker ID: {}", pool.worker_id());
+        say!("Database: {}", db.display());
+        say!("Concurrency: {}", args.concurrency);
+        say!("Queues: {}", args.queues.join(", "));
+        say!("Worker ready - starting poll loop");
     }
 
     // SIGINT/SIGTERM: stop claiming and let running commands finish within the grace
@@ -147,9 +147,9 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
             "released": summary.released,
         }));
     } else {
-        println!("Jobs processed: {}", summary.processed);
-        println!("Jobs succeeded: {}", summary.succeeded);
-        println!("Jobs failed: {failed}");
+        say!("Jobs processed: {}", summary.processed);
+        say!("Jobs succeeded: {}", summary.succeeded);
+        say!("Jobs failed: {failed}");
     }
     Ok(())
 }
