@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: headless Chromium driven through WebDriver
 //! (chromedriver) signs in with the admin key, sees the jobs, cancels one through the UI,
-//! and the database changes. A screenshot is saved under `target/` for people to look at.
+//! and the database changes; on a server without auth it needs no sign-in. A screenshot is saved under `target/` for people to look at.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, which `.ci/run` installs. Elsewhere the
 //! test says it is skipping, unless `JOBQ_REQUIRE_BROWSER=1` makes their absence a failure.
@@ -186,7 +186,17 @@ fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
 
         let png = client.screenshot().await.unwrap();
         std::fs::write(&shot, &png).unwrap();
+
+        // A server without auth (`serve --insecure-no-auth`) shows the jobs with no sign-in.
+        let open = jobq::http::Server::start(queue.clone(), jobq::http::ServerConfig::new("127.0.0.1:0").insecure_no_auth()).unwrap();
+        client.goto(&format!("http://{}/", open.addr())).await.unwrap();
+        client.wait().for_element(Locator::Css(&pill)).await.unwrap();
+        let login = client.find(Locator::Css("#login")).await.unwrap();
+        assert!(!login.is_displayed().await.unwrap(), "no sign-in form on an open server");
+        let logout = client.find(Locator::Css("#logout")).await.unwrap();
+        assert!(!logout.is_displayed().await.unwrap(), "nothing to sign out of");
         client.close().await.unwrap();
+        open.shutdown();
     });
     assert_eq!(queue.get(&cancelled_id).unwrap().status, Status::Cancelled);
     for id in &ids[1..] {

@@ -19,7 +19,7 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use output::{Table, fmt_opt, fmt_secs, print_json, say};
+use output::{Table, fmt_opt, fmt_secs, jobs, print_json, say};
 
 /// A durable job queue in one SQLite file.
 #[derive(Parser, Debug)]
@@ -481,8 +481,8 @@ fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
     }
     table.print();
     match &page.next {
-        Some(next) => println!("{} jobs shown; next page: --after {next}", page.jobs.len()),
-        None => println!("{} jobs", page.jobs.len()),
+        Some(next) => println!("{} shown; next page: --after {next}", jobs(page.jobs.len())),
+        None => println!("{}", jobs(page.jobs.len())),
     }
     Ok(())
 }
@@ -595,7 +595,7 @@ fn dead(db: &Path, json: bool, limit: usize) -> Outcome {
         ]);
     }
     table.print();
-    println!("{} jobs in the dead letter", jobs.len());
+    println!("{} in the dead letter", output::jobs(jobs.len()));
     Ok(())
 }
 

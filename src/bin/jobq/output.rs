@@ -21,6 +21,15 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     }
 }
 
+/// `1 job`, `2 jobs`.
+pub fn jobs(n: usize) -> String {
+    if n == 1 {
+        "1 job".into()
+    } else {
+        format!("{n} jobs")
+    }
+}
+
 pub fn fmt_opt(value: &Option<String>) -> String {
     value.clone().unwrap_or_else(|| "-".into())
 }
