@@ -11,7 +11,7 @@ use jobq::{
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::common::{Env, T0};
+use crate::common::{Env, T0, is_child, spawn_child};
 
 /// The known jobs, built with a manual clock:
 /// - 4 `scene` jobs of queue `video`, owner alice, succeeded: waits 1, 2, 3, 4 s; runs 1, 2, 3, 10 s;
@@ -760,13 +760,32 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
     }
 }
 
+/// In a process of its own: a subscriber set for one thread misses events now and then
+/// while other tests register tracing's callsites at the same moment; a global one in a
+/// child process sees them all.
 #[test]
 fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tracing() {
+    let child = spawn_child("observability::child_tracing_events", &[]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the child failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TRACING EVENTS CHECKED"));
+}
+
+#[test]
+fn child_tracing_events() {
+    if !is_child() {
+        return;
+    }
     use tracing_subscriber::layer::SubscriberExt;
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry().with(captured.clone());
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     let env = Env::new();
-    tracing::subscriber::with_default(subscriber, || {
+    let (flaky, ok) = {
         let q = &env.queue;
         let flaky = q
             .enqueue(NewJob::new("flaky").max_attempts(2))
@@ -794,7 +813,7 @@ fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tra
         env.advance(3600);
         q.release_stale(&jobq::StaleTimeouts::default()).unwrap();
         (flaky, ok)
-    });
+    };
     let events = captured.0.lock().unwrap().clone();
     let find = |message: &str| {
         events
@@ -819,9 +838,11 @@ fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tra
     let failed = find("jobq: job failed");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["attempt"], "2");
+    assert_eq!(failed[0]["job_id"], flaky.to_string());
     let succeeded = find("jobq: job succeeded");
     assert_eq!(succeeded.len(), 1);
     assert_eq!(succeeded[0]["kind"], "fine");
+    assert_eq!(succeeded[0]["job_id"], ok.to_string());
     assert!(
         succeeded[0]["duration_ms"].parse::<f64>().is_ok(),
         "{:?}",
@@ -833,4 +854,5 @@ fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tra
         (released[0]["code"].as_str(), released[0]["worker"].as_str()),
         ("HEARTBEAT_TIMEOUT", "dead-worker")
     );
+    println!("TRACING EVENTS CHECKED");
 }

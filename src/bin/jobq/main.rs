@@ -276,13 +276,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Events from `RUST_LOG` (e.g. `RUST_LOG=jobq=debug`); quiet by default.
+/// Events from `RUST_LOG` (e.g. `RUST_LOG=jobq=debug`); by default jobq's warnings and
+/// errors (a failed heartbeat, a job dead-lettered, a handler that panicked).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("jobq=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
