@@ -6,7 +6,8 @@
 //! Claimed jobs are put back (untimed) before they run out, so every timed claim sees the
 //! stated number of ready jobs. `cargo bench --bench claim`
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -21,11 +22,9 @@ struct Fixture {
 }
 
 /// A database with `ready` queued jobs and `finished` succeeded ones, built once under
-/// `target/bench-fixtures` and reused.
+/// `target/tmp/bench-fixtures` and reused.
 fn fixture(name: &'static str, ready: i64, finished: i64) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("claim-{name}-v{}.db", jobq::schema_version()));
+    let path = common::fixture_path(&format!("claim-{name}"));
     let queue = Queue::open(&path).unwrap();
     let conn = Connection::open(&path).unwrap();
     let counts: (i64, i64) = conn

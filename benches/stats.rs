@@ -2,9 +2,10 @@
 //! 1% cancelled, 3% queued, 0.9% waiting for a retry, 0.1% running, over three queues and
 //! five kinds, finished within the last day. The target: interactive, under 200 ms.
 //!
-//! `cargo bench --bench stats` (the fixture is built once, under `target/bench-fixtures`).
+//! `cargo bench --bench stats` (the fixture is built once, under `target/tmp/bench-fixtures`).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -13,9 +14,7 @@ use jobq::{CostGrouping, HealthThresholds, JobFilter, Queue, StatsFilter, Status
 const JOBS: i64 = 1_000_000;
 
 fn fixture() -> Queue {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("stats-{JOBS}-v{}.db", jobq::schema_version()));
+    let path = common::fixture_path(&format!("stats-{JOBS}"));
     let queue = Queue::open(&path).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let existing: i64 = conn
