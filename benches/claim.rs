@@ -127,7 +127,7 @@ fn paired_ratios(fixtures: &mut [Fixture]) {
     const CLAIMS: usize = 200;
     let filter = ClaimFilter::default();
     println!(
-        "\npaired scale ratios (claims/s relative to 10k-ready; {ROUNDS} interleaved rounds of {CLAIMS} claims):"
+        "\npaired scale ratios (claim rate relative to 10k-ready; {ROUNDS} rounds, {CLAIMS} claims per fixture per round):"
     );
     for batch in [1usize, 8, 32, 128] {
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); fixtures.len()];
