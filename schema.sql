@@ -87,8 +87,10 @@ CREATE TABLE jobq_jobs (
 ) WITHOUT ROWID;
 
 -- The claim: ready jobs of a queue in claim order. Partial, so finished jobs never slow it
--- down; `kind` rides along so a worker's kind filter is answered from the index alone.
-CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id, kind)
+-- down; `kind`, `owner` and `status` ride along so the claim's filters, the ready counts and
+-- the oldest ready job are all answered from the index alone (SQLite does not take a
+-- partial index's own condition as read, so without `status` each entry costs a row read).
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id, kind, owner, status)
     WHERE status IN ('queued', 'retry');
 -- Jobs by status, except the two bulk statuses every job passes through (`queued` when
 -- enqueued, `succeeded` when done): an enqueue never writes this index, a claim adds one

@@ -1014,7 +1014,8 @@ mod tests {
         let conn = queue.store().connect().unwrap();
         for (sql, index) in [
             (COUNT_STATUS_INDEX, "COVERING INDEX jobq_jobs_status"),
-            (COUNT_READY, "jobq_jobs_ready"),
+            (COUNT_READY, "COVERING INDEX jobq_jobs_ready"),
+            (OLDEST_READY, "COVERING INDEX jobq_jobs_ready"),
             (COUNT_SUCCEEDED, "COVERING INDEX jobq_jobs_finished"),
             (FINISHED_SINCE, "jobq_jobs_finished"),
             (TIMING_ROWS, "COVERING INDEX jobq_jobs_finished"),
