@@ -95,8 +95,9 @@ CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id, 
 -- Jobs by status, except the two bulk statuses every job passes through (`queued` when
 -- enqueued, `succeeded` when done): an enqueue never writes this index, a claim adds one
 -- entry and a success removes it. Listing running, retrying, failed or cancelled jobs and
--- counting them read it; `queued` jobs are counted from the ready index.
-CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id)
+-- counting them read it (by queue too: `queue` rides along); `queued` jobs are counted from
+-- the ready index.
+CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id, queue)
     WHERE status NOT IN ('queued', 'succeeded');
 -- Finished jobs by status and completion time, with what their statistics need: counts by
 -- status and queue, run times (completed_at - started_at) and queue waits (started_at -

@@ -19,13 +19,13 @@ const BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-const READY_BY_QUEUE: &str = "
+pub(crate) const READY_BY_QUEUE: &str = "
     SELECT queue, count(*), min(CASE WHEN run_after <= :now THEN run_after END)
     FROM jobq_jobs WHERE status IN ('queued', 'retry')
     GROUP BY queue";
 
 /// Running and retrying jobs by queue: two ranges of the status index.
-const ACTIVE_BY_QUEUE: &str = "
+pub(crate) const ACTIVE_BY_QUEUE: &str = "
     SELECT queue, status, count(*) FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND status IN ('running', 'retry')
     GROUP BY queue, status";
