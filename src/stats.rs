@@ -1014,9 +1014,18 @@ mod tests {
         let conn = queue.store().connect().unwrap();
         for (sql, index) in [
             (COUNT_STATUS_INDEX, "COVERING INDEX jobq_jobs_status"),
-            (COUNT_STATUS_INDEX_IN_QUEUE, "COVERING INDEX jobq_jobs_status"),
-            (crate::metrics::ACTIVE_BY_QUEUE, "COVERING INDEX jobq_jobs_status"),
-            (crate::metrics::READY_BY_QUEUE, "COVERING INDEX jobq_jobs_ready"),
+            (
+                COUNT_STATUS_INDEX_IN_QUEUE,
+                "COVERING INDEX jobq_jobs_status",
+            ),
+            (
+                crate::metrics::ACTIVE_BY_QUEUE,
+                "COVERING INDEX jobq_jobs_status",
+            ),
+            (
+                crate::metrics::READY_BY_QUEUE,
+                "COVERING INDEX jobq_jobs_ready",
+            ),
             (COUNT_READY, "COVERING INDEX jobq_jobs_ready"),
             (OLDEST_READY, "COVERING INDEX jobq_jobs_ready"),
             (COUNT_SUCCEEDED, "COVERING INDEX jobq_jobs_finished"),

@@ -93,6 +93,28 @@ struct Checked {
     external_id: Option<String>,
 }
 
+impl Checked {
+    /// The one-row insert (the batch path inserts `ROWS_PER_INSERT` at a time instead).
+    fn insert_row(&self, conn: &Connection, id: &str, now: i64) -> Result<()> {
+        conn.prepare_cached(INSERT_JOB)?.execute(rusqlite::params![
+            id,
+            self.queue,
+            self.kind,
+            self.priority,
+            self.max_attempts,
+            self.run_after,
+            self.input,
+            self.key,
+            self.cost_cents,
+            self.owner,
+            self.group_id,
+            self.external_id,
+            now,
+        ])?;
+        Ok(())
+    }
+}
+
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -206,23 +228,8 @@ impl Queue {
             }
             stmt.raw_execute()?;
         }
-        let mut one = conn.prepare_cached(INSERT_JOB)?;
         for (_, (job, id)) in chunks.remainder() {
-            one.execute(rusqlite::params![
-                id,
-                job.queue,
-                job.kind,
-                job.priority,
-                job.max_attempts,
-                job.run_after,
-                job.input,
-                job.key,
-                job.cost_cents,
-                job.owner,
-                job.group_id,
-                job.external_id,
-                now,
-            ])?;
+            job.insert_row(conn, id, now)?;
         }
         for (i, (_, id)) in &plain {
             out[*i] = Some(Enqueued {
@@ -400,21 +407,7 @@ impl Queue {
         if let Some(owner) = &job.owner {
             self.check_budget(conn, owner, job.cost_cents)?;
         }
-        conn.prepare_cached(INSERT_JOB)?.execute(rusqlite::params![
-            id,
-            job.queue,
-            job.kind,
-            job.priority,
-            job.max_attempts,
-            job.run_after,
-            job.input,
-            job.key,
-            job.cost_cents,
-            job.owner,
-            job.group_id,
-            job.external_id,
-            now,
-        ])?;
+        job.insert_row(conn, &id, now)?;
         Ok(Enqueued {
             job_id: JobId::from_db(id),
             status: Status::Queued,
