@@ -9,15 +9,22 @@ use crate::events::{EventKind, JobEvent};
 use crate::job::{Enqueued, JobId, NewJob, RunAfter, Status};
 use crate::owner::SPENT_SQL;
 
-/// Bound by position (the hot path: no lookups of parameter names), in the order of the
-/// column list.
-const INSERT_JOB: &str = "
-    INSERT INTO jobq_jobs (id, queue, kind, status,   priority, max_attempts, run_after, input,
+/// The head of every insert of jobs: the single and the batch path fill the same columns.
+macro_rules! insert_jobs {
+    () => {
+        "INSERT INTO jobq_jobs (id, queue, kind, status, priority, max_attempts, run_after, input,
                            idempotency_key, cost_cents, owner, group_id, external_id,
                            created_at, updated_at)
-    VALUES                (?1, ?2,    ?3,   'queued', ?4,       ?5,           ?6,        ?7,
-                           ?8,              ?9,         ?10,   ?11,      ?12,
-                           ?13,        ?13)";
+    VALUES "
+    };
+}
+
+/// Bound by position (the hot path: no lookups of parameter names), in the order of the
+/// column list.
+const INSERT_JOB: &str = concat!(
+    insert_jobs!(),
+    "(?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)"
+);
 
 /// Rows in one statement of a batch enqueue: enough to amortize opening the table's seven
 /// b-trees, few enough to keep the statement small (32 × 12 parameters).
@@ -33,14 +40,7 @@ fn insert_rows_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
         let rows = vec![INSERT_ROW; ROWS_PER_INSERT].join(",\n    ");
-        let mut sql = String::from(
-            "INSERT INTO jobq_jobs (id, queue, kind, status, priority, max_attempts, run_after, input,
-                           idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at)
-    VALUES ",
-        );
-        sql.push_str(&rows);
-        sql
+        [insert_jobs!(), &rows].concat()
     })
 }
 
