@@ -221,7 +221,7 @@ impl Queue {
         if cost_cents < 0 {
             return Err(Error::invalid("cost_cents", "must not be negative"));
         }
-        self.record_one(lease, Report::Complete { output, cost_cents })
+        self.record_one(lease, Report::Complete { output, cost_cents }, None)
             .map(|_| ())
     }
 
@@ -233,7 +233,7 @@ impl Queue {
     ///
     /// As [`Queue::complete`].
     pub fn fail(&self, lease: &Lease, error: &JobError) -> Result<Status> {
-        self.record_one(lease, Report::Fail(error.clone()))
+        self.record_one(lease, Report::Fail(error.clone()), None)
     }
 
     /// Gives a claimed job back without spending its attempt: it becomes `queued` again,
@@ -243,18 +243,24 @@ impl Queue {
     ///
     /// As [`Queue::complete`].
     pub fn release(&self, lease: &Lease) -> Result<()> {
-        self.record_one(lease, Report::Release).map(|_| ())
+        self.record_one(lease, Report::Release, None).map(|_| ())
     }
 
-    fn record_one(&self, lease: &Lease, report: Report) -> Result<Status> {
+    /// Records one report in its own transaction; `ran_for` as in [`Queue::record_in`].
+    pub(crate) fn record_one(
+        &self,
+        lease: &Lease,
+        report: Report,
+        ran_for: Option<Duration>,
+    ) -> Result<Status> {
         let now = self.now_ms();
         let result = self
             .store()
-            .write(|tx| Ok(self.record_in(tx, lease, &report, now)))?;
+            .write(|tx| Ok(self.record_in(tx, lease, &report, ran_for, now)))?;
         if let Ok(status) = result {
             match status {
                 Status::Succeeded => {
-                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job succeeded")
+                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0), "jobq: job succeeded")
                 }
                 Status::Queued => {
                     tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job released unstarted")
@@ -266,23 +272,21 @@ impl Queue {
         result
     }
 
-    /// Records many reports in one transaction. Each report gets its own result (a lost
-    /// lock refuses that report only); a database failure refuses them all.
-    /// Records many reports in one transaction (each gets its own result: a lost lock refuses
-    /// that report only; a database failure refuses them all) and then, in the same
-    /// transaction, claims up to `refill.1` jobs
-    /// for worker `refill.0`: the completer's refill of the slots it just freed. One commit
-    /// instead of two, and the pages both touch are written to the WAL once.
+    /// Records many reports, each with how long its handler ran, in one transaction (each
+    /// gets its own result: a lost lock refuses that report only; a database failure refuses
+    /// them all) and then, in the same transaction, claims up to `refill.1` jobs for worker
+    /// `refill.0`: the completer's refill of the slots it just freed. One commit instead of
+    /// two, and the pages both touch are written to the WAL once.
     pub(crate) fn record_and_claim(
         &self,
-        reports: &[(Lease, Report)],
+        reports: &[(Lease, Report, Option<Duration>)],
         refill: Option<(&str, usize, &ClaimFilter)>,
     ) -> Result<(Vec<Result<Status>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
         let (results, claimed) = self.store().write(|tx| {
             let mut results = Vec::with_capacity(reports.len());
-            for (lease, report) in reports {
-                match self.record_in(tx, lease, report, now) {
+            for (lease, report, ran_for) in reports {
+                match self.record_in(tx, lease, report, *ran_for, now) {
                     Err(e) if !matches!(e, Error::LockLost { .. } | Error::NotFound { .. }) => {
                         return Err(e);
                     }
@@ -300,7 +304,7 @@ impl Queue {
         let changed: Vec<(JobId, Status)> = reports
             .iter()
             .zip(&results)
-            .filter_map(|((lease, _), r)| r.as_ref().ok().map(|s| (lease.job_id.clone(), *s)))
+            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|s| (lease.job_id.clone(), *s)))
             .collect();
         self.after_record(&changed, now);
         if let Some((worker, _, _)) = refill {
@@ -329,12 +333,14 @@ impl Queue {
         });
     }
 
-    /// One report inside the caller's transaction. `Ok` is the job's new status.
+    /// One report inside the caller's transaction. `Ok` is the job's new status. `ran_for`,
+    /// how long the handler ran when a pool reports it, goes into the failure events.
     fn record_in(
         &self,
         conn: &Connection,
         lease: &Lease,
         report: &Report,
+        ran_for: Option<Duration>,
         now: i64,
     ) -> Result<Status> {
         let held = named_params! {
@@ -385,10 +391,11 @@ impl Queue {
                             ":retry_at": now.saturating_add(millis(delay)),
                             ":message": error.stored_message(), ":code": error.code, ":now": now,
                         })?;
+                        let duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
                         if status == Status::Retry {
-                            tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
+                            tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
                         } else {
-                            tracing::warn!(job_id = %lease.job_id, kind, attempt = lease.attempt, error = %error, "jobq: job failed");
+                            tracing::warn!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, error = %error, "jobq: job failed");
                         }
                         (n, status)
                     }

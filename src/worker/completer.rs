@@ -35,14 +35,14 @@ pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
 }
 
 fn record(engine: &Engine, batch: &mut Vec<Finished>) {
-    let mut reports: Vec<(Lease, Report)> = Vec::with_capacity(batch.len());
-    let mut meta: Vec<(String, Option<Duration>)> = Vec::with_capacity(batch.len());
+    let mut reports: Vec<(Lease, Report, Option<Duration>)> = Vec::with_capacity(batch.len());
+    let mut kinds: Vec<String> = Vec::with_capacity(batch.len());
     for f in batch.drain(..) {
         if let Some(ran) = f.ran_for {
             engine.note_run_time(ran);
         }
-        reports.push((f.lease, f.report));
-        meta.push((f.kind, f.ran_for));
+        reports.push((f.lease, f.report, f.ran_for));
+        kinds.push(f.kind);
     }
     let guard = engine.claim_lock();
     let want = engine.want(reports.len());
@@ -70,13 +70,13 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     if want > 0 && results.is_some() {
         engine.note_claim_time(started.elapsed());
     }
-    engine.forget(reports.iter().map(|(lease, _)| lease));
+    engine.forget(reports.iter().map(|(lease, _, _)| lease));
     engine.dispatch(claimed, want);
     drop(guard);
 
     let Some(results) = results else { return };
     let c = &engine.counters;
-    for (((lease, _), (kind, ran_for)), result) in reports.iter().zip(&meta).zip(&results) {
+    for (((lease, _, ran_for), kind), result) in reports.iter().zip(&kinds).zip(&results) {
         if ran_for.is_some() {
             c.processed.fetch_add(1, Ordering::Relaxed);
         }

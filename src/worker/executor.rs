@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{Engine, Handler, JobContext, Registered};
 use crate::queue::{JobError, Report};
+use crate::retry::RetryPolicy;
 
 pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
     while let Ok(job) = engine.job_rx.recv() {
@@ -55,17 +56,27 @@ pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
             // a new thread has our slot. Our late result is dropped.
             return;
         }
-        let report = match result {
-            Ok(output) => Report::Complete {
-                output: output.to_string(),
-                cost_cents: 0,
-            },
-            Err(error) => Report::Fail(match retry {
-                Some(policy) => error.with_default_delay(|| policy.delay(attempt)),
-                None => error,
-            }),
-        };
+        let report = report_of(result, retry, attempt);
         engine.settle(&lease, report, Some(started.elapsed()));
+    }
+}
+
+/// What to record for a handler's result: the output, or the error with the kind's retry
+/// policy, if it has one, filling in the delay.
+pub(super) fn report_of(
+    result: Result<Value, JobError>,
+    retry: Option<RetryPolicy>,
+    attempt: u32,
+) -> Report {
+    match result {
+        Ok(output) => Report::Complete {
+            output: output.to_string(),
+            cost_cents: 0,
+        },
+        Err(error) => Report::Fail(match retry {
+            Some(policy) => error.with_default_delay(|| policy.delay(attempt)),
+            None => error,
+        }),
     }
 }
 

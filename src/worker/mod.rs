@@ -494,20 +494,12 @@ impl WorkerPoolBuilder {
             let retry = registered.and_then(|r| r.retry);
             let (kind, attempt, id) = (job.kind.clone(), job.attempt, job.id.clone());
             let ctx = JobContext::new(job, self.queue.clone(), Arc::new(AtomicBool::new(false)));
+            let started = Instant::now();
             let result = executor::perform(&*handler, &ctx);
-            let status = match &result {
-                Ok(output) => {
-                    self.queue.complete(&lease, output)?;
-                    Status::Succeeded
-                }
-                Err(e) => {
-                    let e = match retry {
-                        Some(policy) => e.clone().with_default_delay(|| policy.delay(attempt)),
-                        None => e.clone(),
-                    };
-                    self.queue.fail(&lease, &e)?
-                }
-            };
+            let report = executor::report_of(result.clone(), retry, attempt);
+            let status = self
+                .queue
+                .record_one(&lease, report, Some(started.elapsed()))?;
             outcomes.push(InlineOutcome {
                 job_id: id,
                 kind,

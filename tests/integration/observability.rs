@@ -833,6 +833,14 @@ fn child_tracing_events() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["attempt"], "2");
     assert_eq!(failed[0]["job_id"], flaky.to_string());
+    for event in retried.iter().chain(&failed) {
+        assert!(
+            event
+                .get("duration_ms")
+                .is_some_and(|d| d.parse::<f64>().is_ok()),
+            "a failed attempt says how long its handler ran: {event:?}"
+        );
+    }
     let succeeded = find("jobq: job succeeded");
     assert_eq!(succeeded.len(), 1);
     assert_eq!(succeeded[0]["kind"], "fine");
