@@ -49,7 +49,7 @@ pub(super) fn run(engine: &Arc<Engine>, wake: Wakeups, conn: Connection, poll_in
             Turn::Full => continue,
             Turn::Short | Turn::Nothing => {}
         }
-        let in_flight = engine.in_flight.load(Ordering::SeqCst);
+        let in_flight = engine.in_flight();
         if engine
             .limit
             .is_some_and(|l| engine.claimed_total.load(Ordering::SeqCst) >= l)

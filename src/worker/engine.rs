@@ -6,7 +6,7 @@
 //! handlers plus prefetch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,8 +61,6 @@ pub(crate) struct Engine {
     /// Keyed by job and claim: a job cancelled while its handler still runs, then retried
     /// and claimed again, is two entries.
     pub running: Mutex<HashMap<(JobId, u32), InFlight>>,
-    /// Claimed and not yet recorded.
-    pub in_flight: AtomicUsize,
     pub claimed_total: AtomicU64,
     pub counters: Counters,
     /// Set once: no more claims, and handlers give back the jobs they have not started.
@@ -119,6 +117,11 @@ impl Engine {
         self.queue.shared.events.wake_dispatchers();
     }
 
+    /// How many jobs are claimed and not yet recorded.
+    pub fn in_flight(&self) -> usize {
+        self.running().len()
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -162,10 +165,7 @@ impl Engine {
         if self.is_stopping() || !self.maybe_ready.load(Ordering::SeqCst) {
             return 0;
         }
-        let in_flight = self
-            .in_flight
-            .load(Ordering::SeqCst)
-            .saturating_sub(freeing);
+        let in_flight = self.in_flight().saturating_sub(freeing);
         let free = self.capacity().saturating_sub(in_flight);
         let claimed = self.claimed_total.load(Ordering::SeqCst);
         let allowed = self
@@ -198,7 +198,6 @@ impl Engine {
                 );
             }
         }
-        self.in_flight.fetch_add(jobs.len(), Ordering::SeqCst);
         self.claimed_total
             .fetch_add(jobs.len() as u64, Ordering::SeqCst);
         let tx = lock(&self.job_tx);
@@ -312,19 +311,12 @@ impl Engine {
 
     /// Forgets recorded jobs and frees their slots.
     pub fn forget<'a>(&self, leases: impl Iterator<Item = &'a Lease>) {
-        let mut n = 0;
         {
             let mut running = self.running();
             for lease in leases {
-                if running
-                    .remove(&(lease.job_id.clone(), lease.claim))
-                    .is_some()
-                {
-                    n += 1;
-                }
+                running.remove(&(lease.job_id.clone(), lease.claim));
             }
         }
-        self.in_flight.fetch_sub(n, Ordering::SeqCst);
         let _ = self.slot_tx.try_send(());
     }
 

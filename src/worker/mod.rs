@@ -22,7 +22,7 @@ mod heartbeat;
 mod maintainer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -387,7 +387,6 @@ impl WorkerPoolBuilder {
             fallback: self.fallback,
             default_timeout: self.default_timeout,
             running: Mutex::new(HashMap::new()),
-            in_flight: AtomicUsize::new(0),
             claimed_total: AtomicU64::new(0),
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
@@ -628,13 +627,11 @@ impl WorkerPool {
         // channel is empty and closed.
         engine.close_jobs();
         let deadline = Instant::now() + self.grace;
-        while engine.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while engine.in_flight() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         engine.release_unfinished();
-        while engine.in_flight.load(Ordering::SeqCst) > 0
-            && Instant::now() < deadline + Duration::from_secs(5)
-        {
+        while engine.in_flight() > 0 && Instant::now() < deadline + Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Handler threads end once the channel is empty and closed; a thread still in a
