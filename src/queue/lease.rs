@@ -267,7 +267,7 @@ impl Queue {
                 }
                 _ => {}
             }
-            self.after_record(std::slice::from_ref(&(lease.job_id.clone(), status)), now);
+            self.after_record(&[(&lease.job_id, status)], now);
         }
         result
     }
@@ -301,10 +301,10 @@ impl Queue {
             };
             Ok((results, claimed))
         })?;
-        let changed: Vec<(JobId, Status)> = reports
+        let changed: Vec<(&JobId, Status)> = reports
             .iter()
             .zip(&results)
-            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|s| (lease.job_id.clone(), *s)))
+            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|s| (&lease.job_id, *s)))
             .collect();
         self.after_record(&changed, now);
         if let Some((worker, _, _)) = refill {
@@ -313,7 +313,8 @@ impl Queue {
         Ok((results, claimed))
     }
 
-    fn after_record(&self, changed: &[(JobId, Status)], now: i64) {
+    /// Wakes the dispatchers when a job became ready again, and announces the changes.
+    fn after_record(&self, changed: &[(&JobId, Status)], now: i64) {
         if changed.iter().any(|(_, s)| s.is_ready()) {
             self.shared.events.wake_dispatchers();
         }
@@ -327,7 +328,7 @@ impl Queue {
                         Status::Failed => EventKind::Failed,
                         _ => EventKind::Released,
                     };
-                    JobEvent::new(id.clone(), kind, Some(*status), now)
+                    JobEvent::new((*id).clone(), kind, Some(*status), now)
                 })
                 .collect()
         });
