@@ -40,22 +40,24 @@ fn fixture(name: &'static str, ready: i64, finished: i64) -> Fixture {
     if counts != (ready, finished) {
         conn.execute_batch("DELETE FROM jobq_jobs").unwrap();
         let now = queue.now().as_millis();
-        // Finished jobs first (older ids), then the ready ones.
+        // Finished jobs first (older ids), then the ready ones. Each id's first 64 bits are
+        // its row key, as jobq makes them.
         conn.execute(
-            "INSERT INTO jobq_jobs (id, kind, status, attempts, run_after, locked_by, stage, progress,
-                                    created_at, updated_at, started_at, completed_at)
+            "INSERT INTO jobq_jobs (id_key, id, kind, status, attempts, run_after, locked_by, stage,
+                                    progress, created_at, updated_at, started_at, completed_at)
              WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1 - 1)
-             SELECT printf('00000000-0000-7000-8000-%012x', i), 'noop', 'succeeded', 1, ?2 - 1000,
+             SELECT (i << 16) | 28672, printf('%08x-%04x-7000-8000-000000000000', i >> 16, i & 65535), 'noop', 'succeeded', 1, ?2 - 1000,
                     'w', 'succeeded', 1, ?2 - 1000, ?2, ?2 - 900, ?2 - 800
              FROM seq WHERE ?1 > 0",
             rusqlite::params![finished, now],
         )
         .unwrap();
         conn.execute(
-            "INSERT INTO jobq_jobs (id, kind, run_after, created_at, updated_at)
-             WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1 - 1)
-             SELECT printf('00000001-0000-7000-8000-%012x', i), 'noop', ?2 - 500, ?2 - 500, ?2 - 500
-             FROM seq",
+            "INSERT INTO jobq_jobs (id_key, id, kind, run_after, created_at, updated_at)
+             WITH RECURSIVE seq(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM seq WHERE j < ?1 - 1),
+             ready(i) AS (SELECT j + 4294967296 FROM seq)
+             SELECT (i << 16) | 28672, printf('%08x-%04x-7000-8000-000000000000', i >> 16, i & 65535), 'noop', ?2 - 500, ?2 - 500, ?2 - 500
+             FROM ready",
             rusqlite::params![ready, now],
         )
         .unwrap();

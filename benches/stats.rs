@@ -26,7 +26,7 @@ fn fixture() -> Queue {
         // Job i was created i * 80 ms before now; terminal ones finished 2 s after a start
         // that followed their creation by (i % 7) s, running for (i % 13) * 100 ms.
         conn.execute(
-            "INSERT INTO jobq_jobs (id, queue, kind, status, attempts, max_attempts, run_after,
+            "INSERT INTO jobq_jobs (id_key, id, queue, kind, status, attempts, max_attempts, run_after,
                                     locked_by, locked_at, heartbeat_at, stage, progress, cost_cents,
                                     created_at, updated_at, started_at, completed_at)
              WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < ?1 - 1),
@@ -36,7 +36,8 @@ fn fixture() -> Queue {
                              WHEN i % 1000 < 960 THEN 'cancelled' WHEN i % 1000 < 990 THEN 'queued'
                              WHEN i % 1000 < 999 THEN 'retry' ELSE 'running' END AS status
                  FROM seq)
-             SELECT printf('%08x-%04x-7%03x-8000-%012x', (?2 - i * 80) / 65536, i % 65536, i % 4096, i),
+             SELECT (((?2 - i * 80) / 65536) << 32) | ((i % 65536) << 16) | 28672 | (i % 4096),
+                    printf('%08x-%04x-7%03x-8000-%012x', (?2 - i * 80) / 65536, i % 65536, i % 4096, i),
                     'q' || (i % 3), 'kind' || (i % 5), status,
                     CASE WHEN status IN ('queued') THEN 0 ELSE 1 END, 5, created,
                     CASE WHEN status IN ('queued', 'retry') THEN NULL ELSE 'worker-1' END,

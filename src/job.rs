@@ -35,6 +35,34 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The job's row key: the first 64 bits of the UUID (its 48-bit millisecond timestamp,
+    /// version and 12-bit counter), which jobq keeps unique. Ordering keys orders ids.
+    pub(crate) fn key(&self) -> i64 {
+        key_of(&self.0)
+    }
+}
+
+/// The row key of a UUID in hyphenated text: its first 16 hex digits as a big-endian
+/// integer. Text that is not a UUID (which no job has) gets a key no job has either.
+pub(crate) fn key_of(text: &str) -> i64 {
+    let mut key: u64 = 0;
+    let mut digits = 0;
+    for c in text.chars() {
+        if digits == 16 {
+            break;
+        }
+        if c == '-' {
+            continue;
+        }
+        let Some(d) = c.to_digit(16) else { return -1 };
+        key = key << 4 | u64::from(d);
+        digits += 1;
+    }
+    if digits < 16 {
+        return -1;
+    }
+    key as i64
 }
 
 impl fmt::Display for JobId {

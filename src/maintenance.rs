@@ -93,8 +93,8 @@ const RELEASE_STALE: &str = "
 
 /// One chunk of finished jobs to prune, oldest first by completion.
 const PRUNE_CHUNK: &str = "
-    DELETE FROM jobq_jobs WHERE id IN (
-        SELECT id FROM jobq_jobs
+    DELETE FROM jobq_jobs WHERE id_key IN (
+        SELECT id_key FROM jobq_jobs
         WHERE status IN (SELECT value FROM json_each(:statuses)) AND completed_at < :cutoff
           AND (:owner IS NULL OR owner = :owner)
         LIMIT 2000)";

@@ -9,28 +9,28 @@ use crate::job::{JobId, Status};
 
 const CANCEL: &str = "
     UPDATE jobq_jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
 const MANUAL_RETRY: &str = "
     UPDATE jobq_jobs
     SET status = 'queued', attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
         heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
         completed_at = NULL, updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
-const DELETE: &str = "DELETE FROM jobq_jobs WHERE id = :id AND status = :from";
+const DELETE: &str = "DELETE FROM jobq_jobs WHERE id_key = :key AND id = :id AND status = :from";
 
 const TO_RUNNING: &str = "
     UPDATE jobq_jobs
     SET status = 'running', attempts = attempts + 1, claims = claims + 1, locked_by = 'manual', locked_at = :now,
         heartbeat_at = :now, started_at = :now, stage = 'claimed', progress = 0, updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
 const TO_SUCCEEDED: &str = "
     UPDATE jobq_jobs
     SET status = 'succeeded', stage = 'succeeded', progress = 1, completed_at = :now,
         updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
 const TO_FAILED_OR_RETRY: &str = "
     UPDATE jobq_jobs
@@ -39,13 +39,13 @@ const TO_FAILED_OR_RETRY: &str = "
             json_object('attempt', attempts, 'code', 'MANUAL', 'message', :message, 'at', :now)),
         run_after = CASE WHEN :to = 'retry' THEN :now ELSE run_after END,
         completed_at = CASE WHEN :to = 'failed' THEN :now END, updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
 const TO_QUEUED_FROM_RUNNING: &str = "
     UPDATE jobq_jobs
     SET status = 'queued', attempts = max(attempts - 1, 0), run_after = :now, stage = NULL,
         progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
-    WHERE id = :id AND status = :from";
+    WHERE id_key = :key AND id = :id AND status = :from";
 
 impl Queue {
     /// Cancels a job that is `queued`, `retry` or `running`.
@@ -61,7 +61,7 @@ impl Queue {
     pub fn cancel(&self, id: &JobId) -> Result<Status> {
         self.admin_change(id, Status::Cancelled, "cancel", |tx, from, now| {
             tx.prepare_cached(CANCEL)?
-                .execute(named_params! {":id": id.as_str(), ":from": from.as_str(), ":now": now})?;
+                .execute(named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now})?;
             Ok(())
         })
     }
@@ -83,7 +83,7 @@ impl Queue {
                 });
             }
             tx.prepare_cached(MANUAL_RETRY)?
-                .execute(named_params! {":id": id.as_str(), ":from": from.as_str(), ":now": now})?;
+                .execute(named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now})?;
             Ok(())
         })?;
         self.shared.events.wake_dispatchers();
@@ -107,8 +107,9 @@ impl Queue {
                     action: "delete (cancel it first)".into(),
                 });
             }
-            tx.prepare_cached(DELETE)?
-                .execute(named_params! {":id": id.as_str(), ":from": from.as_str()})?;
+            tx.prepare_cached(DELETE)?.execute(
+                named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str()},
+            )?;
             Ok(from)
         })?;
         tracing::info!(job_id = %id, "jobq: deleted");
@@ -132,7 +133,7 @@ impl Queue {
         let action = format!("move to {to}");
         let message = error.unwrap_or("changed by an admin");
         let from = self.admin_change(id, to, &action, |tx, from, now| {
-            let p = named_params! {":id": id.as_str(), ":from": from.as_str(), ":now": now};
+            let p = named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now};
             match (from, to) {
                 (_, Status::Running) => tx.prepare_cached(TO_RUNNING)?.execute(p)?,
                 (_, Status::Succeeded) => tx.prepare_cached(TO_SUCCEEDED)?.execute(p)?,
@@ -144,7 +145,7 @@ impl Queue {
                 (_, Status::Failed | Status::Retry) => tx
                     .prepare_cached(TO_FAILED_OR_RETRY)?
                     .execute(named_params! {
-                        ":id": id.as_str(), ":from": from.as_str(), ":now": now,
+                        ":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now,
                         ":to": to.as_str(), ":message": message,
                     })?,
             };

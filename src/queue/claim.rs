@@ -77,23 +77,23 @@ const CLAIM_ONE_QUEUE: &str = "
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
         attempts = attempts + 1, claims = claims + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
-    WHERE id IN (
-        SELECT id FROM jobq_jobs
+    WHERE id_key IN (
+        SELECT id_key FROM jobq_jobs
         WHERE queue = :queue AND status IN ('queued', 'retry') AND run_after <= :now
           AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
           AND (:owner IS NULL OR owner = :owner)
-        ORDER BY priority DESC, run_after, id
+        ORDER BY priority DESC, run_after, id_key
         LIMIT :limit + 0)
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
               group_id, input, claims";
 
 /// The next candidates of one queue, in claim order (for claims over several queues).
 const CANDIDATES: &str = "
-    SELECT id, priority, run_after FROM jobq_jobs
+    SELECT id_key, priority, run_after FROM jobq_jobs
     WHERE queue = :queue AND status IN ('queued', 'retry') AND run_after <= :now
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
       AND (:owner IS NULL OR owner = :owner)
-    ORDER BY priority DESC, run_after, id
+    ORDER BY priority DESC, run_after, id_key
     LIMIT :limit + 0";
 
 const CLAIM_IDS: &str = "
@@ -101,7 +101,7 @@ const CLAIM_IDS: &str = "
     SET status = 'running', locked_by = :worker, locked_at = :now, heartbeat_at = :now,
         attempts = attempts + 1, claims = claims + 1, started_at = :now, stage = 'claimed', progress = 0,
         updated_at = :now
-    WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('queued', 'retry')
+    WHERE id_key IN (SELECT value FROM json_each(:keys)) AND +status IN ('queued', 'retry')
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
               group_id, input, claims";
 
@@ -177,7 +177,7 @@ impl Queue {
         } else {
             // Per queue, the index yields its best `limit` candidates in order; merge them
             // and take the best `limit` overall.
-            let mut candidates: Vec<(String, i32, i64)> = Vec::new();
+            let mut candidates: Vec<(i64, i32, i64)> = Vec::new();
             let mut stmt = conn.prepare_cached(CANDIDATES)?;
             for queue in &filter.queues {
                 let rows = stmt.query_map(
@@ -191,21 +191,17 @@ impl Queue {
                     candidates.push(row?);
                 }
             }
-            candidates.sort_by(|a, b| {
-                b.1.cmp(&a.1)
-                    .then(a.2.cmp(&b.2))
-                    .then_with(|| a.0.cmp(&b.0))
-            });
+            candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
             candidates.truncate(limit);
             if candidates.is_empty() {
                 return Ok(Vec::new());
             }
-            let ids: Vec<&str> = candidates.iter().map(|c| c.0.as_str()).collect();
-            let ids =
-                serde_json::to_string(&ids).map_err(|e| Error::invalid("ids", e.to_string()))?;
+            let keys: Vec<i64> = candidates.iter().map(|c| c.0).collect();
+            let keys =
+                serde_json::to_string(&keys).map_err(|e| Error::invalid("keys", e.to_string()))?;
             let mut stmt = conn.prepare_cached(CLAIM_IDS)?;
             let rows = stmt.query_map(
-                named_params! {":worker": worker, ":now": now, ":ids": ids},
+                named_params! {":worker": worker, ":now": now, ":keys": keys},
                 |r| claimed_from_row(r, worker),
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
@@ -334,7 +330,7 @@ mod tests {
         let p = plan(&conn, CLAIM_IDS);
         println!("{p}");
         assert!(
-            p.contains("SEARCH jobq_jobs USING PRIMARY KEY (id=?)"),
+            p.contains("SEARCH jobq_jobs USING INTEGER PRIMARY KEY (rowid=?)"),
             "{p}"
         );
     }

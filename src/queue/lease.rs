@@ -143,17 +143,18 @@ pub(crate) enum Report {
 }
 
 /// The hot path of the completer, bound by position: ?1 id, ?2 worker, ?3 claim,
-/// ?4 output, ?5 cost added, ?6 now, ?7 the owner of a scoped handle (else NULL).
+/// ?4 output, ?5 cost added, ?6 now, ?7 the owner of a scoped handle (else NULL), ?8 the
+/// id's row key.
 const COMPLETE: &str = "
     UPDATE jobq_jobs
     SET status = 'succeeded', output = ?4, cost_cents = cost_cents + ?5,
         stage = 'succeeded', progress = 1, completed_at = ?6, updated_at = ?6
-    WHERE id = ?1 AND status = 'running' AND locked_by = ?2 AND claims = ?3
+    WHERE id_key = ?8 AND id = ?1 AND status = 'running' AND locked_by = ?2 AND claims = ?3
       AND (?7 IS NULL OR owner = ?7)";
 
 const LEASED_JOB: &str = "
     SELECT queue, kind, max_attempts FROM jobq_jobs
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
 const FAIL: &str = "
@@ -165,24 +166,25 @@ const FAIL: &str = "
             json_object('attempt', attempts, 'code', :code, 'message', :message, 'at', :now)),
         completed_at = CASE WHEN :status = 'failed' THEN :now END,
         updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
 const RELEASE: &str = "
     UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = :now, stage = NULL,
         progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
 const HEARTBEAT: &str = "
     UPDATE jobq_jobs SET heartbeat_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
 const HEARTBEAT_MANY: &str = "
     UPDATE jobq_jobs SET heartbeat_at = :now
-    WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'running' AND locked_by = :worker
+    WHERE id_key IN (SELECT value FROM json_each(:keys)) AND id IN (SELECT value FROM json_each(:ids))
+      AND status = 'running' AND locked_by = :worker
       AND (:owner IS NULL OR owner = :owner)
     RETURNING id";
 
@@ -190,7 +192,7 @@ const REPORT: &str = "
     UPDATE jobq_jobs
     SET progress = coalesce(:progress, progress), stage = coalesce(:stage, stage),
         cost_cents = cost_cents + :cost, heartbeat_at = :now, updated_at = :now
-    WHERE id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
 impl Queue {
@@ -345,7 +347,7 @@ impl Queue {
         now: i64,
     ) -> Result<Status> {
         let held = named_params! {
-            ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+            ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
         };
         let (changed, status) = match report {
             Report::Complete { output, cost_cents } => {
@@ -357,12 +359,13 @@ impl Queue {
                     cost_cents,
                     now,
                     self.owner(),
+                    lease.job_id.key(),
                 ])?;
                 (n, Status::Succeeded)
             }
             Report::Release => {
                 let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
-                    ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+                    ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                     ":now": now,
                 })?;
                 (n, Status::Queued)
@@ -387,7 +390,7 @@ impl Queue {
                                 .delay(lease.attempt)
                         });
                         let n = conn.prepare_cached(FAIL)?.execute(named_params! {
-                            ":id": lease.job_id.as_str(), ":worker": lease.worker,
+                            ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker,
                             ":claim": lease.claim, ":owner": self.owner(), ":status": status.as_str(),
                             ":retry_at": now.saturating_add(millis(delay)),
                             ":message": error.stored_message(), ":code": error.code, ":now": now,
@@ -431,7 +434,7 @@ impl Queue {
         let now = self.now_ms();
         self.store().write(|tx| {
             let n = tx.prepare_cached(HEARTBEAT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+                ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                 ":now": now,
             })?;
             if n == 0 {
@@ -455,11 +458,14 @@ impl Queue {
         let now = self.now_ms();
         let ids_json =
             serde_json::to_string(ids).map_err(|e| Error::invalid("ids", e.to_string()))?;
+        let keys: Vec<i64> = ids.iter().map(JobId::key).collect();
+        let keys_json =
+            serde_json::to_string(&keys).map_err(|e| Error::invalid("ids", e.to_string()))?;
         self.store().write(|tx| {
             let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
             let held = stmt
                 .query_map(
-                    named_params! {":ids": ids_json, ":worker": worker, ":now": now, ":owner": self.owner()},
+                    named_params! {":ids": ids_json, ":keys": keys_json, ":worker": worker, ":now": now, ":owner": self.owner()},
                     |r| r.get::<_, String>(0).map(JobId::from_db),
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -527,7 +533,7 @@ impl Queue {
         let now = self.now_ms();
         self.store().write(|tx| {
             let n = tx.prepare_cached(REPORT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+                ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                 ":progress": progress, ":stage": stage, ":cost": cost, ":now": now,
             })?;
             if n == 0 {

@@ -87,8 +87,8 @@ pub struct Page {
 }
 
 /// The newest-first listing, driven by the index of one equality filter, with the other
-/// filters checked on each row. `id < :after` is always bound (past every id when there is
-/// no cursor) so that it seeks in the index rather than scanning the pages before.
+/// filters checked on each row. `id_key < :after` is always bound (past every key when
+/// there is no cursor) so that it seeks in the index rather than scanning the pages before.
 macro_rules! list_sql {
     ($driver:literal) => {
         concat!(
@@ -96,11 +96,11 @@ macro_rules! list_sql {
             job_columns!(),
             " FROM jobq_jobs WHERE ",
             $driver,
-            " AND id < :after
+            " AND id_key < :after
               AND (:status IS NULL OR status = :status) AND (:queue IS NULL OR queue = :queue)
               AND (:kind IS NULL OR kind = :kind) AND (:group_id IS NULL OR group_id = :group_id)
               AND (:owner IS NULL OR owner = :owner)
-            ORDER BY id DESC LIMIT :limit + 0"
+            ORDER BY id_key DESC LIMIT :limit + 0"
         )
     };
 }
@@ -116,11 +116,8 @@ const LIST_ALL: &str = list_sql!("1");
 const GET: &str = concat!(
     "SELECT ",
     job_columns!(),
-    " FROM jobq_jobs WHERE id = :id AND (:owner IS NULL OR owner = :owner)"
+    " FROM jobq_jobs WHERE id_key = :key AND id = :id AND (:owner IS NULL OR owner = :owner)"
 );
-
-/// Sorts after every UUID in text form (they use only `0-9a-f` and `-`).
-const PAST_EVERY_ID: &str = "~";
 
 impl Queue {
     /// The job with this id, with every field and its errors history.
@@ -134,7 +131,7 @@ impl Queue {
             .read(|conn| {
                 conn.prepare_cached(GET)?
                     .query_row(
-                        named_params! {":id": id.as_str(), ":owner": self.owner()},
+                        named_params! {":id": id.as_str(), ":key": id.key(), ":owner": self.owner()},
                         Job::from_row,
                     )
                     .optional()
@@ -182,8 +179,8 @@ impl Queue {
                         format!("{cursor:?} is not a cursor from a previous page"),
                     )
                 })?
-                .to_string(),
-            None => PAST_EVERY_ID.to_string(),
+                .key(),
+            None => i64::MAX,
         };
         let owner = match (self.owner(), filter.owner.as_deref()) {
             (Some(me), Some(other)) if me != other => {
@@ -246,12 +243,12 @@ mod tests {
             (LIST_BY_GROUP, "jobq_jobs_group"),
             (LIST_BY_OWNER, "jobq_jobs_owner"),
             (LIST_BY_STATUS, "jobq_jobs_status"),
-            (LIST_ALL, "PRIMARY KEY"),
+            (LIST_ALL, "INTEGER PRIMARY KEY"),
         ] {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let plan: Vec<String> = stmt
                 .query_map(
-                    named_params! {":after": "~", ":status": "failed", ":queue": None::<String>, ":kind": None::<String>,
+                    named_params! {":after": i64::MAX, ":status": "failed", ":queue": None::<String>, ":kind": None::<String>,
                         ":group_id": "g", ":owner": "o", ":limit": 10},
                     |r| r.get(3),
                 )
@@ -260,7 +257,10 @@ mod tests {
                 .collect();
             let plan = plan.join("\n");
             assert!(plan.contains(index), "{index} not used:\n{plan}");
-            assert!(plan.contains("id<?"), "no seek on the cursor:\n{plan}");
+            assert!(
+                plan.contains("id_key<?") || plan.contains("rowid<?"),
+                "no seek on the cursor:\n{plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "sorts:\n{plan}");
         }
     }
