@@ -448,3 +448,97 @@ fn a_batch_mixing_plain_keyed_and_grouped_jobs_keeps_its_order_and_dedups() {
     }
     assert_eq!(env.queue.get_group(&group.id).unwrap().total, 14);
 }
+
+const DRAWERS: usize = 4;
+const DRAWER_ROUNDS: usize = 20;
+
+/// One of several processes enqueueing into one file at once: 50 jobs one by one and a batch
+/// of 100 per round, so each draws many ids in the same milliseconds as the others.
+#[test]
+fn child_id_drawer() {
+    if !is_child() {
+        return;
+    }
+    let queue = Queue::open(child_env("JOBQ_TEST_DB")).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..DRAWER_ROUNDS {
+        for _ in 0..50 {
+            ids.push(queue.enqueue(NewJob::new("one")).unwrap().job_id);
+        }
+        let batch = queue
+            .enqueue_many((0..100).map(|_| NewJob::new("batch")))
+            .unwrap();
+        ids.extend(batch.into_iter().map(|e| e.job_id));
+    }
+    println!("IDS {}", serde_json::to_string(&ids).unwrap());
+}
+
+/// Every job's row key is the first 64 bits of its id, which two processes may draw alike
+/// in one millisecond: all enqueues of processes racing on one file succeed, every id is
+/// distinct and found again by its key, and the listing orders them all by id.
+#[test]
+fn processes_enqueueing_at_once_get_distinct_ids_that_find_their_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ids.db");
+    drop(Queue::open(&db).unwrap());
+    let children: Vec<_> = (0..DRAWERS)
+        .map(|_| {
+            spawn_child(
+                "enqueue::child_id_drawer",
+                &[("JOBQ_TEST_DB", db.display().to_string())],
+            )
+        })
+        .collect();
+    let mut ids: Vec<String> = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a drawer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("IDS ").map(|(_, ids)| ids))
+            .expect("the ids");
+        let mine: Vec<String> = serde_json::from_str(line).unwrap();
+        assert_eq!(mine.len(), DRAWER_ROUNDS * 150);
+        ids.extend(mine);
+    }
+    let total = DRAWERS * DRAWER_ROUNDS * 150;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "ids were handed out twice");
+
+    let queue = Queue::open(&db).unwrap();
+    for id in &ids {
+        let id = id.parse().unwrap();
+        assert_eq!(queue.get(&id).unwrap().id, id);
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT id_key, id FROM jobq_jobs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), total);
+    for (key, id) in &rows {
+        let prefix = (uuid::Uuid::parse_str(id).unwrap().as_u128() >> 64) as i64;
+        assert_eq!(*key, prefix, "{id}");
+    }
+
+    let mut listed: Vec<String> = Vec::new();
+    let mut page = queue.list(&JobFilter::new().limit(1000)).unwrap();
+    loop {
+        listed.extend(page.jobs.iter().map(|j| j.id.to_string()));
+        let Some(next) = page.next else { break };
+        page = queue
+            .list(&JobFilter::new().limit(1000).after(next))
+            .unwrap();
+    }
+    ids.reverse();
+    assert_eq!(listed, ids, "the listing is not newest id first");
+}
