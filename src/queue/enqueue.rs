@@ -20,7 +20,7 @@ macro_rules! insert_jobs {
 }
 
 /// Bound by position (the hot path: no lookups of parameter names), in the order of the
-/// column list.
+/// column list after the row key, which is ?14.
 const INSERT_JOB: &str = concat!(
     insert_jobs!(),
     "(?14, ?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)"
