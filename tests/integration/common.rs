@@ -88,6 +88,24 @@ pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// Waits for a child started by [`spawn_child`], checks that it succeeded, and returns what
+/// it printed.
+pub fn child_output(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "the child failed: {text}");
+    text
+}
+
+/// The rest of the first line after `marker` in what a successful child printed (the test
+/// harness may have printed the test's name before it on the same line).
+pub fn child_report(child: Child, marker: &str) -> String {
+    let text = child_output(child);
+    text.lines()
+        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.to_string()))
+        .unwrap_or_else(|| panic!("no {marker:?} in what the child printed: {text}"))
+}
+
 pub fn is_child() -> bool {
     std::env::var_os("JOBQ_TEST_CHILD").is_some()
 }

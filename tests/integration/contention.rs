@@ -12,7 +12,7 @@ use jobq::{
 };
 use serde_json::json;
 
-use crate::common::{child_env, is_child, spawn_child};
+use crate::common::{child_env, child_report, is_child, spawn_child};
 
 const PROCESSES: usize = 8;
 const ROUNDS: usize = 150;
@@ -139,17 +139,7 @@ fn eight_processes_at_once_never_see_a_busy_database() {
     let mut total_ok = 0;
     let mut all_errors: BTreeMap<String, u64> = BTreeMap::new();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a contender failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let line = text
-            .lines()
-            .find_map(|l| l.split_once("CONTENTION ").map(|(_, j)| j.to_string()))
-            .expect("a report");
+        let line = child_report(child, "CONTENTION ");
         let report: serde_json::Value = serde_json::from_str(&line).unwrap();
         total_ok += report["ok"].as_u64().unwrap();
         for (k, v) in report["errors"].as_object().unwrap() {

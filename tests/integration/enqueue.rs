@@ -7,7 +7,7 @@ use jobq::{ClaimFilter, Error, JobFilter, NewJob, Queue, Status, Timestamp};
 use rusqlite::TransactionBehavior;
 use serde_json::json;
 
-use crate::common::{Env, T0, child_env, is_child, spawn_child};
+use crate::common::{Env, T0, child_env, child_output, child_report, is_child, spawn_child};
 
 #[test]
 fn an_enqueued_job_has_every_field_it_was_given() {
@@ -377,9 +377,7 @@ fn racing_processes_enqueueing_the_same_keys_get_one_job_per_key() {
     // key -> (ids every process learned, how many inserted it)
     let mut learned: std::collections::BTreeMap<String, (Vec<String>, usize)> = Default::default();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
+        for line in child_output(child).lines() {
             let Some(at) = line.find("ENQUEUED ") else {
                 continue;
             };
@@ -491,18 +489,7 @@ fn processes_enqueueing_at_once_get_distinct_ids_that_find_their_jobs() {
         .collect();
     let mut ids: Vec<String> = Vec::new();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "a drawer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let line = text
-            .lines()
-            .find_map(|l| l.split_once("IDS ").map(|(_, ids)| ids))
-            .expect("the ids");
-        let mine: Vec<String> = serde_json::from_str(line).unwrap();
+        let mine: Vec<String> = serde_json::from_str(&child_report(child, "IDS ")).unwrap();
         assert_eq!(mine.len(), DRAWER_ROUNDS * 150);
         ids.extend(mine);
     }

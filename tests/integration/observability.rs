@@ -11,7 +11,7 @@ use jobq::{
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::common::{Env, T0, is_child, spawn_child};
+use crate::common::{Env, T0, child_output, is_child, spawn_child};
 
 /// The known jobs, built with a manual clock:
 /// - 4 `scene` jobs of queue `video`, owner alice, succeeded: waits 1, 2, 3, 4 s; runs 1, 2, 3, 10 s;
@@ -760,13 +760,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
 #[test]
 fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tracing() {
     let child = spawn_child("observability::child_tracing_events", &[]);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the child failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("TRACING EVENTS CHECKED"));
+    assert!(child_output(child).contains("TRACING EVENTS CHECKED"));
 }
 
 #[test]
