@@ -75,6 +75,16 @@ pub fn dump(path: &Path) -> String {
     out
 }
 
+/// Every row of a query (a view, usually), each as its column values.
+pub fn rows(conn: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
 /// Runs one test function of this binary in a child process, with extra environment.
 /// The function must return at once unless `JOBQ_TEST_CHILD` is set.
 pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Child {

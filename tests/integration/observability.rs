@@ -8,10 +8,9 @@ use jobq::{
     ClaimFilter, CostGrouping, Health, HealthThresholds, JobError, NewJob, Queue, StatsFilter,
     Status, TimingFilter,
 };
-use rusqlite::Connection;
 use serde_json::json;
 
-use crate::common::{Env, T0, child_output, is_child, spawn_child};
+use crate::common::{Env, T0, child_output, is_child, rows, spawn_child};
 
 /// The known jobs, built with a manual clock:
 /// - 4 `scene` jobs of queue `video`, owner alice, succeeded: waits 1, 2, 3, 4 s; runs 1, 2, 3, 10 s;
@@ -306,22 +305,13 @@ fn stages_running_monitor_dead_letter_and_costs_are_exact() {
     assert_eq!(bob_only.iter().map(|c| c.count).sum::<i64>(), 2);
 }
 
-fn view_rows(conn: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
 #[test]
 fn the_sql_views_and_the_library_agree() {
     use rusqlite::types::Value::{Integer, Real, Text};
     let env = known();
     let conn = env.conn();
 
-    for row in view_rows(
+    for row in rows(
         &conn,
         "SELECT status, count, avg_duration_seconds, p50_seconds, p95_seconds, max_seconds, avg_wait_seconds, p50_wait_seconds, p95_wait_seconds FROM jobq_timing_stats",
     ) {
@@ -347,7 +337,7 @@ fn the_sql_views_and_the_library_agree() {
             ]
         );
     }
-    for row in view_rows(
+    for row in rows(
         &conn,
         "SELECT queue, queued, running, retry, succeeded, failed, cancelled, total FROM jobq_queue_stats",
     ) {
@@ -372,7 +362,7 @@ fn the_sql_views_and_the_library_agree() {
         .map(|d| Text(d.id.to_string()))
         .collect();
     let view_dead: Vec<rusqlite::types::Value> =
-        view_rows(&conn, "SELECT id FROM jobq_dead_letter_jobs")
+        rows(&conn, "SELECT id FROM jobq_dead_letter_jobs")
             .into_iter()
             .map(|r| r[0].clone())
             .collect();

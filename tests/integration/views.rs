@@ -6,6 +6,8 @@ use jobq::{ClaimFilter, JobError, ManualClock, NewJob, Queue, RetryPolicy};
 use rusqlite::Connection;
 use serde_json::json;
 
+use crate::common::rows;
+
 /// Known jobs: four succeeded runs of 1, 2, 3 and 10 s; two failed runs of 4 and 6 s; one
 /// running at 45 % in stage `llm_analysis`; two queued. The clock sits at the real now, so
 /// the views' own `now` agrees with it.
@@ -71,15 +73,6 @@ fn known() -> (tempfile::TempDir, Queue, ManualClock) {
 fn clock_now(clock: &ManualClock) -> i64 {
     use jobq::Clock;
     clock.now_ms()
-}
-
-fn rows(conn: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
 }
 
 #[test]
