@@ -213,7 +213,7 @@ impl Queue {
         now: i64,
     ) -> Result<Vec<Enqueued>> {
         let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-        let (plain, special): (Vec<_>, Vec<_>) = jobs
+        let (mut plain, special): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .zip(ids)
             .enumerate()
@@ -228,7 +228,6 @@ impl Queue {
         for (owner, cost) in cost_by_owner {
             self.check_budget(conn, owner, cost)?;
         }
-        let mut plain = plain;
         let mut chunks = plain.chunks_exact_mut(ROWS_PER_INSERT);
         let mut stmt = conn.prepare_cached(insert_rows_sql())?;
         for chunk in chunks.by_ref() {
@@ -390,7 +389,7 @@ impl Queue {
         &self,
         conn: &Connection,
         mut job: Checked,
-        id: String,
+        mut id: String,
         now: i64,
     ) -> Result<Enqueued> {
         if let Some(key) = &job.key {
@@ -428,7 +427,6 @@ impl Queue {
         if let Some(owner) = &job.owner {
             self.check_budget(conn, owner, job.cost_cents)?;
         }
-        let mut id = id;
         self.insert_row(conn, &job, &mut id, now)?;
         Ok(Enqueued {
             job_id: JobId::from_db(id),

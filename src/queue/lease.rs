@@ -346,8 +346,9 @@ impl Queue {
         ran_for: Option<Duration>,
         now: i64,
     ) -> Result<Status> {
+        let key = lease.job_id.key();
         let held = named_params! {
-            ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+            ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
         };
         let (changed, status) = match report {
             Report::Complete { output, cost_cents } => {
@@ -359,13 +360,13 @@ impl Queue {
                     cost_cents,
                     now,
                     self.owner(),
-                    lease.job_id.key(),
+                    key,
                 ])?;
                 (n, Status::Succeeded)
             }
             Report::Release => {
                 let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
-                    ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
+                    ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                     ":now": now,
                 })?;
                 (n, Status::Queued)
@@ -390,7 +391,7 @@ impl Queue {
                                 .delay(lease.attempt)
                         });
                         let n = conn.prepare_cached(FAIL)?.execute(named_params! {
-                            ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker,
+                            ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker,
                             ":claim": lease.claim, ":owner": self.owner(), ":status": status.as_str(),
                             ":retry_at": now.saturating_add(millis(delay)),
                             ":message": error.stored_message(), ":code": error.code, ":now": now,
