@@ -6,7 +6,7 @@
 //! `open.rs`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -82,23 +82,33 @@ fn jobs_acknowledged_before_a_sigkill_are_all_there_after_reopening() {
     );
 }
 
-/// A small tmpfs, unmounted on drop.
-struct Mount(PathBuf);
+/// A small tmpfs on a fresh temporary folder, unmounted on drop (before the folder goes).
+struct Mount {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
 impl Mount {
-    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    /// `None`, after saying which test is skipped, when this process may not mount.
+    fn tmpfs(size: &str, test: &str) -> Option<Mount> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
+            .arg(&path)
             .status()
             .is_ok_and(|s| s.success());
-        ok.then(|| Mount(dir.to_path_buf()))
+        if !ok {
+            eprintln!("skipping {test}: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+        }
+        ok.then_some(Mount { path, _dir: dir })
     }
 
     fn remount(&self, options: &str) {
         let status = Command::new("mount")
             .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
+            .arg(&self.path)
             .status()
             .unwrap();
         assert!(status.success());
@@ -107,23 +117,25 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("umount").arg(&self.path).status();
     }
 }
 
-fn skip(what: &str) {
-    eprintln!("skipping {what}: mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+/// How many jobs the queue lists.
+fn count(queue: &Queue) -> usize {
+    queue
+        .list(&JobFilter::new().limit(10_000))
+        .unwrap()
+        .jobs
+        .len()
 }
 
 #[test]
 fn a_database_on_a_read_only_file_system_is_a_clear_error_and_stays_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("ro");
-    std::fs::create_dir(&mnt).unwrap();
-    let Some(mount) = Mount::tmpfs(&mnt, "8m") else {
-        return skip("the read-only file system test");
+    let Some(mount) = Mount::tmpfs("8m", "the read-only file system test") else {
+        return;
     };
-    let db = mnt.join("jobs.db");
+    let db = mount.path.join("jobs.db");
     {
         let queue = Queue::open(&db).unwrap();
         queue
@@ -139,7 +151,7 @@ fn a_database_on_a_read_only_file_system_is_a_clear_error_and_stays_intact() {
         "{err}"
     );
     // A new file cannot be made there either.
-    let err = Queue::open(mnt.join("new.db")).unwrap_err();
+    let err = Queue::open(mount.path.join("new.db")).unwrap_err();
     assert!(matches!(err, Error::Open { .. }), "{err:?}");
     assert_eq!(
         std::fs::read(&db).unwrap(),
@@ -147,22 +159,15 @@ fn a_database_on_a_read_only_file_system_is_a_clear_error_and_stays_intact() {
         "the file was not touched"
     );
     mount.remount("rw");
-    let queue = Queue::open(&db).unwrap();
-    assert_eq!(
-        queue.list(&JobFilter::new().limit(100)).unwrap().jobs.len(),
-        50
-    );
+    assert_eq!(count(&Queue::open(&db).unwrap()), 50);
 }
 
 #[test]
 fn a_full_disk_refuses_writes_with_disk_full_and_the_file_stays_good() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let Some(mount) = Mount::tmpfs(&mnt, "2m") else {
-        return skip("the full disk test");
+    let Some(mount) = Mount::tmpfs("2m", "the full disk test") else {
+        return;
     };
-    let db = mnt.join("jobs.db");
+    let db = mount.path.join("jobs.db");
     let queue = Queue::open(&db).unwrap();
     let mut acknowledged = Vec::new();
     let padding = "x".repeat(2000);
@@ -180,8 +185,7 @@ fn a_full_disk_refuses_writes_with_disk_full_and_the_file_stays_good() {
     assert!(matches!(err, Error::DiskFull(_)), "{err:?}");
     assert!(err.to_string().contains("full"), "{err}");
     // Still readable, still consistent, nothing acknowledged lost.
-    let page = queue.list(&JobFilter::new().limit(10_000)).unwrap();
-    assert_eq!(page.jobs.len(), acknowledged.len());
+    assert_eq!(count(&queue), acknowledged.len());
     drop(queue);
     let check: String = rusqlite::Connection::open(&db)
         .unwrap()
@@ -194,26 +198,12 @@ fn a_full_disk_refuses_writes_with_disk_full_and_the_file_stays_good() {
         queue.delete(&acknowledged[0]),
         Err(Error::DiskFull(_))
     ));
-    assert_eq!(
-        queue
-            .list(&JobFilter::new().limit(10_000))
-            .unwrap()
-            .jobs
-            .len(),
-        acknowledged.len()
-    );
+    assert_eq!(count(&queue), acknowledged.len());
     // Once there is room again, writes work again.
     mount.remount("size=8m");
     queue.enqueue(NewJob::new("small")).unwrap();
     queue.delete(&acknowledged[0]).unwrap();
-    assert_eq!(
-        queue
-            .list(&JobFilter::new().limit(10_000))
-            .unwrap()
-            .jobs
-            .len(),
-        acknowledged.len()
-    );
+    assert_eq!(count(&queue), acknowledged.len());
     eprintln!(
         "full disk: {} jobs acknowledged before the disk filled, all intact",
         acknowledged.len()
