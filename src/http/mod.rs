@@ -1,41 +1,44 @@
 //! The HTTP admin API and the web dashboard, over the library (no second implementation of
 //! any rule).
 //!
-//! Synchronous: tiny_http reads requests on its own connection threads and a fixed pool of
-//! request threads answers them. Every connection has read and write timeouts, so a slow
-//! client cannot hold a thread for long; bodies over 1 MiB are refused before they are read.
+//! The server is hyper's HTTP/1 on a tokio runtime of its own, on one thread; the library's
+//! calls, which are synchronous, run on a small pool of blocking threads. No client can hold
+//! the server: slow clients cost a task, not a thread, and every limit is enforced before
+//! anything is buffered:
 //!
-//! The timeouts are set on the listening socket (accepted connections inherit them), where
-//! they also bound `accept()`, and tiny_http stops accepting at its first accept error. So a
-//! keeper thread connects to the server every quarter of the timeout (an idle server never
-//! sees its accept time out), and should accepting stop all the same, the request threads
-//! listen again on the same address with a fresh tiny_http server.
+//! - the request line and headers: at most [`MAX_HEAD`] bytes (431 beyond), read within the
+//!   I/O timeout from the moment the server waits for them (an idle connection is closed);
+//! - the body: at most [`MAX_BODY`] bytes (413 beyond, decided from `Content-Length` before
+//!   reading, or while reading a chunked body), read within the I/O timeout (else 408);
+//! - the answer: a client that stops reading it is cut off after the I/O timeout;
+//! - connections: at most [`ServerConfig::max_connections`] at once; a process out of file
+//!   descriptors keeps listening and accepts again as soon as one is free.
 //!
 //! Auth: `X-Admin-Key: KEY` sees and changes everything; `Authorization: Bearer TOKEN` (from
-//! [`Queue::create_token`]) sees and changes only that owner's jobs and groups, and what it
-//! creates is owned by it. Another owner's job is 404, never 403. Errors are
+//! [`Queue::create_token`]; the scheme in any case) sees and changes only that owner's jobs
+//! and groups, and what it creates is owned by it. A wrong admin key is 401, whatever else
+//! the request carries. Another owner's job is 404, never 403. Errors are
 //! `{"error": {"code": "…", "message": "…"}}`.
 
 mod api;
 mod body;
+mod serve;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use serde_json::json;
 
 use crate::error::Error;
 use crate::owner::constant_time_eq;
 use crate::queue::Queue;
 
-/// The largest request body accepted.
+/// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1 << 20;
+
+/// The largest request line and headers accepted, together: 16 KiB.
+pub const MAX_HEAD: usize = 16 << 10;
 
 /// Settings of [`Server::start`].
 #[derive(Clone)]
@@ -46,7 +49,7 @@ pub struct ServerConfig {
     insecure_no_auth: bool,
     threads: usize,
     io_timeout: Duration,
-    keeper: bool,
+    max_connections: usize,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -56,6 +59,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("admin_key", &self.admin_key.as_ref().map(|_| "…"))
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("threads", &self.threads)
+            .field("io_timeout", &self.io_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -69,7 +74,7 @@ impl ServerConfig {
             insecure_no_auth: false,
             threads: 4,
             io_timeout: Duration::from_secs(10),
-            keeper: true,
+            max_connections: 1024,
         }
     }
 
@@ -87,23 +92,25 @@ impl ServerConfig {
         self
     }
 
-    /// Request threads. Defaults to 4.
+    /// Threads that run the library's calls (the database work of requests); requests past
+    /// them wait their turn. Defaults to 4.
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
     }
 
-    /// How long a connection may wait on a slow client (reading a request, or writing a
-    /// response). Defaults to 10 s.
+    /// How long the server waits on a client: for a request's line and headers (and on an
+    /// idle connection, for the next request), for its body, and for the client to take the
+    /// answer. Each is a deadline for the whole step, not for one read. Defaults to 10 s.
     pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        self.io_timeout = timeout;
+        self.io_timeout = timeout.max(Duration::from_millis(10));
         self
     }
 
-    /// No keeper thread: accepting is left to time out, for the test of listening again.
-    #[cfg(test)]
-    fn without_keeper(mut self) -> Self {
-        self.keeper = false;
+    /// Connections served at once; a connection past them is closed as soon as it is
+    /// accepted. Defaults to 1024.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 }
@@ -111,10 +118,8 @@ impl ServerConfig {
 /// A running HTTP server. Dropping it stops it.
 pub struct Server {
     addr: SocketAddr,
-    listening: Arc<Listening>,
-    stopping: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    keeper: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -132,6 +137,36 @@ pub(crate) enum Caller {
     Owner(String),
 }
 
+/// What a request presents as its identity, read from its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credentials {
+    /// An `X-Admin-Key` header, right or wrong.
+    AdminKey(String),
+    /// `Authorization: Bearer TOKEN`, the scheme in any case.
+    Bearer(String),
+    /// Nothing usable.
+    None,
+}
+
+impl Credentials {
+    /// From the values of the `X-Admin-Key` and `Authorization` headers. An admin key, even
+    /// a wrong one, wins: it is never passed over for a token.
+    pub(crate) fn read(admin_key: Option<&str>, authorization: Option<&str>) -> Credentials {
+        if let Some(key) = admin_key {
+            return Credentials::AdminKey(key.to_string());
+        }
+        let Some(authorization) = authorization else {
+            return Credentials::None;
+        };
+        match authorization.trim().split_once(char::is_whitespace) {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Credentials::Bearer(token.trim().to_string())
+            }
+            _ => Credentials::None,
+        }
+    }
+}
+
 pub(crate) struct App {
     queue: Queue,
     admin_key: Option<String>,
@@ -139,14 +174,14 @@ pub(crate) struct App {
 }
 
 impl Server {
-    /// Binds the address and starts the request threads.
+    /// Binds the address and starts serving.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`] (field `addr` or `admin_key`) without an admin key and
     /// without `insecure_no_auth`, with `insecure_no_auth` on an address that is not
     /// loopback, or for an address that cannot be resolved; [`Error::Open`] when it cannot
-    /// be bound.
+    /// be bound (or the OS refuses the server its thread).
     pub fn start(queue: Queue, config: ServerConfig) -> crate::Result<Server> {
         let addrs: Vec<SocketAddr> = config
             .addr
@@ -181,66 +216,21 @@ impl Server {
         if config.admin_key.as_deref().is_some_and(|k| k.len() < 8) {
             return Err(Error::invalid("admin_key", "must be at least 8 characters"));
         }
-        let http = listen(addr, config.io_timeout).map_err(|reason| Error::Open {
+        let app = App {
+            queue,
+            admin_key: config.admin_key.clone(),
+            insecure: config.insecure_no_auth && loopback,
+        };
+        let open_err = |reason: String| Error::Open {
             path: addr.to_string().into(),
             reason,
-        })?;
-        let addr = match http.server_addr() {
-            tiny_http::ListenAddr::IP(a) => a,
-            #[allow(unreachable_patterns)]
-            _ => addr,
         };
-        let listening = Arc::new(Listening {
-            addr,
-            io_timeout: config.io_timeout,
-            threads: config.threads,
-            current: std::sync::RwLock::new(Arc::new(http)),
-        });
-        let app = Arc::new(App {
-            queue,
-            admin_key: config.admin_key,
-            insecure: config.insecure_no_auth && loopback,
-        });
-        let stopping = Arc::new(AtomicBool::new(false));
-        let threads = (0..config.threads)
-            .map(|i| {
-                let (listening, app, stopping) = (
-                    Arc::clone(&listening),
-                    Arc::clone(&app),
-                    Arc::clone(&stopping),
-                );
-                std::thread::Builder::new()
-                    .name(format!("jobq-http-{i}"))
-                    .spawn(move || {
-                        while !stopping.load(Ordering::SeqCst) {
-                            let http = listening.current();
-                            match http.recv() {
-                                Ok(request) => app.answer(request),
-                                Err(e) if !stopping.load(Ordering::SeqCst) => {
-                                    listening.revive(&http, &e)
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    })
-                    .expect("the OS refused to start an HTTP thread")
-            })
-            .collect();
-        let keeper = config.keeper.then(|| {
-            let stopping = Arc::clone(&stopping);
-            let every = (config.io_timeout / 4).max(Duration::from_millis(10));
-            std::thread::Builder::new()
-                .name("jobq-http-keeper".into())
-                .spawn(move || keep_accepting(addr, every, &stopping))
-                .expect("the OS refused to start an HTTP thread")
-        });
-        tracing::info!(%addr, "jobq: HTTP server listening");
+        let running = serve::start(addr, app, &config).map_err(open_err)?;
+        tracing::info!(addr = %running.addr, "jobq: HTTP server listening");
         Ok(Server {
-            addr,
-            listening,
-            stopping,
-            threads,
-            keeper,
+            addr: running.addr,
+            stop: Some(running.stop),
+            thread: Some(running.thread),
         })
     }
 
@@ -249,22 +239,18 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting and waits for the request threads to finish their requests.
+    /// Stops accepting, lets the requests in progress finish (for up to the I/O timeout),
+    /// closes every connection and returns.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(keeper) = self.keeper.take() {
-            let _ = keeper.join();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
         }
-        let http = self.listening.current();
-        for _ in &self.threads {
-            http.unblock();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -275,110 +261,8 @@ impl Drop for Server {
     }
 }
 
-/// Where the server listens, and the tiny_http server listening there now.
-struct Listening {
-    addr: SocketAddr,
-    io_timeout: Duration,
-    threads: usize,
-    current: std::sync::RwLock<Arc<tiny_http::Server>>,
-}
-
-impl Listening {
-    fn current(&self) -> Arc<tiny_http::Server> {
-        Arc::clone(
-            &self
-                .current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// `failed` stopped accepting: listen again on the same address (unless another thread
-    /// already did), and wake the threads still waiting on the old server.
-    fn revive(&self, failed: &Arc<tiny_http::Server>, why: &std::io::Error) {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !Arc::ptr_eq(&current, failed) {
-            return;
-        }
-        tracing::warn!(error = %why, addr = %self.addr, "jobq: the HTTP server stopped accepting; listening again");
-        for attempt in 0..50 {
-            match listen(self.addr, self.io_timeout) {
-                Ok(http) => {
-                    *current = Arc::new(http);
-                    drop(current);
-                    for _ in 0..self.threads {
-                        failed.unblock();
-                    }
-                    return;
-                }
-                Err(e) if attempt == 49 => {
-                    tracing::error!(error = e, addr = %self.addr, "jobq: cannot listen again");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-}
-
-/// A tiny_http server on a listener of our own, with read and write timeouts.
-fn listen(
-    addr: SocketAddr,
-    io_timeout: Duration,
-) -> std::result::Result<tiny_http::Server, String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen: {e}"))?;
-    set_timeouts(&listener, io_timeout);
-    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
-}
-
-/// Connects to the server every `every` until it stops, so that its accept never waits a
-/// whole timeout (see the module documentation). The connection sends nothing and closes.
-fn keep_accepting(addr: SocketAddr, every: Duration, stopping: &AtomicBool) {
-    let target = match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
-    };
-    let tick = Duration::from_millis(10).min(every);
-    let mut waited = Duration::ZERO;
-    while !stopping.load(Ordering::SeqCst) {
-        std::thread::sleep(tick);
-        waited += tick;
-        if waited >= every {
-            waited = Duration::ZERO;
-            let _ = std::net::TcpStream::connect_timeout(&target, every);
-        }
-    }
-}
-
-/// Read and write timeouts on the listening socket; accepted connections inherit them.
-fn set_timeouts(listener: &TcpListener, timeout: Duration) {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from a valid timeval for an
-        // open socket we own.
-        unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
-    }
-}
-
 /// An HTTP answer: a status and a JSON body (or text, or nothing).
+#[derive(Debug)]
 pub(crate) struct Reply {
     status: u16,
     body: Vec<u8>,
@@ -443,7 +327,12 @@ impl From<Error> for Reply {
             Error::Forbidden { .. } => (403, "forbidden"),
             Error::Busy { .. } => (503, "busy"),
             Error::DiskFull(_) => (507, "disk_full"),
-            _ => (500, "internal"),
+            Error::Pool(_) => (503, "busy"),
+            Error::SchemaTooNew { .. }
+            | Error::NotJobqDatabase { .. }
+            | Error::Open { .. }
+            | Error::Corrupt(_)
+            | Error::Database(_) => (500, "internal"),
         };
         if status == 500 {
             tracing::error!(error = %e, "jobq: HTTP request failed");
@@ -458,105 +347,46 @@ impl From<Error> for Reply {
 }
 
 impl App {
-    fn answer(&self, mut request: Request) {
-        let reply = self.route(&mut request);
-        let mut response =
-            Response::from_data(reply.body).with_status_code(StatusCode(reply.status));
-        let mut headers = vec![
-            ("Content-Type", reply.content_type.to_string()),
-            ("Cache-Control", "no-store".to_string()),
-            ("X-Content-Type-Options", "nosniff".to_string()),
-        ];
-        headers.extend(reply.headers);
-        for (name, value) in headers {
-            if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        let _ = request.respond(response);
-    }
-
-    fn route(&self, request: &mut Request) -> Reply {
-        let url = request.url().to_string();
-        let (path, query) = match url.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (url.clone(), String::new()),
-        };
-        let method = request.method().clone();
-        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-
+    /// What a path and method lead to, decided before anything is read or authenticated:
+    /// the dashboard, an API route, or an error answer (404, 405). `HEAD` is `GET`.
+    fn route(method: &str, segments: &[&str], path: &str) -> Result<Route, Reply> {
+        let method = if method == "HEAD" { "GET" } else { method };
         // The dashboard asks for a key itself.
         if segments.iter().all(|s| s.is_empty()) || segments == ["index.html"] {
             return match method {
-                Method::Get | Method::Head => {
-                    Reply::text(200, "text/html; charset=utf-8", api::DASHBOARD)
-                }
-                _ => method_not_allowed("GET"),
+                "GET" => Ok(Route::Dashboard),
+                _ => Err(method_not_allowed("GET")),
             };
         }
-        let Some(allowed) = api::allowed_methods(&segments) else {
-            return Reply::error(404, "not_found", format!("no route {path}"));
+        let Some(allowed) = api::allowed_methods(segments) else {
+            return Err(Reply::error(404, "not_found", format!("no route {path}")));
         };
-        let method_name = method.as_str().to_ascii_uppercase();
-        if !allowed.split(", ").any(|m| m == method_name) {
-            return method_not_allowed(allowed);
+        if !allowed.split(", ").any(|m| m == method) {
+            return Err(method_not_allowed(allowed));
         }
-        let caller = match self.caller(request) {
-            Some(c) => c,
-            None => {
-                return Reply::error(
-                    401,
-                    "unauthorized",
-                    "send X-Admin-Key: KEY or Authorization: Bearer TOKEN",
-                )
-                .with_header("WWW-Authenticate", "Bearer");
-            }
-        };
-        let body = match method {
-            Method::Post | Method::Put | Method::Patch => match read_body(request) {
-                Ok(body) => Some(body),
-                Err(reply) => return reply,
-            },
-            _ => None,
-        };
-        let query = api::Query::parse(&query);
-        api::handle(
-            self,
-            &caller,
-            &method_name,
-            &segments,
-            &query,
-            body.as_ref(),
-        )
+        Ok(Route::Api)
     }
 
-    /// The caller, from the admin key or a bearer token; `None` means 401.
-    fn caller(&self, request: &Request) -> Option<Caller> {
+    /// The caller, from what the request presented; `None` means 401. Only a token needs
+    /// the database.
+    fn caller(&self, credentials: &Credentials) -> crate::Result<Option<Caller>> {
         if self.insecure {
-            return Some(Caller::Admin);
+            return Ok(Some(Caller::Admin));
         }
-        let header = |name: &str| {
-            request
-                .headers()
-                .iter()
-                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-                .map(|h| h.value.as_str().to_string())
-        };
-        if let (Some(given), Some(key)) = (header("X-Admin-Key"), &self.admin_key) {
-            if constant_time_eq(given.as_bytes(), key.as_bytes()) {
-                return Some(Caller::Admin);
-            }
-            return None;
-        }
-        let token = header("Authorization")?;
-        let token = token
-            .strip_prefix("Bearer ")
-            .or_else(|| token.strip_prefix("bearer "))?
-            .trim();
-        match self.queue.authenticate(token) {
-            Ok(Some(owner)) => Some(Caller::Owner(owner)),
-            _ => None,
-        }
+        Ok(match credentials {
+            Credentials::AdminKey(given) => self
+                .admin_key
+                .as_ref()
+                .filter(|key| constant_time_eq(given.as_bytes(), key.as_bytes()))
+                .map(|_| Caller::Admin),
+            Credentials::Bearer(token) => self.queue.authenticate(token)?.map(Caller::Owner),
+            Credentials::None => None,
+        })
+    }
+
+    /// Whether resolving these credentials needs the database (and so a blocking thread).
+    fn caller_needs_database(&self, credentials: &Credentials) -> bool {
+        !self.insecure && matches!(credentials, Credentials::Bearer(_))
     }
 
     pub(crate) fn queue_for(&self, caller: &Caller) -> Queue {
@@ -567,57 +397,41 @@ impl App {
     }
 }
 
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Dashboard,
+    Api,
+}
+
+fn unauthorized() -> Reply {
+    Reply::error(
+        401,
+        "unauthorized",
+        "send X-Admin-Key: KEY or Authorization: Bearer TOKEN",
+    )
+    .with_header("WWW-Authenticate", "Bearer")
+}
+
 fn method_not_allowed(allowed: &str) -> Reply {
     Reply::error(405, "method_not_allowed", format!("use {allowed}"))
         .with_header("Allow", allowed.to_string())
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes: 413 beyond (decided from
-/// `Content-Length` before reading, or after reading one byte too many), 408 when the
-/// client stalls, 400 when it is not JSON.
-fn read_body(request: &mut Request) -> Result<Value, Reply> {
-    let too_large = || {
-        Reply::error(
-            413,
-            "payload_too_large",
-            format!("the body is over {MAX_BODY} bytes"),
-        )
-    };
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    match request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut bytes)
-    {
-        Ok(_) if bytes.len() > MAX_BODY => return Err(too_large()),
-        Ok(_) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            return Err(Reply::error(
-                408,
-                "request_timeout",
-                "the body did not arrive in time",
-            ));
-        }
-        Err(e) => {
-            return Err(Reply::error(
-                400,
-                "bad_request",
-                format!("cannot read the body: {e}"),
-            ));
-        }
-    }
+fn too_large() -> Reply {
+    Reply::error(
+        413,
+        "payload_too_large",
+        format!("the body is over {MAX_BODY} bytes"),
+    )
+}
+
+/// A request body as JSON: an empty body is `{}`; anything else must parse (400).
+fn json_body(bytes: &[u8]) -> Result<serde_json::Value, Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
+        return Ok(serde_json::Value::Object(Default::default()));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         Reply::error(
             400,
             "invalid_json",
@@ -629,48 +443,43 @@ fn read_body(request: &mut Request) -> Result<Value, Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::net::TcpStream;
 
-    fn status_of_stats(addr: SocketAddr) -> Option<String> {
-        let mut stream = TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream
-            .write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin-Key: key-for-tests\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        reply.lines().next().map(str::to_owned)
+    #[test]
+    fn credentials_read_an_admin_key_first_and_the_bearer_scheme_in_any_case() {
+        assert_eq!(
+            Credentials::read(Some("k"), Some("Bearer t")),
+            Credentials::AdminKey("k".into())
+        );
+        for header in ["Bearer t", "bearer t", "BEARER  t ", "bEaReR\tt"] {
+            assert_eq!(
+                Credentials::read(None, Some(header)),
+                Credentials::Bearer("t".into()),
+                "{header:?}"
+            );
+        }
+        for header in ["Basic dXNlcg==", "Bearer", "Bearert", "t"] {
+            assert_eq!(Credentials::read(None, Some(header)), Credentials::None);
+        }
+        assert_eq!(Credentials::read(None, None), Credentials::None);
     }
 
     #[test]
-    fn a_server_whose_accept_timed_out_listens_again_on_the_same_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
-        let config = ServerConfig::new("127.0.0.1:0")
-            .admin_key("key-for-tests")
-            .io_timeout(Duration::from_millis(100))
-            .without_keeper();
-        let server = Server::start(queue, config).unwrap();
-        let first = Arc::clone(&server.listening.current());
+    fn routes_are_decided_before_anything_is_read() {
+        assert_eq!(App::route("GET", &[""], "/").unwrap(), Route::Dashboard);
         assert_eq!(
-            status_of_stats(server.addr()).as_deref(),
-            Some("HTTP/1.1 200 OK")
+            App::route("HEAD", &["api", "stats"], "/api/stats").unwrap(),
+            Route::Api
         );
-        // Ten timeouts without a connection: tiny_http's accept loop has ended by now.
-        std::thread::sleep(Duration::from_millis(1000));
-        assert!(
-            !Arc::ptr_eq(&first, &server.listening.current()),
-            "no new listener"
+        assert_eq!(App::route("POST", &[""], "/").unwrap_err().status, 405);
+        assert_eq!(
+            App::route("GET", &["nope"], "/nope").unwrap_err().status,
+            404
         );
-        // Between the old listener closing and the new one binding, a connect may be refused.
-        let answered = (0..50).find_map(|_| {
-            status_of_stats(server.addr()).or_else(|| {
-                std::thread::sleep(Duration::from_millis(20));
-                None
-            })
-        });
-        assert_eq!(answered.as_deref(), Some("HTTP/1.1 200 OK"));
-        server.shutdown();
+        assert_eq!(
+            App::route("DELETE", &["api", "stats"], "/api/stats")
+                .unwrap_err()
+                .status,
+            405
+        );
     }
 }

@@ -17,7 +17,7 @@ pub struct Api {
     _dir: tempfile::TempDir,
     pub queue: Queue,
     pub server: Server,
-    agent: ureq::Agent,
+    pub agent: ureq::Agent,
 }
 
 #[derive(Debug)]
@@ -469,6 +469,148 @@ fn requests_without_valid_credentials_get_401() {
     }
     assert_eq!(api.queue.stats(&jobq::StatsFilter::new()).unwrap().total, 0);
     assert_eq!(api.get("/api/jobs", Auth::Token(&token)).status, 200);
+}
+
+/// One character of `text` at `at` replaced by another hex digit (the length is kept).
+fn one_changed(text: &str, at: usize) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    chars[at] = if chars[at] == '0' { '1' } else { '0' };
+    chars.into_iter().collect()
+}
+
+#[test]
+fn only_the_whole_admin_key_or_the_whole_token_is_accepted() {
+    let api = Api::start();
+    let token = api.queue.create_token("erin").unwrap();
+    api.queue
+        .scoped("erin")
+        .enqueue(NewJob::new("mine"))
+        .unwrap();
+    let prefix = &KEY[..KEY.len() - 1];
+    let longer = format!("{KEY}x");
+    let changed = one_changed(KEY, KEY.len() - 1);
+    for key in [prefix, &KEY[..8], longer.as_str(), changed.as_str(), ""] {
+        api.get("/api/jobs", Auth::Key(key))
+            .error(401, "unauthorized");
+    }
+    // A token with any one character of its secret changed, cut short or made longer.
+    let secret_at = token.rfind('_').unwrap() + 1;
+    let mut wrong: Vec<String> = [secret_at, secret_at + 8, secret_at + 31, token.len() - 1]
+        .into_iter()
+        .map(|at| one_changed(&token, at))
+        .collect();
+    wrong.push(format!("{token}0"));
+    wrong.push(token[..token.len() - 1].to_string());
+    wrong.push(one_changed(&token, 5));
+    for bad in &wrong {
+        api.get("/api/jobs", Auth::Token(bad))
+            .error(401, "unauthorized");
+    }
+    assert_eq!(api.get("/api/jobs", Auth::Token(&token)).status, 200);
+    // The stored hash is compared whole: one that agrees with the token's on all but its
+    // last characters refuses it.
+    let conn = rusqlite::Connection::open(api.queue.path()).unwrap();
+    conn.execute(
+        "UPDATE jobq_tokens SET secret_hash = substr(secret_hash, 1, 60) ||
+             CASE WHEN substr(secret_hash, 61) = '0000' THEN '1111' ELSE '0000' END",
+        [],
+    )
+    .unwrap();
+    api.get("/api/jobs", Auth::Token(&token))
+        .error(401, "unauthorized");
+
+    // A wrong admin key is refused even beside a valid token: no falling through to it.
+    let url = api.url("/api/jobs");
+    let mut both = api
+        .agent
+        .get(&url)
+        .header("X-Admin-Key", "wrong-key-wrong")
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(both.status().as_u16(), 401);
+    let doc: Value = both.body_mut().read_json().unwrap();
+    assert_eq!(doc["error"]["code"], "unauthorized");
+}
+
+#[test]
+fn bodies_past_the_limit_are_refused_whole_whether_announced_or_chunked() {
+    let api = Api::start();
+    let before = crate::common::dump(api.queue.path());
+    // Announced one byte past the limit: 413 at once, before any of it arrives.
+    let mut stream = TcpStream::connect(api.server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: {}\r\n\r\n{{",
+                jobq::http::MAX_BODY + 1
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut reply = [0u8; 12];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 413");
+
+    // Chunked, with no length announced: refused once it passes the limit, not cut short
+    // and stored.
+    let input = "x".repeat(jobq::http::MAX_BODY);
+    let body = json!({"kind": "k", "input": {"blob": input}}).to_string();
+    let mut stream = TcpStream::connect(api.server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(
+        format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    for chunk in body.as_bytes().chunks(64 << 10) {
+        if stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|_| stream.write_all(chunk))
+            .and_then(|_| stream.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("payload_too_large"), "{reply}");
+
+    // Just under the limit, chunked, is taken whole.
+    let fits =
+        json!({"kind": "k", "input": {"blob": "y".repeat(jobq::http::MAX_BODY - 100)}}).to_string();
+    assert!(fits.len() <= jobq::http::MAX_BODY);
+    let mut stream = TcpStream::connect(api.server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{fits}\r\n0\r\n\r\n", fits.len())
+                .as_bytes(),
+        )
+        .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 201"),
+        "{}",
+        &reply[..reply.len().min(300)]
+    );
+    let stored = api.queue.list(&jobq::JobFilter::new()).unwrap().jobs;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].input["blob"].as_str().unwrap().len(),
+        jobq::http::MAX_BODY - 100
+    );
+    assert_ne!(crate::common::dump(api.queue.path()), before);
 }
 
 #[test]

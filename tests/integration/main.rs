@@ -13,6 +13,7 @@ mod contention;
 mod durability;
 mod enqueue;
 mod fuzz;
+mod hostile_http;
 pub mod http;
 mod lifecycle;
 mod maintenance;
