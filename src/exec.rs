@@ -10,16 +10,19 @@
 //! other exit, or death by a signal, is a failed attempt with code `EXIT_<n>` or
 //! `SIGNAL_<n>` and the last lines of stderr as its message, retried while attempts remain.
 //! Past its timeout, or when the job is cancelled, the whole process group is killed
-//! (code `TIMEOUT`). Processes the command leaves behind are killed when it exits.
+//! (code `TIMEOUT`). Processes the command leaves behind are killed when it exits, and
+//! when the worker dies, however it dies, a reaper process kills every command's group.
+//!
+//! Output never changes an outcome: all of stdout and stderr is read; the first 1 MiB of
+//! stdout that is not report lines is kept, and the last 20 lines (4 KiB) of stderr.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
 use serde_json::Value;
 
 use crate::queue::JobError;
@@ -28,10 +31,14 @@ use crate::worker::{Handler, JobContext};
 /// The exit code of a permanent failure: `EX_DATAERR` from `sysexits.h`.
 pub const EXIT_PERMANENT: i32 = 65;
 
-/// Stdout kept as output, at most; the rest is dropped (and says so).
+/// Stdout kept as output, at most; the rest is read and dropped (and a warning says so).
 const MAX_STDOUT: usize = 1 << 20;
+/// The longest stdout line read as a possible report line; longer lines are output.
+const MAX_REPORT_LINE: usize = 8 << 10;
 /// Lines of stderr kept for the error message.
 const STDERR_LINES: usize = 20;
+/// Bytes of stderr kept for the error message, at most (the end of it).
+const STDERR_TAIL: usize = 4 << 10;
 
 /// A report line of the protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,12 +180,158 @@ impl ExecHandler {
 }
 
 /// Sends SIGKILL to a whole process group (the command and everything it started).
-fn kill_group(child: &Child) {
-    let pgid = child.id() as libc::pid_t;
+fn kill_group(pgid: libc::pid_t) {
     // SAFETY: kill(2) with a negative pid signals the process group; the group is the one
     // the child leads (it was started with process_group(0)). ESRCH (gone) is fine.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// The process group of a running command: registered with the [`reaper`] before the
+/// command starts (by the command's own process, between fork and exec), and killed whole
+/// and unregistered when it is dropped, however the run ends.
+struct Group {
+    pgid: libc::pid_t,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        reaper::forget(self.pgid);
+    }
+}
+
+/// One process per worker process that outlives nothing: it kills the process groups of the
+/// commands still running when the worker dies, however it dies (SIGKILL included).
+///
+/// `PR_SET_PDEATHSIG` reaches only a command's own `sh`; what the command started runs on.
+/// So the first command a process runs forks a reaper, which holds the read end of a pipe
+/// whose write end only the worker holds. Each command's process registers its group on
+/// the pipe before it executes (`+pgid`), and the worker unregisters it once the group is
+/// killed (`-pgid`). When the worker dies, the kernel closes the pipe; the reaper reads its
+/// end, kills every group still registered and exits. The reaper sits in a session of its
+/// own, ignoring the terminal's and GNU timeout's signals, so that only the end of the
+/// worker ends it. A command that leaves its group (`setsid`) escapes it.
+mod reaper {
+    use std::sync::OnceLock;
+
+    /// The most groups registered at once; later ones rely on `PR_SET_PDEATHSIG` alone.
+    const MAX_GROUPS: usize = 8192;
+
+    /// The write end of the pipe to the reaper, if one could be started.
+    static PIPE: OnceLock<Option<libc::c_int>> = OnceLock::new();
+
+    /// The pipe to write a group's registration to, starting the reaper on first use.
+    pub(super) fn pipe() -> Option<libc::c_int> {
+        *PIPE.get_or_init(start)
+    }
+
+    /// Writes one record: `pgid` to register a group, `-pgid` to forget it. Async-signal
+    /// safe: called between fork and exec.
+    pub(super) fn send(fd: libc::c_int, record: libc::pid_t) {
+        let bytes = record.to_ne_bytes();
+        // SAFETY: writes 4 bytes from a live local buffer; a pipe takes writes of up to
+        // PIPE_BUF bytes whole, so records never interleave.
+        unsafe {
+            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        }
+    }
+
+    pub(super) fn forget(pgid: libc::pid_t) {
+        if let Some(fd) = pipe() {
+            send(fd, -pgid);
+        }
+    }
+
+    fn start() -> Option<libc::c_int> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two fds of a valid array. O_CLOEXEC: no command inherits
+        // the write end, so the worker's death closes the pipe.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "jobq: no reaper for exec commands; they die with the worker only through PR_SET_PDEATHSIG");
+            return None;
+        }
+        let [read, write] = fds;
+        // SAFETY: the child runs only async-signal-safe calls (reap) and never returns.
+        match unsafe { libc::fork() } {
+            -1 => {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "jobq: no reaper for exec commands; they die with the worker only through PR_SET_PDEATHSIG");
+                // SAFETY: closing the two fds we just made.
+                unsafe {
+                    libc::close(read);
+                    libc::close(write);
+                }
+                None
+            }
+            // SAFETY: in the forked child.
+            0 => unsafe { reap(read) },
+            _ => {
+                // SAFETY: the read end belongs to the reaper now.
+                unsafe { libc::close(read) };
+                Some(write)
+            }
+        }
+    }
+
+    /// The reaper's whole life, in the forked child of a possibly multithreaded process:
+    /// only async-signal-safe calls, no allocation, no panics.
+    unsafe fn reap(read: libc::c_int) -> ! {
+        // SAFETY: all of the calls below are async-signal-safe and take valid arguments.
+        unsafe {
+            libc::setsid();
+            for signal in [
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGQUIT,
+                libc::SIGPIPE,
+                libc::SIGTSTP,
+            ] {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+            // Keep the pipe alone: the worker's files and sockets must not outlive it here.
+            if libc::dup2(read, 0) != 0 {
+                libc::_exit(1);
+            }
+            if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+                for fd in 1..65_536 {
+                    libc::close(fd);
+                }
+            }
+            let mut groups = [0 as libc::pid_t; MAX_GROUPS];
+            let mut count = 0;
+            let mut buf = [0u8; 4 * 256];
+            loop {
+                let n = libc::read(0, buf.as_mut_ptr().cast(), buf.len());
+                if n == 0 {
+                    break;
+                }
+                if n < 0 {
+                    if *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    break;
+                }
+                for record in buf[..n as usize].chunks_exact(4) {
+                    let pgid =
+                        libc::pid_t::from_ne_bytes([record[0], record[1], record[2], record[3]]);
+                    if pgid > 0 {
+                        if count < MAX_GROUPS {
+                            groups[count] = pgid;
+                            count += 1;
+                        }
+                    } else if let Some(i) = groups[..count].iter().position(|g| *g == -pgid) {
+                        count -= 1;
+                        groups[i] = groups[count];
+                    }
+                }
+            }
+            for pgid in &groups[..count] {
+                libc::kill(-*pgid, libc::SIGKILL);
+            }
+            libc::_exit(0)
+        }
     }
 }
 
@@ -224,6 +377,148 @@ impl Handler for ExecHandler {
     }
 }
 
+/// What a command printed on stdout, kept within bounds: report lines are applied as they
+/// come; other output is kept up to [`MAX_STDOUT`] bytes and the rest read and dropped, so
+/// that no amount of output changes the outcome or the worker's memory.
+struct Stdout<'a> {
+    ctx: &'a JobContext,
+    output: Vec<u8>,
+    truncated: bool,
+    /// The line being read, while it may still be a report line.
+    line: Vec<u8>,
+    /// The line being read is too long to be a report: it goes to the output as it comes.
+    long_line: bool,
+}
+
+impl<'a> Stdout<'a> {
+    fn new(ctx: &'a JobContext) -> Stdout<'a> {
+        Stdout {
+            ctx,
+            output: Vec::new(),
+            truncated: false,
+            line: Vec::new(),
+            long_line: false,
+        }
+    }
+
+    fn read_all(mut self, mut from: impl Read) -> (Vec<u8>, bool) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !self.line.is_empty() || self.long_line {
+            self.end_line(false);
+        }
+        (self.output, self.truncated)
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            let (text, ends) = match piece.strip_suffix(b"\n") {
+                Some(text) => (text, true),
+                None => (piece, false),
+            };
+            if self.long_line {
+                self.keep(text);
+            } else if self.line.len() + text.len() <= MAX_REPORT_LINE {
+                self.line.extend_from_slice(text);
+            } else {
+                let start = std::mem::take(&mut self.line);
+                self.keep(&start);
+                self.keep(text);
+                self.long_line = true;
+            }
+            if ends {
+                self.end_line(true);
+            }
+        }
+    }
+
+    fn end_line(&mut self, newline: bool) {
+        if !self.long_line {
+            let line = std::mem::take(&mut self.line);
+            let text = String::from_utf8_lossy(&line);
+            match parse_report_line(&text) {
+                Some(Ok(report)) => {
+                    self.apply(report);
+                    return;
+                }
+                Some(Err(why)) => {
+                    tracing::warn!(job_id = %self.ctx.id(), line = %text, why, "jobq: malformed report line ignored");
+                    return;
+                }
+                None => self.keep(&line),
+            }
+        }
+        self.long_line = false;
+        if newline {
+            self.keep(b"\n");
+        }
+    }
+
+    fn apply(&self, report: ReportLine) {
+        let ctx = self.ctx;
+        let applied = match report {
+            ReportLine::Progress(p, Some(stage)) => ctx.set_progress_and_stage(p, &stage),
+            ReportLine::Progress(p, None) => ctx.set_progress(p),
+            ReportLine::Stage(stage) => ctx.set_stage(&stage),
+            ReportLine::Cost(cents) => ctx.add_cost(cents),
+        };
+        if let Err(e) = applied {
+            tracing::warn!(job_id = %ctx.id(), error = %e, "jobq: report not applied");
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_STDOUT - self.output.len();
+        if bytes.len() > room {
+            self.truncated = true;
+        }
+        self.output
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+}
+
+/// The end of what a command wrote on stderr: all of it is read (a command is never cut
+/// off by a full pipe), and only the last [`STDERR_LINES`] lines, at most
+/// [`STDERR_TAIL`] bytes, are kept.
+fn stderr_tail(mut from: impl Read) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 4 * STDERR_TAIL {
+                    tail.drain(..tail.len() - STDERR_TAIL);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let cut = tail.len() > STDERR_TAIL;
+    if cut {
+        tail.drain(..tail.len() - STDERR_TAIL);
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let text = text.trim_end_matches(['\n', '\r']);
+    let lines: Vec<&str> = text.split('\n').collect();
+    let kept = &lines[lines.len().saturating_sub(STDERR_LINES)..];
+    let joined = kept.join("\n");
+    if cut || kept.len() < lines.len() {
+        format!("…{joined}")
+    } else {
+        joined
+    }
+}
+
 impl ExecHandler {
     fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let mut command = Command::new("sh");
@@ -238,19 +533,26 @@ impl ExecHandler {
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
             .env("JOBQ_DB", &self.db)
             .process_group(0);
-        // SAFETY: between fork and exec only async-signal-safe calls are allowed; prctl is
-        // one. The command dies with the worker thread that started it (on Linux), so a
-        // worker killed by SIGKILL leaves no command running behind it.
-        #[cfg(target_os = "linux")]
+        let reaper = reaper::pipe();
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed: prctl,
+        // getpid and write are. The command's `sh` dies with the worker thread that started
+        // it (PR_SET_PDEATHSIG), and its whole group is registered with the reaper before
+        // `sh` runs, so nothing it starts outlives the worker either.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = reaper {
+                    reaper::send(fd, libc::getpid());
+                }
                 Ok(())
             });
         }
         let mut child = command.spawn().map_err(|e| {
             JobError::retryable(format!("could not start sh -c: {e}")).code("SPAWN")
         })?;
+        let group = Group {
+            pgid: child.id() as libc::pid_t,
+        };
 
         // Feed the input on a thread of its own: a command that never reads stdin must not
         // block us (its exit closes the pipe and ends the write).
@@ -260,113 +562,61 @@ impl ExecHandler {
                 let _ = stdin.write_all(&input);
             });
         }
-        let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
-        let stdout = child.stdout.take().map(BufReader::new);
-        let stdout_reader = std::thread::spawn(move || {
-            if let Some(stdout) = stdout {
-                for line in stdout.split(b'\n') {
-                    let Ok(line) = line else { break };
-                    if lines_tx
-                        .send(String::from_utf8_lossy(&line).into_owned())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        });
+        let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        let stderr_reader = std::thread::spawn(move || {
-            let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-            if let Some(stderr) = stderr {
-                for line in BufReader::new(stderr.take(64 << 20)).split(b'\n') {
-                    let Ok(line) = line else { break };
-                    tail.push_back(String::from_utf8_lossy(&line).into_owned());
-                    if tail.len() > STDERR_LINES {
-                        tail.pop_front();
-                    }
-                }
-            }
-            tail.into_iter().collect::<Vec<_>>().join("\n")
-        });
-
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let mut output = String::new();
-        let mut truncated = false;
-        let mut exited: Option<ExitStatus> = None;
-        let mut killed_for: Option<JobError> = None;
-        loop {
-            match lines.recv_timeout(Duration::from_millis(20)) {
-                Ok(line) => match parse_report_line(&line) {
-                    Some(Ok(report)) => {
-                        let applied = match report {
-                            ReportLine::Progress(p, Some(stage)) => {
-                                ctx.set_progress_and_stage(p, &stage)
-                            }
-                            ReportLine::Progress(p, None) => ctx.set_progress(p),
-                            ReportLine::Stage(stage) => ctx.set_stage(&stage),
-                            ReportLine::Cost(cents) => ctx.add_cost(cents),
-                        };
-                        if let Err(e) = applied {
-                            tracing::warn!(job_id = %ctx.id(), error = %e, "jobq: report not applied");
-                        }
-                    }
-                    Some(Err(why)) => {
-                        tracing::warn!(job_id = %ctx.id(), line, why, "jobq: malformed report line ignored")
-                    }
-                    None => {
-                        if output.len() + line.len() < MAX_STDOUT {
-                            output.push_str(&line);
-                            output.push('\n');
-                        } else {
-                            truncated = true;
-                        }
-                    }
-                },
-                Err(RecvTimeoutError::Disconnected) if exited.is_some() => break,
-                Err(_) => {}
-            }
-            if exited.is_none() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    exited = Some(status);
-                    // Whatever the command left running in its group goes with it; this
-                    // also closes stdout for good, so the reader sees its end.
-                    kill_group(&child);
+        let ((output, truncated), stderr_tail, status, killed_for) = std::thread::scope(|s| {
+            let stdout = s.spawn(move || match stdout {
+                Some(out) => Stdout::new(ctx).read_all(out),
+                None => (Vec::new(), false),
+            });
+            let stderr = s.spawn(move || stderr.map(stderr_tail).unwrap_or_default());
+            let mut killed_for: Option<JobError> = None;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
                 }
-            }
-            if killed_for.is_none() && exited.is_none() {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    kill_group(&child);
-                    killed_for = Some(
-                        JobError::retryable(format!(
-                            "killed after its timeout of {}",
-                            crate::duration::format_duration(self.timeout.unwrap_or_default())
-                        ))
-                        .code("TIMEOUT"),
-                    );
-                } else if ctx.is_cancelled() {
-                    kill_group(&child);
-                    killed_for = Some(
-                        JobError::retryable("the job was cancelled; its command was killed")
-                            .code("CANCELLED"),
-                    );
+                if killed_for.is_none() {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        kill_group(group.pgid);
+                        killed_for = Some(
+                            JobError::retryable(format!(
+                                "killed after its timeout of {}",
+                                crate::duration::format_duration(self.timeout.unwrap_or_default())
+                            ))
+                            .code("TIMEOUT"),
+                        );
+                    } else if ctx.is_cancelled() {
+                        kill_group(group.pgid);
+                        killed_for = Some(
+                            JobError::retryable("the job was cancelled; its command was killed")
+                                .code("CANCELLED"),
+                        );
+                    }
                 }
-            }
-        }
-        let _ = stdout_reader.join();
-        let stderr_tail = stderr_reader.join().unwrap_or_default();
-        let status = match exited {
-            Some(s) => s,
-            None => child
-                .wait()
-                .map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?,
-        };
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            // Whatever the command left running in its group goes with it; this also
+            // closes its stdout and stderr for good, so the readers see their end.
+            drop(group);
+            (
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default(),
+                status,
+                killed_for,
+            )
+        });
+        let status =
+            status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
         if let Some(error) = killed_for {
             return Err(error);
         }
         if !status.success() {
             return Err(failure(status, &stderr_tail));
         }
+        let output = String::from_utf8_lossy(&output);
         let text = output.trim();
         let value = match serde_json::from_str::<Value>(text) {
             Ok(v) if !text.is_empty() => v,

@@ -75,8 +75,8 @@ pub use stats::{
 };
 pub use store::Durability;
 pub use worker::{
-    Handler, InlineOutcome, JobContext, StopHandle, Summary, WorkerPool, WorkerPoolBuilder,
-    default_worker_id,
+    Handler, InlineOutcome, JobContext, Outcome, OutcomeKind, StopHandle, Summary, WorkerPool,
+    WorkerPoolBuilder, default_worker_id,
 };
 
 /// The README's examples, compiled and run as doc tests.

@@ -39,6 +39,11 @@ pub struct JobError {
     retry_after: Option<Duration>,
 }
 
+/// The `tracing` target of the events about jobs' outcomes (succeeded, retrying, failed,
+/// released): a program that reports outcomes itself can turn them off
+/// (`jobq::outcome=off`) and keep the rest.
+pub(crate) const OUTCOME_TARGET: &str = "jobq::outcome";
+
 /// Longest error message kept, in characters; the rest is cut.
 const MAX_MESSAGE_CHARS: usize = 8 * 1024;
 
@@ -140,6 +145,23 @@ pub(crate) enum Report {
     Fail(JobError),
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
+}
+
+/// What recording one report did: the job's new status and, for a retry, when it runs
+/// again (milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub status: Status,
+    pub retry_at: Option<i64>,
+}
+
+impl Recorded {
+    fn new(status: Status) -> Recorded {
+        Recorded {
+            status,
+            retry_at: None,
+        }
+    }
 }
 
 /// The hot path of the completer, bound by position: ?1 id, ?2 worker, ?3 claim,
@@ -258,14 +280,15 @@ impl Queue {
         let now = self.now_ms();
         let result = self
             .store()
-            .write(|tx| Ok(self.record_in(tx, lease, &report, ran_for, now)))?;
+            .write(|tx| Ok(self.record_in(tx, lease, &report, ran_for, now)))?
+            .map(|r| r.status);
         if let Ok(status) = result {
             match status {
                 Status::Succeeded => {
-                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0), "jobq: job succeeded")
+                    tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0), "jobq: job succeeded")
                 }
                 Status::Queued => {
-                    tracing::debug!(job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job released unstarted")
+                    tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job released unstarted")
                 }
                 _ => {}
             }
@@ -283,7 +306,7 @@ impl Queue {
         &self,
         reports: &[(Lease, Report, Option<Duration>)],
         refill: Option<(&str, usize, &ClaimFilter)>,
-    ) -> Result<(Vec<Result<Status>>, Vec<ClaimedJob>)> {
+    ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
         let (results, claimed) = self.store().write(|tx| {
             let mut results = Vec::with_capacity(reports.len());
@@ -306,7 +329,7 @@ impl Queue {
         let changed: Vec<(&JobId, Status)> = reports
             .iter()
             .zip(&results)
-            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|s| (&lease.job_id, *s)))
+            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|r| (&lease.job_id, r.status)))
             .collect();
         self.after_record(&changed, now);
         if let Some((worker, _, _)) = refill {
@@ -336,8 +359,8 @@ impl Queue {
         });
     }
 
-    /// One report inside the caller's transaction. `Ok` is the job's new status. `ran_for`,
-    /// how long the handler ran when a pool reports it, goes into the failure events.
+    /// One report inside the caller's transaction. `Ok` is what it recorded. `ran_for`, how
+    /// long the handler ran when a pool reports it, goes into the failure events.
     fn record_in(
         &self,
         conn: &Connection,
@@ -345,7 +368,7 @@ impl Queue {
         report: &Report,
         ran_for: Option<Duration>,
         now: i64,
-    ) -> Result<Status> {
+    ) -> Result<Recorded> {
         let key = lease.job_id.key();
         let held = named_params! {
             ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
@@ -362,14 +385,14 @@ impl Queue {
                     self.owner(),
                     key,
                 ])?;
-                (n, Status::Succeeded)
+                (n, Recorded::new(Status::Succeeded))
             }
             Report::Release => {
                 let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
                     ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                     ":now": now,
                 })?;
-                (n, Status::Queued)
+                (n, Recorded::new(Status::Queued))
             }
             Report::Fail(error) => {
                 let leased: Option<(String, String, u32)> = conn
@@ -377,7 +400,7 @@ impl Queue {
                     .query_row(held, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()?;
                 match leased {
-                    None => (0, Status::Failed),
+                    None => (0, Recorded::new(Status::Failed)),
                     Some((queue, kind, max_attempts)) => {
                         let status = if error.permanent || lease.attempt >= max_attempts {
                             Status::Failed
@@ -390,19 +413,21 @@ impl Queue {
                                 .for_job(&queue, &kind)
                                 .delay(lease.attempt)
                         });
+                        let retry_at = now.saturating_add(millis(delay));
                         let n = conn.prepare_cached(FAIL)?.execute(named_params! {
                             ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker,
                             ":claim": lease.claim, ":owner": self.owner(), ":status": status.as_str(),
-                            ":retry_at": now.saturating_add(millis(delay)),
+                            ":retry_at": retry_at,
                             ":message": error.stored_message(), ":code": error.code, ":now": now,
                         })?;
                         let duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
                         if status == Status::Retry {
-                            tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
+                            tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
                         } else {
-                            tracing::warn!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, error = %error, "jobq: job failed");
+                            tracing::warn!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, error = %error, "jobq: job failed");
                         }
-                        (n, status)
+                        let retry_at = (status == Status::Retry).then_some(retry_at);
+                        (n, Recorded { status, retry_at })
                     }
                 }
             }

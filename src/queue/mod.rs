@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use claim::ClaimFilter;
 pub(crate) use claim::next_run_after;
 pub use lease::JobError;
-pub(crate) use lease::Report;
+pub(crate) use lease::{OUTCOME_TARGET, Recorded, Report};
 pub use read::{JobFilter, Page};
 
 use crate::clock::{Clock, SystemClock};

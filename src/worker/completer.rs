@@ -2,7 +2,6 @@
 //! the same transaction claims jobs for the slots those outcomes free.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -11,7 +10,7 @@ use super::Engine;
 use super::engine::Finished;
 use crate::error::Error;
 use crate::job::{ClaimedJob, Lease, Status};
-use crate::queue::Report;
+use crate::queue::{OUTCOME_TARGET, Report};
 
 /// The most outcomes recorded in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -36,13 +35,13 @@ pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
 
 fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     let mut reports: Vec<(Lease, Report, Option<Duration>)> = Vec::with_capacity(batch.len());
-    let mut kinds: Vec<String> = Vec::with_capacity(batch.len());
+    let mut kinds: Vec<(String, u32)> = Vec::with_capacity(batch.len());
     for f in batch.drain(..) {
         if let Some(ran) = f.ran_for {
             engine.note_run_time(ran);
         }
         reports.push((f.lease, f.report, f.ran_for));
-        kinds.push(f.kind);
+        kinds.push((f.kind, f.max_attempts));
     }
     let guard = engine.claim_lock();
     let want = engine.want(reports.len());
@@ -75,35 +74,25 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     drop(guard);
 
     let Some(results) = results else { return };
-    let c = &engine.counters;
-    for (((lease, _, ran_for), kind), result) in reports.iter().zip(&kinds).zip(&results) {
-        if ran_for.is_some() {
-            c.processed.fetch_add(1, Ordering::Relaxed);
-        }
+    for ((report, kind), result) in reports.iter().zip(&kinds).zip(&results) {
+        let (lease, _, ran_for) = report;
+        let kind_name = &kind.0;
         let ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
         match result {
-            Ok(Status::Succeeded) => {
-                c.succeeded.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
+            Ok(r) if r.status == Status::Succeeded => {
+                tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
             }
-            Ok(Status::Retry) => {
-                c.retried.fetch_add(1, Ordering::Relaxed);
+            Ok(r) if r.status == Status::Queued => {
+                tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, "jobq: job released unstarted");
             }
-            Ok(Status::Failed) => {
-                c.failed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                c.released.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(job_id = %lease.job_id, kind, "jobq: job released unstarted");
-            }
+            Ok(_) => {}
             Err(Error::LockLost { status, .. }) => {
-                c.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(job_id = %lease.job_id, kind, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
+                tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
             }
             Err(e) => {
-                c.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(job_id = %lease.job_id, kind, error = %e, "jobq: outcome refused");
+                tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, error = %e, "jobq: outcome refused");
             }
         }
+        engine.report_outcome(report, kind, result);
     }
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Counters, Handler, Registered, executor, spawn};
+use super::outcome::{self, Counters};
+use super::{Handler, OutcomeCallback, Registered, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
 use crate::queue::{ClaimFilter, Queue, Report};
 
@@ -33,6 +34,7 @@ pub(crate) enum Prefetch {
 pub(crate) struct InFlight {
     pub lease: Lease,
     pub kind: String,
+    pub max_attempts: u32,
     pub cancelled: Arc<AtomicBool>,
     /// Set when a handler starts it: when, its deadline, and the handler's slot.
     pub started: Option<(Instant, Option<Instant>, Arc<AtomicBool>)>,
@@ -44,6 +46,7 @@ pub(crate) struct InFlight {
 pub(crate) struct Finished {
     pub lease: Lease,
     pub kind: String,
+    pub max_attempts: u32,
     pub report: Report,
     /// How long the handler ran, when it ran.
     pub ran_for: Option<Duration>,
@@ -81,6 +84,9 @@ pub(crate) struct Engine {
     pub limit: Option<u64>,
     pub stop_when_idle: bool,
     pub stop_helpers: Mutex<Option<Sender<()>>>,
+    /// Set by [`StopHandle::stop_now`](super::StopHandle::stop_now): the grace period ends.
+    pub hurry: AtomicBool,
+    pub on_outcome: Option<OutcomeCallback>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -115,6 +121,42 @@ impl Engine {
     pub fn request_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.queue.shared.events.wake_dispatchers();
+    }
+
+    /// Stops, and ends the grace period now.
+    pub fn hurry(&self) {
+        self.hurry.store(true, Ordering::SeqCst);
+        self.request_stop();
+    }
+
+    pub fn in_a_hurry(&self) -> bool {
+        self.hurry.load(Ordering::SeqCst)
+    }
+
+    /// Counts a recorded report and tells the outcome callback, if there is one.
+    pub fn report_outcome(
+        &self,
+        (lease, report, ran_for): &(Lease, Report, Option<Duration>),
+        (kind, max_attempts): &(String, u32),
+        result: &crate::error::Result<crate::queue::Recorded>,
+    ) {
+        self.counters
+            .count(&lease.job_id, ran_for.is_some(), result);
+        if let Some(callback) = &self.on_outcome {
+            let error = match report {
+                Report::Fail(error) => Some(error),
+                _ => None,
+            };
+            callback(&outcome::outcome_of(
+                &lease.job_id,
+                kind,
+                lease.attempt,
+                *max_attempts,
+                *ran_for,
+                error,
+                result,
+            ));
+        }
     }
 
     /// How many jobs are claimed and not yet recorded.
@@ -191,6 +233,7 @@ impl Engine {
                     InFlight {
                         lease: job.lease(),
                         kind: job.kind.clone(),
+                        max_attempts: job.max_attempts,
                         cancelled: Arc::new(AtomicBool::new(false)),
                         started: None,
                         settled: false,
@@ -236,12 +279,12 @@ impl Engine {
     /// Sends an outcome to the completer, once per claimed job: the first to settle a job
     /// (its handler, its timeout, or a release at shutdown) wins.
     pub fn settle(&self, lease: &Lease, report: Report, ran_for: Option<Duration>) -> bool {
-        let kind = {
+        let (kind, max_attempts) = {
             let mut running = self.running();
             match running.get_mut(&(lease.job_id.clone(), lease.claim)) {
                 Some(entry) if !entry.settled => {
                     entry.settled = true;
-                    entry.kind.clone()
+                    (entry.kind.clone(), entry.max_attempts)
                 }
                 _ => return false,
             }
@@ -252,6 +295,7 @@ impl Engine {
                 .send(Finished {
                     lease: lease.clone(),
                     kind,
+                    max_attempts,
                     report,
                     ran_for,
                 })
@@ -277,7 +321,7 @@ impl Engine {
                 // Abandon the thread, and tell its handler to stop (a command is killed).
                 slot.store(true, Ordering::SeqCst);
                 cancelled.store(true, Ordering::SeqCst);
-                tracing::warn!(job_id = %lease.job_id, "jobq: handler still running after the grace period; releasing its job");
+                tracing::warn!(job_id = %lease.job_id, "jobq: handler still running as the pool stops; releasing its job");
             }
             self.settle(&lease, Report::Release, None);
         }

@@ -20,19 +20,21 @@ mod engine;
 mod executor;
 mod heartbeat;
 mod maintainer;
+mod outcome;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::Value;
 
 pub use context::JobContext;
+pub use outcome::{Outcome, OutcomeKind, Summary};
 
 use engine::{Engine, Finished, Prefetch};
+use outcome::Counters;
 
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Status};
@@ -64,48 +66,8 @@ where
     }
 }
 
-/// How a pool ended, or how far it got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
-    /// Jobs whose handler ran to an outcome (success, failure, panic or timeout).
-    pub processed: u64,
-    /// Jobs recorded as succeeded.
-    pub succeeded: u64,
-    /// Jobs recorded as failed for good (the dead letter).
-    pub failed: u64,
-    /// Attempts that failed and left the job waiting for a retry.
-    pub retried: u64,
-    /// Outcomes refused because the job was cancelled, released or deleted meanwhile.
-    pub lost: u64,
-    /// Claimed jobs given back unstarted (or unfinished at the end of the grace period).
-    pub released: u64,
-}
-
 /// The most jobs an adaptive prefetch claims ahead of the free handlers.
 const MAX_PREFETCH: usize = 256;
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    processed: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    lost: AtomicU64,
-    released: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> Summary {
-        Summary {
-            processed: self.processed.load(Ordering::Relaxed),
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            lost: self.lost.load(Ordering::Relaxed),
-            released: self.released.load(Ordering::Relaxed),
-        }
-    }
-}
 
 #[derive(Clone)]
 pub(crate) struct Registered {
@@ -158,7 +120,11 @@ pub struct WorkerPoolBuilder {
     worker_id: Option<String>,
     limit: Option<u64>,
     stop_when_idle: bool,
+    on_outcome: Option<OutcomeCallback>,
 }
+
+/// What [`WorkerPoolBuilder::on_outcome`] calls.
+type OutcomeCallback = Arc<dyn Fn(&Outcome) + Send + Sync>;
 
 impl std::fmt::Debug for WorkerPoolBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -320,6 +286,35 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Called with each job's outcome once it is recorded in the database (or refused):
+    /// succeeded, retrying (with when), failed for good, released, or refused because the
+    /// job moved on without this pool. It runs on the pool's completer thread, in the order
+    /// outcomes are recorded: keep it short. Defaults to none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobq::{NewJob, OutcomeKind, Queue, WorkerPool};
+    /// use serde_json::json;
+    ///
+    /// let queue = Queue::open(dir.path().join("q.db"))?;
+    /// queue.enqueue(NewJob::new("greet"))?;
+    /// WorkerPool::builder(&queue)
+    ///     .handler("greet", |_: &jobq::JobContext| Ok(json!("hi")))
+    ///     .on_outcome(|o| {
+    ///         if let OutcomeKind::Retrying { error, retry_at } = &o.recorded {
+    ///             println!("job {} failed ({error}); again at {retry_at}", o.job_id);
+    ///         }
+    ///     })
+    ///     .run_until_idle()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_outcome(mut self, f: impl Fn(&Outcome) + Send + Sync + 'static) -> Self {
+        self.on_outcome = Some(Arc::new(f));
+        self
+    }
+
     fn check(&self) -> Result<()> {
         if self.handlers.is_empty() && self.fallback.is_none() {
             return Err(Error::invalid("handlers", "register at least one handler"));
@@ -402,6 +397,8 @@ impl WorkerPoolBuilder {
             limit: self.limit,
             stop_when_idle: self.stop_when_idle,
             stop_helpers: Mutex::new(Some(stop_tx)),
+            hurry: AtomicBool::new(false),
+            on_outcome: self.on_outcome,
         });
         tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), "jobq: worker pool starting");
         for _ in 0..engine.concurrency {
@@ -552,9 +549,17 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
-    /// Stops claiming; [`WorkerPool::wait`] then finishes the running jobs and returns.
+    /// Stops claiming; [`WorkerPool::wait`] then lets the running jobs finish within the
+    /// shutdown grace period, and returns.
     pub fn stop(&self) {
         self.engine.request_stop();
+    }
+
+    /// Stops claiming and ends the grace period now: running handlers are told to stop
+    /// (their context is cancelled; a command is killed) and their jobs are released
+    /// without spending the attempt.
+    pub fn stop_now(&self) {
+        self.engine.hurry();
     }
 }
 
@@ -579,6 +584,7 @@ impl WorkerPool {
             worker_id: None,
             limit: None,
             stop_when_idle: false,
+            on_outcome: None,
         }
     }
 
@@ -599,9 +605,10 @@ impl WorkerPool {
         }
     }
 
-    /// Stops claiming, lets running handlers finish within the grace period, releases the
-    /// rest (claimed but unstarted, or still running at the deadline) back to `queued`
-    /// without spending an attempt, and returns the summary.
+    /// Stops claiming, lets running handlers finish within the grace period (or less, after
+    /// [`StopHandle::stop_now`]), releases the rest (claimed but unstarted, or still running
+    /// at the deadline) back to `queued` without spending an attempt, and returns the
+    /// summary.
     pub fn shutdown(mut self) -> Summary {
         self.engine.request_stop();
         self.finish()
@@ -627,7 +634,7 @@ impl WorkerPool {
         // channel is empty and closed.
         engine.close_jobs();
         let deadline = Instant::now() + self.grace;
-        while engine.in_flight() > 0 && Instant::now() < deadline {
+        while engine.in_flight() > 0 && Instant::now() < deadline && !engine.in_a_hurry() {
             std::thread::sleep(Duration::from_millis(5));
         }
         engine.release_unfinished();

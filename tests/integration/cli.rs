@@ -10,14 +10,15 @@ use serde_json::{Value, json};
 
 use crate::common::dump;
 
-const JOBQ: &str = env!("CARGO_BIN_EXE_jobq");
+pub const JOBQ: &str = env!("CARGO_BIN_EXE_jobq");
 
-struct Cli {
-    dir: tempfile::TempDir,
+/// The binary on a fresh database in a temp folder.
+pub struct Cli {
+    pub dir: tempfile::TempDir,
 }
 
 impl Cli {
-    fn new() -> Cli {
+    pub fn new() -> Cli {
         let cli = Cli {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -25,11 +26,11 @@ impl Cli {
         cli
     }
 
-    fn db(&self) -> PathBuf {
+    pub fn db(&self) -> PathBuf {
         self.dir.path().join("jobs.db")
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(JOBQ);
         cmd.arg("--db")
             .arg(self.db())
@@ -39,12 +40,12 @@ impl Cli {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }
 
     /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -55,7 +56,7 @@ impl Cli {
     }
 
     /// Runs a command with --json; returns the one document it printed.
-    fn json(&self, args: &[&str]) -> Value {
+    pub fn json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let text = self.ok(&all);
@@ -65,7 +66,7 @@ impl Cli {
     }
 
     /// Runs a command that must be refused with `code`; returns stderr.
-    fn refused(&self, code: i32, args: &[&str]) -> String {
+    pub fn refused(&self, code: i32, args: &[&str]) -> String {
         let out = self.run(args);
         assert_eq!(
             out.status.code(),
@@ -77,13 +78,13 @@ impl Cli {
         String::from_utf8(out.stderr).unwrap()
     }
 
-    fn enqueue(&self, args: &[&str]) -> String {
+    pub fn enqueue(&self, args: &[&str]) -> String {
         let mut all = vec!["enqueue"];
         all.extend_from_slice(args);
         self.json(&all)["job_id"].as_str().unwrap().to_string()
     }
 
-    fn show(&self, id: &str) -> Value {
+    pub fn show(&self, id: &str) -> Value {
         self.json(&["show", id])
     }
 }
@@ -500,7 +501,7 @@ fn three_exec_workers_drain_two_thousand_jobs_each_once() {
     );
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -590,10 +591,13 @@ fn exit_65_fails_at_once_and_other_exits_retry_until_max_attempts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
+    // Two jobs, four attempts: both jobs failed for good, two attempts were retried.
     assert!(
-        text.contains("Jobs processed: 4")
+        text.contains("Jobs processed: 2")
             && text.contains("Jobs succeeded: 0")
-            && text.contains("Jobs failed: 4"),
+            && text.contains("Jobs failed: 2")
+            && text.contains("Attempts: 4")
+            && text.contains("Attempts retried: 2"),
         "{text}"
     );
     let job = cli.show(&permanent);
@@ -621,7 +625,7 @@ fn exit_65_fails_at_once_and_other_exits_retry_until_max_attempts() {
     assert!(cli.ok(&["show", &flaky]).contains("3 failed attempt(s)"));
 }
 
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
 }

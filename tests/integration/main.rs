@@ -12,6 +12,7 @@ mod concurrency;
 mod contention;
 mod durability;
 mod enqueue;
+mod exec_worker;
 mod fuzz;
 mod hostile_http;
 pub mod http;

@@ -247,9 +247,10 @@ pub fn run(json: bool) -> Outcome {
         return Ok(());
     }
     println!(
-        "\nDone in {:.1}s: {} jobs run, {} succeeded, {} attempts retried, {} failed for good\n",
+        "\nDone in {:.1}s: {} jobs run in {} attempts, {} succeeded, {} attempts retried, {} failed for good\n",
         started.elapsed().as_secs_f64(),
         summary.processed,
+        summary.attempts,
         summary.succeeded,
         summary.retried,
         summary.failed
@@ -346,6 +347,7 @@ fn progress(queue: &Queue, group_id: &str, done: &AtomicBool, bars: bool, quiet:
                 .with_prefix("campaign"),
         );
         let whole = multi.add(ProgressBar::new(1).with_style(style).with_prefix("queue"));
+        crate::output::show_bars(&multi);
         loop {
             if let Some((pct, stage, finished, total)) = read() {
                 campaign.set_position(pct.round() as u64);
@@ -361,6 +363,7 @@ fn progress(queue: &Queue, group_id: &str, done: &AtomicBool, bars: bool, quiet:
         }
         campaign.finish();
         whole.finish();
+        crate::output::hide_bars();
         return;
     }
     let mut last = String::new();

@@ -256,8 +256,14 @@ impl From<jobq::Error> for Refused {
 type Outcome = Result<(), Refused>;
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    // The worker and the demo print each job's outcome themselves.
+    let reports_outcomes = matches!(cli.command, Command::Worker(_) | Command::Demo);
+    init_tracing(if reports_outcomes {
+        "jobq=warn,jobq::outcome=off"
+    } else {
+        "jobq=warn"
+    });
     if !matches!(cli.command, Command::Worker(_) | Command::Serve(_)) {
         // Short commands end quietly when their reader does (`jobq list | head`), as Unix
         // tools do. The long-running ones ignore a closed stdout instead and go on.
@@ -276,14 +282,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Events from `RUST_LOG` (e.g. `RUST_LOG=jobq=debug`); by default jobq's warnings and
-/// errors (a failed heartbeat, a job dead-lettered, a handler that panicked).
-fn init_tracing() {
+/// Events from `RUST_LOG` (e.g. `RUST_LOG=jobq=debug`); by default (`default`) jobq's
+/// warnings and errors (a failed heartbeat, a job dead-lettered, a handler that panicked).
+/// They go to stderr, around any progress bars on the screen.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("jobq=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(output::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -1,7 +1,62 @@
-//! Printing: aligned tables for people, one JSON document for scripts.
+//! Printing: aligned tables for people, one JSON document for scripts, and log lines that
+//! step around progress bars.
 
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
+
+use indicatif::MultiProgress;
 use jobq::Job;
 use serde::Serialize;
+
+/// The progress bars on the screen now, if any: log lines are written around them.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Shows `bars` until [`hide_bars`]: log lines written meanwhile clear the bars, print, and
+/// draw them again, instead of tearing them.
+pub fn show_bars(bars: &MultiProgress) {
+    *BARS.lock().unwrap_or_else(PoisonError::into_inner) = Some(bars.clone());
+}
+
+pub fn hide_bars() {
+    *BARS.lock().unwrap_or_else(PoisonError::into_inner) = None;
+}
+
+/// Where `tracing` writes: stderr, one whole event at a time, around the progress bars.
+pub struct LogWriter;
+
+/// One event's text, written out when the event is done.
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let write = || {
+            let _ = std::io::stderr().write_all(&self.0);
+        };
+        match &*BARS.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::with_capacity(256))
+    }
+}
 
 /// Prints a line on stdout, ignoring a closed pipe: for the long-running commands (worker,
 /// serve), whose output may be piped into a reader that goes away first.

@@ -1,13 +1,13 @@
 //! `jobq worker --exec CMD`: a worker pool whose handler runs a shell command per job.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use jobq::exec::{ExecEvent, ExecHandler};
-use jobq::{Queue, RetryPolicy, WorkerPool};
+use jobq::{OutcomeKind, Queue, RetryPolicy, WorkerPool};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::output::{print_json, say};
 use crate::{Outcome, Refused, duration};
@@ -42,7 +42,7 @@ pub struct WorkerArgs {
     #[arg(long, value_parser = duration)]
     job_timeout: Option<Duration>,
     /// On SIGINT or SIGTERM, how long running commands may finish before their jobs are
-    /// released and the commands killed.
+    /// released and the commands killed (a second signal ends it at once).
     #[arg(long, value_parser = duration, default_value = "30s")]
     grace: Duration,
     /// Backoff after the first failed attempt; it doubles with each failure (with full
@@ -58,36 +58,29 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
     if args.concurrency == 0 {
         return Err(Refused("invalid concurrency: must be at least 1".into()));
     }
+    if args.job_timeout == Some(Duration::ZERO) {
+        return Err(Refused(
+            "invalid job timeout: 0s would kill every command at once (leave it out for none)"
+                .into(),
+        ));
+    }
     let queue = Queue::builder(db)
         .retry_policy(RetryPolicy::exponential(args.retry_base, args.retry_max))
         .open()?;
-    let failed_attempts = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&failed_attempts);
     let handler = ExecHandler::new(&args.exec, db)
         .timeout(args.job_timeout)
-        .on_event(move |event| match event {
-            ExecEvent::Started {
+        .on_event(move |event| {
+            if let ExecEvent::Started {
                 job,
                 kind,
                 attempt,
                 max_attempts,
-            } if !json => {
-                say!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
-            }
-            ExecEvent::Finished { job, took, error } => {
-                if error.is_some() {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
+            } = event
+            {
                 if !json {
-                    match error {
-                        None => say!("Job {job} succeeded in {:.1}s", took.as_secs_f64()),
-                        Some(code) => {
-                            say!("Job {job} failed ({code}) in {:.1}s", took.as_secs_f64())
-                        }
-                    }
+                    say!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
                 }
             }
-            _ => {}
         });
     let mut builder = WorkerPool::builder(&queue)
         .concurrency(args.concurrency)
@@ -98,7 +91,13 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         .poll_interval(args.poll_interval)
         .heartbeat_interval(args.heartbeat_interval)
         .shutdown_grace(args.grace)
-        .stop_when_idle(args.once);
+        .stop_when_idle(args.once)
+        // Each outcome is printed once, when the database has it.
+        .on_outcome(move |outcome| {
+            if !json {
+                say!("{}", describe(outcome));
+            }
+        });
     if !args.kinds.is_empty() {
         builder = builder.kinds(args.kinds.clone());
     }
@@ -114,42 +113,99 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         say!("Queues: {}", args.queues.join(", "));
         say!("Worker ready - starting poll loop");
     }
-
-    // SIGINT/SIGTERM: stop claiming and let running commands finish within the grace
-    // period; a second signal exits at once (the stale release brings the jobs back).
-    let signalled = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&signalled))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&signalled)))
-            .map_err(|e| Refused(format!("cannot handle signals: {e}")))?;
-    }
-    let stop = pool.stop_handle();
-    let watcher_flag = Arc::clone(&signalled);
-    std::thread::spawn(move || {
-        while !watcher_flag.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("jobq: stopping: no new jobs; running jobs have until the grace period ends");
-        stop.stop();
-    });
+    watch_signals(pool.stop_handle(), args.grace)?;
 
     let worker_id = pool.worker_id().to_string();
     let summary = pool.wait();
-    let failed = failed_attempts.load(Ordering::SeqCst) as u64;
     if json {
         print_json(&serde_json::json!({
             "worker_id": worker_id,
             "processed": summary.processed,
             "succeeded": summary.succeeded,
-            "failed": failed,
-            "dead_lettered": summary.failed,
+            "failed": summary.failed,
+            "attempts": summary.attempts,
             "retried": summary.retried,
             "released": summary.released,
+            "lost": summary.lost,
         }));
     } else {
         say!("Jobs processed: {}", summary.processed);
         say!("Jobs succeeded: {}", summary.succeeded);
-        say!("Jobs failed: {failed}");
+        say!("Jobs failed: {}", summary.failed);
+        say!("Jobs released: {}", summary.released);
+        say!("Attempts: {}", summary.attempts);
+        say!("Attempts retried: {}", summary.retried);
+        if summary.lost > 0 {
+            say!("Outcomes refused: {}", summary.lost);
+        }
     }
     Ok(())
+}
+
+/// How long after a first SIGINT or SIGTERM a second one is the same request, delivered
+/// twice (GNU timeout, for one, signals the worker and then its whole process group).
+const SAME_REQUEST: Duration = Duration::from_secs(1);
+
+/// SIGINT or SIGTERM: stop claiming and let the running commands finish within the grace
+/// period. Another signal later (not the echo of the first): end the grace period now —
+/// the commands are killed and their jobs released unharmed, without spending an attempt.
+fn watch_signals(stop: jobq::StopHandle, grace: Duration) -> Result<(), Refused> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Refused(format!("cannot handle signals: {e}")))?;
+    std::thread::spawn(move || {
+        let mut first: Option<Instant> = None;
+        for _ in signals.forever() {
+            match first {
+                None => {
+                    first = Some(Instant::now());
+                    eprintln!(
+                        "jobq: stopping: no new jobs; running jobs have {} to finish (signal again to release them now)",
+                        jobq::format_duration(grace)
+                    );
+                    stop.stop();
+                }
+                Some(at) if at.elapsed() < SAME_REQUEST => {}
+                Some(_) => {
+                    eprintln!("jobq: stopping now: releasing the running jobs");
+                    stop.stop_now();
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One line for a recorded outcome.
+fn describe(o: &jobq::Outcome) -> String {
+    let took = o
+        .ran_for
+        .map(|d| format!(" in {:.1}s", d.as_secs_f64()))
+        .unwrap_or_default();
+    let code = |e: &jobq::JobError| e.error_code().unwrap_or("ERROR").to_string();
+    let id = &o.job_id;
+    match &o.recorded {
+        OutcomeKind::Succeeded => format!("Job {id} succeeded{took}"),
+        OutcomeKind::Retrying { error, retry_at } => format!(
+            "Job {id} failed ({}){took}: attempt {}/{}, will retry at {retry_at}",
+            code(error),
+            o.attempt,
+            o.max_attempts
+        ),
+        OutcomeKind::Failed { error } => format!(
+            "Job {id} failed for good ({}){took}: attempt {}/{}, now in the dead letter",
+            code(error),
+            o.attempt,
+            o.max_attempts
+        ),
+        OutcomeKind::Released => {
+            format!("Job {id} released unfinished{took}: queued again, attempt not spent")
+        }
+        OutcomeKind::Refused { now: Some(status) } => format!(
+            "Job {id} ended{took} but is {status} now (cancelled or released meanwhile): outcome not recorded"
+        ),
+        OutcomeKind::Refused { now: None } => {
+            format!("Job {id} ended{took} but was deleted meanwhile: outcome not recorded")
+        }
+        _ => format!("Job {id}: {:?}", o.recorded),
+    }
 }

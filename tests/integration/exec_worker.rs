@@ -1,0 +1,306 @@
+//! `jobq worker --exec` under the faults and loads that probing found: killed with SIGKILL,
+//! interrupted by GNU timeout, commands that flood stdout or stderr, and the summary it
+//! prints at the end.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, JOBQ, wait_until};
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits for a child, watching the most memory it holds (`VmHWM`, which only grows and
+/// starts again at exec, unlike `ru_maxrss`, which keeps what the forked test binary held),
+/// and returns whether it succeeded and that peak in bytes.
+fn wait_with_peak_rss(mut child: std::process::Child) -> (bool, u64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), peak);
+        }
+        let kb = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        if let Some(kb) = kb {
+            peak = peak.max(kb * 1024);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn sigkill_of_the_worker_ends_every_process_its_jobs_started() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["grow"]);
+    let grows = cli.dir.path().join("grows");
+    // The handler script forks a child of its own, which appends to a file forever.
+    let command = format!(
+        "(while :; do echo x >> {}; sleep 0.05; done) & sleep 300",
+        grows.display()
+    );
+    let mut worker = cli
+        .cmd(&["worker", "--exec", &command])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the handler's child to write", || file_len(&grows) > 0);
+    assert_eq!(cli.show(&id)["status"], "running");
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+    // Whatever was on its way to the file has landed by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kill = file_len(&grows);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        file_len(&grows),
+        after_kill,
+        "a process the job started still runs after its worker was killed"
+    );
+}
+
+#[test]
+fn sigint_twice_from_gnu_timeout_lets_the_job_finish_and_leaves_nothing_running() {
+    let cli = Cli::new();
+    let first = cli.enqueue(&["slow"]);
+    let second = cli.enqueue(&["slow"]);
+    // GNU timeout signals the worker, then its own process group: two SIGINTs at once.
+    let out = Command::new("timeout")
+        .args(["-s", "INT", "1", JOBQ, "--db"])
+        .arg(cli.db())
+        .args([
+            "worker",
+            "--exec",
+            "sleep 2; echo '{\"slept\": 2}'",
+            "--concurrency",
+            "1",
+        ])
+        .current_dir(cli.dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        cli.show(&first)["status"],
+        "succeeded",
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(cli.show(&second)["status"], "queued");
+    let running = cli.json(&["list", "--status", "running"]);
+    assert_eq!(running["jobs"].as_array().unwrap().len(), 0);
+    assert!(
+        stdout.contains(&format!("Job {first} succeeded")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Jobs processed: 1"), "{stdout}");
+    assert!(stdout.contains("Jobs succeeded: 1"), "{stdout}");
+    assert!(stdout.contains("Jobs failed: 0"), "{stdout}");
+    assert!(!stdout.contains("CANCELLED"), "{stdout}");
+}
+
+#[test]
+fn a_second_signal_a_moment_after_the_first_is_not_an_exit_at_once() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["slow"]);
+    let worker = cli
+        .cmd(&["worker", "--exec", "sleep 2; echo '{}'"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    for _ in 0..2 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(worker.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = worker.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}: {stdout}", out.status);
+    assert_eq!(cli.show(&id)["status"], "succeeded", "{stdout}");
+    assert!(stdout.contains("Jobs succeeded: 1"), "{stdout}");
+}
+
+#[test]
+fn a_second_signal_later_releases_the_running_job_at_once_and_says_so() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["long"]);
+    let worker = cli
+        .cmd(&["worker", "--exec", "sleep 60; echo '{}'"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    let out = worker.wait_with_output().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the grace period was waited out"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let job = cli.show(&id);
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_u64()),
+        (Some("queued"), Some(0)),
+        "released without spending its attempt: {stdout}"
+    );
+    assert!(stdout.contains(&format!("Job {id} released")), "{stdout}");
+    assert!(stdout.contains("Jobs released: 1"), "{stdout}");
+    assert!(stdout.contains("Jobs failed: 0"), "{stdout}");
+    assert!(!stdout.contains("CANCELLED"), "{stdout}");
+}
+
+#[test]
+fn a_command_writing_70_mb_to_stderr_still_succeeds() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["noisy"]);
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        "head -c 70000000 /dev/zero | tr '\\0' e >&2; echo 'the end' >&2; echo '{\"ok\": true}'",
+        "--once",
+    ]);
+    assert!(out.status.success());
+    let job = cli.show(&id);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["output"].clone(),
+            job["error_code"].as_str()
+        ),
+        (Some("succeeded"), serde_json::json!({"ok": true}), None)
+    );
+
+    // A failing one keeps the tail of its stderr as the message, however much came before.
+    let id = cli.enqueue(&["noisy", "--max-attempts", "1"]);
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        "head -c 70000000 /dev/zero | tr '\\0' e >&2; echo >&2; echo 'the real reason' >&2; exit 3",
+        "--once",
+    ]);
+    assert!(out.status.success());
+    let job = cli.show(&id);
+    assert_eq!(job["error_code"], "EXIT_3");
+    let message = job["last_error"].as_str().unwrap();
+    assert!(
+        message.ends_with("the real reason"),
+        "{}",
+        &message[message.len().saturating_sub(200)..]
+    );
+    assert!(message.len() < 100_000, "kept {} bytes", message.len());
+}
+
+#[test]
+fn a_100_mb_line_on_stdout_costs_the_worker_only_its_bounded_buffer() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["flood"]);
+    let worker = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            "head -c 100000000 /dev/zero | tr '\\0' a; echo",
+            "--once",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (succeeded, peak) = wait_with_peak_rss(worker);
+    assert!(succeeded);
+    assert!(
+        peak < 64_000_000,
+        "the worker held {} MB for a 100 MB line",
+        peak / 1_000_000
+    );
+    let job = cli.show(&id);
+    assert_eq!(job["status"], "succeeded");
+    let kept = job["output"]["stdout"].as_str().unwrap();
+    assert!(kept.len() <= 1 << 20, "kept {} bytes", kept.len());
+    assert!(kept.starts_with("aaaa"));
+}
+
+#[test]
+fn the_summary_counts_jobs_and_attempts_apart_and_prints_each_outcome_once() {
+    let cli = Cli::new();
+    let ok = cli.enqueue(&["ok"]);
+    let flaky = cli.enqueue(&["flaky", "--max-attempts", "3"]);
+    let bad = cli.enqueue(&["bad", "--max-attempts", "5"]);
+    let command = "case $JOBQ_JOB_KIND in \
+        ok) echo '{}';; \
+        flaky) if [ $JOBQ_ATTEMPT = 1 ]; then echo 'not yet' >&2; exit 1; fi; echo '{}';; \
+        bad) echo 'corrupt' >&2; exit 65;; \
+        esac";
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        command,
+        "--limit",
+        "4",
+        "--retry-base",
+        "10ms",
+        "--retry-max",
+        "20ms",
+        "--poll-interval",
+        "20ms",
+    ]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (line, want) in [
+        ("Jobs processed: ", 3),
+        ("Jobs succeeded: ", 2),
+        ("Jobs failed: ", 1),
+        ("Attempts: ", 4),
+        ("Attempts retried: ", 1),
+        ("Jobs released: ", 0),
+    ] {
+        assert!(
+            stdout.contains(&format!("{line}{want}")),
+            "expected {line}{want} in:\n{stdout}"
+        );
+    }
+    assert_eq!(cli.show(&ok)["status"], "succeeded");
+    assert_eq!(cli.show(&flaky)["status"], "succeeded");
+    assert_eq!(cli.show(&bad)["status"], "failed");
+    // A failure that will be retried says when; a final one says it is final.
+    let retried: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(&flaky) && l.contains("EXIT_1"))
+        .collect();
+    assert_eq!(retried.len(), 1, "{stdout}");
+    assert!(
+        retried[0].contains("retry") && retried[0].contains("attempt 1/3"),
+        "{}",
+        retried[0]
+    );
+    let time = retried[0].rsplit(' ').next().unwrap();
+    assert!(
+        jobq::Timestamp::parse_rfc3339("t", time).is_ok(),
+        "no next run time in {}",
+        retried[0]
+    );
+    // Each outcome once, in one format: the dead-lettered job appears once when it starts
+    // and once when it ends, across stdout and stderr.
+    let mentions = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.contains(&bad))
+        .count();
+    assert_eq!(mentions, 2, "{stdout}\n---\n{stderr}");
+    let final_line = stdout
+        .lines()
+        .find(|l| l.contains(&bad) && l.contains("EXIT_65"))
+        .unwrap();
+    assert!(final_line.contains("dead letter"), "{final_line}");
+}
