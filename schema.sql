@@ -1,14 +1,27 @@
 -- jobq: the whole data model.
 --
 -- This file is a list of migrations. Each `-- migration N` section moves a database from
--- version N-1 to version N (`PRAGMA user_version`). A fresh file applies every section; an
--- older file applies the sections after its version, all in one transaction. A released
--- section is never edited: changes go into a new section at the end.
+-- version N-1 to version N. A fresh file applies every section; an older file applies the
+-- sections after its version, all in one transaction, which also records them in
+-- `jobq_migrations` (the `-- bookkeeping` section). A released section is never edited:
+-- changes go into a new section at the end.
 --
 -- Conventions: every table and view is prefixed `jobq_`, so jobq can share a file with an
 -- application's own tables. Times are integer milliseconds since the Unix epoch, UTC, and
 -- always come from jobq's clock (never from SQLite's `now`). The views turn them into ISO
 -- 8601 text for people using the `sqlite3` shell.
+
+-- bookkeeping
+
+-- Which migrations the database has had, one row each: jobq's schema version is the
+-- highest. It is kept here, not in `PRAGMA user_version`, which belongs to the application
+-- whose file jobq may share. (Files from before this table kept version 1 in
+-- user_version; opening one records it here and sets user_version back to 0.) Created, if
+-- missing, by the transaction that applies migrations.
+CREATE TABLE IF NOT EXISTS jobq_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+);
 
 -- migration 1
 
@@ -193,6 +206,90 @@ CREATE VIEW jobq_job_summary AS
 SELECT owner, group_id, status,
        count(*) AS count,
        sum(cost_cents) AS total_cost_cents,
+       avg(cost_cents) AS avg_cost_cents,
+       strftime('%Y-%m-%dT%H:%M:%fZ', max(created_at) / 1000.0, 'unixepoch') AS last_created_at
+FROM jobq_jobs
+GROUP BY owner, group_id, status
+ORDER BY owner, group_id, status;
+
+-- migration 2
+
+-- Queue wait is measured from when a job became ready (`run_after`: its enqueue, its
+-- scheduled time, its retry time, or its release), not from its creation: the finished
+-- index carries `run_after` for it instead of `created_at`.
+DROP INDEX jobq_jobs_finished;
+CREATE INDEX jobq_jobs_finished ON jobq_jobs (status, completed_at, queue, kind, started_at, run_after)
+    WHERE completed_at IS NOT NULL;
+
+-- A `run_after` in the past means "now": it no longer moves a job ahead of older jobs or
+-- makes it look as if it had waited for decades.
+UPDATE jobq_jobs SET run_after = created_at WHERE run_after < created_at;
+
+-- Costs are bounded (0 to 10^12 cents per job); a cost pushed past the bound, or stored as
+-- a REAL by an overflow, comes back into range so that every row reads.
+UPDATE jobq_jobs SET cost_cents = 1000000000000
+WHERE typeof(cost_cents) <> 'integer' OR cost_cents > 1000000000000;
+
+-- The dead letter, newest failure first: a range of the finished index read backwards.
+DROP VIEW jobq_dead_letter_jobs;
+CREATE VIEW jobq_dead_letter_jobs AS
+SELECT id, queue, kind, attempts, max_attempts, error_code, last_error, stage, owner, group_id,
+       strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at,
+       strftime('%Y-%m-%dT%H:%M:%fZ', completed_at / 1000.0, 'unixepoch') AS failed_at,
+       input
+FROM jobq_jobs
+WHERE status = 'failed' AND completed_at IS NOT NULL
+ORDER BY completed_at DESC;
+
+-- What runs now: a range of the status index (the literal NOT IN lets SQLite see that the
+-- partial index covers the query).
+DROP VIEW jobq_running_jobs_monitor;
+CREATE VIEW jobq_running_jobs_monitor AS
+SELECT id, queue, kind, stage, progress, attempts, locked_by AS worker,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - started_at) / 1000 AS INTEGER)
+           AS running_seconds,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - coalesce(heartbeat_at, locked_at)) / 1000
+           AS INTEGER) AS heartbeat_age_seconds,
+       strftime('%Y-%m-%dT%H:%M:%fZ', started_at / 1000.0, 'unixepoch') AS started_at
+FROM jobq_jobs
+WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
+ORDER BY started_at;
+
+-- Run durations and queue waits, the wait now from when the job became ready.
+DROP VIEW jobq_timing_stats;
+CREATE VIEW jobq_timing_stats AS
+WITH measured AS (
+    SELECT status, (completed_at - started_at) / 1000.0 AS run,
+           (started_at - run_after) / 1000.0 AS wait
+    FROM jobq_jobs
+    WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
+),
+ranked AS (
+    SELECT status, run, wait,
+           row_number() OVER (PARTITION BY status ORDER BY run) AS run_rank,
+           row_number() OVER (PARTITION BY status ORDER BY wait) AS wait_rank,
+           count(*) OVER (PARTITION BY status) AS n
+    FROM measured
+)
+SELECT status,
+       count(*) AS count,
+       avg(run) AS avg_duration_seconds,
+       max(CASE WHEN run_rank = (50 * n + 99) / 100 THEN run END) AS p50_seconds,
+       max(CASE WHEN run_rank = (95 * n + 99) / 100 THEN run END) AS p95_seconds,
+       max(run) AS max_seconds,
+       avg(wait) AS avg_wait_seconds,
+       max(CASE WHEN wait_rank = (50 * n + 99) / 100 THEN wait END) AS p50_wait_seconds,
+       max(CASE WHEN wait_rank = (95 * n + 99) / 100 THEN wait END) AS p95_wait_seconds
+FROM ranked
+GROUP BY status
+ORDER BY status;
+
+-- Counts and costs per owner, group and status; `total()` sums without overflowing.
+DROP VIEW jobq_job_summary;
+CREATE VIEW jobq_job_summary AS
+SELECT owner, group_id, status,
+       count(*) AS count,
+       CAST(total(cost_cents) AS INTEGER) AS total_cost_cents,
        avg(cost_cents) AS avg_cost_cents,
        strftime('%Y-%m-%dT%H:%M:%fZ', max(created_at) / 1000.0, 'unixepoch') AS last_created_at
 FROM jobq_jobs

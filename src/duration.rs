@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// The longest duration jobq takes anywhere (a delay, a timeout, a window): 100 years.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration written as a whole number and a unit: `ms`, `s`, `m`, `h` or `d`
 /// (`500ms`, `30s`, `5m`, `2h`, `7d`). Whitespace around it is ignored.
 ///
@@ -48,7 +51,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let ms = n
         .checked_mul(ms_per_unit)
         .ok_or_else(|| bad("is too large"))?;
-    if ms > 100 * 365 * 86_400_000 {
+    if ms > MAX_DURATION.as_millis() as u64 {
         return Err(bad("is longer than 100 years"));
     }
     Ok(Duration::from_millis(ms))

@@ -92,10 +92,11 @@ pub fn parse_report_line(line: &str) -> Option<Result<ReportLine, String>> {
         "@stage" if !rest.is_empty() => ReportLine::Stage(rest.to_string()),
         "@stage" => return Some(Err("@stage needs a stage name".into())),
         "@cost" => match rest.parse::<i64>() {
-            Ok(c) if c >= 0 => ReportLine::Cost(c),
+            Ok(c) if (0..=crate::MAX_COST_CENTS).contains(&c) => ReportLine::Cost(c),
             _ => {
                 return Some(Err(format!(
-                    "@cost needs a whole number of cents, 0 or more, got {rest:?}"
+                    "@cost needs a whole number of cents from 0 to {}, got {rest:?}",
+                    crate::MAX_COST_CENTS
                 )));
             }
         },
@@ -618,7 +619,9 @@ impl ExecHandler {
         }
         let output = String::from_utf8_lossy(&output);
         let text = output.trim();
-        let value = match serde_json::from_str::<Value>(text) {
+        // JSON is the output, unless it holds integers past 64 bits, which would come back
+        // as inexact floats: then the text is kept as it is.
+        let value = match crate::json::parse_json("output", text) {
             Ok(v) if !text.is_empty() => v,
             _ => serde_json::json!({ "stdout": text }),
         };
@@ -664,6 +667,8 @@ mod tests {
             "@cost -1",
             "@cost 1.5",
             "@cost 99999999999999999999",
+            "@cost 1000000000001",
+            "@cost 9223372036854775807",
         ] {
             assert!(matches!(parse_report_line(bad), Some(Err(_))), "{bad:?}");
         }

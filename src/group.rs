@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::job::{Status, Timestamp};
+use crate::job::{JobId, Status, Timestamp};
 use crate::queue::Queue;
 
 /// A group with what its jobs say about it: counts by status, a stage and a progress.
@@ -140,12 +140,13 @@ impl Queue {
         })
     }
 
-    /// Deletes a group and, with it, all its jobs. Returns how many jobs went with it.
-    /// Workers holding one of those jobs find their reports refused as not found.
+    /// Deletes a group and, with it, all its jobs. Returns how many jobs went with it. A
+    /// group with a running job is refused, as deleting that job is: cancel it first.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for a missing (or another owner's) group.
+    /// [`Error::NotFound`] for a missing (or another owner's) group;
+    /// [`Error::InvalidTransition`] naming a running job of the group (nothing is deleted).
     pub fn delete_group(&self, id: &str) -> Result<usize> {
         let jobs = self.store().write(|tx| {
             let jobs: Option<i64> = tx
@@ -161,6 +162,19 @@ impl Queue {
                 what: "group",
                 id: id.to_string(),
             })?;
+            let running: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM jobq_jobs WHERE group_id = ?1 AND status = 'running' LIMIT 1",
+                )?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            if let Some(job) = running {
+                return Err(Error::InvalidTransition {
+                    job: JobId::from_db(job),
+                    from: Status::Running,
+                    action: format!("delete its group {id} (cancel the job first)"),
+                });
+            }
             tx.prepare_cached("DELETE FROM jobq_groups WHERE id = ?1")?
                 .execute([id])?;
             Ok(jobs as usize)

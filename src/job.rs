@@ -9,6 +9,11 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The most a job may cost, in cents (ten billion dollars): a cost given at enqueue, a
+/// cost reported while it runs, and their total must stay within 0 to this. Bounding each
+/// job keeps every sum of costs exact (see [`Queue::costs`](crate::Queue::costs)).
+pub const MAX_COST_CENTS: i64 = 1_000_000_000_000;
+
 /// The id of a job: a UUID v7 in its hyphenated text form, so ids sort by creation time.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -207,18 +212,24 @@ impl Timestamp {
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     }
 
-    /// RFC 3339 text in UTC with milliseconds, e.g. `2026-11-23T13:01:53.123Z`.
+    /// RFC 3339 text in UTC with milliseconds, e.g. `2026-11-23T13:01:53.123Z`. Any
+    /// timestamp prints as itself: a year past 9999 (or before 0) gets its sign and all its
+    /// digits, as ISO 8601 writes expanded years (`+292278994-08-17T07:12:55.807Z`).
     pub fn to_rfc3339(self) -> String {
-        let dt = self.to_datetime();
+        let ms = self.0.rem_euclid(1000);
+        let secs = self.0.div_euclid(1000);
+        let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        let year = if (0..=9999).contains(&year) {
+            format!("{year:04}")
+        } else {
+            format!("{year:+05}")
+        };
         format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            dt.millisecond()
+            "{year}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            of_day / 3600,
+            of_day % 3600 / 60,
+            of_day % 60
         )
     }
 
@@ -232,6 +243,21 @@ impl Timestamp {
             .map_err(|e| Error::invalid(field, format!("{text:?} is not an RFC 3339 time: {e}")))?;
         Ok(Timestamp((dt.unix_timestamp_nanos() / 1_000_000) as i64))
     }
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01), for any day an
+/// `i64` of milliseconds can name (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Display for Timestamp {
@@ -399,7 +425,7 @@ impl Job {
                     )
                 })?
                 .unwrap_or_default(),
-            cost_cents: row.get(19)?,
+            cost_cents: cost_column(row, 19)?,
             owner: row.get(20)?,
             group_id: row.get(21)?,
             external_id: row.get(22)?,
@@ -409,6 +435,17 @@ impl Job {
             completed_at: ts(26)?,
         })
     }
+}
+
+/// A cost as stored: an integer. A REAL (what an overflow made of a sum in files from
+/// before costs were bounded) reads as the nearest integer in range, so that the row reads.
+pub(crate) fn cost_column(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<i64> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(i)? {
+        ValueRef::Integer(n) => n,
+        ValueRef::Real(f) => f.clamp(0.0, MAX_COST_CENTS as f64) as i64,
+        _ => 0,
+    })
 }
 
 pub(crate) fn parse_status_column(i: usize, text: &str) -> rusqlite::Result<Status> {
@@ -719,6 +756,37 @@ mod tests {
     fn timestamps_print_as_rfc3339_with_millis() {
         let t = Timestamp::from_millis(1_700_000_000_123);
         assert_eq!(t.to_rfc3339(), "2023-11-14T22:13:20.123Z");
+        for (ms, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "+10000-01-01T00:00:00.000Z"),
+            (i64::MAX, "+292278994-08-17T07:12:55.807Z"),
+            (i64::MIN, "-292275055-05-16T16:47:04.192Z"),
+        ] {
+            assert_eq!(Timestamp::from_millis(ms).to_rfc3339(), text, "{ms}");
+        }
+        // Agrees with the time crate wherever it reaches.
+        for ms in [
+            -62_135_596_800_000i64,
+            -1_000_000_000_000,
+            1_234_567_890_123,
+            4_102_444_800_000,
+        ] {
+            let dt = Timestamp::from_millis(ms).to_datetime();
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.millisecond()
+            );
+            assert_eq!(Timestamp::from_millis(ms).to_rfc3339(), expected);
+        }
         assert_eq!(
             Timestamp::parse_rfc3339("t", "2023-11-14T22:13:20.123Z").unwrap(),
             t

@@ -45,6 +45,7 @@ mod group;
 #[cfg(feature = "http")]
 pub mod http;
 mod job;
+mod json;
 mod maintenance;
 mod metrics;
 mod owner;
@@ -57,13 +58,15 @@ pub mod testing;
 mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use events::{EventKind, JobEvent};
 pub use group::Group;
 pub use job::{
-    AttemptError, ClaimedJob, Enqueued, Job, JobId, Lease, NewJob, RunAfter, Status, Timestamp,
+    AttemptError, ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, NewJob, RunAfter,
+    Status, Timestamp,
 };
+pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};

@@ -202,7 +202,7 @@ impl Queue {
             ),
             (
                 "jobq_queue_wait_seconds",
-                "Queue wait of finished jobs (started_at - created_at).",
+                "Queue wait of finished jobs, from when they became ready (started_at - run_after).",
                 true,
             ),
         ] {

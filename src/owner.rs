@@ -9,10 +9,33 @@ use crate::job::Timestamp;
 use crate::queue::Queue;
 
 /// What an owner's jobs have cost so far, in cents: every job but those cancelled before
-/// they ever started. The one definition behind budgets and cost reports.
-pub(crate) const SPENT_SQL: &str = "
-    SELECT coalesce(sum(cost_cents), 0) FROM jobq_jobs
+/// they ever started. The one definition behind budgets and cost reports. The sum comes in
+/// two exact parts (see [`exact_sum`]).
+const SPENT_SQL: &str = "
+    SELECT coalesce(sum(cost_cents >> 20), 0), coalesce(sum(cost_cents & 1048575), 0)
+    FROM jobq_jobs
     WHERE owner = ?1 AND (status <> 'cancelled' OR started_at IS NOT NULL)";
+
+/// What an owner's jobs have cost so far, exactly.
+pub(crate) fn spent_cents(conn: &rusqlite::Connection, owner: &str) -> Result<i128> {
+    Ok(conn
+        .prepare_cached(SPENT_SQL)?
+        .query_row([owner], |r| Ok(exact_sum(r.get(0)?, r.get(1)?)))?)
+}
+
+/// A sum of costs from its two parts, `sum(cost_cents >> 20)` and
+/// `sum(cost_cents & 1048575)`: each part of each cost is below 2^20, so neither sum can
+/// overflow SQLite's 64-bit integers for any number of jobs a file can hold, and the whole
+/// is put together in 128 bits.
+pub(crate) fn exact_sum(high: i64, low: i64) -> i128 {
+    (i128::from(high) << 20) + i128::from(low)
+}
+
+/// A 128-bit sum as an `i64` for reports, saturating (only a sum of over 9 million jobs at
+/// the largest cost gets there).
+pub(crate) fn saturate(sum: i128) -> i64 {
+    i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
+}
 
 /// An owner: a tenant of the queue, with an optional budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,9 +141,7 @@ impl Queue {
                 let Some((budget_cents, created_at)) = row else {
                     return Ok(None);
                 };
-                let spent_cents: i64 = conn
-                    .prepare_cached(SPENT_SQL)?
-                    .query_row([id], |r| r.get(0))?;
+                let spent_cents = saturate(spent_cents(conn, id)?);
                 Ok(Some(Owner {
                     id: id.to_string(),
                     budget_cents,

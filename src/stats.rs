@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::SPENT_SQL;
+use crate::owner::{exact_sum, saturate, spent_cents};
 use crate::queue::Queue;
 
 /// Which jobs a statistic covers. Every filter is optional; an owner-scoped handle covers
@@ -208,7 +208,8 @@ pub struct Timing {
     pub p95_seconds: f64,
     /// Longest run time.
     pub max_seconds: f64,
-    /// Mean queue wait (`started_at - created_at`: from enqueue to the last attempt's start).
+    /// Mean queue wait (`started_at - run_after`: from when the job became ready — its
+    /// enqueue, scheduled time, retry time or release — to its last attempt's start).
     pub wait_avg_seconds: f64,
     /// Median queue wait.
     pub wait_p50_seconds: f64,
@@ -398,13 +399,13 @@ const FINISHED_SINCE: &str = "
 /// Run time and queue wait (in ms) of finished jobs: a range of the finished index, read
 /// without touching the table.
 const TIMING_ROWS: &str = "
-    SELECT status, kind, completed_at - started_at, started_at - created_at
+    SELECT status, kind, completed_at - started_at, started_at - run_after
     FROM jobq_jobs
     WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at >= :since
       AND started_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
 /// The same for one owner's jobs.
 const TIMING_ROWS_OWNER: &str = "
-    SELECT status, kind, completed_at - started_at, started_at - created_at
+    SELECT status, kind, completed_at - started_at, started_at - run_after
     FROM jobq_jobs
     WHERE owner = :owner AND completed_at >= :since AND started_at IS NOT NULL
       AND (:queue IS NULL OR queue = :queue)";
@@ -430,17 +431,21 @@ const DEAD: &str = "
     ORDER BY completed_at DESC, id DESC
     LIMIT :limit + 0";
 
+/// Costs sum in two exact parts (see [`crate::owner::exact_sum`]).
 const COSTS_BY_STATUS: &str = "
-    SELECT status, count(*), sum(cost_cents), avg(cost_cents) FROM jobq_jobs
+    SELECT status, count(*), sum(cost_cents >> 20), sum(cost_cents & 1048575), avg(cost_cents)
+    FROM jobq_jobs
     WHERE (:owner IS NULL OR owner = :owner)
     GROUP BY status ORDER BY status";
 const COSTS_BY_OWNER: &str = "
-    SELECT j.owner, count(*), sum(j.cost_cents), avg(j.cost_cents), o.budget_cents
+    SELECT j.owner, count(*), sum(j.cost_cents >> 20), sum(j.cost_cents & 1048575),
+           avg(j.cost_cents), o.budget_cents
     FROM jobq_jobs j LEFT JOIN jobq_owners o ON o.id = j.owner
     WHERE (:owner IS NULL OR j.owner = :owner)
     GROUP BY j.owner ORDER BY j.owner";
 const COSTS_BY_GROUP: &str = "
-    SELECT group_id, count(*), sum(cost_cents), avg(cost_cents) FROM jobq_jobs
+    SELECT group_id, count(*), sum(cost_cents >> 20), sum(cost_cents & 1048575), avg(cost_cents)
+    FROM jobq_jobs
     WHERE (:owner IS NULL OR owner = :owner)
     GROUP BY group_id ORDER BY group_id";
 
@@ -831,8 +836,8 @@ impl Queue {
                 let key: Option<String> = r.get(0)?;
                 let mut row = CostRow {
                     count: r.get(1)?,
-                    total_cost_cents: r.get(2)?,
-                    avg_cost_cents: r.get(3)?,
+                    total_cost_cents: saturate(exact_sum(r.get(2)?, r.get(3)?)),
+                    avg_cost_cents: r.get(4)?,
                     budget_cents: None,
                     spent_cents: None,
                     remaining_cents: None,
@@ -840,13 +845,11 @@ impl Queue {
                 };
                 if by == CostGrouping::Owner {
                     if let Some(owner) = row.key.as_deref() {
-                        let spent: i64 = conn
-                            .prepare_cached(SPENT_SQL)?
-                            .query_row([owner], |r| r.get(0))?;
-                        let budget: Option<i64> = r.get(4)?;
-                        row.spent_cents = Some(spent);
+                        let spent = spent_cents(conn, owner)?;
+                        let budget: Option<i64> = r.get(5)?;
+                        row.spent_cents = Some(saturate(spent));
                         row.budget_cents = budget;
-                        row.remaining_cents = budget.map(|b| b - spent);
+                        row.remaining_cents = budget.map(|b| saturate(i128::from(b) - spent));
                     }
                 }
                 out.push(row);

@@ -104,11 +104,14 @@ const OPEN_FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
     .union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the database at `path`; `now` stamps the
+    /// migrations it applies.
     ///
     /// Nothing is written to the file until it is known to be a jobq database (or an empty
-    /// one), so opening the wrong file leaves it untouched.
-    pub(crate) fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+    /// one), so opening the wrong file leaves it untouched. Many threads and processes may
+    /// open one fresh file at once: each step that meets another's lock waits for it, up
+    /// to the busy timeout, and the file is inspected and migrated in whole transactions.
+    pub(crate) fn open(path: &Path, opts: StoreOptions, now: i64) -> Result<Store> {
         let open_err = |reason: String| Error::Open {
             path: path.to_path_buf(),
             reason,
@@ -128,16 +131,46 @@ impl Store {
             Connection::open_with_flags(path, OPEN_FLAGS).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(opts.busy_timeout)
             .map_err(|e| open_err(e.to_string()))?;
+        conn.busy_handler(Some(busy_wait))
+            .map_err(|e| open_err(e.to_string()))?;
+        set_busy_timeout(opts.busy_timeout);
         if conn.is_readonly("main").unwrap_or(false) {
             return Err(open_err("the file is read-only".into()));
         }
+        // SQLite answers "busy" at once, without its busy handler, where waiting could
+        // deadlock (two connections setting up one fresh file): such a step is tried again
+        // until the busy timeout has passed.
+        let deadline = Instant::now() + opts.busy_timeout;
+        let patiently = |step: &mut dyn FnMut() -> Result<()>| loop {
+            match step() {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(
+                        200 + crate::retry::random_u64() % 800,
+                    ));
+                }
+                Err(Error::Busy { .. }) => {
+                    return Err(Error::Busy {
+                        timeout: opts.busy_timeout,
+                        context: format!("open {}", path.display()),
+                    });
+                }
+                other => return other,
+            }
+        };
         // Read-only inspection first: refuse foreign or newer files before any write.
-        let state = schema::inspect(&conn, path, opts.allow_foreign_tables)?;
-        configure(&conn, &opts).map_err(|e| match e {
-            Error::Database(inner) => open_err(inner.to_string()),
-            other => other,
+        let mut state = None;
+        patiently(&mut || {
+            state = Some(schema::inspect(&conn, path, opts.allow_foreign_tables)?);
+            Ok(())
         })?;
-        schema::migrate(&mut conn, path, state)?;
+        let state = state.unwrap_or(schema::FileState::Fresh);
+        patiently(&mut || {
+            configure(&conn, &opts).map_err(|e| match e {
+                Error::Database(inner) => open_err(inner.to_string()),
+                other => other,
+            })
+        })?;
+        patiently(&mut || schema::migrate(&mut conn, path, state, now))?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let backstop: i64 = conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
         if backstop != WAL_BACKSTOP_PAGES {
@@ -324,6 +357,8 @@ fn busy_wait(tries: i32) -> bool {
 /// Applies jobq's pragmas to a connection and reads each one back: a pragma that did not
 /// take (a misspelt name is silently ignored by SQLite) is an error, not a surprise later.
 fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
+    conn.busy_handler(Some(busy_wait))?;
+    set_busy_timeout(opts.busy_timeout);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Open {
@@ -347,17 +382,6 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
             });
         }
     }
-    let timeout: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
-    if timeout != opts.busy_timeout.as_millis() as i64 {
-        return Err(Error::Open {
-            path: conn.path().unwrap_or_default().into(),
-            reason: format!("busy_timeout did not take (it reads {timeout} ms)"),
-        });
-    }
-    // Replaces SQLite's own busy handler (and resets what PRAGMA busy_timeout reads to 0):
-    // the same timeout, waited for in short polls. See the module documentation.
-    conn.busy_handler(Some(busy_wait))?;
-    set_busy_timeout(opts.busy_timeout);
     Ok(())
 }
 
@@ -373,7 +397,7 @@ mod tests {
             busy_timeout: Duration::from_millis(1234),
             ..StoreOptions::default()
         };
-        let store = Store::open(&dir.path().join("q.db"), opts).unwrap();
+        let store = Store::open(&dir.path().join("q.db"), opts, 0).unwrap();
         let check = |c: &Connection| {
             let mode: String = c
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -399,7 +423,7 @@ mod tests {
             busy_timeout: Duration::from_millis(200),
             ..StoreOptions::default()
         };
-        let store = Store::open(&path, opts).unwrap();
+        let store = Store::open(&path, opts, 0).unwrap();
         let holder = Connection::open(&path).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
         let check = |c: &Connection| {
@@ -426,7 +450,8 @@ mod tests {
     #[test]
     fn a_missing_folder_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open(&dir.path().join("nope/q.db"), StoreOptions::default()).unwrap_err();
+        let err =
+            Store::open(&dir.path().join("nope/q.db"), StoreOptions::default(), 0).unwrap_err();
         assert!(matches!(err, Error::Open { .. }), "{err}");
         assert!(err.to_string().contains("does not exist"), "{err}");
     }

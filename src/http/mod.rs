@@ -426,10 +426,14 @@ fn too_large() -> Reply {
     )
 }
 
-/// A request body as JSON: an empty body is `{}`; anything else must parse (400).
+/// A request body as JSON: an empty body is `{}`; anything else must parse (400), with
+/// every integer within 64 bits (one past them would turn into an inexact float).
 fn json_body(bytes: &[u8]) -> Result<serde_json::Value, Reply> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Object(Default::default()));
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        crate::json::check_integers("body", text)?;
     }
     serde_json::from_slice(bytes).map_err(|e| {
         Reply::error(

@@ -4,10 +4,13 @@ use rusqlite::{Connection, OptionalExtension, named_params};
 
 use super::Queue;
 use crate::clock::millis;
+use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
+use crate::job::MAX_COST_CENTS;
 use crate::job::{Enqueued, JobId, NewJob, RunAfter, Status, key_of};
-use crate::owner::SPENT_SQL;
+use crate::json::check_integers;
+use crate::owner::{saturate, spent_cents};
 
 /// The head of every insert of jobs: the single and the batch path fill the same columns.
 macro_rules! insert_jobs {
@@ -127,6 +130,17 @@ impl Checked {
     }
 }
 
+/// A cost in cents must be within 0 to [`MAX_COST_CENTS`].
+pub(crate) fn check_cost(field: &'static str, cents: i64) -> Result<()> {
+    if !(0..=MAX_COST_CENTS).contains(&cents) {
+        return Err(Error::invalid(
+            field,
+            format!("{cents} is outside 0 to {MAX_COST_CENTS} cents"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
@@ -219,10 +233,10 @@ impl Queue {
             .enumerate()
             .partition(|(_, (job, _))| job.key.is_none() && job.group_id.is_none());
 
-        let mut cost_by_owner: std::collections::BTreeMap<&str, i64> = Default::default();
+        let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
         for (_, (job, _)) in &plain {
             if let Some(owner) = &job.owner {
-                *cost_by_owner.entry(owner).or_default() += job.cost_cents;
+                *cost_by_owner.entry(owner).or_default() += i128::from(job.cost_cents);
             }
         }
         for (owner, cost) in cost_by_owner {
@@ -342,11 +356,13 @@ impl Queue {
         if max_attempts > i32::MAX as u32 {
             return Err(Error::invalid("max_attempts", "too large"));
         }
-        if job.cost_cents < 0 {
-            return Err(Error::invalid("cost_cents", "must not be negative"));
-        }
+        check_cost("cost_cents", job.cost_cents)?;
+        check_integers("input", &input)?;
         if let Some(key) = &job.idempotency_key {
             check_text("idempotency_key", key, 500)?;
+        }
+        if let Some(external_id) = &job.external_id {
+            check_text("external_id", external_id, 500)?;
         }
         if let Some(group) = &job.group_id {
             check_text("group_id", group, 200)?;
@@ -364,10 +380,29 @@ impl Queue {
         if let Some(owner) = &owner {
             check_text("owner", owner, 200)?;
         }
+        // The same bound however it is given; a time in the past means now, so that it
+        // cannot jump ahead of older jobs of its priority.
+        let latest = now.saturating_add(millis(MAX_DURATION));
         let run_after = match job.run_after {
             RunAfter::Now => now,
+            RunAfter::Delay(d) if d > MAX_DURATION => {
+                return Err(Error::invalid(
+                    "run_after",
+                    format!(
+                        "a delay of {} s is more than {} ahead",
+                        d.as_secs(),
+                        format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
             RunAfter::Delay(d) => now.saturating_add(millis(d)),
-            RunAfter::At(t) => t.as_millis(),
+            RunAfter::At(t) if t.as_millis() > latest => {
+                return Err(Error::invalid(
+                    "run_after",
+                    format!("{t} is more than {} ahead", format_duration(MAX_DURATION)),
+                ));
+            }
+            RunAfter::At(t) => t.as_millis().max(now),
         };
         Ok(Checked {
             kind: job.kind,
@@ -425,7 +460,7 @@ impl Queue {
             }
         }
         if let Some(owner) = &job.owner {
-            self.check_budget(conn, owner, job.cost_cents)?;
+            self.check_budget(conn, owner, i128::from(job.cost_cents))?;
         }
         self.insert_row(conn, &job, &mut id, now)?;
         Ok(Enqueued {
@@ -475,7 +510,9 @@ impl Queue {
         }
     }
 
-    fn check_budget(&self, conn: &Connection, owner: &str, cost_cents: i64) -> Result<()> {
+    /// Refuses `cost_cents` more for `owner` when it would pass the owner's budget. Sums are
+    /// exact (`i128`): no amount of jobs or costs wraps around.
+    fn check_budget(&self, conn: &Connection, owner: &str, cost_cents: i128) -> Result<()> {
         let budget: Option<Option<i64>> = conn
             .prepare_cached(OWNER_BUDGET)?
             .query_row([owner], |r| r.get(0))
@@ -483,15 +520,13 @@ impl Queue {
         let Some(Some(budget)) = budget else {
             return Ok(());
         };
-        let spent: i64 = conn
-            .prepare_cached(SPENT_SQL)?
-            .query_row([owner], |r| r.get(0))?;
-        if spent.saturating_add(cost_cents) > budget {
+        let spent = spent_cents(conn, owner)?;
+        if spent + cost_cents > i128::from(budget) {
             return Err(Error::BudgetExceeded {
                 owner: owner.to_string(),
                 budget_cents: budget,
-                spent_cents: spent,
-                requested_cents: cost_cents,
+                spent_cents: saturate(spent),
+                requested_cents: saturate(cost_cents),
             });
         }
         Ok(())

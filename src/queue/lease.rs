@@ -8,11 +8,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, named_params};
 use serde::Serialize;
 
+use super::enqueue::check_cost;
 use super::{ClaimFilter, Queue, current_status};
 use crate::clock::millis;
+use crate::duration::MAX_DURATION;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
-use crate::job::{ClaimedJob, JobId, Lease, Status};
+use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status, cost_column};
 
 /// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
 ///
@@ -179,6 +181,11 @@ const LEASED_JOB: &str = "
     WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
       AND (:owner IS NULL OR owner = :owner)";
 
+const LEASED_COST: &str = "
+    SELECT cost_cents FROM jobq_jobs
+    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
+      AND (:owner IS NULL OR owner = :owner)";
+
 const FAIL: &str = "
     UPDATE jobq_jobs
     SET status = :status,
@@ -233,7 +240,9 @@ impl Queue {
     ///
     /// # Errors
     ///
-    /// As [`Queue::complete`], and [`Error::InvalidInput`] for a negative cost.
+    /// As [`Queue::complete`], and [`Error::InvalidInput`] for a cost outside 0 to
+    /// [`MAX_COST_CENTS`](crate::MAX_COST_CENTS), or one that would take the job's total
+    /// past it (nothing is recorded then: the job is still held).
     pub fn complete_with_cost(
         &self,
         lease: &Lease,
@@ -242,9 +251,7 @@ impl Queue {
     ) -> Result<()> {
         let output =
             serde_json::to_string(&output).map_err(|e| Error::invalid("output", e.to_string()))?;
-        if cost_cents < 0 {
-            return Err(Error::invalid("cost_cents", "must not be negative"));
-        }
+        check_cost("cost_cents", cost_cents)?;
         self.record_one(lease, Report::Complete { output, cost_cents }, None)
             .map(|_| ())
     }
@@ -375,6 +382,7 @@ impl Queue {
         };
         let (changed, status) = match report {
             Report::Complete { output, cost_cents } => {
+                self.check_cost_room(conn, lease, *cost_cents)?;
                 let n = conn.prepare_cached(COMPLETE)?.execute(rusqlite::params![
                     lease.job_id.as_str(),
                     lease.worker,
@@ -407,12 +415,15 @@ impl Queue {
                         } else {
                             Status::Retry
                         };
-                        let delay = error.retry_after.unwrap_or_else(|| {
-                            self.shared
-                                .retry
-                                .for_job(&queue, &kind)
-                                .delay(lease.attempt)
-                        });
+                        let delay = error
+                            .retry_after
+                            .unwrap_or_else(|| {
+                                self.shared
+                                    .retry
+                                    .for_job(&queue, &kind)
+                                    .delay(lease.attempt)
+                            })
+                            .min(MAX_DURATION);
                         let retry_at = now.saturating_add(millis(delay));
                         let n = conn.prepare_cached(FAIL)?.execute(named_params! {
                             ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker,
@@ -436,6 +447,35 @@ impl Queue {
             return Err(self.lost(conn, lease)?);
         }
         Ok(status)
+    }
+
+    /// Refuses adding `cost` to the job `lease` holds when its total would pass
+    /// [`MAX_COST_CENTS`](crate::MAX_COST_CENTS).
+    fn check_cost_room(&self, conn: &Connection, lease: &Lease, cost: i64) -> Result<()> {
+        if cost == 0 {
+            return Ok(());
+        }
+        let current: Option<i64> = conn
+            .prepare_cached(LEASED_COST)?
+            .query_row(
+                named_params! {
+                    ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker,
+                    ":claim": lease.claim, ":owner": self.owner(),
+                },
+                |r| cost_column(r, 0),
+            )
+            .optional()?;
+        match current {
+            None => Err(self.lost(conn, lease)?),
+            Some(current) if current + cost > MAX_COST_CENTS => Err(Error::invalid(
+                "cost_cents",
+                format!(
+                    "job {}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)",
+                    lease.job_id
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Explains why a guarded statement changed nothing.
@@ -530,12 +570,17 @@ impl Queue {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a negative amount, else as [`Queue::complete`].
+    /// [`Error::InvalidInput`] for an amount outside 0 to
+    /// [`MAX_COST_CENTS`](crate::MAX_COST_CENTS), or one that would take the job's total
+    /// past it (nothing changes); else as [`Queue::complete`].
     pub fn add_cost(&self, lease: &Lease, cents: i64) -> Result<()> {
-        if cents < 0 {
+        if !(0..=MAX_COST_CENTS).contains(&cents) {
             return Err(Error::invalid(
                 "cost_cents",
-                format!("{cents} is negative (job {})", lease.job_id),
+                format!(
+                    "{cents} is outside 0 to {MAX_COST_CENTS} cents (job {})",
+                    lease.job_id
+                ),
             ));
         }
         self.report(lease, None, None, cents)
@@ -558,6 +603,7 @@ impl Queue {
         }
         let now = self.now_ms();
         self.store().write(|tx| {
+            self.check_cost_room(tx, lease, cost)?;
             let n = tx.prepare_cached(REPORT)?.execute(named_params! {
                 ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
                 ":progress": progress, ":stage": stage, ":cost": cost, ":now": now,

@@ -120,7 +120,7 @@ impl QueueBuilder {
     /// [`Error::NotJobqDatabase`] when the file is not SQLite or holds foreign tables;
     /// [`Error::SchemaTooNew`] when a newer jobq wrote it. In each case the file is untouched.
     pub fn open(self) -> Result<Queue> {
-        let store = Store::open(&self.path, self.store)?;
+        let store = Store::open(&self.path, self.store, self.clock.now_ms())?;
         Ok(Queue {
             shared: Arc::new(Shared {
                 store,

@@ -10,45 +10,34 @@ use crate::common::{Env, T0};
 #[test]
 fn claims_go_by_priority_then_run_after_then_age() {
     let env = Env::new();
-    // Enqueued in an order that differs from the claim order.
-    let low_old = env
-        .queue
-        .enqueue(NewJob::new("k").priority(0))
-        .unwrap()
-        .job_id;
-    env.advance(1);
-    let high_late = env
-        .queue
-        .enqueue(NewJob::new("k").priority(5))
-        .unwrap()
-        .job_id;
-    let high_early = env
-        .queue
+    let q = &env.queue;
+    // Enqueued in an order that differs from the claim order. The oldest job of priority 5
+    // is scheduled 5 s ahead, so that a newer one of its priority becomes ready before it.
+    let high_late = q
         .enqueue(
             NewJob::new("k")
                 .priority(5)
-                .run_at(Timestamp::from_millis(T0 - 10_000)),
+                .run_after(Duration::from_secs(5)),
         )
         .unwrap()
         .job_id;
-    let low_new = env
-        .queue
-        .enqueue(NewJob::new("k").priority(0))
+    env.advance(1);
+    let low_old = q.enqueue(NewJob::new("k").priority(0)).unwrap().job_id;
+    let high_early = q.enqueue(NewJob::new("k").priority(5)).unwrap().job_id;
+    let low_new = q.enqueue(NewJob::new("k").priority(0)).unwrap().job_id;
+    let negative = q.enqueue(NewJob::new("k").priority(-3)).unwrap().job_id;
+    let high_late_twin = q
+        .enqueue(
+            NewJob::new("k")
+                .priority(5)
+                .run_at(Timestamp::from_millis(T0 + 5_000)),
+        )
         .unwrap()
         .job_id;
-    let negative = env
-        .queue
-        .enqueue(NewJob::new("k").priority(-3))
-        .unwrap()
-        .job_id;
-    let high_late_twin = env
-        .queue
-        .enqueue(NewJob::new("k").priority(5))
-        .unwrap()
-        .job_id;
+    env.advance(4);
 
-    let first = env.queue.claim("w", 3, &ClaimFilter::default()).unwrap();
-    let rest = env.queue.claim("w", 10, &ClaimFilter::default()).unwrap();
+    let first = q.claim("w", 3, &ClaimFilter::default()).unwrap();
+    let rest = q.claim("w", 10, &ClaimFilter::default()).unwrap();
     let order: Vec<_> = first.iter().chain(&rest).map(|j| j.id.clone()).collect();
     assert_eq!(
         order,

@@ -14,6 +14,7 @@ mod durability;
 mod enqueue;
 mod exec_worker;
 mod fuzz;
+mod hostile_data;
 mod hostile_http;
 pub mod http;
 mod lifecycle;

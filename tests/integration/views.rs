@@ -230,3 +230,34 @@ fn the_views_report_the_known_jobs() {
         ]]
     );
 }
+
+/// The plan SQLite picks for a query, one step a line.
+fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_running_monitor_and_the_dead_letter_read_an_index_not_the_table() {
+    let (dir, _queue, _clock) = known();
+    let conn = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    for (view, index) in [
+        ("jobq_running_jobs_monitor", "jobq_jobs_status"),
+        ("jobq_dead_letter_jobs", "jobq_jobs_finished"),
+    ] {
+        let p = plan(&conn, &format!("SELECT * FROM {view}"));
+        assert!(p.contains(index), "{view} does not use {index}:\n{p}");
+        assert!(
+            !p.lines().any(|l| l.trim() == "SCAN jobq_jobs"),
+            "{view} scans the whole table:\n{p}"
+        );
+    }
+    // The dead letter comes newest first straight from the index, without a sort.
+    let p = plan(&conn, "SELECT * FROM jobq_dead_letter_jobs");
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+}

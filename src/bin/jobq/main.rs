@@ -19,7 +19,7 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use output::{Table, fmt_opt, fmt_secs, jobs, print_json, say};
+use output::{Table, clean, fmt_opt, fmt_secs, jobs, print_json, say};
 
 /// A durable job queue in one SQLite file.
 #[derive(Parser, Debug)]
@@ -46,7 +46,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create or upgrade the database file and print its schema version.
-    Init,
+    Init {
+        /// Add jobq's tables to a SQLite file that already holds an application's own tables
+        /// (so that the application can enqueue in its own transactions).
+        #[arg(long)]
+        allow_foreign_tables: bool,
+    },
     /// Add a job; prints its id.
     Enqueue(EnqueueArgs),
     /// List jobs, newest first.
@@ -276,7 +281,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Refused(message)) => {
             let line = message.replace('\n', " ");
-            eprintln!("jobq: {line}");
+            eprintln!("jobq: {}", output::clean(&line));
             ExitCode::from(1)
         }
     }
@@ -311,16 +316,20 @@ fn job_id(text: &str) -> Result<JobId, Refused> {
     JobId::parse(text).map_err(|_| Refused(format!("job {text} not found (not a job id)")))
 }
 
-fn json_arg(field: &str, text: &str) -> Result<Value, Refused> {
-    serde_json::from_str(text).map_err(|e| Refused(format!("invalid {field}: not valid JSON: {e}")))
+fn json_arg(field: &'static str, text: &str) -> Result<Value, Refused> {
+    Ok(jobq::parse_json(field, text)?)
 }
 
 fn run(cli: Cli) -> Outcome {
     let db = cli.db.as_path();
     let json = cli.json;
     match cli.command {
-        Command::Init => {
-            let queue = Queue::open(db)?;
+        Command::Init {
+            allow_foreign_tables,
+        } => {
+            let queue = Queue::builder(db)
+                .allow_foreign_tables(allow_foreign_tables)
+                .open()?;
             let version = jobq::schema_version();
             if json {
                 print_json(&json!({"db": queue.path(), "schema_version": version}));
@@ -567,7 +576,7 @@ fn running(db: &Path, json: bool) -> Outcome {
         println!(
             "  {}: kind={} stage={} progress={:.0}% running={:.0}s heartbeat_age={:.0}s worker={}",
             j.id,
-            j.kind,
+            clean(&j.kind),
             fmt_opt(&j.stage),
             j.progress * 100.0,
             j.running_seconds,
@@ -742,8 +751,8 @@ fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
                 print_json(&group);
                 return Ok(());
             }
-            println!("group     {}", group.id);
-            println!("name      {}", group.name);
+            println!("group     {}", clean(&group.id));
+            println!("name      {}", clean(&group.name));
             println!("owner     {}", fmt_opt(&group.owner));
             println!("stage     {}", group.stage);
             println!("progress  {:.1}%", group.progress);
@@ -760,7 +769,7 @@ fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
             if json {
                 print_json(&json!({"success": true, "group_id": id, "jobs_deleted": jobs}));
             } else {
-                println!("Group {id} deleted with its {jobs} jobs");
+                println!("Group {} deleted with its {jobs} jobs", clean(&id));
             }
         }
     }

@@ -76,6 +76,26 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     }
 }
 
+/// Text stored by anyone (a tenant's kind, a handler's stage or error) made safe to print:
+/// control characters (ESC, BEL, CR, LF, …) and the bidirectional overrides are written as
+/// escapes, so that no value can move the cursor, retitle the terminal or forge a row.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `1 job`, `2 jobs`.
 pub fn jobs(n: usize) -> String {
     if n == 1 {
@@ -85,8 +105,11 @@ pub fn jobs(n: usize) -> String {
     }
 }
 
+/// A stored value, or `-` for none, made safe to print.
 pub fn fmt_opt(value: &Option<String>) -> String {
-    value.clone().unwrap_or_else(|| "-".into())
+    value
+        .as_deref()
+        .map_or_else(|| "-".into(), |v| clean(v).into_owned())
 }
 
 pub fn fmt_secs(s: f64) -> String {
@@ -113,11 +136,13 @@ impl Table {
         }
     }
 
+    /// A row; every cell is made safe to print (see [`clean`]).
     pub fn row<I>(&mut self, cells: I)
     where
         I: IntoIterator<Item = String>,
     {
-        self.rows.push(cells.into_iter().collect());
+        self.rows
+            .push(cells.into_iter().map(|c| clean(&c).into_owned()).collect());
     }
 
     pub fn print(&self) {
@@ -153,8 +178,8 @@ impl Table {
 pub fn print_job(job: &Job) {
     let ts = |t: Option<jobq::Timestamp>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
     println!("id               {}", job.id);
-    println!("kind             {}", job.kind);
-    println!("queue            {}", job.queue);
+    println!("kind             {}", clean(&job.kind));
+    println!("queue            {}", clean(&job.queue));
     println!("status           {}", job.status);
     println!("priority         {}", job.priority);
     println!("attempts         {}/{}", job.attempts, job.max_attempts);
@@ -171,6 +196,7 @@ pub fn print_job(job: &Job) {
     println!("created at       {}", job.created_at.to_rfc3339());
     println!("started at       {}", ts(job.started_at));
     println!("completed at     {}", ts(job.completed_at));
+    // JSON text escapes control characters by itself.
     println!("input            {}", job.input);
     println!(
         "output           {}",
@@ -179,23 +205,22 @@ pub fn print_job(job: &Job) {
             .map_or_else(|| "-".to_string(), |o| o.to_string())
     );
     if let Some(code) = &job.error_code {
-        println!("error code       {code}");
+        println!("error code       {}", clean(code));
     }
     if let Some(err) = &job.last_error {
-        println!(
-            "last error       {}",
-            err.replace('\n', "\n                 ")
-        );
+        // One printed line per line of the message, each made safe.
+        let lines: Vec<String> = err.split('\n').map(|l| clean(l).into_owned()).collect();
+        println!("last error       {}", lines.join("\n                 "));
     }
     if !job.errors.is_empty() {
         println!("errors           {} failed attempt(s):", job.errors.len());
         for e in &job.errors {
             let at = jobq::Timestamp::from_millis(e.at).to_rfc3339();
-            let first_line = e.message.lines().next().unwrap_or("");
+            let first_line = clean(e.message.lines().next().unwrap_or(""));
             println!(
                 "  #{:<3} {at}  {:<18} {first_line}",
                 e.attempt,
-                e.code.as_deref().unwrap_or("-")
+                clean(e.code.as_deref().unwrap_or("-"))
             );
         }
     }

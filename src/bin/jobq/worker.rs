@@ -9,7 +9,7 @@ use jobq::{OutcomeKind, Queue, RetryPolicy, WorkerPool};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::output::{print_json, say};
+use crate::output::{clean, print_json, say};
 use crate::{Outcome, Refused, duration};
 
 #[derive(Args, Debug)]
@@ -78,7 +78,10 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
             } = event
             {
                 if !json {
-                    say!("Processing job {job} (attempt {attempt}/{max_attempts}): {kind}");
+                    say!(
+                        "Processing job {job} (attempt {attempt}/{max_attempts}): {}",
+                        clean(&kind)
+                    );
                 }
             }
         });
@@ -181,7 +184,7 @@ fn describe(o: &jobq::Outcome) -> String {
         .ran_for
         .map(|d| format!(" in {:.1}s", d.as_secs_f64()))
         .unwrap_or_default();
-    let code = |e: &jobq::JobError| e.error_code().unwrap_or("ERROR").to_string();
+    let code = |e: &jobq::JobError| clean(e.error_code().unwrap_or("ERROR")).into_owned();
     let id = &o.job_id;
     match &o.recorded {
         OutcomeKind::Succeeded => format!("Job {id} succeeded{took}"),
