@@ -94,6 +94,18 @@ pub enum Error {
         action: &'static str,
     },
 
+    /// [`Queue::wait`](crate::Queue::wait) reached its deadline before the job finished. The
+    /// job goes on; wait again, or look at it later.
+    #[error("job {job} is still {status} after waiting {waited:?}")]
+    Timeout {
+        /// The job waited for.
+        job: JobId,
+        /// Its status at the deadline.
+        status: Status,
+        /// How long was waited.
+        waited: Duration,
+    },
+
     /// The database stayed locked by other connections for longer than the busy timeout.
     #[error("database is busy: still locked after {timeout:?} ({context})")]
     Busy {
@@ -158,6 +170,11 @@ impl Error {
     /// trying again later may succeed.
     pub fn is_busy(&self) -> bool {
         matches!(self, Error::Busy { .. })
+    }
+
+    /// True for [`Error::Timeout`]: a wait reached its deadline first.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 
     /// True for [`Error::NotFound`].

@@ -156,8 +156,7 @@ impl Queue {
     /// # Errors
     ///
     /// [`Error::NotFound`] when the job does not exist (or is deleted while waiting);
-    /// [`Error::InvalidInput`] with field `"timeout"` when it is still not finished at the
-    /// deadline.
+    /// [`Error::Timeout`] with its status when it is still not finished at the deadline.
     pub fn wait(&self, id: &JobId, timeout: Duration) -> Result<Job> {
         let deadline = Instant::now() + timeout;
         let events = self.subscribe();
@@ -168,10 +167,11 @@ impl Queue {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::invalid(
-                    "timeout",
-                    format!("job {id} is still {} after {timeout:?}", job.status),
-                ));
+                return Err(Error::Timeout {
+                    job: id.clone(),
+                    status: job.status,
+                    waited: timeout,
+                });
             }
             // An event for this job, or the poll slice passing, sends us back to the file.
             let slice_end = now + (deadline - now).min(Duration::from_millis(50));

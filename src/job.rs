@@ -688,6 +688,8 @@ pub struct Enqueued {
     pub status: Status,
     /// True when an idempotency key matched an existing job and nothing was inserted.
     pub already_existed: bool,
+    /// The job's group: the one asked for, or for an existing job, the one it has.
+    pub group_id: Option<String>,
 }
 
 #[cfg(test)]

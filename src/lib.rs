@@ -57,6 +57,10 @@ mod store;
 pub mod testing;
 mod worker;
 
+/// The rusqlite jobq is built with, for [`Queue::enqueue_tx`]: use this one, so that your
+/// transaction's type is the one jobq takes (`jobq::rusqlite::Transaction`).
+pub use rusqlite;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{Error, Result};

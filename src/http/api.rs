@@ -22,10 +22,12 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "stats"] => "GET",
         ["api", "stats", "timing" | "stages" | "costs"] => "GET",
         ["api", "jobs"] => "GET, POST",
-        ["api", "jobs", "running" | "dead"] => "GET",
+        ["api", "jobs", "running"] => "GET",
+        ["api", "jobs", "dead"] => "GET, POST",
         ["api", "jobs", _] => "GET, POST, DELETE",
         ["api", "groups"] => "GET, POST",
         ["api", "groups", _] => "GET, DELETE",
+        ["api", "owners", _, "budget"] => "PUT",
         _ => return None,
     })
 }
@@ -41,7 +43,7 @@ impl Query {
                 .filter(|p| !p.is_empty())
                 .map(|pair| {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(k), decode(v))
+                    (decode(k, true), decode(v, true))
                 })
                 .collect(),
         )
@@ -75,8 +77,9 @@ impl Query {
     }
 }
 
-/// Percent-decoding of a query component (`+` is a space); bad escapes are kept as they are.
-fn decode(s: &str) -> String {
+/// Percent-decoding of a query component (where `+` is a space) or a path segment (where it
+/// is itself); bad escapes are kept as they are.
+fn decode(s: &str, plus_is_space: bool) -> String {
     fn hex(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -90,7 +93,7 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi * 16 + lo);
@@ -192,6 +195,38 @@ pub(crate) fn handle(
             ("GET", ["api", "jobs", "dead"]) => {
                 let limit = query.number("limit")?.unwrap_or(50);
                 Reply::ok(&json!({ "dead": queue.dead_letter(limit)? }))
+            }
+            ("POST", ["api", "jobs", "dead"]) => {
+                let value = body.cloned().unwrap_or(Value::Null);
+                let body = Body::new(&value, &["action", "kind", "queue"])?;
+                match body.required_string("action")? {
+                    "retry" => {}
+                    other => {
+                        return Err(Reply::error(
+                            400,
+                            "invalid_input",
+                            format!("field `action` must be \"retry\", not {other:?}"),
+                        ));
+                    }
+                }
+                let retried = queue.retry_dead(body.string("kind")?, body.string("queue")?)?;
+                Reply::ok(&json!({ "success": true, "retried": retried }))
+            }
+            ("PUT", ["api", "owners", owner, "budget"]) => {
+                let value = body.cloned().unwrap_or(Value::Null);
+                let body = Body::new(&value, &["budget_cents"])?;
+                let budget = match body.given("budget_cents") {
+                    None => {
+                        return Err(Reply::error(
+                            400,
+                            "invalid_input",
+                            "field `budget_cents` is required (null clears the budget)",
+                        ));
+                    }
+                    Some(Value::Null) => None,
+                    Some(_) => body.integer("budget_cents")?,
+                };
+                Reply::ok(&queue.set_budget(&decode(owner, false), budget)?)
             }
             ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
             ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
@@ -345,11 +380,12 @@ mod tests {
 
     #[test]
     fn query_components_are_percent_decoded() {
-        assert_eq!(decode("a%20b+c"), "a b c");
-        assert_eq!(decode("%E2%9C%93"), "✓");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
-        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("a%20b+c", true), "a b c");
+        assert_eq!(decode("a%20b+c", false), "a b+c");
+        assert_eq!(decode("%E2%9C%93", true), "✓");
+        assert_eq!(decode("100%", true), "100%");
+        assert_eq!(decode("%zz", true), "%zz");
+        assert_eq!(decode("%4", true), "%4");
         let q = Query::parse("status=failed&limit=5&stats=true&empty=");
         assert_eq!(
             (q.get("status"), q.get("empty"), q.flag("stats")),

@@ -11,12 +11,36 @@ const CANCEL: &str = "
     UPDATE jobq_jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
     WHERE id_key = :key AND id = :id AND status = :from";
 
-const MANUAL_RETRY: &str = "
-    UPDATE jobq_jobs
+/// What a manual retry sets: `queued`, runnable now, attempts from zero, the last run's
+/// traces cleared (its errors history is kept).
+macro_rules! manual_retry_set {
+    () => {
+        "UPDATE jobq_jobs
     SET status = 'queued', attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
         heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
-        completed_at = NULL, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
+        completed_at = NULL, updated_at = :now"
+    };
+}
+
+const MANUAL_RETRY: &str = concat!(
+    manual_retry_set!(),
+    "
+    WHERE id_key = :key AND id = :id AND status = :from"
+);
+
+/// One chunk of the dead letter back in the queue: failed jobs of a kind and queue (any,
+/// when NULL) that failed before the retry began, through the finished index.
+const RETRY_DEAD_CHUNK: &str = concat!(
+    manual_retry_set!(),
+    "
+    WHERE id_key IN (
+        SELECT id_key FROM jobq_jobs
+        WHERE status = 'failed' AND completed_at <= :now
+          AND (:kind IS NULL OR kind = :kind) AND (:queue IS NULL OR queue = :queue)
+          AND (:owner IS NULL OR owner = :owner)
+        LIMIT 1000)
+    RETURNING id"
+);
 
 const DELETE: &str = "DELETE FROM jobq_jobs WHERE id_key = :key AND id = :id AND status = :from";
 
@@ -88,6 +112,45 @@ impl Queue {
         })?;
         self.shared.events.wake_dispatchers();
         Ok(from)
+    }
+
+    /// Puts every job of the dead letter (the `failed` jobs) back in the queue, as
+    /// [`Queue::retry`] does one: `queued`, runnable now, attempts from zero. Only jobs of
+    /// `kind` and of `queue`, when given. Returns how many. Works in chunks of 1,000, each
+    /// its own transaction, so that writers are never held up for long.
+    ///
+    /// # Errors
+    ///
+    /// Database errors only; jobs of chunks already done stay retried.
+    pub fn retry_dead(&self, kind: Option<&str>, queue: Option<&str>) -> Result<usize> {
+        let now = self.now_ms();
+        let mut total = 0;
+        loop {
+            let ids: Vec<JobId> = self.store().write(|tx| {
+                let mut stmt = tx.prepare_cached(RETRY_DEAD_CHUNK)?;
+                let rows = stmt.query_map(
+                    named_params! {":now": now, ":kind": kind, ":queue": queue, ":owner": self.owner()},
+                    |r| r.get::<_, String>(0).map(JobId::from_db),
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })?;
+            if ids.is_empty() {
+                break;
+            }
+            total += ids.len();
+            self.shared.events.wake_dispatchers();
+            self.emit(|| {
+                ids.iter()
+                    .map(|id| {
+                        JobEvent::new(id.clone(), EventKind::Retried, Some(Status::Queued), now)
+                    })
+                    .collect()
+            });
+        }
+        if total > 0 {
+            tracing::info!(jobs = total, kind, queue, "jobq: dead letter retried");
+        }
+        Ok(total)
     }
 
     /// Deletes a job that is not running (cancel it first). Returns the status it had.

@@ -85,7 +85,7 @@ fn row_values<'a>(
 }
 
 const FIND_BY_KEY: &str = "
-    SELECT id, status FROM jobq_jobs
+    SELECT id, status, group_id FROM jobq_jobs
     WHERE coalesce(owner, '') = coalesce(:owner, '') AND idempotency_key = :key";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
@@ -270,6 +270,7 @@ impl Queue {
                 job_id: JobId::from_db(id.clone()),
                 status: Status::Queued,
                 already_existed: false,
+                group_id: None,
             });
         }
         for (i, (job, id)) in special {
@@ -428,17 +429,18 @@ impl Queue {
         now: i64,
     ) -> Result<Enqueued> {
         if let Some(key) = &job.key {
-            let existing: Option<(String, String)> = conn
+            let existing: Option<(String, String, Option<String>)> = conn
                 .prepare_cached(FIND_BY_KEY)?
                 .query_row(named_params! {":owner": job.owner, ":key": key}, |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?;
-            if let Some((id, status)) = existing {
+            if let Some((id, status, group_id)) = existing {
                 return Ok(Enqueued {
                     job_id: JobId::from_db(id),
                     status: status.parse()?,
                     already_existed: true,
+                    group_id,
                 });
             }
         }
@@ -467,6 +469,7 @@ impl Queue {
             job_id: JobId::from_db(id),
             status: Status::Queued,
             already_existed: false,
+            group_id: job.group_id,
         })
     }
 

@@ -21,7 +21,8 @@ use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status, cost_column};
 /// A retryable error puts the job in `retry` with a backoff delay while attempts remain;
 /// a permanent one fails it at once (the dead letter).
 ///
-/// Any `std::error::Error` converts into a retryable `JobError`, so `?` works in handlers.
+/// Any error converts into a retryable `JobError` (see its `From` impl), so `?` works in
+/// handlers.
 ///
 /// # Examples
 ///
@@ -125,8 +126,13 @@ impl fmt::Display for JobError {
     }
 }
 
-impl<E: std::error::Error> From<E> for JobError {
+/// Any error a handler meets converts into a retryable `JobError`, so that `?` works on it:
+/// every `std::error::Error + Send + Sync`, `Box<dyn Error + Send + Sync>`, anyhow- and
+/// eyre-style error types (which convert into that box), and plain `&str` or `String`
+/// messages. The message is the error's, followed by its sources.
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
     fn from(err: E) -> JobError {
+        let err: Box<dyn std::error::Error + Send + Sync> = err.into();
         let mut message = err.to_string();
         let mut source = err.source();
         while let Some(s) = source {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::handlers::{Handlers, Registered};
 use super::outcome::{self, Counters};
-use super::{Handler, OutcomeCallback, Registered, executor, spawn};
+use super::{OutcomeCallback, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
 use crate::queue::{ClaimFilter, Queue, Report};
 
@@ -58,9 +59,7 @@ pub(crate) struct Engine {
     pub filter: ClaimFilter,
     pub concurrency: usize,
     pub prefetch: Prefetch,
-    pub handlers: HashMap<String, Registered>,
-    pub fallback: Option<Arc<dyn Handler>>,
-    pub default_timeout: Option<Duration>,
+    pub handlers: Handlers,
     /// Keyed by job and claim: a job cancelled while its handler still runs, then retried
     /// and claimed again, is two entries.
     pub running: Mutex<HashMap<(JobId, u32), InFlight>>,
@@ -263,17 +262,7 @@ impl Engine {
 
     /// The handler of a kind, with its timeout (or the default) and retry policy.
     pub fn handler_for(&self, kind: &str) -> Option<Registered> {
-        match self.handlers.get(kind) {
-            Some(r) => Some(Registered {
-                timeout: r.timeout.or(self.default_timeout),
-                ..r.clone()
-            }),
-            None => self.fallback.as_ref().map(|h| Registered {
-                handler: Arc::clone(h),
-                timeout: self.default_timeout,
-                retry: None,
-            }),
-        }
+        self.handlers.for_kind(kind)
     }
 
     /// Sends an outcome to the completer, once per claimed job: the first to settle a job

@@ -18,6 +18,7 @@ mod context;
 mod dispatcher;
 mod engine;
 mod executor;
+mod handlers;
 mod heartbeat;
 mod maintainer;
 mod outcome;
@@ -34,6 +35,8 @@ pub use context::JobContext;
 pub use outcome::{Outcome, OutcomeKind, Summary};
 
 use engine::{Engine, Finished, Prefetch};
+use handlers::Handlers;
+pub(crate) use handlers::Registered;
 use outcome::Counters;
 
 use crate::error::{Error, Result};
@@ -44,9 +47,31 @@ use crate::retry::RetryPolicy;
 
 /// What runs the jobs of one kind.
 ///
-/// Closures `Fn(&JobContext) -> Result<Value, JobError>` are handlers. A handler returns the
-/// job's output, or an error saying whether a retry may help. It may be called for the same
-/// job more than once (at-least-once delivery): make it idempotent.
+/// Closures and functions `Fn(&JobContext) -> Result<T, JobError>` are handlers, for any
+/// output `T` that serializes (a `serde_json::Value`, a struct of your own, `()`). A
+/// handler returns the job's output, or an error saying whether a retry may help; `?`
+/// turns any other error (`std::error::Error`, `Box<dyn Error + Send + Sync>`, anyhow-style
+/// errors, a `&str`) into a retryable one. It may be called for the same job more than once
+/// (at-least-once delivery): make it idempotent.
+///
+/// # Examples
+///
+/// ```
+/// use jobq::{JobContext, JobError};
+///
+/// #[derive(serde::Serialize)]
+/// struct Thumbnail { url: String, bytes: u64 }
+///
+/// fn thumbnail(ctx: &JobContext) -> Result<Thumbnail, JobError> {
+///     let path: String = ctx.input()?;
+///     let bytes = std::fs::metadata(&path)?.len(); // an io::Error: retried
+///     Ok(Thumbnail { url: format!("{path}.png"), bytes })
+/// }
+/// # let dir = tempfile::tempdir()?;
+/// # let queue = jobq::Queue::open(dir.path().join("q.db"))?;
+/// let pool = jobq::WorkerPool::builder(&queue).handler("thumbnail", thumbnail);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt of one job.
     ///
@@ -57,24 +82,25 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError>;
 }
 
-impl<F> Handler for F
+impl<F, T> Handler for F
 where
-    F: Fn(&JobContext) -> std::result::Result<Value, JobError> + Send + Sync + 'static,
+    F: Fn(&JobContext) -> std::result::Result<T, JobError> + Send + Sync + 'static,
+    T: serde::Serialize,
 {
     fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError> {
-        self(ctx)
+        let output = self(ctx)?;
+        serde_json::to_value(output).map_err(|e| {
+            JobError::permanent(format!(
+                "the output of job {} does not serialize to JSON: {e}",
+                ctx.id()
+            ))
+            .code("BAD_OUTPUT")
+        })
     }
 }
 
 /// The most jobs an adaptive prefetch claims ahead of the free handlers.
 const MAX_PREFETCH: usize = 256;
-
-#[derive(Clone)]
-pub(crate) struct Registered {
-    pub handler: Arc<dyn Handler>,
-    pub timeout: Option<Duration>,
-    pub retry: Option<RetryPolicy>,
-}
 
 /// Settings of a [`WorkerPool`]. Made by [`WorkerPool::builder`].
 ///
@@ -108,9 +134,7 @@ pub struct WorkerPoolBuilder {
     prefetch: Option<usize>,
     queues: Vec<String>,
     kinds: Option<Vec<String>>,
-    handlers: HashMap<String, Registered>,
-    fallback: Option<Arc<dyn Handler>>,
-    default_timeout: Option<Duration>,
+    handlers: Handlers,
     poll_interval: Duration,
     heartbeat_interval: Duration,
     stale: StaleTimeouts,
@@ -128,13 +152,13 @@ type OutcomeCallback = Arc<dyn Fn(&Outcome) + Send + Sync>;
 
 impl std::fmt::Debug for WorkerPoolBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut kinds: Vec<&String> = self.handlers.keys().collect();
+        let mut kinds: Vec<&String> = self.handlers.by_kind.keys().collect();
         kinds.sort();
         f.debug_struct("WorkerPoolBuilder")
             .field("concurrency", &self.concurrency)
             .field("queues", &self.queues)
             .field("handlers", &kinds)
-            .field("fallback", &self.fallback.is_some())
+            .field("fallback", &self.handlers.fallback.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -172,21 +196,14 @@ impl WorkerPoolBuilder {
     /// Registers the handler of one kind of job. The pool claims only the kinds it has
     /// handlers for (unless a fallback handler is set).
     pub fn handler(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
-        self.handlers.insert(
-            kind.into(),
-            Registered {
-                handler: Arc::new(handler),
-                timeout: None,
-                retry: None,
-            },
-        );
+        self.handlers.by_kind.insert(kind.into(), Arc::new(handler));
         self
     }
 
     /// A handler for every kind without one of its own. With it the pool claims jobs of any
     /// kind, or only of the kinds given to [`WorkerPoolBuilder::kinds`]. Defaults to none.
     pub fn fallback_handler(mut self, handler: impl Handler) -> Self {
-        self.fallback = Some(Arc::new(handler));
+        self.handlers.fallback = Some(Arc::new(handler));
         self
     }
 
@@ -203,26 +220,23 @@ impl WorkerPoolBuilder {
 
     /// A job of `kind` running longer than `timeout` fails with code `TIMEOUT`; its thread
     /// is abandoned (its late result is refused) and a new handler thread takes its slot.
-    /// Register the handler first. Defaults to the default job timeout.
+    /// Given before or after the kind's handler (or for a kind the fallback handler runs).
+    /// Defaults to the default job timeout.
     pub fn job_timeout(mut self, kind: &str, timeout: Duration) -> Self {
-        if let Some(r) = self.handlers.get_mut(kind) {
-            r.timeout = Some(timeout);
-        }
+        self.handlers.setting(kind).timeout = Some(timeout);
         self
     }
 
     /// The timeout of every kind without its own. Defaults to none.
     pub fn default_job_timeout(mut self, timeout: Duration) -> Self {
-        self.default_timeout = Some(timeout);
+        self.handlers.default_timeout = Some(timeout);
         self
     }
 
-    /// The retry policy of the jobs of `kind` run by this pool. Register the handler first.
-    /// Defaults to the queue's policy for the job.
+    /// The retry policy of the jobs of `kind` run by this pool, given before or after the
+    /// kind's handler. Defaults to the queue's policy for the job.
     pub fn retry_policy(mut self, kind: &str, policy: RetryPolicy) -> Self {
-        if let Some(r) = self.handlers.get_mut(kind) {
-            r.retry = Some(policy);
-        }
+        self.handlers.setting(kind).retry = Some(policy);
         self
     }
 
@@ -316,9 +330,7 @@ impl WorkerPoolBuilder {
     }
 
     fn check(&self) -> Result<()> {
-        if self.handlers.is_empty() && self.fallback.is_none() {
-            return Err(Error::invalid("handlers", "register at least one handler"));
-        }
+        self.handlers.check(self.kinds.as_deref())?;
         if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
             return Err(Error::invalid(
                 "queues",
@@ -341,10 +353,10 @@ impl WorkerPoolBuilder {
 
     fn claim_filter(&self) -> ClaimFilter {
         let filter = ClaimFilter::queues(self.queues.clone());
-        match (&self.kinds, &self.fallback) {
+        match (&self.kinds, &self.handlers.fallback) {
             (Some(kinds), _) => filter.kinds(kinds.clone()),
             (None, Some(_)) => filter,
-            (None, None) => filter.kinds(self.handlers.keys().cloned()),
+            (None, None) => filter.kinds(self.handlers.by_kind.keys().cloned()),
         }
     }
 
@@ -379,8 +391,6 @@ impl WorkerPoolBuilder {
             concurrency: self.concurrency,
             prefetch,
             handlers: self.handlers,
-            fallback: self.fallback,
-            default_timeout: self.default_timeout,
             running: Mutex::new(HashMap::new()),
             claimed_total: AtomicU64::new(0),
             counters: Counters::default(),
@@ -480,14 +490,10 @@ impl WorkerPoolBuilder {
                 return Ok(outcomes);
             };
             let lease = job.lease();
-            let registered = self.handlers.get(&job.kind);
-            let handler = registered
-                .map(|r| Arc::clone(&r.handler))
-                .or_else(|| self.fallback.clone())
-                .ok_or_else(|| {
+            let Registered { handler, retry, .. } =
+                self.handlers.for_kind(&job.kind).ok_or_else(|| {
                     Error::invalid("kind", format!("no handler for kind {}", job.kind))
                 })?;
-            let retry = registered.and_then(|r| r.retry);
             let (kind, attempt, id) = (job.kind.clone(), job.attempt, job.id.clone());
             let ctx = JobContext::new(job, self.queue.clone(), Arc::new(AtomicBool::new(false)));
             let started = Instant::now();
@@ -572,9 +578,7 @@ impl WorkerPool {
             prefetch: None,
             queues: vec!["default".into()],
             kinds: None,
-            handlers: HashMap::new(),
-            fallback: None,
-            default_timeout: None,
+            handlers: Handlers::default(),
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
             stale: StaleTimeouts::default(),

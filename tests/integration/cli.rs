@@ -798,3 +798,76 @@ fn the_demo_runs_and_leaves_succeeded_failed_and_deduplicated_jobs() {
         "a transient failure was retried"
     );
 }
+
+#[test]
+fn admin_actions_take_many_ids_and_retry_takes_the_whole_dead_letter() {
+    let cli = Cli::new();
+    let a = cli.enqueue(&["k"]);
+    let b = cli.enqueue(&["k"]);
+    let c = cli.enqueue(&["k"]);
+    let out = cli.ok(&["cancel", &a, &b]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(cli.show(&a)["status"], "cancelled");
+    assert_eq!(cli.show(&b)["status"], "cancelled");
+    // A refused id is named; the others are still done; the exit says something was refused.
+    let err = cli.refused(1, &["cancel", &a, &c, "not-an-id"]);
+    assert!(err.contains(&a) && err.contains("not-an-id"), "{err}");
+    assert_eq!(cli.show(&c)["status"], "cancelled");
+    let doc = {
+        let out = cli.run(&["--json", "retry", &a, &b, &c]);
+        assert!(out.status.success());
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r["success"] == true), "{doc}");
+    let deleted = cli.ok(&["delete", &a, &b]);
+    assert_eq!(deleted.lines().count(), 2);
+
+    // The dead letter in bulk, by kind and queue.
+    let cli = Cli::new();
+    let mut dead = Vec::new();
+    for (kind, queue) in [("mail", "default"), ("mail", "bulk"), ("render", "default")] {
+        dead.push(cli.enqueue(&[kind, "--queue", queue, "--max-attempts", "1"]));
+    }
+    let out = cli.run(&[
+        "worker", "--exec", "exit 65", "--once", "--queue", "default", "--queue", "bulk",
+    ]);
+    assert!(out.status.success());
+    assert!(dead.iter().all(|id| cli.show(id)["status"] == "failed"));
+    let retried = cli.json(&["retry", "--all-dead", "--kind", "mail", "--queue", "bulk"]);
+    assert_eq!(retried["retried"], 1);
+    assert_eq!(cli.show(&dead[1])["status"], "queued");
+    assert_eq!(cli.show(&dead[0])["status"], "failed");
+    assert!(cli.ok(&["retry", "--all-dead"]).contains("2 jobs"));
+    assert!(dead.iter().all(|id| cli.show(id)["status"] == "queued"));
+    assert_eq!(cli.show(&dead[0])["attempts"], 0);
+    cli.refused(2, &["retry", "--all-dead", &dead[0]]);
+    cli.refused(2, &["retry"]);
+}
+
+#[test]
+fn owner_budget_sets_and_clears_a_spending_limit() {
+    let cli = Cli::new();
+    let owner = cli.json(&["owner", "budget", "acme", "150"]);
+    assert_eq!(
+        (owner["id"].as_str(), owner["budget_cents"].as_i64()),
+        (Some("acme"), Some(150))
+    );
+    cli.enqueue(&["gen", "--owner", "acme", "--cost-cents", "100"]);
+    let err = cli.refused(
+        1,
+        &["enqueue", "gen", "--owner", "acme", "--cost-cents", "100"],
+    );
+    assert!(err.contains("budget"), "{err}");
+    assert!(
+        cli.ok(&["owner", "budget", "acme", "none"])
+            .contains("no budget")
+    );
+    cli.enqueue(&["gen", "--owner", "acme", "--cost-cents", "100"]);
+    let before = dump(&cli.db());
+    for bad in ["-5", "lots", "1.5"] {
+        cli.refused(1, &["owner", "budget", "acme", bad]);
+    }
+    assert_eq!(dump(&cli.db()), before);
+}

@@ -933,3 +933,50 @@ fn an_idle_server_keeps_accepting_past_its_io_timeout() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(api.get("/api/jobs", Auth::Admin).status, 200);
 }
+
+#[test]
+fn an_admin_sets_budgets_and_retries_the_dead_letter_over_http() {
+    let api = Api::start();
+    let token = api.queue.create_token("dana").unwrap();
+    let put = |auth, body: Value| api.call("PUT", "/api/owners/dana/budget", auth, Some(&body));
+    let owner = put(Auth::Admin, json!({"budget_cents": 500}));
+    assert_eq!(owner.status, 200, "{}", owner.text);
+    assert_eq!(owner.body["budget_cents"], 500);
+    let before = crate::common::dump(api.queue.path());
+    put(Auth::Token(&token), json!({"budget_cents": 1_000_000})).error(403, "forbidden");
+    put(Auth::Admin, json!({"budget_cents": -1})).error(400, "invalid_input");
+    put(Auth::Admin, json!({"budget_cents": "lots"})).error(400, "invalid_input");
+    put(Auth::Admin, json!({})).error(400, "invalid_input");
+    put(Auth::Admin, json!({"budget_cents": 5, "colour": "red"})).error(400, "invalid_input");
+    assert_eq!(crate::common::dump(api.queue.path()), before);
+    assert_eq!(
+        put(Auth::Admin, json!({"budget_cents": null})).body["budget_cents"],
+        Value::Null
+    );
+
+    for kind in ["a", "a", "b"] {
+        let id = api
+            .queue
+            .enqueue(NewJob::new(kind).max_attempts(1))
+            .unwrap()
+            .job_id;
+        let lease = api.queue.claim("w", 1, &ClaimFilter::default()).unwrap()[0].lease();
+        assert_eq!(lease.job_id, id);
+        api.queue.fail(&lease, &JobError::permanent("x")).unwrap();
+    }
+    let retried = api.post(
+        "/api/jobs/dead",
+        Auth::Admin,
+        json!({"action": "retry", "kind": "a"}),
+    );
+    assert_eq!(
+        (retried.status, retried.body["retried"].as_u64()),
+        (200, Some(2))
+    );
+    let retried = api.post("/api/jobs/dead", Auth::Admin, json!({"action": "retry"}));
+    assert_eq!(retried.body["retried"], 1);
+    api.post("/api/jobs/dead", Auth::Admin, json!({"action": "bury"}))
+        .error(400, "invalid_input");
+    let stats = api.queue.stats(&jobq::StatsFilter::new()).unwrap();
+    assert_eq!(stats.count(jobq::Status::Queued), 3);
+}

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod contention;
 mod durability;
+mod embedding;
 mod enqueue;
 mod exec_worker;
 mod fuzz;

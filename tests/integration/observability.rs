@@ -770,13 +770,16 @@ fn child_tracing_events() {
             .unwrap()
             .job_id;
         jobq::WorkerPool::builder(q)
-            .handler("flaky", |ctx: &jobq::JobContext| {
-                if ctx.attempt() == 1 {
-                    Err(JobError::retryable("first try"))
-                } else {
-                    Err(JobError::permanent("second try"))
-                }
-            })
+            .handler(
+                "flaky",
+                |ctx: &jobq::JobContext| -> Result<serde_json::Value, JobError> {
+                    if ctx.attempt() == 1 {
+                        Err(JobError::retryable("first try"))
+                    } else {
+                        Err(JobError::permanent("second try"))
+                    }
+                },
+            )
             .retry_policy("flaky", jobq::RetryPolicy::fixed(Duration::ZERO))
             .drain_inline()
             .unwrap();

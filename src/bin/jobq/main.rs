@@ -58,12 +58,18 @@ enum Command {
     List(ListArgs),
     /// Show one job with every field and its errors history.
     Show { id: String },
-    /// Cancel a queued, retrying or running job.
-    Cancel { id: String },
-    /// Put a failed or cancelled job back in the queue.
-    Retry { id: String },
-    /// Delete a job that is not running.
-    Delete { id: String },
+    /// Cancel queued, retrying or running jobs.
+    Cancel {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Put failed or cancelled jobs back in the queue (or the whole dead letter).
+    Retry(RetryArgs),
+    /// Delete jobs that are not running.
+    Delete {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
     /// Counts by status, health and summary.
     Stats(StatsArgs),
     /// Running jobs with stage, progress, running time and heartbeat age.
@@ -108,6 +114,9 @@ enum Command {
     /// Create an API token for an owner.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Set or clear an owner's budget.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
     /// Run jobs with a shell command.
     Worker(worker::WorkerArgs),
     /// Serve the HTTP API and the dashboard.
@@ -152,6 +161,26 @@ struct EnqueueArgs {
     /// An id at an outside service.
     #[arg(long)]
     external_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct RetryArgs {
+    /// The jobs to retry.
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all_dead",
+        conflicts_with = "all_dead"
+    )]
+    ids: Vec<String>,
+    /// Every failed job (the dead letter), or only those of --kind and --queue.
+    #[arg(long)]
+    all_dead: bool,
+    /// With --all-dead: only jobs of this kind.
+    #[arg(long, requires = "all_dead")]
+    kind: Option<String>,
+    /// With --all-dead: only jobs of this queue.
+    #[arg(long, requires = "all_dead")]
+    queue: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +248,19 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         owner: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OwnerCommand {
+    /// Set an owner's spending limit in cents (`none` removes it), creating the owner if
+    /// needed; enqueues that would pass it are refused.
+    Budget {
+        /// The owner.
+        id: String,
+        /// The budget in cents, or `none`.
+        #[arg(value_name = "CENTS|none", allow_negative_numbers = true)]
+        cents: String,
     },
 }
 
@@ -351,9 +393,20 @@ fn run(cli: Cli) -> Outcome {
                 output::print_job(&job);
             }
         }
-        Command::Cancel { id } => admin_action(db, json, &id, "cancelled", |q, id| q.cancel(id))?,
-        Command::Retry { id } => admin_action(db, json, &id, "queued again", |q, id| q.retry(id))?,
-        Command::Delete { id } => admin_action(db, json, &id, "deleted", |q, id| q.delete(id))?,
+        Command::Cancel { ids } => admin_action(db, json, &ids, "cancelled", |q, id| q.cancel(id))?,
+        Command::Retry(args) if args.all_dead => {
+            let queue = open_existing(db)?;
+            let retried = queue.retry_dead(args.kind.as_deref(), args.queue.as_deref())?;
+            if json {
+                print_json(&json!({"success": true, "retried": retried}));
+            } else {
+                println!("{} from the dead letter queued again", jobs(retried));
+            }
+        }
+        Command::Retry(args) => {
+            admin_action(db, json, &args.ids, "queued again", |q, id| q.retry(id))?
+        }
+        Command::Delete { ids } => admin_action(db, json, &ids, "deleted", |q, id| q.delete(id))?,
         Command::Stats(args) => stats(db, json, args)?,
         Command::Running => running(db, json)?,
         Command::Dead { limit } => dead(db, json, limit)?,
@@ -406,6 +459,34 @@ fn run(cli: Cli) -> Outcome {
                 print_json(&json!({ "owner": owner, "token": token }));
             } else {
                 println!("{token}");
+            }
+        }
+        Command::Owner(OwnerCommand::Budget { id, cents }) => {
+            let budget = match cents.trim() {
+                "none" => None,
+                text => Some(text.parse::<i64>().map_err(|_| {
+                    Refused(format!(
+                        "invalid budget: {text:?} is not a whole number of cents or `none`"
+                    ))
+                })?),
+            };
+            let queue = Queue::open(db)?;
+            let owner = queue.set_budget(&id, budget)?;
+            if json {
+                print_json(&owner);
+            } else {
+                match owner.budget_cents {
+                    Some(b) => println!(
+                        "Owner {}: budget {b} cents, {} spent",
+                        clean(&owner.id),
+                        owner.spent_cents
+                    ),
+                    None => println!(
+                        "Owner {}: no budget, {} cents spent",
+                        clean(&owner.id),
+                        owner.spent_cents
+                    ),
+                }
             }
         }
         Command::Worker(args) => worker::run(db, json, args)?,
@@ -505,25 +586,57 @@ fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
     Ok(())
 }
 
+/// One admin action on each of `ids`, in order: every id is tried; those refused are named
+/// on stderr, one line each, and make the command exit 1.
 fn admin_action(
     db: &Path,
     json: bool,
-    id: &str,
+    ids: &[String],
     done: &str,
-    act: impl FnOnce(&Queue, &JobId) -> jobq::Result<Status>,
+    act: impl Fn(&Queue, &JobId) -> jobq::Result<Status>,
 ) -> Outcome {
     let queue = open_existing(db)?;
-    let id = job_id(id)?;
-    let was = act(&queue, &id)?;
-    let message = format!("Job {id} {done} (it was {was})");
-    if json {
-        print_json(
-            &json!({"success": true, "job_id": id, "previous_status": was, "message": message}),
-        );
-    } else {
-        println!("{message}");
+    let mut documents = Vec::new();
+    let mut refused = Vec::new();
+    for text in ids {
+        let outcome = job_id(text).and_then(|id| {
+            let was = act(&queue, &id)?;
+            Ok((id, was))
+        });
+        match outcome {
+            Ok((id, was)) => {
+                let message = format!("Job {id} {done} (it was {was})");
+                if !json {
+                    println!("{message}");
+                }
+                documents.push(json!({"success": true, "job_id": id, "previous_status": was, "message": message}));
+            }
+            Err(Refused(why)) => {
+                documents.push(json!({"success": false, "job_id": text, "error": why}));
+                refused.push(why);
+            }
+        }
     }
-    Ok(())
+    if json {
+        match documents.as_slice() {
+            [one] if refused.is_empty() => print_json(one),
+            _ => print_json(&json!({ "results": documents })),
+        }
+    }
+    match refused.as_slice() {
+        [] => Ok(()),
+        [one] if ids.len() == 1 => Err(Refused(one.clone())),
+        many => {
+            for why in many {
+                eprintln!("jobq: {}", clean(why));
+            }
+            Err(Refused(format!(
+                "{} of the {} jobs refused",
+                many.len(),
+                ids.len()
+            )))
+        }
+    }
 }
 
 fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
