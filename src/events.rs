@@ -68,12 +68,16 @@ impl JobEvent {
 
 const SUBSCRIBER_CAPACITY: usize = 10_000;
 
-#[derive(Debug, Default)]
+/// Told, on the cancelling thread and before the cancel returns, of each running job
+/// cancelled in this process; `false` means it is gone for good and may be forgotten.
+pub(crate) type CancelListener = Box<dyn Fn(&JobId) -> bool + Send + Sync>;
+
+#[derive(Default)]
 pub(crate) struct EventBus {
     subscribers: Mutex<Vec<Sender<JobEvent>>>,
     subscriber_count: AtomicUsize,
     dispatchers: Mutex<Vec<Sender<()>>>,
-    cancel_listeners: Mutex<Vec<Sender<JobId>>>,
+    cancel_listeners: Mutex<Vec<CancelListener>>,
 }
 
 impl EventBus {
@@ -119,14 +123,14 @@ impl EventBus {
             .push(tx);
     }
 
-    /// A channel that receives the id of every running job cancelled in this process.
-    pub(crate) fn register_cancel_listener(&self) -> Receiver<JobId> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+    /// Calls `listener` with the id of every running job cancelled in this process, on the
+    /// cancelling thread, before the cancel returns (so a pool marks the job cancelled
+    /// before anything else can happen to it); dropped once it returns `false`.
+    pub(crate) fn register_cancel_listener(&self, listener: CancelListener) {
         self.cancel_listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
-        rx
+            .push(listener);
     }
 
     pub(crate) fn notify_cancelled(&self, id: &JobId) {
@@ -134,7 +138,7 @@ impl EventBus {
             .cancel_listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        listeners.retain(|tx| tx.send(id.clone()).is_ok());
+        listeners.retain(|listener| listener(id));
     }
 
     pub(crate) fn wake_dispatchers(&self) {
@@ -143,6 +147,17 @@ impl EventBus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         dispatchers.retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Disconnected(_))));
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field(
+                "subscribers",
+                &self.subscriber_count.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
     }
 }
 

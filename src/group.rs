@@ -87,7 +87,7 @@ impl Queue {
             (None, owner) => owner,
         };
         let now = self.now_ms();
-        let id = self.new_id(now);
+        let id = crate::queue::uuid_v7(now);
         self.store().write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)

@@ -124,13 +124,24 @@ impl Queue {
         limit: usize,
         filter: &ClaimFilter,
     ) -> Result<Vec<ClaimedJob>> {
+        self.claim_at(worker, limit, filter, self.now_ms())
+    }
+
+    /// [`Queue::claim`] as of the clock reading `now`: the dispatcher looks for what comes
+    /// due next from the same reading, so that no job falls in between.
+    pub(crate) fn claim_at(
+        &self,
+        worker: &str,
+        limit: usize,
+        filter: &ClaimFilter,
+        now: i64,
+    ) -> Result<Vec<ClaimedJob>> {
         if worker.trim().is_empty() {
             return Err(Error::invalid("worker", "must not be empty"));
         }
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let now = self.now_ms();
         let jobs = self
             .store()
             .write(|tx| self.claim_in(tx, worker, limit, filter, now))?;

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, named_params};
 
-use super::Queue;
+use super::{Queue, ids};
 use crate::clock::millis;
 use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
@@ -36,16 +36,6 @@ const ROWS_PER_INSERT: usize = 32;
 /// One row of the multi-row insert: the jobs of this path have no idempotency key and no
 /// group. Its parameters are the values of [`row_values`], in order.
 const INSERT_ROW: &str = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?, NULL, ?, ?, NULL, ?, ?, ?)";
-
-/// How many ids an enqueue draws for one job before it gives up: a draw fails only when
-/// another process drew the same row key in the same millisecond.
-const MAX_DRAWS: usize = 16;
-
-/// Whether an insert was refused because its row key is taken (see [`JobId::key`]).
-fn key_taken(err: &Error) -> bool {
-    matches!(err, Error::Database(rusqlite::Error::SqliteFailure(e, _))
-        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
-}
 
 /// `INSERT ... VALUES row, row, ...` with [`ROWS_PER_INSERT`] rows, assembled once from
 /// constants (no value is ever formatted into it).
@@ -185,8 +175,10 @@ impl Queue {
     pub fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let checked = self.check(job, now)?;
-        let id = self.new_id(now);
-        let out = self.store().write(|tx| self.insert(tx, checked, id, now))?;
+        let out = self.store().write(|tx| {
+            let id = ids::allocate(tx, now, 1)?.pop().unwrap_or_default();
+            self.insert(tx, checked, id, now)
+        })?;
         self.after_enqueue(std::slice::from_ref(&out), now);
         Ok(out)
     }
@@ -206,10 +198,10 @@ impl Queue {
             .enumerate()
             .map(|(i, job)| self.check(job, now).map_err(|e| at_index(i, e)))
             .collect::<Result<Vec<_>>>()?;
-        let ids = self.new_ids(now, checked.len());
-        let out = self
-            .store()
-            .write(|tx| self.insert_many(tx, checked, ids, now))?;
+        let out = self.store().write(|tx| {
+            let ids = ids::allocate(tx, now, checked.len())?;
+            self.insert_many(tx, checked, ids, now)
+        })?;
         self.after_enqueue(&out, now);
         Ok(out)
     }
@@ -227,7 +219,7 @@ impl Queue {
         now: i64,
     ) -> Result<Vec<Enqueued>> {
         let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-        let (mut plain, special): (Vec<_>, Vec<_>) = jobs
+        let (plain, special): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .zip(ids)
             .enumerate()
@@ -242,28 +234,20 @@ impl Queue {
         for (owner, cost) in cost_by_owner {
             self.check_budget(conn, owner, cost)?;
         }
-        let mut chunks = plain.chunks_exact_mut(ROWS_PER_INSERT);
+        let mut chunks = plain.chunks_exact(ROWS_PER_INSERT);
         let mut stmt = conn.prepare_cached(insert_rows_sql())?;
         for chunk in chunks.by_ref() {
-            self.drawing_again(
-                now,
-                chunk,
-                |(_, (_, id))| id,
-                |chunk| {
-                    let mut param = 1;
-                    for (_, (job, id)) in chunk {
-                        for value in row_values(job, id, now) {
-                            stmt.raw_bind_parameter(param, value)?;
-                            param += 1;
-                        }
-                    }
-                    stmt.raw_execute()?;
-                    Ok(())
-                },
-            )?;
+            let mut param = 1;
+            for (_, (job, id)) in chunk {
+                for value in row_values(job, id, now) {
+                    stmt.raw_bind_parameter(param, value)?;
+                    param += 1;
+                }
+            }
+            stmt.raw_execute()?;
         }
-        for (_, (job, id)) in chunks.into_remainder() {
-            self.insert_row(conn, job, id, now)?;
+        for (_, (job, id)) in chunks.remainder() {
+            job.insert_row(conn, id, now)?;
         }
         for (i, (_, id)) in &plain {
             out[*i] = Some(Enqueued {
@@ -317,7 +301,8 @@ impl Queue {
     pub fn enqueue_tx(&self, conn: &Connection, job: NewJob) -> Result<Enqueued> {
         let now = self.now_ms();
         let checked = self.check(job, now)?;
-        self.insert(conn, checked, self.new_id(now), now)
+        let id = ids::allocate(conn, now, 1)?.pop().unwrap_or_default();
+        self.insert(conn, checked, id, now)
     }
 
     fn after_enqueue(&self, out: &[Enqueued], now: i64) {
@@ -425,7 +410,7 @@ impl Queue {
         &self,
         conn: &Connection,
         mut job: Checked,
-        mut id: String,
+        id: String,
         now: i64,
     ) -> Result<Enqueued> {
         if let Some(key) = &job.key {
@@ -464,53 +449,13 @@ impl Queue {
         if let Some(owner) = &job.owner {
             self.check_budget(conn, owner, i128::from(job.cost_cents))?;
         }
-        self.insert_row(conn, &job, &mut id, now)?;
+        job.insert_row(conn, &id, now)?;
         Ok(Enqueued {
             job_id: JobId::from_db(id),
             status: Status::Queued,
             already_existed: false,
             group_id: job.group_id,
         })
-    }
-
-    /// Inserts one job, drawing a new id should its row key be taken.
-    fn insert_row(
-        &self,
-        conn: &Connection,
-        job: &Checked,
-        id: &mut String,
-        now: i64,
-    ) -> Result<()> {
-        self.drawing_again(
-            now,
-            std::slice::from_mut(id),
-            |id| id,
-            |ids| job.insert_row(conn, &ids[0], now),
-        )
-    }
-
-    /// Runs `insert` over `rows` (one statement: it writes all of them or none) and, while
-    /// it is refused because a row key is taken, gives the rows new ids and runs it again.
-    fn drawing_again<T>(
-        &self,
-        now: i64,
-        rows: &mut [T],
-        id_of: impl Fn(&mut T) -> &mut String,
-        mut insert: impl FnMut(&[T]) -> Result<()>,
-    ) -> Result<()> {
-        let mut draws = 1;
-        loop {
-            match insert(rows) {
-                Err(e) if key_taken(&e) && draws < MAX_DRAWS => {
-                    draws += 1;
-                    let fresh_ids = self.new_ids(now, rows.len());
-                    for (row, fresh) in rows.iter_mut().zip(fresh_ids) {
-                        *id_of(row) = fresh;
-                    }
-                }
-                other => return other,
-            }
-        }
     }
 
     /// Refuses `cost_cents` more for `owner` when it would pass the owner's budget. Sums are
@@ -544,127 +489,5 @@ fn at_index(i: usize, err: Error) -> Error {
             reason: format!("job #{i} of the batch: {reason}"),
         },
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::job::key_of;
-
-    /// A queue on a stopped clock, so that its next id's row key is the last one plus one.
-    fn stopped_queue(dir: &tempfile::TempDir) -> Queue {
-        Queue::builder(dir.path().join("q.db"))
-            .clock(ManualClock::new(1_700_000_000_000))
-            .open()
-            .unwrap()
-    }
-
-    /// Takes a row key the way another process would: a job of its own whose id starts
-    /// with the same 64 bits.
-    fn take_key(queue: &Queue, key: i64) -> String {
-        let hex = format!("{:016x}", key as u64);
-        let id = format!(
-            "{}-{}-{}-8000-00000000abcd",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..]
-        );
-        let conn = queue.store().connect().unwrap();
-        conn.execute(
-            "INSERT INTO jobq_jobs (id_key, id, kind, run_after, created_at, updated_at)
-             VALUES (?1, ?2, 'theirs', 0, 0, 0)",
-            rusqlite::params![key, id],
-        )
-        .unwrap();
-        id
-    }
-
-    fn kinds(queue: &Queue) -> Vec<(i64, String, String)> {
-        let conn = queue.store().connect().unwrap();
-        let mut stmt = conn
-            .prepare("SELECT id_key, id, kind FROM jobq_jobs ORDER BY id_key")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn every_id_carries_its_row_key_and_keys_increase() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = stopped_queue(&dir);
-        let now = queue.now_ms();
-        let ids = queue.new_ids(now, 5000);
-        let keys: Vec<i64> = ids.iter().map(|id| key_of(id)).collect();
-        assert!(
-            keys.windows(2).all(|w| w[0] < w[1]),
-            "keys must strictly increase"
-        );
-        assert!(
-            ids.windows(2).all(|w| w[0] < w[1]),
-            "ids must strictly increase"
-        );
-        for id in &ids {
-            let parsed = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!(parsed.get_version_num(), 7, "{id}");
-            assert_eq!(key_of(id), (parsed.as_u128() >> 64) as i64, "{id}");
-        }
-        // 5,000 ids in one millisecond overflow the 12-bit counter into the next ones.
-        let first = uuid::Uuid::parse_str(&ids[0]).unwrap();
-        let last = uuid::Uuid::parse_str(&ids[4999]).unwrap();
-        let ms = |u: uuid::Uuid| u.get_timestamp().unwrap().to_unix();
-        assert!(ms(last) > ms(first));
-        assert_eq!(key_of("not a uuid"), -1);
-    }
-
-    #[test]
-    fn an_enqueue_whose_row_key_is_taken_draws_another_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = stopped_queue(&dir);
-        let mine = queue.enqueue(NewJob::new("mine")).unwrap().job_id;
-        let theirs = take_key(&queue, mine.key() + 1);
-
-        let next = queue.enqueue(NewJob::new("mine")).unwrap().job_id;
-        assert!(next.key() > mine.key() + 1, "{next} reused a taken key");
-        assert_eq!(
-            kinds(&queue),
-            vec![
-                (mine.key(), mine.to_string(), "mine".into()),
-                (mine.key() + 1, theirs, "theirs".into()),
-                (next.key(), next.to_string(), "mine".into()),
-            ]
-        );
-        assert_eq!(queue.get(&next).unwrap().kind, "mine");
-    }
-
-    #[test]
-    fn a_batch_whose_row_keys_are_taken_draws_other_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = stopped_queue(&dir);
-        let first = queue.enqueue(NewJob::new("mine")).unwrap().job_id;
-        // Inside the first multi-row chunk and inside the one-by-one remainder.
-        let theirs = [first.key() + 5, first.key() + ROWS_PER_INSERT as i64 + 3];
-        for key in theirs {
-            take_key(&queue, key);
-        }
-        let batch = queue
-            .enqueue_many((0..ROWS_PER_INSERT + 8).map(|_| NewJob::new("mine")))
-            .unwrap();
-        let rows = kinds(&queue);
-        assert_eq!(rows.len(), 1 + 2 + batch.len());
-        for key in theirs {
-            assert!(
-                rows.iter()
-                    .any(|(k, _, kind)| *k == key && kind == "theirs")
-            );
-        }
-        for e in &batch {
-            let job = queue.get(&e.job_id).unwrap();
-            assert_eq!(job.kind, "mine");
-            assert!(!theirs.contains(&e.job_id.key()));
-        }
     }
 }

@@ -621,3 +621,44 @@ impl Queue {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::NewJob;
+
+    #[test]
+    fn a_deleted_job_refuses_its_own_outcome_and_not_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let gone = queue.enqueue(NewJob::new("k")).unwrap().job_id;
+        let kept = queue.enqueue(NewJob::new("k")).unwrap().job_id;
+        let claimed = queue.claim("w", 2, &ClaimFilter::default()).unwrap();
+        queue.cancel(&gone).unwrap();
+        queue.delete(&gone).unwrap();
+        let reports: Vec<(Lease, Report, Option<Duration>)> = claimed
+            .iter()
+            .map(|j| {
+                let done = Report::Complete {
+                    output: "{}".into(),
+                    cost_cents: 0,
+                };
+                (j.lease(), done, None)
+            })
+            .collect();
+        let (results, _) = queue.record_and_claim(&reports, None).unwrap();
+        let by_job: Vec<(&JobId, bool)> = claimed
+            .iter()
+            .map(|j| &j.id)
+            .zip(results.iter().map(|r| r.as_ref().is_ok()))
+            .collect();
+        assert!(by_job.contains(&(&gone, false)), "{results:?}");
+        assert!(by_job.contains(&(&kept, true)), "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(Error::NotFound { .. })))
+        );
+        assert_eq!(queue.get(&kept).unwrap().status, Status::Succeeded);
+    }
+}

@@ -6,15 +6,17 @@
 mod admin;
 mod claim;
 mod enqueue;
+mod ids;
 mod lease;
 mod read;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use claim::ClaimFilter;
 pub(crate) use claim::next_run_after;
+pub(crate) use ids::uuid_v7;
 pub use lease::JobError;
 pub(crate) use lease::{OUTCOME_TARGET, Recorded, Report};
 pub use read::{JobFilter, Page};
@@ -128,41 +130,9 @@ impl QueueBuilder {
                 retry: self.retry,
                 default_max_attempts: self.default_max_attempts,
                 events: EventBus::default(),
-                ids: Mutex::new(IdClock::default()),
             }),
             owner: None,
         })
-    }
-}
-
-/// The millisecond and 12-bit counter of the last id made, so that ids (and their row keys)
-/// strictly increase within a process. Each new millisecond starts the counter at a random
-/// point of its lower half, so that two processes writing in the same millisecond seldom
-/// draw the same key; when they do, the primary key refuses the second insert and the
-/// enqueue draws again.
-#[derive(Debug, Default)]
-pub(crate) struct IdClock {
-    ms: u64,
-    counter: u16,
-}
-
-const COUNTER_MAX: u16 = 0x0FFF;
-
-impl IdClock {
-    fn next(&mut self, now_ms: u64) -> (u64, u16) {
-        if now_ms > self.ms {
-            self.ms = now_ms;
-            let random = uuid::Uuid::new_v4();
-            let [a, b, ..] = *random.as_bytes();
-            self.counter = u16::from_le_bytes([a, b]) & (COUNTER_MAX >> 1);
-        } else if self.counter < COUNTER_MAX {
-            self.counter += 1;
-        } else {
-            // 4,096 ids in one millisecond: borrow the next millisecond.
-            self.ms += 1;
-            self.counter = 0;
-        }
-        (self.ms, self.counter)
     }
 }
 
@@ -188,7 +158,6 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicies,
     pub(crate) default_max_attempts: u32,
     pub(crate) events: EventBus,
-    ids: Mutex<IdClock>,
 }
 
 impl Queue {
@@ -277,34 +246,6 @@ impl Queue {
             Some(_) => Err(Error::Forbidden { action }),
             None => Ok(()),
         }
-    }
-
-    /// A new job id from the queue's clock, strictly increasing within this process.
-    pub(crate) fn new_id(&self, now_ms: i64) -> String {
-        self.new_ids(now_ms, 1).pop().unwrap_or_default()
-    }
-
-    /// `n` new job ids, strictly increasing, under one lock: UUID v7s whose first 64 bits
-    /// (the row key, see [`JobId::key`](crate::JobId)) differ.
-    pub(crate) fn new_ids(&self, now_ms: i64, n: usize) -> Vec<String> {
-        let mut clock = self
-            .shared
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut buf = uuid::Uuid::encode_buffer();
-        (0..n)
-            .map(|_| {
-                let (ms, counter) = clock.next(now_ms.max(0) as u64);
-                let random = *uuid::Uuid::new_v4().as_bytes();
-                let mut bytes = [0u8; 10];
-                bytes[0] = (counter >> 8) as u8;
-                bytes[1] = counter as u8;
-                bytes[2..].copy_from_slice(&random[8..]);
-                let id = uuid::Builder::from_unix_timestamp_millis(ms, &bytes).into_uuid();
-                String::from(id.hyphenated().encode_lower(&mut buf))
-            })
-            .collect()
     }
 
     pub(crate) fn emit(&self, make: impl FnOnce() -> Vec<JobEvent>) {

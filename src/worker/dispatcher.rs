@@ -108,7 +108,13 @@ fn claim_turn(
     // Read before the claim: a commit after this read shows up as a change at the next poll.
     let version = data_version(conn);
     let started = Instant::now();
-    match engine.queue.claim(&engine.worker_id, want, &engine.filter) {
+    // One clock reading for the claim and for the look at what comes due after it: a job
+    // due between two readings would be neither claimed nor waited for.
+    let now = engine.queue.now_ms();
+    match engine
+        .queue
+        .claim_at(&engine.worker_id, want, &engine.filter, now)
+    {
         Ok(batch) => {
             engine.note_claim_time(started.elapsed());
             let got = batch.len();
@@ -117,8 +123,7 @@ fn claim_turn(
                 return Turn::Full;
             }
             *seen_version = version;
-            *next_due = crate::queue::next_run_after(conn, &engine.filter, engine.queue.now_ms())
-                .unwrap_or(None);
+            *next_due = crate::queue::next_run_after(conn, &engine.filter, now).unwrap_or(None);
             Turn::Short
         }
         Err(e) => {

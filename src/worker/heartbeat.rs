@@ -1,5 +1,6 @@
 //! The heartbeat thread: keeps the locks of running jobs fresh, enforces job timeouts, and
-//! tells handlers when their job was cancelled.
+//! tells handlers when their job was cancelled or released by another process (a job
+//! cancelled in this process is marked by the cancel itself).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,21 +16,11 @@ use crate::queue::{JobError, Report};
 /// How often timeouts are checked: the precision of a job timeout.
 const TICK: Duration = Duration::from_millis(50);
 
-pub(super) fn run(
-    engine: &Arc<Engine>,
-    interval: Duration,
-    cancels: Receiver<JobId>,
-    stop: Receiver<()>,
-) {
+pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) {
     let mut next_beat = Instant::now() + interval;
     loop {
         select! {
             recv(stop) -> _ => break,
-            recv(cancels) -> id => {
-                if let Ok(id) = id {
-                    engine.mark_cancelled(&id);
-                }
-            }
             default(TICK.min(interval)) => {}
         }
         expire_timeouts(engine);

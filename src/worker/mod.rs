@@ -381,7 +381,6 @@ impl WorkerPoolBuilder {
         let (work_tx, work_rx) = crossbeam_channel::bounded::<()>(1);
         self.queue.shared.events.register_dispatcher(work_tx);
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(1);
-        let cancel_rx = self.queue.shared.events.register_cancel_listener();
         // Never sent on: dropping the sender is what tells the helper threads to stop.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let engine = Arc::new(Engine {
@@ -410,6 +409,18 @@ impl WorkerPoolBuilder {
             hurry: AtomicBool::new(false),
             on_outcome: self.on_outcome,
         });
+        // A cancel in this process marks the job cancelled at once, on the cancelling thread.
+        let listening = Arc::downgrade(&engine);
+        self.queue
+            .shared
+            .events
+            .register_cancel_listener(Box::new(move |id| match listening.upgrade() {
+                Some(engine) => {
+                    engine.mark_cancelled(id);
+                    true
+                }
+                None => false,
+            }));
         tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), "jobq: worker pool starting");
         for _ in 0..engine.concurrency {
             engine.spawn_handler();
@@ -437,7 +448,7 @@ impl WorkerPoolBuilder {
             let interval = self.heartbeat_interval;
             let stop = stop_rx.clone();
             spawn("jobq-heartbeat", move || {
-                heartbeat::run(&engine, interval, cancel_rx, stop)
+                heartbeat::run(&engine, interval, stop)
             })
         };
         let maintainer = self.maintenance_interval.map(|interval| {

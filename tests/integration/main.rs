@@ -15,6 +15,7 @@ mod embedding;
 mod enqueue;
 mod exec_worker;
 mod fuzz;
+mod guards;
 mod hostile_data;
 mod hostile_http;
 pub mod http;

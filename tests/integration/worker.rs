@@ -887,3 +887,53 @@ fn a_job_retried_while_its_cancelled_handler_still_runs_records_only_the_new_run
         "the late run changed nothing"
     );
 }
+
+/// A clock that moves on only when the pool's dispatcher reads it: each of its readings is
+/// 10 ms after the one before, as if each of its steps took that long.
+#[derive(Debug, Clone)]
+struct DispatcherTime(Arc<std::sync::atomic::AtomicI64>);
+
+impl jobq::Clock for DispatcherTime {
+    fn now_ms(&self) -> i64 {
+        if std::thread::current().name() == Some("jobq-dispatcher") {
+            self.0.fetch_add(10, Ordering::SeqCst)
+        } else {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+}
+
+#[test]
+fn a_job_coming_due_between_a_claim_and_the_next_look_is_still_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = DispatcherTime(Arc::new(std::sync::atomic::AtomicI64::new(
+        crate::common::T0,
+    )));
+    let queue = Queue::builder(dir.path().join("q.db"))
+        .clock(clock)
+        .open()
+        .unwrap();
+    // Due 5 ms after the dispatcher's first claim reads the clock, and before its next
+    // reading: the job comes due in the gap between the claim and the look for what is due
+    // next.
+    let id = queue
+        .enqueue(NewJob::new("k").run_after(Duration::from_millis(5)))
+        .unwrap()
+        .job_id;
+    let pool = WorkerPool::builder(&queue)
+        // Nothing else would wake the dispatcher: only its own look at what comes due.
+        .poll_interval(Duration::from_secs(3600))
+        .handler("k", |_: &JobContext| Ok(json!({})))
+        .start()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.get(&id).unwrap().status != Status::Succeeded {
+        assert!(
+            Instant::now() < deadline,
+            "the job that came due was never claimed: {:?}",
+            queue.get(&id).unwrap().status
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pool.shutdown();
+}
