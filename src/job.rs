@@ -363,6 +363,9 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     /// When it reached its terminal status.
     pub completed_at: Option<Timestamp>,
+    /// True for a `queued` or `retry` job whose `run_after` lies ahead when it was read:
+    /// shown as *scheduled* (not a stored status).
+    pub scheduled: bool,
 }
 
 /// The columns of [`Job`], in the order [`Job::from_row`] reads them (a macro so that
@@ -433,7 +436,24 @@ impl Job {
             updated_at: Timestamp(row.get(24)?),
             started_at: ts(25)?,
             completed_at: ts(26)?,
+            scheduled: false,
         })
+    }
+
+    /// The job as read at `now`: scheduled if it waits for a `run_after` still ahead.
+    pub(crate) fn read_at(mut self, now: i64) -> Job {
+        self.scheduled = self.status.is_ready() && self.run_after.as_millis() > now;
+        self
+    }
+
+    /// The status as jobq shows it: `scheduled` for a job waiting for its `run_after`, else
+    /// its stored status.
+    pub fn shown_status(&self) -> &'static str {
+        if self.scheduled {
+            "scheduled"
+        } else {
+            self.status.as_str()
+        }
     }
 }
 

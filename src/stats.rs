@@ -56,11 +56,18 @@ impl StatsFilter {
 
 /// Jobs by status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Stats {
-    /// Every status, zero included.
+    /// Every status, zero included, as stored.
     pub by_status: BTreeMap<Status, i64>,
     /// All jobs.
     pub total: i64,
+    /// Of the `queued` and `retry` jobs, those whose `run_after` lies ahead: shown as
+    /// *scheduled* (not a stored status).
+    pub scheduled: i64,
+    /// The counts as jobq shows them: `by_status`, but with the `queued` and `retry` jobs
+    /// whose `run_after` lies ahead counted as `scheduled` instead.
+    pub shown: BTreeMap<String, i64>,
 }
 
 impl Stats {
@@ -85,7 +92,8 @@ impl Stats {
 pub struct StatsSummary {
     /// Jobs running now.
     pub running: i64,
-    /// Jobs waiting: `queued` plus `retry`.
+    /// Jobs waiting: `queued` plus `retry` (the scheduled ones included: see
+    /// [`Stats::scheduled`]).
     pub pending: i64,
     /// Jobs in the dead letter.
     pub failed: i64,
@@ -354,22 +362,26 @@ const COUNT_STATUS_INDEX: &str = "
 const COUNT_STATUS_INDEX_IN_QUEUE: &str = "
     SELECT status, count(*) FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND queue = :queue GROUP BY status";
-/// Ready jobs (queued and retrying): a covering scan of the ready index.
+/// Ready jobs (queued and retrying), and how many of each wait for their `run_after`: a
+/// covering scan of the ready index.
 const COUNT_READY: &str = "
-    SELECT count(*) FROM jobq_jobs
+    SELECT count(*), coalesce(sum(status = 'queued' AND run_after > :now), 0),
+           coalesce(sum(status = 'retry' AND run_after > :now), 0)
+    FROM jobq_jobs
     WHERE status IN ('queued', 'retry') AND (:queue IS NULL OR queue = :queue)";
 /// Succeeded jobs: a range of the finished index.
 const COUNT_SUCCEEDED: &str = "
     SELECT count(*) FROM jobq_jobs
     WHERE status = 'succeeded' AND completed_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
-/// An owner's or a group's jobs, through its index.
+/// An owner's or a group's jobs, through its index, with how many wait for their
+/// `run_after`.
 const COUNT_OWNER: &str = "
-    SELECT status, count(*) FROM jobq_jobs
+    SELECT status, count(*), coalesce(sum(run_after > :now), 0) FROM jobq_jobs
     WHERE owner = :owner AND (:group_id IS NULL OR group_id = :group_id)
       AND (:queue IS NULL OR queue = :queue)
     GROUP BY status";
 const COUNT_GROUP: &str = "
-    SELECT status, count(*) FROM jobq_jobs
+    SELECT status, count(*), coalesce(sum(run_after > :now), 0) FROM jobq_jobs
     WHERE group_id = :group_id AND (:owner IS NULL OR owner = :owner)
       AND (:queue IS NULL OR queue = :queue)
     GROUP BY status";
@@ -480,7 +492,7 @@ impl Queue {
     pub fn stats(&self, filter: &StatsFilter) -> Result<Stats> {
         if let (Some(me), Some(other)) = (self.owner(), filter.owner.as_deref()) {
             if me != other {
-                return Ok(stats_from(BTreeMap::new()));
+                return Ok(stats_from(BTreeMap::new(), &BTreeMap::new()));
             }
         }
         self.store().read(|conn| self.stats_in(conn, filter))
@@ -488,7 +500,9 @@ impl Queue {
 
     fn stats_in(&self, conn: &Connection, filter: &StatsFilter) -> Result<Stats> {
         let owner = self.stats_owner(filter.owner.as_deref());
+        let now = self.now_ms();
         let mut counts: BTreeMap<Status, i64> = BTreeMap::new();
+        let mut scheduled: BTreeMap<Status, i64> = BTreeMap::new();
         let mut add_rows = |stmt: &mut rusqlite::CachedStatement<'_>,
                             params: &[(&str, &dyn rusqlite::ToSql)]|
          -> Result<()> {
@@ -496,6 +510,9 @@ impl Queue {
             while let Some(r) = rows.next()? {
                 let status: Status = r.get::<_, String>(0)?.parse()?;
                 *counts.entry(status).or_default() += r.get::<_, i64>(1)?;
+                if status.is_ready() && r.as_ref().column_count() > 2 {
+                    *scheduled.entry(status).or_default() += r.get::<_, i64>(2)?;
+                }
             }
             Ok(())
         };
@@ -503,13 +520,13 @@ impl Queue {
             let mut stmt = conn.prepare_cached(COUNT_GROUP)?;
             add_rows(
                 &mut stmt,
-                named_params! {":group_id": group, ":owner": owner, ":queue": filter.queue},
+                named_params! {":group_id": group, ":owner": owner, ":queue": filter.queue, ":now": now},
             )?;
         } else if let Some(owner) = owner {
             let mut stmt = conn.prepare_cached(COUNT_OWNER)?;
             add_rows(
                 &mut stmt,
-                named_params! {":owner": owner, ":group_id": None::<String>, ":queue": filter.queue},
+                named_params! {":owner": owner, ":group_id": None::<String>, ":queue": filter.queue, ":now": now},
             )?;
         } else {
             match filter.queue.as_deref() {
@@ -522,17 +539,21 @@ impl Queue {
                     add_rows(&mut stmt, &[])?;
                 }
             }
-            let ready: i64 = conn
+            let (ready, queued_ahead, retry_ahead): (i64, i64, i64) = conn
                 .prepare_cached(COUNT_READY)?
-                .query_row(named_params! {":queue": filter.queue}, |r| r.get(0))?;
+                .query_row(named_params! {":queue": filter.queue, ":now": now}, |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
             let retry = counts.get(&Status::Retry).copied().unwrap_or(0);
             counts.insert(Status::Queued, ready - retry);
+            scheduled.insert(Status::Queued, queued_ahead);
+            scheduled.insert(Status::Retry, retry_ahead);
             let succeeded: i64 = conn
                 .prepare_cached(COUNT_SUCCEEDED)?
                 .query_row(named_params! {":queue": filter.queue}, |r| r.get(0))?;
             counts.insert(Status::Succeeded, succeeded);
         }
-        Ok(stats_from(counts))
+        Ok(stats_from(counts, &scheduled))
     }
 
     /// The health checks, with the reasons for anything less than healthy: dead-lettered
@@ -955,14 +976,24 @@ pub(crate) fn durations(
     Ok(groups)
 }
 
-fn stats_from(mut counts: BTreeMap<Status, i64>) -> Stats {
+/// The stats of stored counts by status and, of the ready statuses, the scheduled ones.
+fn stats_from(mut counts: BTreeMap<Status, i64>, scheduled: &BTreeMap<Status, i64>) -> Stats {
     for status in Status::ALL {
         counts.entry(status).or_insert(0);
     }
     let total = counts.values().sum();
+    let ahead = |s: Status| scheduled.get(&s).copied().unwrap_or(0);
+    let scheduled_total = ahead(Status::Queued) + ahead(Status::Retry);
+    let mut shown: BTreeMap<String, i64> = counts
+        .iter()
+        .map(|(status, n)| (status.to_string(), n - ahead(*status)))
+        .collect();
+    shown.insert("scheduled".into(), scheduled_total);
     Stats {
         by_status: counts,
         total,
+        scheduled: scheduled_total,
+        shown,
     }
 }
 

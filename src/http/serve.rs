@@ -8,12 +8,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -170,10 +171,21 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let io = TokioIo::new(WriteDeadline::new(stream, settings.io_timeout));
-    let service = service_fn(move |request| {
+    let unread = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(WriteDeadline::new(
+        stream,
+        settings.io_timeout,
+        Arc::clone(&unread),
+    ));
+    let service = service_fn(move |request: Request<Incoming>| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(into_response(answer(&app, settings, request).await)) }
+        let unread = Arc::clone(&unread);
+        async move {
+            // Until its body is read whole, a request may leave some of it on the wire.
+            unread.store(!request.body().is_end_stream(), Ordering::Relaxed);
+            let reply = answer(&app, settings, request, &unread).await;
+            Ok::<_, Infallible>(into_response(reply))
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -201,8 +213,13 @@ async fn serve_connection(
 
 /// The answer to one request. Everything that can be decided from the request head is
 /// decided before its body is read, and nobody's body is read before they are known.
-async fn answer(app: &Arc<App>, settings: Settings, request: Request<Incoming>) -> Reply {
-    match respond(app, settings, request).await {
+async fn answer(
+    app: &Arc<App>,
+    settings: Settings,
+    request: Request<Incoming>,
+    unread: &AtomicBool,
+) -> Reply {
+    match respond(app, settings, request, unread).await {
         Ok(reply) | Err(reply) => reply,
     }
 }
@@ -211,6 +228,7 @@ async fn respond(
     app: &Arc<App>,
     settings: Settings,
     request: Request<Incoming>,
+    unread: &AtomicBool,
 ) -> Result<Reply, Reply> {
     let (head, body) = request.into_parts();
     let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
@@ -258,7 +276,9 @@ async fn respond(
 
     let body = match head.method {
         Method::POST | Method::PUT | Method::PATCH => {
-            Some(read_body(body, settings.io_timeout).await?)
+            let json = read_body(body, settings.io_timeout).await?;
+            unread.store(false, Ordering::Relaxed);
+            Some(json)
         }
         _ => None,
     };
@@ -352,20 +372,34 @@ fn into_response(reply: Reply) -> Response<Full<Bytes>> {
     response
 }
 
-/// A TCP stream whose writes give up once they have waited `timeout` without progress: a
-/// client that stops reading its answers cannot hold its connection open.
+/// How long a closing connection goes on reading (and dropping) what the client still
+/// sends, and how much of it, at most (see [`WriteDeadline::poll_shutdown`]).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// A TCP stream whose writes give up once they have waited `timeout` without progress (a
+/// client that stops reading its answers cannot hold its connection open), and whose close
+/// lingers when a request's body was left unread: see [`WriteDeadline::poll_shutdown`].
 struct WriteDeadline {
     stream: TcpStream,
     timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Whether the last request's body may still be on its way (the answer refused it).
+    unread: Arc<AtomicBool>,
+    /// Set once the write half is shut: until when the close goes on reading.
+    lingering: Option<Pin<Box<Sleep>>>,
+    drained: usize,
 }
 
 impl WriteDeadline {
-    fn new(stream: TcpStream, timeout: Duration) -> WriteDeadline {
+    fn new(stream: TcpStream, timeout: Duration, unread: Arc<AtomicBool>) -> WriteDeadline {
         WriteDeadline {
             stream,
             timeout,
             stalled: None,
+            unread,
+            lingering: None,
+            drained: 0,
         }
     }
 
@@ -428,8 +462,45 @@ impl AsyncWrite for WriteDeadline {
         self.watch(cx, poll)
     }
 
+    /// Shuts the write half, so that the client reads the whole answer and its end. When the
+    /// last request's body was left unread (refused from its length, say), the close then
+    /// lingers, as careful servers do: for up to [`LINGER`] and [`LINGER_BYTES`], what the
+    /// client still sends is read and dropped. Closed at once, the connection would be
+    /// reset under a client still sending, and the reset can destroy the answer unread.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
-        self.watch(cx, poll)
+        if self.lingering.is_none() {
+            let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+            match self.watch(cx, poll) {
+                Poll::Ready(Ok(())) if self.unread.load(Ordering::Relaxed) => {
+                    self.lingering = Some(Box::pin(tokio::time::sleep(LINGER)));
+                }
+                other => return other,
+            }
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    self.drained += read.filled().len();
+                    if self.drained > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                // The client's end, or its reset: nothing more to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let done = self
+                        .lingering
+                        .as_mut()
+                        .is_none_or(|linger| linger.as_mut().poll(cx).is_ready());
+                    return if done {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
     }
 }

@@ -127,6 +127,7 @@ impl Queue {
     /// [`Error::NotFound`] when there is no such job, or it belongs to another owner than
     /// the one this handle is scoped to.
     pub fn get(&self, id: &JobId) -> Result<Job> {
+        let now = self.now_ms();
         self.store()
             .read(|conn| {
                 conn.prepare_cached(GET)?
@@ -137,6 +138,7 @@ impl Queue {
                     .optional()
                     .map_err(Error::from)
             })?
+            .map(|job| job.read_at(now))
             .ok_or_else(|| Error::job_not_found(id))
     }
 
@@ -204,6 +206,7 @@ impl Queue {
         } else {
             LIST_ALL
         };
+        let now = self.now_ms();
         let mut jobs = self.store().read(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map(
@@ -216,7 +219,7 @@ impl Queue {
                     ":owner": owner,
                     ":limit": (limit + 1) as i64,
                 },
-                Job::from_row,
+                |r| Job::from_row(r).map(|job| job.read_at(now)),
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })?;

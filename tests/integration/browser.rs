@@ -44,16 +44,109 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Whether Chromium and chromedriver are here; without them a test says it skips, unless
+/// `JOBQ_REQUIRE_BROWSER` makes that a failure.
+fn browser_available() -> bool {
+    if PathBuf::from(CHROMIUM).exists() && PathBuf::from(CHROMEDRIVER).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("JOBQ_REQUIRE_BROWSER").is_none(),
+        "JOBQ_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install -y chromium chromium-driver)"
+    );
+    eprintln!(
+        "skipping the browser test: {CHROMIUM} and {CHROMEDRIVER} are not installed (apt-get install -y chromium chromium-driver)"
+    );
+    false
+}
+
+/// `jobq serve` on `db` with the admin key, as users run it; returns it and its address.
+fn serve(db: &std::path::Path) -> (Killed, String) {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_jobq"))
+        .arg("--db")
+        .arg(db)
+        .args(["serve", "--addr", "127.0.0.1:0", "--admin-key", KEY])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    (Killed(serve), addr)
+}
+
+/// chromedriver on a free port.
+fn chromedriver() -> (Killed, u16) {
+    let port = free_port();
+    let driver = Killed(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("chromedriver", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (driver, port)
+}
+
+/// A headless Chromium session whose page is `width` × `height` CSS pixels: a desktop
+/// window, or below 500 px (the narrowest window headless Chromium opens) a phone's screen,
+/// emulated.
+async fn session(
+    port: u16,
+    profile: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> fantoccini::Client {
+    let mut options = json!({
+        "binary": CHROMIUM,
+        "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+            format!("--window-size={},{}", width.max(500), height),
+            format!("--user-data-dir={}", profile.display()),
+        ],
+    });
+    if width < 500 {
+        options["mobileEmulation"] = json!({
+            "deviceMetrics": {"width": width, "height": height, "pixelRatio": 3.0, "touch": true},
+        });
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session with headless Chromium")
+}
+
+/// Signs in with the admin key on the page at `url`.
+async fn sign_in(client: &fantoccini::Client, url: &str) {
+    client.goto(url).await.unwrap();
+    let key = client
+        .wait()
+        .for_element(Locator::Css("[data-testid=login-key]"))
+        .await
+        .unwrap();
+    key.send_keys(KEY).await.unwrap();
+    client
+        .find(Locator::Css("[data-testid=login-submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 #[test]
 fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
-    if !PathBuf::from(CHROMIUM).exists() || !PathBuf::from(CHROMEDRIVER).exists() {
-        assert!(
-            std::env::var_os("JOBQ_REQUIRE_BROWSER").is_none(),
-            "JOBQ_REQUIRE_BROWSER is set but {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install -y chromium chromium-driver)"
-        );
-        eprintln!(
-            "skipping the browser test: {CHROMIUM} and {CHROMEDRIVER} are not installed (apt-get install -y chromium chromium-driver)"
-        );
+    if !browser_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -89,33 +182,8 @@ fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
         )
         .unwrap();
 
-    // `jobq serve`, as users run it.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .arg("--db")
-        .arg(&db)
-        .args(["serve", "--addr", "127.0.0.1:0", "--admin-key", KEY])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _serve = Killed(serve);
-    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
-
-    let port = free_port();
-    let _driver = Killed(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("chromedriver", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
 
     let profile = tempfile::tempdir().unwrap();
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
@@ -125,30 +193,28 @@ fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
         .unwrap();
     let cancelled_id = ids[0].clone();
     runtime.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .expect("a WebDriver session with headless Chromium");
+        let client = session(port, profile.path(), 1400, 900).await;
         client.goto(&format!("http://{addr}/")).await.unwrap();
 
         // A wrong key is refused on the page.
-        let key = client.wait().for_element(Locator::Css("[data-testid=login-key]")).await.unwrap();
+        let key = client
+            .wait()
+            .for_element(Locator::Css("[data-testid=login-key]"))
+            .await
+            .unwrap();
         key.send_keys("not-the-key").await.unwrap();
-        client.find(Locator::Css("[data-testid=login-submit]")).await.unwrap().click().await.unwrap();
-        let error = client.wait().for_element(Locator::Css("#login-error")).await.unwrap();
+        client
+            .find(Locator::Css("[data-testid=login-submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let error = client
+            .wait()
+            .for_element(Locator::Css("#login-error"))
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while error.text().await.unwrap().is_empty() {
             assert!(Instant::now() < deadline, "no message for a wrong key");
@@ -156,45 +222,114 @@ fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
         }
 
         // The right key shows the jobs, the counts and the health.
-        let key = client.find(Locator::Css("[data-testid=login-key]")).await.unwrap();
+        let key = client
+            .find(Locator::Css("[data-testid=login-key]"))
+            .await
+            .unwrap();
         key.clear().await.unwrap();
         key.send_keys(KEY).await.unwrap();
-        client.find(Locator::Css("[data-testid=login-submit]")).await.unwrap().click().await.unwrap();
+        client
+            .find(Locator::Css("[data-testid=login-submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let row = format!("tr[data-job-id='{cancelled_id}']");
         client.wait().for_element(Locator::Css(&row)).await.unwrap();
-        let rows = client.find_all(Locator::Css("tr[data-job-id]")).await.unwrap();
+        let rows = client
+            .find_all(Locator::Css("tr[data-job-id]"))
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 4, "the four jobs are listed");
-        let failed = client.find(Locator::Css("[data-testid=count-failed] .n")).await.unwrap().text().await.unwrap();
+        let failed = client
+            .find(Locator::Css("[data-testid=count-failed] .n"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(failed, "1");
-        let health = client.find(Locator::Css("[data-testid=health]")).await.unwrap().text().await.unwrap();
+        let health = client
+            .find(Locator::Css("[data-testid=health]"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(health.to_lowercase(), "degraded");
 
         // Open the job and cancel it through the UI.
-        client.find(Locator::Css(&row)).await.unwrap().click().await.unwrap();
-        let detail = client.wait().for_element(Locator::Css("[data-testid=job-detail] [data-testid=cancel]")).await.unwrap();
-        let drawer = client.find(Locator::Css("[data-testid=job-detail]")).await.unwrap().text().await.unwrap();
-        assert!(drawer.contains(cancelled_id.as_str()) && drawer.contains("\"scene\": 1"), "{drawer}");
+        client
+            .find(Locator::Css(&row))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let detail = client
+            .wait()
+            .for_element(Locator::Css(
+                "[data-testid=job-detail] [data-testid=cancel]",
+            ))
+            .await
+            .unwrap();
+        let drawer = client
+            .find(Locator::Css("[data-testid=job-detail]"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            drawer.contains(cancelled_id.as_str()) && drawer.contains("\"scene\": 1"),
+            "{drawer}"
+        );
         detail.click().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while queue.get(&cancelled_id).unwrap().status != Status::Cancelled {
-            assert!(Instant::now() < deadline, "the cancel never reached the database");
+            assert!(
+                Instant::now() < deadline,
+                "the cancel never reached the database"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The page shows it too, after its refresh.
         let pill = format!("{row} .pill.cancelled");
-        client.wait().for_element(Locator::Css(&pill)).await.unwrap();
+        client
+            .wait()
+            .for_element(Locator::Css(&pill))
+            .await
+            .unwrap();
 
         let png = client.screenshot().await.unwrap();
         std::fs::write(&shot, &png).unwrap();
 
         // A server without auth (`serve --insecure-no-auth`) shows the jobs with no sign-in.
-        let open = jobq::http::Server::start(queue.clone(), jobq::http::ServerConfig::new("127.0.0.1:0").insecure_no_auth()).unwrap();
-        client.goto(&format!("http://{}/", open.addr())).await.unwrap();
-        client.wait().for_element(Locator::Css(&pill)).await.unwrap();
+        let open = jobq::http::Server::start(
+            queue.clone(),
+            jobq::http::ServerConfig::new("127.0.0.1:0").insecure_no_auth(),
+        )
+        .unwrap();
+        client
+            .goto(&format!("http://{}/", open.addr()))
+            .await
+            .unwrap();
+        client
+            .wait()
+            .for_element(Locator::Css(&pill))
+            .await
+            .unwrap();
         let login = client.find(Locator::Css("#login")).await.unwrap();
-        assert!(!login.is_displayed().await.unwrap(), "no sign-in form on an open server");
+        assert!(
+            !login.is_displayed().await.unwrap(),
+            "no sign-in form on an open server"
+        );
         let logout = client.find(Locator::Css("#logout")).await.unwrap();
-        assert!(!logout.is_displayed().await.unwrap(), "nothing to sign out of");
+        assert!(
+            !logout.is_displayed().await.unwrap(),
+            "nothing to sign out of"
+        );
         client.close().await.unwrap();
         open.shutdown();
     });
@@ -212,4 +347,160 @@ fn the_dashboard_signs_in_shows_jobs_and_cancels_one() {
         shot.display()
     );
     eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+/// Whether an element lies wholly within the first `width` pixels of the page.
+async fn within(element: &fantoccini::elements::Element, width: f64) -> bool {
+    let (x, _, w, _) = element.rectangle().await.unwrap();
+    x >= 0.0 && x + w <= width
+}
+
+#[test]
+fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let queue = Queue::open(&db).unwrap();
+    let campaign = queue.create_group("Spring launch", None).unwrap();
+    for scene in 1..=2 {
+        queue
+            .enqueue(
+                NewJob::new("scene_video")
+                    .input(json!({"scene": scene}))
+                    .group(&campaign.id),
+            )
+            .unwrap();
+    }
+    let later = queue
+        .enqueue(NewJob::new("newsletter").run_after(Duration::from_secs(3600)))
+        .unwrap()
+        .job_id;
+    let mut dead = Vec::new();
+    for n in 0..3 {
+        let id = queue
+            .enqueue(
+                NewJob::new("ingest")
+                    .input(json!({"file": format!("videos/a-very-long-file-name-that-would-not-fit-{n}.mp4")}))
+                    .max_attempts(1),
+            )
+            .unwrap()
+            .job_id;
+        let lease = queue
+            .claim("w", 1, &ClaimFilter::default().kinds(["ingest"]))
+            .unwrap()[0]
+            .lease();
+        queue
+            .fail(
+                &lease,
+                &JobError::permanent("moov atom not found in a file whose name is long")
+                    .code("INVALID_VIDEO"),
+            )
+            .unwrap();
+        dead.push(id);
+    }
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-phone.png");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = session(port, profile.path(), 390, 844).await;
+        // A link to the dead letter opens it.
+        sign_in(&client, &format!("http://{addr}/#tab=dead")).await;
+        let retry = client.wait().for_element(Locator::Css("#dead [data-testid=retry]")).await.unwrap();
+        let width: f64 = client
+            .execute("return window.innerWidth", vec![])
+            .await
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert!(width <= 400.0, "the page is laid out {width} px wide");
+        assert!(within(&retry, width).await, "the dead letter's Retry lies beyond the screen");
+        let page_width: f64 = client
+            .execute("return document.documentElement.scrollWidth", vec![])
+            .await
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert!(page_width <= width + 1.0, "the page is {page_width} px wide on a {width} px screen");
+        // Retry one from the phone.
+        retry.click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while dead.iter().filter(|id| queue.get(id).unwrap().status == Status::Queued).count() != 1 {
+            assert!(Instant::now() < deadline, "the retry never reached the database");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let png = client.screenshot().await.unwrap();
+        std::fs::write(&shot, &png).unwrap();
+        // Retry all the rest.
+        let all = client.find(Locator::Css("[data-testid=retry-all]")).await.unwrap();
+        assert!(within(&all, width).await);
+        all.click().await.unwrap();
+        client.accept_alert().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dead.iter().all(|id| queue.get(id).unwrap().status == Status::Queued) {
+            assert!(Instant::now() < deadline, "retry all never reached the database");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // The jobs tab: a job waiting for its run_after shows as scheduled, in the list and
+        // in the counts.
+        client.find(Locator::Css("#tabs [data-tab=jobs]")).await.unwrap().click().await.unwrap();
+        let scheduled_row = format!("tr[data-job-id='{later}'] .pill.scheduled");
+        client.wait().for_element(Locator::Css(&scheduled_row)).await.unwrap();
+        let scheduled = client.find(Locator::Css("[data-testid=count-scheduled] .n")).await.unwrap().text().await.unwrap();
+        assert_eq!(scheduled, "1");
+        assert!(client.current_url().await.unwrap().fragment().unwrap_or("").is_empty());
+
+        // Opening a job puts it in the URL; Back closes it; Forward opens it again.
+        let row = format!("tr[data-job-id='{later}']");
+        client.find(Locator::Css(&row)).await.unwrap().click().await.unwrap();
+        let detail = client.wait().for_element(Locator::Css("[data-testid=job-detail] [data-testid=cancel]")).await.unwrap();
+        assert!(within(&detail, width).await, "the job's Cancel lies beyond the screen");
+        let url = client.current_url().await.unwrap();
+        assert!(url.fragment().unwrap_or("").contains(later.as_str()), "{url}");
+        client.back().await.unwrap();
+        let drawer = client.find(Locator::Css("[data-testid=job-detail]")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while drawer.is_displayed().await.unwrap() {
+            assert!(Instant::now() < deadline, "Back did not close the job");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.forward().await.unwrap();
+        client.wait().for_element(Locator::Css("[data-testid=job-detail] [data-testid=cancel]")).await.unwrap();
+        assert!(drawer.is_displayed().await.unwrap(), "Forward did not open the job");
+
+        // A link to the job opens it in a fresh page.
+        client.goto(url.as_str()).await.unwrap();
+        client.refresh().await.unwrap();
+        client.wait().for_element(Locator::Css("[data-testid=job-detail] [data-testid=cancel]")).await.unwrap();
+        let text = client.find(Locator::Css("[data-testid=job-detail]")).await.unwrap().text().await.unwrap();
+        assert!(text.contains(later.as_str()) && text.contains("newsletter"), "{text}");
+        client.find(Locator::Css("[data-testid=job-detail] button")).await.unwrap();
+        client.execute("document.querySelector('[data-testid=job-detail] .actions button:last-child').click()", vec![]).await.unwrap();
+
+        // A group's row opens its jobs.
+        client.goto(&format!("http://{addr}/#tab=groups")).await.unwrap();
+        client.refresh().await.unwrap();
+        let group_row = format!("tr[data-group-id='{}']", campaign.id);
+        client.wait().for_element(Locator::Css(&group_row)).await.unwrap().click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = client.find_all(Locator::Css("tr[data-job-id]")).await.unwrap();
+            let url = client.current_url().await.unwrap();
+            if rows.len() == 2 && url.fragment().unwrap_or("").contains(&campaign.id) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the group's row did not open its 2 jobs: {} rows at {url}", rows.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.close().await.unwrap();
+    });
+    assert!(std::fs::metadata(&shot).unwrap().len() > 5_000);
+    eprintln!("phone screenshot: {}", shot.display());
 }

@@ -248,9 +248,10 @@ fn a_job_cancelled_while_it_waits_for_a_handler_never_runs() {
         })
         .start()
         .unwrap();
-    eventually("both jobs to be claimed", || {
-        queue.get(&second).unwrap().status == Status::Running
-    });
+    eventually(
+        "the first job to run and the second to wait, claimed",
+        || queue.get(&second).unwrap().status == Status::Running && ran.lock().unwrap().len() == 1,
+    );
     assert_eq!(*ran.lock().unwrap(), vec![first.clone()]);
     queue.cancel(&second).unwrap();
     gate_tx.send(()).unwrap();

@@ -571,7 +571,7 @@ fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
             j.id.to_string(),
             j.kind.clone(),
             j.queue.clone(),
-            j.status.to_string(),
+            j.shown_status().to_string(),
             format!("{}/{}", j.attempts, j.max_attempts),
             fmt_opt(&j.stage),
             format!("{:.0}%", j.progress * 100.0),
@@ -656,9 +656,19 @@ fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
         print_json(&overview);
         return Ok(());
     }
+    // As jobq shows them: a queued or retrying job whose run_after lies ahead is scheduled.
     let mut table = Table::new(["STATUS", "JOBS"]);
-    for (status, n) in &overview.stats.by_status {
-        table.row([status.to_string(), n.to_string()]);
+    for name in [
+        "queued",
+        "scheduled",
+        "running",
+        "retry",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ] {
+        let n = overview.stats.shown.get(name).copied().unwrap_or(0);
+        table.row([name.to_string(), n.to_string()]);
     }
     table.row(["total".to_string(), overview.stats.total.to_string()]);
     table.print();

@@ -180,7 +180,11 @@ pub fn print_job(job: &Job) {
     println!("id               {}", job.id);
     println!("kind             {}", clean(&job.kind));
     println!("queue            {}", clean(&job.queue));
-    println!("status           {}", job.status);
+    if job.scheduled {
+        println!("status           {} (scheduled)", job.status);
+    } else {
+        println!("status           {}", job.status);
+    }
     println!("priority         {}", job.priority);
     println!("attempts         {}/{}", job.attempts, job.max_attempts);
     println!("stage            {}", fmt_opt(&job.stage));
