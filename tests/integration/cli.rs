@@ -871,3 +871,75 @@ fn owner_budget_sets_and_clears_a_spending_limit() {
     }
     assert_eq!(dump(&cli.db()), before);
 }
+
+/// The visible text of each terminal line of a capture: what follows the last carriage
+/// return, without escape sequences.
+fn screen_lines(raw: &str) -> Vec<String> {
+    raw.split('\n')
+        .map(|segment| {
+            let visible = segment
+                .trim_end_matches('\r')
+                .rsplit('\r')
+                .next()
+                .unwrap_or("");
+            let mut out = String::new();
+            let mut chars = visible.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    // CSI: ESC [ parameters final-letter.
+                    if chars.peek() == Some(&'[') {
+                        chars.next();
+                        for c in chars.by_ref() {
+                            if c.is_ascii_alphabetic() {
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn the_demos_log_lines_never_tear_its_progress_bars() {
+    // `script` gives the demo a terminal, so that it draws its bars.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: util-linux `script` is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("script")
+        .args([
+            "-qfec",
+            &format!("stty cols 200 rows 50; {JOBQ} demo"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "jobq=info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let lines = screen_lines(&raw);
+    assert!(
+        lines.iter().any(|l| l.contains("campaign [")),
+        "no progress bars were drawn: {raw:?}"
+    );
+    let logs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+        .collect();
+    assert!(logs.len() >= 3, "too few log lines to judge: {logs:?}");
+    for line in logs {
+        assert!(
+            !line.contains("campaign [")
+                && !line.contains("queue [")
+                && !line.contains("jobs finished"),
+            "a log line shares its line with a progress bar: {line:?}"
+        );
+    }
+}

@@ -217,6 +217,10 @@ fn a_100_mb_line_on_stdout_costs_the_worker_only_its_bounded_buffer() {
         .spawn()
         .unwrap();
     let (succeeded, peak) = wait_with_peak_rss(worker);
+    eprintln!(
+        "a 100 MB stdout line: worker peak RSS {} MB",
+        peak / 1_000_000
+    );
     assert!(succeeded);
     assert!(
         peak < 64_000_000,

@@ -262,6 +262,7 @@ fn clients_trickling_bodies_do_not_delay_anyone_and_meet_a_deadline() {
         }
     }
     let slowest = answered.iter().max().unwrap();
+    eprintln!("beside 8 tricklers: slowest answer {slowest:?}; tricklers cut off at {ended:?}");
     assert!(
         *slowest < Duration::from_secs(1),
         "a request waited {slowest:?} behind the trickling clients: {answered:?}"
@@ -299,6 +300,10 @@ fn running_out_of_file_descriptors_never_stops_the_listener() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    eprintln!(
+        "100 idle connections, 64 open files: answered again {:?} after they closed",
+        started.elapsed()
+    );
     assert_eq!(
         last, "HTTP/1.1 200 OK",
         "no answer 15 s after the clients left"
@@ -354,6 +359,10 @@ fn request_heads_are_capped_with_431_and_a_huge_one_costs_no_memory() {
     serve.assert_alive();
     assert_eq!(get_stats(serve.addr), "HTTP/1.1 200 OK");
     let peak = serve.peak_rss();
+    eprintln!(
+        "after a 64 MiB header line: peak RSS {} MB",
+        peak / 1_000_000
+    );
     assert!(
         peak < 64_000_000,
         "jobq serve held {} MB at its peak",
