@@ -206,10 +206,16 @@ impl Timestamp {
         self.0
     }
 
-    /// As a `time::OffsetDateTime` in UTC.
+    /// As a `time::OffsetDateTime` in UTC. `time` reaches the years -9999 to 9999: a
+    /// timestamp beyond them comes back as the nearest it reaches (jobq stores none: it
+    /// refuses times more than 100 years ahead).
     pub fn to_datetime(self) -> time::OffsetDateTime {
-        time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000).unwrap_or_else(|_| {
+            let edge = if self.0 < 0 { Date::MIN } else { Date::MAX };
+            let time = if self.0 < 0 { Time::MIDNIGHT } else { Time::MAX };
+            PrimitiveDateTime::new(edge, time).assume_utc()
+        })
     }
 
     /// RFC 3339 text in UTC with milliseconds, e.g. `2026-11-23T13:01:53.123Z`. Any
@@ -789,6 +795,8 @@ mod tests {
         ] {
             assert_eq!(Timestamp::from_millis(ms).to_rfc3339(), text, "{ms}");
         }
+        assert_eq!(Timestamp::from_millis(i64::MAX).to_datetime().year(), 9999);
+        assert_eq!(Timestamp::from_millis(i64::MIN).to_datetime().year(), -9999);
         // Agrees with the time crate wherever it reaches.
         for ms in [
             -62_135_596_800_000i64,
