@@ -213,7 +213,11 @@ impl Timestamp {
         use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
         OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000).unwrap_or_else(|_| {
             let edge = if self.0 < 0 { Date::MIN } else { Date::MAX };
-            let time = if self.0 < 0 { Time::MIDNIGHT } else { Time::MAX };
+            let time = if self.0 < 0 {
+                Time::MIDNIGHT
+            } else {
+                Time::MAX
+            };
             PrimitiveDateTime::new(edge, time).assume_utc()
         })
     }

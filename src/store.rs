@@ -78,7 +78,7 @@ pub(crate) struct Store {
     path: PathBuf,
     opts: StoreOptions,
     pool: r2d2::Pool<SqliteConnectionManager>,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     commits: Arc<AtomicU64>,
     checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
 }
@@ -208,7 +208,10 @@ impl Store {
             path: path.to_path_buf(),
             opts,
             pool,
-            writer: Mutex::new(conn),
+            writer: Mutex::new(Writer {
+                conn,
+                keys: Cell::new(KeyCache::default()),
+            }),
             commits,
             checkpointer,
         })
@@ -233,14 +236,36 @@ impl Store {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection and commits.
     /// An error from `f` rolls everything back.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx<'_, '_>) -> Result<T>) -> Result<T> {
         set_busy_timeout(self.opts.busy_timeout);
-        let mut conn = self.lock_writer();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.fix(e.into(), "begin a write transaction"))?;
-        let out = f(&tx).map_err(|e| self.fix(e, "write"))?;
-        tx.commit().map_err(|e| self.fix(e.into(), "commit"))?;
+        let mut writer = self.lock_writer();
+        let Writer { conn, keys } = &mut *writer;
+        let out = {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.fix(e.into(), "begin a write transaction"))?;
+            // Holding the write lock, the connection has seen every commit before this one:
+            // if none came from another connection since its own last, what it knew of the
+            // largest key still holds.
+            let mut cache = keys.get();
+            cache.known &= data_version(&tx) == cache.version;
+            keys.set(cache);
+            let tx = WriteTx { tx, keys };
+            let done = f(&tx).and_then(|out| {
+                tx.tx.commit()?;
+                Ok(out)
+            });
+            match done {
+                Ok(out) => out,
+                Err(e) => {
+                    keys.set(KeyCache::default());
+                    return Err(self.fix(e, "write"));
+                }
+            }
+        };
+        let mut cache = keys.get();
+        cache.version = data_version(conn);
+        keys.set(cache);
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
@@ -258,7 +283,7 @@ impl Store {
         Ok(out)
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         // A panic inside a write rolled its transaction back when the guard dropped, so the
         // connection is sound even if the mutex is poisoned.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
@@ -274,6 +299,85 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// The writer connection, and what it knows of the largest job key.
+struct Writer {
+    conn: Connection,
+    keys: Cell<KeyCache>,
+}
+
+/// What the writer connection knows of the largest row key in `jobq_jobs`: when `known`, no
+/// key is larger than `largest` as of the connection's data version `version` (which any
+/// commit, its own or another connection's, moves on). It spares a job insert the query of
+/// the largest key while no other connection has committed since this one last did.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyCache {
+    known: bool,
+    version: u32,
+    largest: Option<i64>,
+}
+
+/// A write transaction on the writer connection: the transaction itself (it derefs to it)
+/// and what the writer knows of the largest job key.
+pub(crate) struct WriteTx<'t, 'k> {
+    tx: Transaction<'t>,
+    keys: &'k Cell<KeyCache>,
+}
+
+impl<'t> std::ops::Deref for WriteTx<'t, '_> {
+    type Target = Transaction<'t>;
+
+    fn deref(&self) -> &Transaction<'t> {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_, '_> {
+    /// The largest job key in the file (`None` for no job), read in this transaction, which
+    /// holds the write lock, or known from the writer's last commits when no other
+    /// connection committed since.
+    pub(crate) fn largest_key(&self) -> Result<Option<i64>> {
+        let cache = self.keys.get();
+        if cache.known {
+            return Ok(cache.largest);
+        }
+        let largest: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT max(id_key) FROM jobq_jobs")?
+            .query_row([], |r| r.get(0))?;
+        self.keys.set(KeyCache {
+            known: true,
+            largest,
+            ..cache
+        });
+        Ok(largest)
+    }
+
+    /// Records that this transaction inserted a job with the key `key`.
+    pub(crate) fn inserted_key(&self, key: i64) {
+        let mut cache = self.keys.get();
+        cache.largest = Some(cache.largest.map_or(key, |l| l.max(key)));
+        self.keys.set(cache);
+    }
+}
+
+/// The data version of a connection's main database: it moves on with every commit, the
+/// connection's own and those of others (`SQLITE_FCNTL_DATA_VERSION`, a call that runs no
+/// statement).
+fn data_version(conn: &Connection) -> u32 {
+    let mut version: u32 = 0;
+    // SAFETY: the handle is a live connection we hold; the file control writes one u32
+    // through the pointer we pass, to a local that outlives the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_DATA_VERSION,
+            (&mut version as *mut u32).cast(),
+        );
+    }
+    version
 }
 
 impl Drop for Store {
@@ -410,7 +514,7 @@ mod tests {
                 .unwrap();
             assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
         };
-        check(&store.lock_writer());
+        check(&store.lock_writer().conn);
         check(&store.pool.get().unwrap());
         check(&store.connect().unwrap());
     }
@@ -440,7 +544,7 @@ mod tests {
                 started.elapsed()
             );
         };
-        check(&store.lock_writer());
+        check(&store.lock_writer().conn);
         check(&store.pool.get().unwrap());
         check(&store.connect().unwrap());
         holder.execute_batch("COMMIT").unwrap();

@@ -176,7 +176,7 @@ impl Queue {
         let now = self.now_ms();
         let checked = self.check(job, now)?;
         let out = self.store().write(|tx| {
-            let id = ids::allocate(tx, now, 1)?.pop().unwrap_or_default();
+            let id = ids::allocate_in(tx, now, 1)?.pop().unwrap_or_default();
             self.insert(tx, checked, id, now)
         })?;
         self.after_enqueue(std::slice::from_ref(&out), now);
@@ -199,7 +199,7 @@ impl Queue {
             .map(|(i, job)| self.check(job, now).map_err(|e| at_index(i, e)))
             .collect::<Result<Vec<_>>>()?;
         let out = self.store().write(|tx| {
-            let ids = ids::allocate(tx, now, checked.len())?;
+            let ids = ids::allocate_in(tx, now, checked.len())?;
             self.insert_many(tx, checked, ids, now)
         })?;
         self.after_enqueue(&out, now);

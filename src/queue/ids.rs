@@ -10,6 +10,7 @@
 use rusqlite::Connection;
 
 use crate::error::Result;
+use crate::store::WriteTx;
 
 const VERSION_BITS: i64 = 0x7000;
 const COUNTER_MASK: i64 = 0x0fff;
@@ -43,24 +44,39 @@ fn id_of(key: i64) -> String {
 }
 
 /// `n` new job ids, in increasing order, after every key in the file and no earlier than
-/// `now_ms`. Call it inside the transaction that inserts them, once that transaction holds
-/// the write lock (or will take it before its snapshot can go stale: jobq's own writes use
-/// `BEGIN IMMEDIATE`).
+/// `now_ms`, for a transaction on any connection (the caller's, in `enqueue_tx`). Call it
+/// inside the transaction that inserts them, once that transaction holds the write lock
+/// (or will take it before its snapshot can go stale: start it `IMMEDIATE`).
 pub(crate) fn allocate(conn: &Connection, now_ms: i64, n: usize) -> Result<Vec<String>> {
     let largest: Option<i64> = conn
         .prepare_cached("SELECT max(id_key) FROM jobq_jobs")?
         .query_row([], |r| r.get(0))?;
+    Ok(after(largest, now_ms, n))
+}
+
+/// [`allocate`] in a transaction of jobq's writer, which usually knows the largest key
+/// without asking the file.
+pub(crate) fn allocate_in(tx: &WriteTx<'_, '_>, now_ms: i64, n: usize) -> Result<Vec<String>> {
+    let ids = after(tx.largest_key()?, now_ms, n);
+    if let Some(last) = ids.last() {
+        tx.inserted_key(crate::job::key_of(last));
+    }
+    Ok(ids)
+}
+
+/// `n` ids after the key `largest`, and no earlier than `now_ms`.
+fn after(largest: Option<i64>, now_ms: i64, n: usize) -> Vec<String> {
     let mut key = first_key_of(now_ms.max(0));
     if let Some(largest) = largest.filter(|l| *l >= key) {
         key = key_after(largest);
     }
-    Ok((0..n)
+    (0..n)
         .map(|_| {
             let id = id_of(key);
             key = key_after(key);
             id
         })
-        .collect())
+        .collect()
 }
 
 /// A UUID v7 of `now_ms`, for the ids that are not row keys (groups).
@@ -129,6 +145,44 @@ mod tests {
             keys(allocate(&conn, now + 10, 1).unwrap()),
             vec![first_key_of(now + 10)]
         );
+    }
+
+    #[test]
+    fn the_writer_knows_the_largest_key_until_another_connection_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::ManualClock::new(1_767_225_600_000);
+        let queue = crate::Queue::builder(dir.path().join("q.db"))
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let key = |e: crate::Enqueued| key_of(e.job_id.as_str());
+        let first = key(queue.enqueue(crate::NewJob::new("k")).unwrap());
+        assert_eq!(first, first_key_of(1_767_225_600_000));
+        // The writer's own commits, jobs or not, keep what it knows.
+        queue.claim("w", 1, &crate::ClaimFilter::default()).unwrap();
+        assert_eq!(
+            key(queue.enqueue(crate::NewJob::new("k")).unwrap()),
+            first + 1
+        );
+        // Another connection's job far ahead: the next key comes after it.
+        let theirs = first_key_of(1_767_225_700_000);
+        let other = rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+        other
+            .execute(
+                "INSERT INTO jobq_jobs (id_key, id, kind, run_after, created_at, updated_at)
+                 VALUES (?1, ?2, 'theirs', 0, 0, 0)",
+                rusqlite::params![theirs, id_of(theirs)],
+            )
+            .unwrap();
+        assert_eq!(
+            key(queue.enqueue(crate::NewJob::new("k")).unwrap()),
+            theirs + 1
+        );
+        let batch = queue
+            .enqueue_many((0..3).map(|_| crate::NewJob::new("k")))
+            .unwrap();
+        let keys: Vec<i64> = batch.into_iter().map(key).collect();
+        assert_eq!(keys, vec![theirs + 2, theirs + 3, theirs + 4]);
     }
 
     #[test]
