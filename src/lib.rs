@@ -51,7 +51,6 @@ mod metrics;
 mod owner;
 mod queue;
 mod retry;
-mod schema;
 mod stats;
 mod store;
 pub mod testing;
@@ -75,12 +74,12 @@ pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};
 pub use retry::RetryPolicy;
-pub use schema::schema_version;
 pub use stats::{
     CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,
     StageCount, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,
 };
 pub use store::Durability;
+pub use store::sqlite::schema::schema_version;
 pub use worker::{
     Handler, InlineOutcome, JobContext, Outcome, OutcomeKind, StopHandle, Summary, WorkerPool,
     WorkerPoolBuilder, default_worker_id,

@@ -130,7 +130,7 @@ impl Queue {
                     let status: String = r.get(1)?;
                     Ok((
                         JobId::from_db(r.get(0)?),
-                        crate::job::parse_status_column(1, &status)?,
+                        crate::store::sqlite::rows::status_column(1, &status)?,
                         r.get(2)?,
                         r.get(3)?,
                     ))

@@ -766,7 +766,7 @@ impl Queue {
                 let status: String = r.get(1)?;
                 Ok(StageCount {
                     stage: r.get(0)?,
-                    status: crate::job::parse_status_column(1, &status)?,
+                    status: crate::store::sqlite::rows::status_column(1, &status)?,
                     count: r.get(2)?,
                 })
             })?;
@@ -960,7 +960,7 @@ pub(crate) fn durations(
         None => stmt.query(named_params! {":since": since, ":queue": queue})?,
     };
     while let Some(r) = rows.next()? {
-        let status = crate::job::parse_status_column(
+        let status = crate::store::sqlite::rows::status_column(
             0,
             r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
         )?;

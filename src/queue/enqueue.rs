@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, named_params};
 
-use super::{Queue, ids};
+use super::Queue;
 use crate::clock::millis;
 use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
@@ -11,6 +11,7 @@ use crate::job::MAX_COST_CENTS;
 use crate::job::{Enqueued, JobId, NewJob, RunAfter, Status, key_of};
 use crate::json::check_integers;
 use crate::owner::{saturate, spent_cents};
+use crate::store::sqlite::ids;
 
 /// The head of every insert of jobs: the single and the batch path fill the same columns.
 macro_rules! insert_jobs {

@@ -14,7 +14,8 @@ use crate::clock::millis;
 use crate::duration::MAX_DURATION;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
-use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status, cost_column};
+use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status};
+use crate::store::sqlite::rows::cost_column;
 
 /// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
 ///

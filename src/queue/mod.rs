@@ -6,7 +6,6 @@
 mod admin;
 mod claim;
 mod enqueue;
-mod ids;
 mod lease;
 mod read;
 
@@ -14,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use crate::store::sqlite::ids::uuid_v7;
 pub use claim::ClaimFilter;
 pub(crate) use claim::next_run_after;
-pub(crate) use ids::uuid_v7;
 pub use lease::JobError;
 pub(crate) use lease::{OUTCOME_TARGET, Recorded, Report};
 pub use read::{JobFilter, Page};

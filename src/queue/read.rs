@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, Status, job_columns};
+use crate::job::{Job, JobId, Status};
+use crate::store::sqlite::rows::job_columns;
 
 /// Which jobs [`Queue::list`] returns. Every filter is optional; they combine with AND.
 ///
@@ -133,7 +134,7 @@ impl Queue {
                 conn.prepare_cached(GET)?
                     .query_row(
                         named_params! {":id": id.as_str(), ":key": id.key(), ":owner": self.owner()},
-                        Job::from_row,
+                        crate::store::sqlite::rows::job,
                     )
                     .optional()
                     .map_err(Error::from)
@@ -219,7 +220,7 @@ impl Queue {
                     ":owner": owner,
                     ":limit": (limit + 1) as i64,
                 },
-                |r| Job::from_row(r).map(|job| job.read_at(now)),
+                |r| crate::store::sqlite::rows::job(r).map(|job| job.read_at(now)),
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })?;

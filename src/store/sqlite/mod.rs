@@ -30,7 +30,10 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
-use crate::schema;
+
+pub(crate) mod ids;
+pub(crate) mod rows;
+pub(crate) mod schema;
 
 /// How much of a commit survives a crash. See the README's Guarantees section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// The whole data model: a `-- bookkeeping` section and a list of `-- migration N`
 /// sections.
-pub(crate) const SCHEMA_SQL: &str = include_str!("../schema.sql");
+pub(crate) const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
 
 /// A migration: the version it brings the database to, and its SQL.
 pub(crate) type Migration = (i64, &'static str);

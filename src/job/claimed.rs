@@ -1,0 +1,82 @@
+//! What a claim hands a worker: the job it runs, and the lease that proves it holds it.
+
+use super::{JobId, Timestamp};
+use crate::error::{Error, Result};
+
+/// The proof that a worker holds a job: the job, the worker id, and which claim of the job.
+///
+/// Every report on a running job (complete, fail, heartbeat, progress) names its lease, and
+/// is refused with [`Error::LockLost`] when the job is no longer `running` under it: released
+/// as stale, cancelled, or claimed again since (even after a manual retry started its
+/// attempts again).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The worker that claimed it.
+    pub worker: String,
+    /// The attempt number the claim started (1 for the first; starts again after a manual
+    /// retry).
+    pub attempt: u32,
+    /// Which claim of the job this is: it counts every claim and never starts again.
+    pub claim: u32,
+}
+
+/// A job handed to a worker by a claim: what a handler needs, and the lease.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimedJob {
+    /// The id.
+    pub id: JobId,
+    /// The queue.
+    pub queue: String,
+    /// The kind.
+    pub kind: String,
+    /// The priority.
+    pub priority: i32,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// When it became claimable.
+    pub run_after: Timestamp,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// The owner.
+    pub owner: Option<String>,
+    /// The group.
+    pub group_id: Option<String>,
+    /// The worker holding it.
+    pub worker: String,
+    /// Which claim of the job this is (see [`Lease::claim`]).
+    pub claim: u32,
+    /// JSON text, valid by the table's CHECK constraint.
+    pub(crate) input: String,
+}
+
+impl ClaimedJob {
+    /// The input as JSON text.
+    pub fn input_json(&self) -> &str {
+        &self.input
+    }
+
+    /// The input deserialized into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] with field `"input"` when it does not fit `T`.
+    pub fn input<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.input)
+            .map_err(|e| Error::invalid("input", format!("job {}: {e}", self.id)))
+    }
+
+    /// The lease to report on this job with.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            job_id: self.id.clone(),
+            worker: self.worker.clone(),
+            attempt: self.attempt,
+            claim: self.claim,
+        }
+    }
+}

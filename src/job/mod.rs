@@ -1,0 +1,17 @@
+//! Jobs: their ids, statuses and timestamps, a job as stored, what a claim hands a worker,
+//! and a job to enqueue.
+
+mod claimed;
+mod id;
+mod new;
+mod record;
+mod status;
+mod time;
+
+pub use claimed::{ClaimedJob, Lease};
+pub use id::JobId;
+pub(crate) use id::key_of;
+pub use new::{Enqueued, MAX_COST_CENTS, NewJob, RunAfter};
+pub use record::{AttemptError, Job};
+pub use status::Status;
+pub use time::Timestamp;
