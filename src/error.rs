@@ -156,9 +156,19 @@ pub enum Error {
     #[error("the disk is full: {0}")]
     DiskFull(String),
 
-    /// Any other failure reported by SQLite, with its message (disk full, I/O error, ...).
+    /// Any other failure reported by the database (SQLite or PostgreSQL), with its message.
     #[error("database error: {0}")]
-    Database(#[source] rusqlite::Error),
+    Database(#[source] DatabaseError),
+
+    /// This engine does not offer what was asked (e.g. enqueueing inside a SQLite
+    /// transaction on a queue kept in PostgreSQL).
+    #[error("{action} is not possible on a queue kept in {engine}")]
+    Unsupported {
+        /// What was asked.
+        action: &'static str,
+        /// The engine of the queue: `"sqlite"` or `"postgres"`.
+        engine: &'static str,
+    },
 
     /// No pooled connection became free in time.
     #[error("connection pool: {0}")]
@@ -202,6 +212,53 @@ impl Error {
     }
 }
 
+/// A failure the database reported, beyond those jobq tells apart: which engine, its code
+/// where it gives one (SQLite's extended result code name, PostgreSQL's SQLSTATE), and the
+/// driver's own error as the source.
+#[derive(Debug)]
+pub struct DatabaseError {
+    engine: &'static str,
+    code: Option<String>,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DatabaseError {
+    pub(crate) fn new(
+        engine: &'static str,
+        code: Option<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> DatabaseError {
+        DatabaseError {
+            engine,
+            code,
+            source: source.into(),
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    /// The database's code for the failure, if it gave one (a PostgreSQL SQLSTATE such as
+    /// `40001`, or a SQLite result code name).
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl std::fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.source)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -213,7 +270,11 @@ impl From<rusqlite::Error> for Error {
             Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt(err.to_string()),
             Some(ErrorCode::DiskFull) => Error::DiskFull(err.to_string()),
             Some(ErrorCode::NotADatabase) => Error::Corrupt(err.to_string()),
-            _ => Error::Database(err),
+            code => Error::Database(DatabaseError::new(
+                "sqlite",
+                code.map(|c| format!("{c:?}")),
+                err,
+            )),
         }
     }
 }

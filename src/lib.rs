@@ -62,7 +62,7 @@ pub use rusqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
-pub use error::{Error, Result};
+pub use error::{DatabaseError, Error, Result};
 pub use events::{EventKind, JobEvent};
 pub use group::Group;
 pub use job::{

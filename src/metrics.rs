@@ -7,28 +7,16 @@
 
 use std::fmt::Write as _;
 
-use rusqlite::named_params;
-
 use crate::error::Result;
 use crate::job::Status;
 use crate::queue::Queue;
 use crate::stats::{HealthThresholds, StatsFilter};
+use crate::store::QueueRows;
 
 /// Bucket bounds of the duration histograms, in seconds.
 const BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
-
-pub(crate) const READY_BY_QUEUE: &str = "
-    SELECT queue, count(*), min(CASE WHEN run_after <= :now THEN run_after END)
-    FROM jobq_jobs WHERE status IN ('queued', 'retry')
-    GROUP BY queue";
-
-/// Running and retrying jobs by queue: two ranges of the status index.
-pub(crate) const ACTIVE_BY_QUEUE: &str = "
-    SELECT queue, status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('running', 'retry')
-    GROUP BY queue, status";
 
 /// Escapes a label value: backslash, double quote and newline.
 fn label(value: &str) -> String {
@@ -83,29 +71,10 @@ impl Queue {
             let _ = writeln!(out, "jobq_jobs{{status=\"{status}\"}} {n}");
         }
 
-        let (by_queue, active) = self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(READY_BY_QUEUE)?;
-            let ready = stmt
-                .query_map(named_params! {":now": now}, |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = conn.prepare_cached(ACTIVE_BY_QUEUE)?;
-            let active = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((ready, active))
-        })?;
+        let QueueRows {
+            ready: by_queue,
+            active,
+        } = self.engine().queue_rows(now)?;
         family(
             &mut out,
             "jobq_queue_jobs",
@@ -120,7 +89,7 @@ impl Queue {
         queues.sort_unstable();
         queues.dedup();
         for queue in &queues {
-            let count = |status: &str| {
+            let count = |status: Status| {
                 active
                     .iter()
                     .find(|a| a.0 == *queue && a.1 == status)
@@ -131,17 +100,17 @@ impl Queue {
             let _ = writeln!(
                 out,
                 "jobq_queue_jobs{{queue=\"{q}\",status=\"queued\"}} {}",
-                ready - count("retry")
+                ready - count(Status::Retry)
             );
             let _ = writeln!(
                 out,
                 "jobq_queue_jobs{{queue=\"{q}\",status=\"retry\"}} {}",
-                count("retry")
+                count(Status::Retry)
             );
             let _ = writeln!(
                 out,
                 "jobq_queue_jobs{{queue=\"{q}\",status=\"running\"}} {}",
-                count("running")
+                count(Status::Running)
             );
         }
         family(
@@ -191,9 +160,7 @@ impl Queue {
             );
         }
 
-        let durations = self
-            .store()
-            .read(|conn| crate::stats::durations(conn, None, i64::MIN, None, false))?;
+        let durations = crate::stats::durations(self.engine(), None, i64::MIN, None, false)?;
         for (name, help, wait) in [
             (
                 "jobq_job_duration_seconds",

@@ -1,27 +1,12 @@
 //! Owners: budgets and API tokens.
 
-use rusqlite::{OptionalExtension, named_params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::job::Timestamp;
 use crate::queue::Queue;
-
-/// What an owner's jobs have cost so far, in cents: every job but those cancelled before
-/// they ever started. The one definition behind budgets and cost reports. The sum comes in
-/// two exact parts (see [`exact_sum`]).
-const SPENT_SQL: &str = "
-    SELECT coalesce(sum(cost_cents >> 20), 0), coalesce(sum(cost_cents & 1048575), 0)
-    FROM jobq_jobs
-    WHERE owner = ?1 AND (status <> 'cancelled' OR started_at IS NOT NULL)";
-
-/// What an owner's jobs have cost so far, exactly.
-pub(crate) fn spent_cents(conn: &rusqlite::Connection, owner: &str) -> Result<i128> {
-    Ok(conn
-        .prepare_cached(SPENT_SQL)?
-        .query_row([owner], |r| Ok(exact_sum(r.get(0)?, r.get(1)?)))?)
-}
+use crate::store::OwnerWrite;
 
 /// A sum of costs from its two parts, `sum(cost_cents >> 20)` and
 /// `sum(cost_cents & 1048575)`: each part of each cost is below 2^20, so neither sum can
@@ -77,21 +62,8 @@ impl Queue {
         check_owner_id(id)?;
         check_budget(budget_cents)?;
         let now = self.now_ms();
-        self.store().write(|tx| {
-            let n = tx
-                .prepare_cached(
-                    "INSERT INTO jobq_owners (id, budget_cents, created_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO NOTHING",
-                )?
-                .execute(rusqlite::params![id, budget_cents, now])?;
-            if n == 0 {
-                return Err(Error::Duplicate {
-                    what: "owner",
-                    id: id.to_string(),
-                });
-            }
-            Ok(())
-        })?;
+        self.engine()
+            .write_owner(id, OwnerWrite::Create(budget_cents), now)?;
         self.get_owner(id)
     }
 
@@ -106,14 +78,8 @@ impl Queue {
         check_owner_id(id)?;
         check_budget(budget_cents)?;
         let now = self.now_ms();
-        self.store().write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO jobq_owners (id, budget_cents, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET budget_cents = excluded.budget_cents",
-            )?
-            .execute(rusqlite::params![id, budget_cents, now])?;
-            Ok(())
-        })?;
+        self.engine()
+            .write_owner(id, OwnerWrite::SetBudget(budget_cents), now)?;
         self.get_owner(id)
     }
 
@@ -130,26 +96,7 @@ impl Queue {
         if self.owner().is_some_and(|me| me != id) {
             return Err(not_found());
         }
-        self.store()
-            .read(|conn| {
-                let row: Option<(Option<i64>, i64)> = conn
-                    .prepare_cached(
-                        "SELECT budget_cents, created_at FROM jobq_owners WHERE id = ?1",
-                    )?
-                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let Some((budget_cents, created_at)) = row else {
-                    return Ok(None);
-                };
-                let spent_cents = saturate(spent_cents(conn, id)?);
-                Ok(Some(Owner {
-                    id: id.to_string(),
-                    budget_cents,
-                    spent_cents,
-                    created_at: Timestamp::from_millis(created_at),
-                }))
-            })?
-            .ok_or_else(not_found)
+        self.engine().owner(id)?.ok_or_else(not_found)
     }
 
     /// Creates an API token for `owner` (creating the owner if needed) and returns it. Only
@@ -165,16 +112,8 @@ impl Queue {
         let token_id = hex(&random_bytes::<6>());
         let secret = hex(&random_bytes::<32>());
         let now = self.now_ms();
-        self.store().write(|tx| {
-            tx.prepare_cached("INSERT INTO jobq_owners (id, created_at) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING")?
-                .execute(rusqlite::params![owner, now])?;
-            tx.prepare_cached(
-                "INSERT INTO jobq_tokens (id, owner_id, secret_hash, created_at)
-                 VALUES (:id, :owner, :hash, :now)",
-            )?
-            .execute(named_params! {":id": token_id, ":owner": owner, ":hash": hex(&Sha256::digest(secret.as_bytes())), ":now": now})?;
-            Ok(())
-        })?;
+        let hash = hex(&Sha256::digest(secret.as_bytes()));
+        self.engine().insert_token(owner, &token_id, &hash, now)?;
         tracing::info!(owner, token_id, "jobq: token created");
         Ok(format!("jobq_{token_id}_{secret}"))
     }
@@ -193,13 +132,7 @@ impl Queue {
         else {
             return Ok(None);
         };
-        let row: Option<(String, String)> = self.store().read(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT owner_id, secret_hash FROM jobq_tokens WHERE id = ?1")?
-                .query_row([token_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
-        })?;
-        let Some((owner, stored_hash)) = row else {
+        let Some((owner, stored_hash)) = self.engine().token(token_id)? else {
             return Ok(None);
         };
         let given_hash = hex(&Sha256::digest(secret.as_bytes()));
@@ -213,11 +146,7 @@ impl Queue {
     /// [`Error::Forbidden`] on a scoped handle.
     pub fn revoke_tokens(&self, owner: &str) -> Result<usize> {
         self.require_admin("revoke tokens")?;
-        self.store().write(|tx| {
-            Ok(tx
-                .prepare_cached("DELETE FROM jobq_tokens WHERE owner_id = ?1")?
-                .execute([owner])?)
-        })
+        self.engine().revoke_tokens(owner)
     }
 }
 

@@ -10,14 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rusqlite::{Connection, named_params};
 use serde::Serialize;
 
 use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::{exact_sum, saturate, spent_cents};
 use crate::queue::Queue;
+use crate::store::{CountQuery, Counts, Engine, HealthQuery, HealthRows};
 
 /// Which jobs a statistic covers. Every filter is optional; an owner-scoped handle covers
 /// only its owner's jobs whatever the filter says.
@@ -353,122 +352,25 @@ pub struct CostRow {
     pub remaining_cents: Option<i64>,
 }
 
-// ---- counts -------------------------------------------------------------------------------
-
-/// Running, retrying, failed and cancelled jobs: a covering scan of the status index.
-const COUNT_STATUS_INDEX: &str = "
-    SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') GROUP BY status";
-const COUNT_STATUS_INDEX_IN_QUEUE: &str = "
-    SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND queue = :queue GROUP BY status";
-/// Ready jobs (queued and retrying), and how many of each wait for their `run_after`: a
-/// covering scan of the ready index.
-const COUNT_READY: &str = "
-    SELECT count(*), coalesce(sum(status = 'queued' AND run_after > :now), 0),
-           coalesce(sum(status = 'retry' AND run_after > :now), 0)
-    FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND (:queue IS NULL OR queue = :queue)";
-/// Succeeded jobs: a range of the finished index.
-const COUNT_SUCCEEDED: &str = "
-    SELECT count(*) FROM jobq_jobs
-    WHERE status = 'succeeded' AND completed_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
-/// An owner's or a group's jobs, through its index, with how many wait for their
-/// `run_after`.
-const COUNT_OWNER: &str = "
-    SELECT status, count(*), coalesce(sum(run_after > :now), 0) FROM jobq_jobs
-    WHERE owner = :owner AND (:group_id IS NULL OR group_id = :group_id)
-      AND (:queue IS NULL OR queue = :queue)
-    GROUP BY status";
-const COUNT_GROUP: &str = "
-    SELECT status, count(*), coalesce(sum(run_after > :now), 0) FROM jobq_jobs
-    WHERE group_id = :group_id AND (:owner IS NULL OR owner = :owner)
-      AND (:queue IS NULL OR queue = :queue)
-    GROUP BY status";
-
-// ---- health -------------------------------------------------------------------------------
-
-/// The oldest ready job whose `run_after` has passed (one scan of the ready index).
-const OLDEST_READY: &str = "
-    SELECT min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND run_after <= :now
-      AND (:owner IS NULL OR owner = :owner)";
-/// Running jobs and how many of them have a stale heartbeat.
-const STALE_RUNNING: &str = "
-    SELECT count(*), coalesce(sum(coalesce(heartbeat_at, locked_at) < :stale_before), 0)
-    FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
-      AND (:owner IS NULL OR owner = :owner)";
-/// Finished jobs of the failure window, by status.
-const FINISHED_SINCE: &str = "
-    SELECT status, count(*) FROM jobq_jobs
-    WHERE status IN ('succeeded', 'failed') AND completed_at >= :since
-      AND (:owner IS NULL OR owner = :owner)
-    GROUP BY status";
-
-// ---- timing, stages, running, dead, costs -------------------------------------------------
-
-/// Run time and queue wait (in ms) of finished jobs: a range of the finished index, read
-/// without touching the table.
-const TIMING_ROWS: &str = "
-    SELECT status, kind, completed_at - started_at, started_at - run_after
-    FROM jobq_jobs
-    WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at >= :since
-      AND started_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
-/// The same for one owner's jobs.
-const TIMING_ROWS_OWNER: &str = "
-    SELECT status, kind, completed_at - started_at, started_at - run_after
-    FROM jobq_jobs
-    WHERE owner = :owner AND completed_at >= :since AND started_at IS NOT NULL
-      AND (:queue IS NULL OR queue = :queue)";
-
-const STAGES: &str = "
-    SELECT stage, status, count(*) FROM jobq_jobs
-    WHERE (:owner IS NULL OR owner = :owner)
-    GROUP BY stage, status
-    ORDER BY count(*) DESC, stage, status";
-
-const RUNNING: &str = "
-    SELECT id, queue, kind, stage, progress, locked_by, attempts, started_at,
-           coalesce(heartbeat_at, locked_at)
-    FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
-      AND (:owner IS NULL OR owner = :owner)
-    ORDER BY started_at, id";
-
-const DEAD: &str = "
-    SELECT id, queue, kind, attempts, max_attempts, error_code, last_error, stage, completed_at
-    FROM jobq_jobs
-    WHERE status = 'failed' AND completed_at IS NOT NULL AND (:owner IS NULL OR owner = :owner)
-    ORDER BY completed_at DESC, id DESC
-    LIMIT :limit + 0";
-
-/// Costs sum in two exact parts (see [`crate::owner::exact_sum`]).
-const COSTS_BY_STATUS: &str = "
-    SELECT status, count(*), sum(cost_cents >> 20), sum(cost_cents & 1048575), avg(cost_cents)
-    FROM jobq_jobs
-    WHERE (:owner IS NULL OR owner = :owner)
-    GROUP BY status ORDER BY status";
-const COSTS_BY_OWNER: &str = "
-    SELECT j.owner, count(*), sum(j.cost_cents >> 20), sum(j.cost_cents & 1048575),
-           avg(j.cost_cents), o.budget_cents
-    FROM jobq_jobs j LEFT JOIN jobq_owners o ON o.id = j.owner
-    WHERE (:owner IS NULL OR j.owner = :owner)
-    GROUP BY j.owner ORDER BY j.owner";
-const COSTS_BY_GROUP: &str = "
-    SELECT group_id, count(*), sum(cost_cents >> 20), sum(cost_cents & 1048575), avg(cost_cents)
-    FROM jobq_jobs
-    WHERE (:owner IS NULL OR owner = :owner)
-    GROUP BY group_id ORDER BY group_id";
-
-fn secs(ms: i64) -> f64 {
-    ms as f64 / 1000.0
-}
-
 impl Queue {
     /// The owner the statistics are restricted to: the handle's own, else the filter's.
     fn stats_owner<'a>(&'a self, filter_owner: Option<&'a str>) -> Option<&'a str> {
         self.owner().or(filter_owner)
+    }
+
+    /// What the engine counts for `filter`, or `None` when a scoped handle asks for
+    /// another owner's jobs (it sees none).
+    fn count_query<'a>(&'a self, filter: &'a StatsFilter) -> Option<CountQuery<'a>> {
+        if let (Some(me), Some(other)) = (self.owner(), filter.owner.as_deref()) {
+            if me != other {
+                return None;
+            }
+        }
+        Some(CountQuery {
+            owner: self.stats_owner(filter.owner.as_deref()),
+            group: filter.group.as_deref(),
+            queue: filter.queue.as_deref(),
+        })
     }
 
     /// Jobs by status (and in total) among the jobs the filter covers.
@@ -490,70 +392,10 @@ impl Queue {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self, filter: &StatsFilter) -> Result<Stats> {
-        if let (Some(me), Some(other)) = (self.owner(), filter.owner.as_deref()) {
-            if me != other {
-                return Ok(stats_from(BTreeMap::new(), &BTreeMap::new()));
-            }
+        match self.count_query(filter) {
+            None => Ok(stats_from(Counts::default())),
+            Some(query) => Ok(stats_from(self.engine().counts(query, self.now_ms())?)),
         }
-        self.store().read(|conn| self.stats_in(conn, filter))
-    }
-
-    fn stats_in(&self, conn: &Connection, filter: &StatsFilter) -> Result<Stats> {
-        let owner = self.stats_owner(filter.owner.as_deref());
-        let now = self.now_ms();
-        let mut counts: BTreeMap<Status, i64> = BTreeMap::new();
-        let mut scheduled: BTreeMap<Status, i64> = BTreeMap::new();
-        let mut add_rows = |stmt: &mut rusqlite::CachedStatement<'_>,
-                            params: &[(&str, &dyn rusqlite::ToSql)]|
-         -> Result<()> {
-            let mut rows = stmt.query(params)?;
-            while let Some(r) = rows.next()? {
-                let status: Status = r.get::<_, String>(0)?.parse()?;
-                *counts.entry(status).or_default() += r.get::<_, i64>(1)?;
-                if status.is_ready() && r.as_ref().column_count() > 2 {
-                    *scheduled.entry(status).or_default() += r.get::<_, i64>(2)?;
-                }
-            }
-            Ok(())
-        };
-        if let Some(group) = filter.group.as_deref() {
-            let mut stmt = conn.prepare_cached(COUNT_GROUP)?;
-            add_rows(
-                &mut stmt,
-                named_params! {":group_id": group, ":owner": owner, ":queue": filter.queue, ":now": now},
-            )?;
-        } else if let Some(owner) = owner {
-            let mut stmt = conn.prepare_cached(COUNT_OWNER)?;
-            add_rows(
-                &mut stmt,
-                named_params! {":owner": owner, ":group_id": None::<String>, ":queue": filter.queue, ":now": now},
-            )?;
-        } else {
-            match filter.queue.as_deref() {
-                Some(queue) => {
-                    let mut stmt = conn.prepare_cached(COUNT_STATUS_INDEX_IN_QUEUE)?;
-                    add_rows(&mut stmt, named_params! {":queue": queue})?;
-                }
-                None => {
-                    let mut stmt = conn.prepare_cached(COUNT_STATUS_INDEX)?;
-                    add_rows(&mut stmt, &[])?;
-                }
-            }
-            let (ready, queued_ahead, retry_ahead): (i64, i64, i64) = conn
-                .prepare_cached(COUNT_READY)?
-                .query_row(named_params! {":queue": filter.queue, ":now": now}, |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-            let retry = counts.get(&Status::Retry).copied().unwrap_or(0);
-            counts.insert(Status::Queued, ready - retry);
-            scheduled.insert(Status::Queued, queued_ahead);
-            scheduled.insert(Status::Retry, retry_ahead);
-            let succeeded: i64 = conn
-                .prepare_cached(COUNT_SUCCEEDED)?
-                .query_row(named_params! {":queue": filter.queue}, |r| r.get(0))?;
-            counts.insert(Status::Succeeded, succeeded);
-        }
-        Ok(stats_from(counts, &scheduled))
     }
 
     /// The health checks, with the reasons for anything less than healthy: dead-lettered
@@ -564,126 +406,8 @@ impl Queue {
     ///
     /// Database errors only.
     pub fn health(&self, thresholds: &HealthThresholds) -> Result<(Health, Vec<HealthReason>)> {
-        self.store().read(|conn| {
-            let stats = self.stats_in(conn, &StatsFilter::new())?;
-            self.health_in(conn, &stats, thresholds)
-        })
-    }
-
-    fn health_in(
-        &self,
-        conn: &Connection,
-        stats: &Stats,
-        t: &HealthThresholds,
-    ) -> Result<(Health, Vec<HealthReason>)> {
-        let now = self.now_ms();
-        let owner = self.owner();
-        let mut reasons = Vec::new();
-        let mut reason = |check, level, message: String| {
-            reasons.push(HealthReason {
-                check,
-                level,
-                message,
-            })
-        };
-
-        let dead = stats.count(Status::Failed);
-        if dead >= t.dead_letter_unhealthy.max(1) {
-            reason(
-                "dead_letter",
-                Health::Unhealthy,
-                format!("{dead} jobs in the dead letter"),
-            );
-        } else if dead >= t.dead_letter_degraded.max(1) {
-            reason(
-                "dead_letter",
-                Health::Degraded,
-                format!("{dead} job{} in the dead letter", plural(dead)),
-            );
-        }
-
-        let (running, stale): (i64, i64) = conn.prepare_cached(STALE_RUNNING)?.query_row(
-            named_params! {":stale_before": now.saturating_sub(millis(t.stale_heartbeat_after)), ":owner": owner},
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if stale > 0 {
-            let level = if stale == running {
-                Health::Unhealthy
-            } else {
-                Health::Degraded
-            };
-            reason(
-                "stale_heartbeats",
-                level,
-                format!(
-                    "{stale} of {running} running job{} without a heartbeat for over {} s",
-                    plural(running),
-                    t.stale_heartbeat_after.as_secs()
-                ),
-            );
-        }
-
-        let oldest: Option<i64> = conn
-            .prepare_cached(OLDEST_READY)?
-            .query_row(named_params! {":now": now, ":owner": owner}, |r| r.get(0))?;
-        if let Some(oldest) = oldest {
-            let waited = Duration::from_millis(now.saturating_sub(oldest).max(0) as u64);
-            let level = if waited > t.queue_wait_unhealthy {
-                Some(Health::Unhealthy)
-            } else if waited > t.queue_wait_degraded {
-                Some(Health::Degraded)
-            } else {
-                None
-            };
-            if let Some(level) = level {
-                reason(
-                    "queue_wait",
-                    level,
-                    format!("the oldest ready job has waited {} s", waited.as_secs()),
-                );
-            }
-        }
-
-        let mut finished = (0i64, 0i64);
-        let mut stmt = conn.prepare_cached(FINISHED_SINCE)?;
-        let mut rows = stmt.query(
-            named_params! {":since": now.saturating_sub(millis(t.failure_window)), ":owner": owner},
-        )?;
-        while let Some(r) = rows.next()? {
-            match r.get::<_, String>(0)?.as_str() {
-                "failed" => finished.1 = r.get(1)?,
-                _ => finished.0 = r.get(1)?,
-            }
-        }
-        let (succeeded, failed) = finished;
-        let total = succeeded + failed;
-        if total >= t.failure_min_jobs.max(1) {
-            let rate = failed as f64 / total as f64;
-            let level = if rate >= t.failure_rate_unhealthy {
-                Some(Health::Unhealthy)
-            } else if rate >= t.failure_rate_degraded {
-                Some(Health::Degraded)
-            } else {
-                None
-            };
-            if let Some(level) = level {
-                reason(
-                    "failure_rate",
-                    level,
-                    format!(
-                        "{:.0}% of the {total} jobs finished in the last {} s failed",
-                        rate * 100.0,
-                        t.failure_window.as_secs()
-                    ),
-                );
-            }
-        }
-        let health = reasons
-            .iter()
-            .map(|r| r.level)
-            .max()
-            .unwrap_or(Health::Healthy);
-        Ok((health, reasons))
+        let overview = self.overview(&StatsFilter::new(), thresholds)?;
+        Ok((overview.health, overview.reasons))
     }
 
     /// Counts, summary and health in one read: the document of `jobq stats --json`.
@@ -696,20 +420,30 @@ impl Queue {
         filter: &StatsFilter,
         thresholds: &HealthThresholds,
     ) -> Result<Overview> {
-        self.store().read(|conn| {
-            let stats = self.stats_in(conn, filter)?;
-            let whole = if *filter == StatsFilter::default() {
-                stats.clone()
-            } else {
-                self.stats_in(conn, &StatsFilter::new())?
-            };
-            let (health, reasons) = self.health_in(conn, &whole, thresholds)?;
-            Ok(Overview {
-                summary: stats.summary(),
-                stats,
-                health,
-                reasons,
-            })
+        let now = self.now_ms();
+        let t = thresholds;
+        let health = HealthQuery {
+            now,
+            stale_before: now.saturating_sub(millis(t.stale_heartbeat_after)),
+            finished_since: now.saturating_sub(millis(t.failure_window)),
+        };
+        let everything = StatsFilter::new();
+        let query = self.count_query(filter);
+        let (counts, whole, rows) = self.engine().overview(
+            self.owner(),
+            query.or(self.count_query(&everything)).unwrap_or_default(),
+            health,
+        )?;
+        let stats = match query {
+            Some(_) => stats_from(counts),
+            None => stats_from(Counts::default()),
+        };
+        let (health, reasons) = judge(&stats_from(whole), &rows, t, now);
+        Ok(Overview {
+            summary: stats.summary(),
+            stats,
+            health,
+            reasons,
         })
     }
 
@@ -723,15 +457,13 @@ impl Queue {
         let since = filter
             .since
             .map_or(i64::MIN, |w| self.now_ms().saturating_sub(millis(w)));
-        let groups = self.store().read(|conn| {
-            durations(
-                conn,
-                self.owner(),
-                since,
-                filter.queue.as_deref(),
-                filter.by_kind,
-            )
-        })?;
+        let groups = durations(
+            self.engine(),
+            self.owner(),
+            since,
+            filter.queue.as_deref(),
+            filter.by_kind,
+        )?;
         let mut timings: Vec<Timing> = groups
             .into_iter()
             .map(|((status, kind), d)| Timing {
@@ -760,18 +492,7 @@ impl Queue {
     ///
     /// Database errors only.
     pub fn stage_distribution(&self) -> Result<Vec<StageCount>> {
-        self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(STAGES)?;
-            let rows = stmt.query_map(named_params! {":owner": self.owner()}, |r| {
-                let status: String = r.get(1)?;
-                Ok(StageCount {
-                    stage: r.get(0)?,
-                    status: crate::store::sqlite::rows::status_column(1, &status)?,
-                    count: r.get(2)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.engine().stages(self.owner())
     }
 
     /// The running jobs, oldest first, with stage, progress, how long they have run and how
@@ -781,26 +502,7 @@ impl Queue {
     ///
     /// Database errors only.
     pub fn running_jobs(&self) -> Result<Vec<RunningJob>> {
-        let now = self.now_ms();
-        self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(RUNNING)?;
-            let rows = stmt.query_map(named_params! {":owner": self.owner()}, |r| {
-                let started: Option<i64> = r.get(7)?;
-                let beat: Option<i64> = r.get(8)?;
-                Ok(RunningJob {
-                    id: JobId::from_db(r.get(0)?),
-                    queue: r.get(1)?,
-                    kind: r.get(2)?,
-                    stage: r.get(3)?,
-                    progress: r.get(4)?,
-                    worker: r.get(5)?,
-                    attempt: r.get(6)?,
-                    running_seconds: secs(now - started.unwrap_or(now)),
-                    heartbeat_age_seconds: secs(now - beat.unwrap_or(now)),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.engine().running(self.owner(), self.now_ms())
     }
 
     /// The dead letter: failed jobs, most recent failure first, at most `limit`.
@@ -815,26 +517,7 @@ impl Queue {
                 format!("{limit} is outside 1–10000"),
             ));
         }
-        self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(DEAD)?;
-            let rows = stmt.query_map(
-                named_params! {":owner": self.owner(), ":limit": limit as i64},
-                |r| {
-                    Ok(DeadJob {
-                        id: JobId::from_db(r.get(0)?),
-                        queue: r.get(1)?,
-                        kind: r.get(2)?,
-                        attempts: r.get(3)?,
-                        max_attempts: r.get(4)?,
-                        error_code: r.get(5)?,
-                        last_error: r.get(6)?,
-                        stage: r.get(7)?,
-                        failed_at: Timestamp::from_millis(r.get(8)?),
-                    })
-                },
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        self.engine().dead_letter(self.owner(), limit)
     }
 
     /// Counts and costs per status, owner or group; by owner, with each owner's budget, its
@@ -844,40 +527,106 @@ impl Queue {
     ///
     /// Database errors only.
     pub fn costs(&self, by: CostGrouping) -> Result<Vec<CostRow>> {
-        self.store().read(|conn| {
-            let sql = match by {
-                CostGrouping::Status => COSTS_BY_STATUS,
-                CostGrouping::Owner => COSTS_BY_OWNER,
-                CostGrouping::Group => COSTS_BY_GROUP,
-            };
-            let mut stmt = conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(named_params! {":owner": self.owner()})?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let key: Option<String> = r.get(0)?;
-                let mut row = CostRow {
-                    count: r.get(1)?,
-                    total_cost_cents: saturate(exact_sum(r.get(2)?, r.get(3)?)),
-                    avg_cost_cents: r.get(4)?,
-                    budget_cents: None,
-                    spent_cents: None,
-                    remaining_cents: None,
-                    key,
-                };
-                if by == CostGrouping::Owner {
-                    if let Some(owner) = row.key.as_deref() {
-                        let spent = spent_cents(conn, owner)?;
-                        let budget: Option<i64> = r.get(5)?;
-                        row.spent_cents = Some(saturate(spent));
-                        row.budget_cents = budget;
-                        row.remaining_cents = budget.map(|b| saturate(i128::from(b) - spent));
-                    }
-                }
-                out.push(row);
-            }
-            Ok(out)
-        })
+        self.engine().costs(self.owner(), by)
     }
+}
+
+/// The health checks over the counts and health rows of one snapshot.
+fn judge(
+    stats: &Stats,
+    rows: &HealthRows,
+    t: &HealthThresholds,
+    now: i64,
+) -> (Health, Vec<HealthReason>) {
+    let mut reasons = Vec::new();
+    let mut reason = |check, level, message: String| {
+        reasons.push(HealthReason {
+            check,
+            level,
+            message,
+        })
+    };
+
+    let dead = stats.count(Status::Failed);
+    if dead >= t.dead_letter_unhealthy.max(1) {
+        reason(
+            "dead_letter",
+            Health::Unhealthy,
+            format!("{dead} jobs in the dead letter"),
+        );
+    } else if dead >= t.dead_letter_degraded.max(1) {
+        reason(
+            "dead_letter",
+            Health::Degraded,
+            format!("{dead} job{} in the dead letter", plural(dead)),
+        );
+    }
+
+    let HealthRows { running, stale, .. } = *rows;
+    if stale > 0 {
+        let level = if stale == running {
+            Health::Unhealthy
+        } else {
+            Health::Degraded
+        };
+        reason(
+            "stale_heartbeats",
+            level,
+            format!(
+                "{stale} of {running} running job{} without a heartbeat for over {} s",
+                plural(running),
+                t.stale_heartbeat_after.as_secs()
+            ),
+        );
+    }
+
+    if let Some(oldest) = rows.oldest_ready {
+        let waited = Duration::from_millis(now.saturating_sub(oldest).max(0) as u64);
+        let level = if waited > t.queue_wait_unhealthy {
+            Some(Health::Unhealthy)
+        } else if waited > t.queue_wait_degraded {
+            Some(Health::Degraded)
+        } else {
+            None
+        };
+        if let Some(level) = level {
+            reason(
+                "queue_wait",
+                level,
+                format!("the oldest ready job has waited {} s", waited.as_secs()),
+            );
+        }
+    }
+
+    let (succeeded, failed) = (rows.finished_succeeded, rows.finished_failed);
+    let total = succeeded + failed;
+    if total >= t.failure_min_jobs.max(1) {
+        let rate = failed as f64 / total as f64;
+        let level = if rate >= t.failure_rate_unhealthy {
+            Some(Health::Unhealthy)
+        } else if rate >= t.failure_rate_degraded {
+            Some(Health::Degraded)
+        } else {
+            None
+        };
+        if let Some(level) = level {
+            reason(
+                "failure_rate",
+                level,
+                format!(
+                    "{:.0}% of the {total} jobs finished in the last {} s failed",
+                    rate * 100.0,
+                    t.failure_window.as_secs()
+                ),
+            );
+        }
+    }
+    let health = reasons
+        .iter()
+        .map(|r| r.level)
+        .max()
+        .unwrap_or(Health::Healthy);
+    (health, reasons)
 }
 
 /// Every value seen, counted by value: exact percentiles in memory proportional to the
@@ -942,42 +691,33 @@ pub(crate) struct Durations {
 
 /// One pass over the finished jobs since `since`: durations by status (and kind).
 pub(crate) fn durations(
-    conn: &Connection,
+    engine: &dyn Engine,
     owner: Option<&str>,
     since: i64,
     queue: Option<&str>,
     by_kind: bool,
 ) -> Result<BTreeMap<(Status, Option<String>), Durations>> {
     let mut groups: BTreeMap<(Status, Option<String>), Durations> = BTreeMap::new();
-    let mut stmt = match owner {
-        Some(_) => conn.prepare_cached(TIMING_ROWS_OWNER)?,
-        None => conn.prepare_cached(TIMING_ROWS)?,
-    };
-    let mut rows = match owner {
-        Some(owner) => {
-            stmt.query(named_params! {":owner": owner, ":since": since, ":queue": queue})?
-        }
-        None => stmt.query(named_params! {":since": since, ":queue": queue})?,
-    };
-    while let Some(r) = rows.next()? {
-        let status = crate::store::sqlite::rows::status_column(
-            0,
-            r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?,
-        )?;
-        let kind = if by_kind {
-            Some(r.get::<_, String>(1)?)
-        } else {
-            None
-        };
+    engine.durations(owner, since, queue, &mut |(
+        status,
+        kind,
+        run_ms,
+        wait_ms,
+    )| {
+        let kind = by_kind.then_some(kind);
         let group = groups.entry((status, kind)).or_default();
-        group.run.add(r.get(2)?);
-        group.wait.add(r.get(3)?);
-    }
+        group.run.add(run_ms);
+        group.wait.add(wait_ms);
+    })?;
     Ok(groups)
 }
 
 /// The stats of stored counts by status and, of the ready statuses, the scheduled ones.
-fn stats_from(mut counts: BTreeMap<Status, i64>, scheduled: &BTreeMap<Status, i64>) -> Stats {
+fn stats_from(counts: Counts) -> Stats {
+    let Counts {
+        by_status: mut counts,
+        scheduled,
+    } = counts;
     for status in Status::ALL {
         counts.entry(status).or_insert(0);
     }
@@ -1005,20 +745,6 @@ fn plural(n: i64) -> &'static str {
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let n = stmt.parameter_count();
-        let params: Vec<rusqlite::types::Value> =
-            (0..n).map(|_| rusqlite::types::Value::Null).collect();
-        stmt.query_map(rusqlite::params_from_iter(params), |r| {
-            r.get::<_, String>(3)
-        })
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
-    }
-
     #[test]
     fn nearest_rank_percentiles_and_bucket_counts() {
         let mut d = Distribution::default();
@@ -1039,41 +765,5 @@ mod tests {
         one.add(7);
         assert_eq!((one.percentile(50), one.percentile(95)), (0.007, 0.007));
         assert_eq!(Distribution::default().percentile(50), 0.0);
-    }
-
-    #[test]
-    fn counts_read_covering_indexes_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
-        let conn = queue.store().connect().unwrap();
-        for (sql, index) in [
-            (COUNT_STATUS_INDEX, "COVERING INDEX jobq_jobs_status"),
-            (
-                COUNT_STATUS_INDEX_IN_QUEUE,
-                "COVERING INDEX jobq_jobs_status",
-            ),
-            (
-                crate::metrics::ACTIVE_BY_QUEUE,
-                "COVERING INDEX jobq_jobs_status",
-            ),
-            (
-                crate::metrics::READY_BY_QUEUE,
-                "COVERING INDEX jobq_jobs_ready",
-            ),
-            (COUNT_READY, "COVERING INDEX jobq_jobs_ready"),
-            (OLDEST_READY, "COVERING INDEX jobq_jobs_ready"),
-            (COUNT_SUCCEEDED, "COVERING INDEX jobq_jobs_finished"),
-            (FINISHED_SINCE, "jobq_jobs_finished"),
-            (TIMING_ROWS, "COVERING INDEX jobq_jobs_finished"),
-            (DEAD, "jobq_jobs_finished"),
-            (RUNNING, "jobq_jobs_status"),
-        ] {
-            let p = plan(&conn, sql);
-            assert!(p.contains(index), "{index} not used by\n{sql}\n{p}");
-            assert!(
-                !p.contains("SCAN jobq_jobs\n") && !p.ends_with("SCAN jobq_jobs"),
-                "full scan:\n{p}"
-            );
-        }
     }
 }

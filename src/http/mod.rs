@@ -333,7 +333,8 @@ impl From<Error> for Reply {
             | Error::NotJobqDatabase { .. }
             | Error::Open { .. }
             | Error::Corrupt(_)
-            | Error::Database(_) => (500, "internal"),
+            | Error::Database(_)
+            | Error::Unsupported { .. } => (500, "internal"),
         };
         if status == 500 {
             tracing::error!(error = %e, "jobq: HTTP request failed");

@@ -80,3 +80,14 @@ impl ClaimedJob {
         }
     }
 }
+
+impl ClaimedJob {
+    /// What a failure's decision needs of this job.
+    pub(crate) fn leased(&self) -> crate::store::LeasedJob {
+        crate::store::LeasedJob {
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            max_attempts: self.max_attempts,
+        }
+    }
+}

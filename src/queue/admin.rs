@@ -1,75 +1,10 @@
 //! Admin verbs: cancel, manual retry, delete, and the validated `transition`.
 
-use rusqlite::{Connection, named_params};
-
-use super::{Queue, current_status};
+use super::Queue;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::{JobId, Status};
-
-const CANCEL: &str = "
-    UPDATE jobq_jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
-
-/// What a manual retry sets: `queued`, runnable now, attempts from zero, the last run's
-/// traces cleared (its errors history is kept).
-macro_rules! manual_retry_set {
-    () => {
-        "UPDATE jobq_jobs
-    SET status = 'queued', attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
-        heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
-        completed_at = NULL, updated_at = :now"
-    };
-}
-
-const MANUAL_RETRY: &str = concat!(
-    manual_retry_set!(),
-    "
-    WHERE id_key = :key AND id = :id AND status = :from"
-);
-
-/// One chunk of the dead letter back in the queue: failed jobs of a kind and queue (any,
-/// when NULL) that failed before the retry began, through the finished index.
-const RETRY_DEAD_CHUNK: &str = concat!(
-    manual_retry_set!(),
-    "
-    WHERE id_key IN (
-        SELECT id_key FROM jobq_jobs
-        WHERE status = 'failed' AND completed_at <= :now
-          AND (:kind IS NULL OR kind = :kind) AND (:queue IS NULL OR queue = :queue)
-          AND (:owner IS NULL OR owner = :owner)
-        LIMIT 1000)
-    RETURNING id"
-);
-
-const DELETE: &str = "DELETE FROM jobq_jobs WHERE id_key = :key AND id = :id AND status = :from";
-
-const TO_RUNNING: &str = "
-    UPDATE jobq_jobs
-    SET status = 'running', attempts = attempts + 1, claims = claims + 1, locked_by = 'manual', locked_at = :now,
-        heartbeat_at = :now, started_at = :now, stage = 'claimed', progress = 0, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
-
-const TO_SUCCEEDED: &str = "
-    UPDATE jobq_jobs
-    SET status = 'succeeded', stage = 'succeeded', progress = 1, completed_at = :now,
-        updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
-
-const TO_FAILED_OR_RETRY: &str = "
-    UPDATE jobq_jobs
-    SET status = :to, last_error = :message, error_code = 'MANUAL',
-        errors = json_insert(errors, '$[#]',
-            json_object('attempt', attempts, 'code', 'MANUAL', 'message', :message, 'at', :now)),
-        run_after = CASE WHEN :to = 'retry' THEN :now ELSE run_after END,
-        completed_at = CASE WHEN :to = 'failed' THEN :now END, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
-
-const TO_QUEUED_FROM_RUNNING: &str = "
-    UPDATE jobq_jobs
-    SET status = 'queued', attempts = max(attempts - 1, 0), run_after = :now, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = :from";
+use crate::store::Change;
 
 impl Queue {
     /// Cancels a job that is `queued`, `retry` or `running`.
@@ -83,11 +18,7 @@ impl Queue {
     /// [`Error::NotFound`] for a missing (or another owner's) job;
     /// [`Error::InvalidTransition`] for a job that already finished.
     pub fn cancel(&self, id: &JobId) -> Result<Status> {
-        self.admin_change(id, Status::Cancelled, "cancel", |tx, from, now| {
-            tx.prepare_cached(CANCEL)?
-                .execute(named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now})?;
-            Ok(())
-        })
+        self.admin_change(id, Status::Cancelled, "cancel", Change::Cancel, |_| Ok(()))
     }
 
     /// Puts a `failed` or `cancelled` job back in the queue: `queued`, runnable now, with its
@@ -98,7 +29,7 @@ impl Queue {
     /// [`Error::NotFound`] for a missing (or another owner's) job;
     /// [`Error::InvalidTransition`] from any other status.
     pub fn retry(&self, id: &JobId) -> Result<Status> {
-        let from = self.admin_change(id, Status::Queued, "retry", |tx, from, now| {
+        let from = self.admin_change(id, Status::Queued, "retry", Change::Retry, |from| {
             if !matches!(from, Status::Failed | Status::Cancelled) {
                 return Err(Error::InvalidTransition {
                     job: id.clone(),
@@ -106,8 +37,6 @@ impl Queue {
                     action: "retry".into(),
                 });
             }
-            tx.prepare_cached(MANUAL_RETRY)?
-                .execute(named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now})?;
             Ok(())
         })?;
         self.shared.events.wake_dispatchers();
@@ -126,14 +55,7 @@ impl Queue {
         let now = self.now_ms();
         let mut total = 0;
         loop {
-            let ids: Vec<JobId> = self.store().write(|tx| {
-                let mut stmt = tx.prepare_cached(RETRY_DEAD_CHUNK)?;
-                let rows = stmt.query_map(
-                    named_params! {":now": now, ":kind": kind, ":queue": queue, ":owner": self.owner()},
-                    |r| r.get::<_, String>(0).map(JobId::from_db),
-                )?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })?;
+            let ids = self.engine().retry_dead(self.owner(), kind, queue, now)?;
             if ids.is_empty() {
                 break;
             }
@@ -161,8 +83,7 @@ impl Queue {
     /// [`Error::InvalidTransition`] for a running job.
     pub fn delete(&self, id: &JobId) -> Result<Status> {
         let now = self.now_ms();
-        let from = self.store().write(|tx| {
-            let from = self.status_of(tx, id)?;
+        let refuse_running = |from: Status| {
             if from == Status::Running {
                 return Err(Error::InvalidTransition {
                     job: id.clone(),
@@ -170,11 +91,11 @@ impl Queue {
                     action: "delete (cancel it first)".into(),
                 });
             }
-            tx.prepare_cached(DELETE)?.execute(
-                named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str()},
-            )?;
-            Ok(from)
-        })?;
+            Ok(())
+        };
+        let from = self
+            .engine()
+            .change(self.owner(), id, Change::Delete, &refuse_running, now)?;
         tracing::info!(job_id = %id, "jobq: deleted");
         self.emit(|| vec![JobEvent::new(id.clone(), EventKind::Deleted, None, now)]);
         Ok(from)
@@ -195,48 +116,25 @@ impl Queue {
     pub fn transition(&self, id: &JobId, to: Status, error: Option<&str>) -> Result<Status> {
         let action = format!("move to {to}");
         let message = error.unwrap_or("changed by an admin");
-        let from = self.admin_change(id, to, &action, |tx, from, now| {
-            let p = named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now};
-            match (from, to) {
-                (_, Status::Running) => tx.prepare_cached(TO_RUNNING)?.execute(p)?,
-                (_, Status::Succeeded) => tx.prepare_cached(TO_SUCCEEDED)?.execute(p)?,
-                (_, Status::Cancelled) => tx.prepare_cached(CANCEL)?.execute(p)?,
-                (Status::Running, Status::Queued) => {
-                    tx.prepare_cached(TO_QUEUED_FROM_RUNNING)?.execute(p)?
-                }
-                (_, Status::Queued) => tx.prepare_cached(MANUAL_RETRY)?.execute(p)?,
-                (_, Status::Failed | Status::Retry) => tx
-                    .prepare_cached(TO_FAILED_OR_RETRY)?
-                    .execute(named_params! {
-                        ":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now,
-                        ":to": to.as_str(), ":message": message,
-                    })?,
-            };
-            Ok(())
-        })?;
+        let from = self.admin_change(id, to, &action, Change::To(to, message), |_| Ok(()))?;
         if to.is_ready() {
             self.shared.events.wake_dispatchers();
         }
         Ok(from)
     }
 
-    /// The status of a job this handle may see, or `NotFound`.
-    fn status_of(&self, conn: &Connection, id: &JobId) -> Result<Status> {
-        current_status(conn, id, self.owner())?.ok_or_else(|| Error::job_not_found(id))
-    }
-
-    /// Checks the move `from → to` against the state machine, then runs `apply` in the
-    /// same transaction. Returns `from`.
+    /// Checks the move `from → to` against the state machine and `also`, then applies
+    /// `change`, in one transaction. Returns `from`.
     fn admin_change(
         &self,
         id: &JobId,
         to: Status,
         action: &str,
-        apply: impl FnOnce(&Connection, Status, i64) -> Result<()>,
+        change: Change<'_>,
+        also: impl Fn(Status) -> Result<()>,
     ) -> Result<Status> {
         let now = self.now_ms();
-        let from = self.store().write(|tx| {
-            let from = self.status_of(tx, id)?;
+        let allowed = |from: Status| {
             if !from.can_become(to) {
                 return Err(Error::InvalidTransition {
                     job: id.clone(),
@@ -244,9 +142,11 @@ impl Queue {
                     action: action.to_string(),
                 });
             }
-            apply(tx, from, now)?;
-            Ok(from)
-        })?;
+            also(from)
+        };
+        let from = self
+            .engine()
+            .change(self.owner(), id, change, &allowed, now)?;
         if to == Status::Cancelled && from == Status::Running {
             self.shared.events.notify_cancelled(id);
         }

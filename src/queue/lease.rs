@@ -5,17 +5,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, named_params};
 use serde::Serialize;
 
+use super::Queue;
 use super::enqueue::check_cost;
-use super::{ClaimFilter, Queue, current_status};
 use crate::clock::millis;
 use crate::duration::MAX_DURATION;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status};
-use crate::store::sqlite::rows::cost_column;
+use crate::store::{self, ClaimSpec, LeasedJob, Progress, Recorded};
 
 /// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
 ///
@@ -110,7 +109,7 @@ impl JobError {
         self
     }
 
-    fn stored_message(&self) -> String {
+    pub(crate) fn stored_message(&self) -> String {
         match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
             Some((cut, _)) => format!("{}… (cut)", &self.message[..cut]),
             None => self.message.clone(),
@@ -145,91 +144,26 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
     }
 }
 
-/// What the completer records for one job.
+/// What a worker reports for one job it holds.
 #[derive(Debug, Clone)]
 pub(crate) enum Report {
     /// Succeeded with this output (JSON text) and this cost added.
     Complete { output: String, cost_cents: i64 },
-    /// The attempt failed.
+    /// The attempt failed: retried or failed for good, as [`Queue::decide`] says.
     Fail(JobError),
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
 }
 
-/// What recording one report did: the job's new status and, for a retry, when it runs
-/// again (milliseconds since the epoch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Recorded {
-    pub status: Status,
-    pub retry_at: Option<i64>,
+/// A report on its way to being recorded: the lease, what the failure's decision needs of
+/// the job, the report, and how long its handler ran (when it ran).
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub lease: Lease,
+    pub job: LeasedJob,
+    pub report: Report,
+    pub ran_for: Option<Duration>,
 }
-
-impl Recorded {
-    fn new(status: Status) -> Recorded {
-        Recorded {
-            status,
-            retry_at: None,
-        }
-    }
-}
-
-/// The hot path of the completer, bound by position: ?1 id, ?2 worker, ?3 claim,
-/// ?4 output, ?5 cost added, ?6 now, ?7 the owner of a scoped handle (else NULL), ?8 the
-/// id's row key.
-const COMPLETE: &str = "
-    UPDATE jobq_jobs
-    SET status = 'succeeded', output = ?4, cost_cents = cost_cents + ?5,
-        stage = 'succeeded', progress = 1, completed_at = ?6, updated_at = ?6
-    WHERE id_key = ?8 AND id = ?1 AND status = 'running' AND locked_by = ?2 AND claims = ?3
-      AND (?7 IS NULL OR owner = ?7)";
-
-const LEASED_JOB: &str = "
-    SELECT queue, kind, max_attempts FROM jobq_jobs
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
-
-const LEASED_COST: &str = "
-    SELECT cost_cents FROM jobq_jobs
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
-
-const FAIL: &str = "
-    UPDATE jobq_jobs
-    SET status = :status,
-        run_after = CASE WHEN :status = 'retry' THEN :retry_at ELSE run_after END,
-        last_error = :message, error_code = :code,
-        errors = json_insert(errors, '$[#]',
-            json_object('attempt', attempts, 'code', :code, 'message', :message, 'at', :now)),
-        completed_at = CASE WHEN :status = 'failed' THEN :now END,
-        updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
-
-const RELEASE: &str = "
-    UPDATE jobq_jobs
-    SET status = 'queued', attempts = attempts - 1, run_after = :now, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
-
-const HEARTBEAT: &str = "
-    UPDATE jobq_jobs SET heartbeat_at = :now
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
-
-const HEARTBEAT_MANY: &str = "
-    UPDATE jobq_jobs SET heartbeat_at = :now
-    WHERE id_key IN (SELECT value FROM json_each(:keys)) AND id IN (SELECT value FROM json_each(:ids))
-      AND status = 'running' AND locked_by = :worker
-      AND (:owner IS NULL OR owner = :owner)
-    RETURNING id";
-
-const REPORT: &str = "
-    UPDATE jobq_jobs
-    SET progress = coalesce(:progress, progress), stage = coalesce(:stage, stage),
-        cost_cents = cost_cents + :cost, heartbeat_at = :now, updated_at = :now
-    WHERE id_key = :key AND id = :id AND status = 'running' AND locked_by = :worker AND claims = :claim
-      AND (:owner IS NULL OR owner = :owner)";
 
 impl Queue {
     /// Records the success of a job the worker holds, with its output.
@@ -259,7 +193,7 @@ impl Queue {
         let output =
             serde_json::to_string(&output).map_err(|e| Error::invalid("output", e.to_string()))?;
         check_cost("cost_cents", cost_cents)?;
-        self.record_one(lease, Report::Complete { output, cost_cents }, None)
+        self.record_one(lease, None, Report::Complete { output, cost_cents }, None)
             .map(|_| ())
     }
 
@@ -271,7 +205,7 @@ impl Queue {
     ///
     /// As [`Queue::complete`].
     pub fn fail(&self, lease: &Lease, error: &JobError) -> Result<Status> {
-        self.record_one(lease, Report::Fail(error.clone()), None)
+        self.record_one(lease, None, Report::Fail(error.clone()), None)
     }
 
     /// Gives a claimed job back without spending its attempt: it becomes `queued` again,
@@ -281,75 +215,101 @@ impl Queue {
     ///
     /// As [`Queue::complete`].
     pub fn release(&self, lease: &Lease) -> Result<()> {
-        self.record_one(lease, Report::Release, None).map(|_| ())
+        self.record_one(lease, None, Report::Release, None)
+            .map(|_| ())
     }
 
-    /// Records one report in its own transaction; `ran_for` as in [`Queue::record_in`].
+    /// Records one report on its own. `job` is what the failure's decision needs, when the
+    /// caller knows it (else it is read first); `ran_for` as in [`Settled`].
     pub(crate) fn record_one(
         &self,
         lease: &Lease,
+        job: Option<LeasedJob>,
         report: Report,
         ran_for: Option<Duration>,
     ) -> Result<Status> {
-        let now = self.now_ms();
-        let result = self
-            .store()
-            .write(|tx| Ok(self.record_in(tx, lease, &report, ran_for, now)))?
-            .map(|r| r.status);
-        if let Ok(status) = result {
-            match status {
-                Status::Succeeded => {
-                    tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0), "jobq: job succeeded")
-                }
-                Status::Queued => {
-                    tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, attempt = lease.attempt, worker = lease.worker, "jobq: job released unstarted")
-                }
-                _ => {}
-            }
-            self.after_record(&[(&lease.job_id, status)], now);
-        }
-        result
+        let job = match (job, &report) {
+            (Some(job), _) => job,
+            (None, Report::Fail(_)) => self.engine().leased(self.owner(), lease)?,
+            (None, _) => LeasedJob::default(),
+        };
+        let settled = Settled {
+            lease: lease.clone(),
+            job,
+            report,
+            ran_for,
+        };
+        let (mut results, _) = self.record_and_claim(std::slice::from_ref(&settled), None)?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(Error::job_not_found(&lease.job_id)))
+            .map(|r| r.status)
     }
 
-    /// Records many reports, each with how long its handler ran, in one transaction (each
-    /// gets its own result: a lost lock refuses that report only; a database failure refuses
-    /// them all) and then, in the same transaction, claims up to `refill.1` jobs for worker
-    /// `refill.0`: the completer's refill of the slots it just freed. One commit instead of
-    /// two, and the pages both touch are written to the WAL once.
+    /// Records many reports in one transaction (each gets its own result: a lost lock
+    /// refuses that report only; a database failure refuses them all) and then, in the same
+    /// transaction, claims for `refill`: the completer's refill of the slots it just freed.
+    /// One commit instead of two, and the pages both touch are written once.
     pub(crate) fn record_and_claim(
         &self,
-        reports: &[(Lease, Report, Option<Duration>)],
-        refill: Option<(&str, usize, &ClaimFilter)>,
+        settled: &[Settled],
+        refill: Option<ClaimSpec<'_>>,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
-        let (results, claimed) = self.store().write(|tx| {
-            let mut results = Vec::with_capacity(reports.len());
-            for (lease, report, ran_for) in reports {
-                match self.record_in(tx, lease, report, *ran_for, now) {
-                    Err(e) if !matches!(e, Error::LockLost { .. } | Error::NotFound { .. }) => {
-                        return Err(e);
-                    }
-                    r => results.push(r),
-                }
+        let reports: Vec<(&Lease, store::Report<'_>)> = settled
+            .iter()
+            .map(|s| (&s.lease, self.decide(s, now)))
+            .collect();
+        let (results, claimed) = self.engine().record(self.owner(), &reports, refill, now)?;
+        for (s, result) in settled.iter().zip(&results) {
+            if let Ok(recorded) = result {
+                log_outcome(s, recorded, now);
             }
-            let claimed = match refill {
-                Some((worker, limit, filter)) if limit > 0 => {
-                    self.claim_in(tx, worker, limit, filter, now)?
-                }
-                _ => Vec::new(),
-            };
-            Ok((results, claimed))
-        })?;
-        let changed: Vec<(&JobId, Status)> = reports
+        }
+        let changed: Vec<(&JobId, Status)> = settled
             .iter()
             .zip(&results)
-            .filter_map(|((lease, _, _), r)| r.as_ref().ok().map(|r| (&lease.job_id, r.status)))
+            .filter_map(|(s, r)| r.as_ref().ok().map(|r| (&s.lease.job_id, r.status)))
             .collect();
         self.after_record(&changed, now);
-        if let Some((worker, _, _)) = refill {
-            self.after_claim(&claimed, worker, now);
+        if let Some(spec) = refill {
+            self.after_claim(&claimed, spec.worker, now);
         }
         Ok((results, claimed))
+    }
+
+    /// What a report records: for a failure, `retry` at the error's delay or the retry
+    /// policy's backoff while attempts remain and the error is not permanent, else `failed`.
+    fn decide<'a>(&self, settled: &'a Settled, now: i64) -> store::Report<'a> {
+        match &settled.report {
+            Report::Complete { output, cost_cents } => store::Report::Complete {
+                output,
+                cost_cents: *cost_cents,
+            },
+            Report::Release => store::Report::Release,
+            Report::Fail(error) => {
+                let Settled { lease, job, .. } = settled;
+                let status = if error.permanent || lease.attempt >= job.max_attempts {
+                    Status::Failed
+                } else {
+                    Status::Retry
+                };
+                let delay = error
+                    .retry_after
+                    .unwrap_or_else(|| {
+                        self.shared
+                            .retry
+                            .for_job(&job.queue, &job.kind)
+                            .delay(lease.attempt)
+                    })
+                    .min(MAX_DURATION);
+                store::Report::Fail {
+                    error,
+                    status,
+                    retry_at: now.saturating_add(millis(delay)),
+                }
+            }
+        }
     }
 
     /// Wakes the dispatchers when a job became ready again, and announces the changes.
@@ -373,177 +333,26 @@ impl Queue {
         });
     }
 
-    /// One report inside the caller's transaction. `Ok` is what it recorded. `ran_for`, how
-    /// long the handler ran when a pool reports it, goes into the failure events.
-    fn record_in(
-        &self,
-        conn: &Connection,
-        lease: &Lease,
-        report: &Report,
-        ran_for: Option<Duration>,
-        now: i64,
-    ) -> Result<Recorded> {
-        let key = lease.job_id.key();
-        let held = named_params! {
-            ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
-        };
-        let (changed, status) = match report {
-            Report::Complete { output, cost_cents } => {
-                self.check_cost_room(conn, lease, *cost_cents)?;
-                let n = conn.prepare_cached(COMPLETE)?.execute(rusqlite::params![
-                    lease.job_id.as_str(),
-                    lease.worker,
-                    lease.claim,
-                    output,
-                    cost_cents,
-                    now,
-                    self.owner(),
-                    key,
-                ])?;
-                (n, Recorded::new(Status::Succeeded))
-            }
-            Report::Release => {
-                let n = conn.prepare_cached(RELEASE)?.execute(named_params! {
-                    ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
-                    ":now": now,
-                })?;
-                (n, Recorded::new(Status::Queued))
-            }
-            Report::Fail(error) => {
-                let leased: Option<(String, String, u32)> = conn
-                    .prepare_cached(LEASED_JOB)?
-                    .query_row(held, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()?;
-                match leased {
-                    None => (0, Recorded::new(Status::Failed)),
-                    Some((queue, kind, max_attempts)) => {
-                        let status = if error.permanent || lease.attempt >= max_attempts {
-                            Status::Failed
-                        } else {
-                            Status::Retry
-                        };
-                        let delay = error
-                            .retry_after
-                            .unwrap_or_else(|| {
-                                self.shared
-                                    .retry
-                                    .for_job(&queue, &kind)
-                                    .delay(lease.attempt)
-                            })
-                            .min(MAX_DURATION);
-                        let retry_at = now.saturating_add(millis(delay));
-                        let n = conn.prepare_cached(FAIL)?.execute(named_params! {
-                            ":id": lease.job_id.as_str(), ":key": key, ":worker": lease.worker,
-                            ":claim": lease.claim, ":owner": self.owner(), ":status": status.as_str(),
-                            ":retry_at": retry_at,
-                            ":message": error.stored_message(), ":code": error.code, ":now": now,
-                        })?;
-                        let duration_ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
-                        if status == Status::Retry {
-                            tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, delay_ms = millis(delay), error = %error, "jobq: attempt failed, will retry");
-                        } else {
-                            tracing::warn!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind, attempt = lease.attempt, duration_ms, error = %error, "jobq: job failed");
-                        }
-                        let retry_at = (status == Status::Retry).then_some(retry_at);
-                        (n, Recorded { status, retry_at })
-                    }
-                }
-            }
-        };
-        if changed == 0 {
-            return Err(self.lost(conn, lease)?);
-        }
-        Ok(status)
-    }
-
-    /// Refuses adding `cost` to the job `lease` holds when its total would pass
-    /// [`MAX_COST_CENTS`](crate::MAX_COST_CENTS).
-    fn check_cost_room(&self, conn: &Connection, lease: &Lease, cost: i64) -> Result<()> {
-        if cost == 0 {
-            return Ok(());
-        }
-        let current: Option<i64> = conn
-            .prepare_cached(LEASED_COST)?
-            .query_row(
-                named_params! {
-                    ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker,
-                    ":claim": lease.claim, ":owner": self.owner(),
-                },
-                |r| cost_column(r, 0),
-            )
-            .optional()?;
-        match current {
-            None => Err(self.lost(conn, lease)?),
-            Some(current) if current + cost > MAX_COST_CENTS => Err(Error::invalid(
-                "cost_cents",
-                format!(
-                    "job {}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)",
-                    lease.job_id
-                ),
-            )),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Explains why a guarded statement changed nothing.
-    fn lost(&self, conn: &Connection, lease: &Lease) -> Result<Error> {
-        Ok(match current_status(conn, &lease.job_id, self.owner())? {
-            None => Error::job_not_found(&lease.job_id),
-            Some(status) => Error::LockLost {
-                job: lease.job_id.clone(),
-                worker: lease.worker.clone(),
-                attempt: lease.attempt,
-                status,
-            },
-        })
-    }
-
     /// Refreshes the heartbeat of a job the worker holds, so the stale release leaves it be.
     ///
     /// # Errors
     ///
     /// As [`Queue::complete`].
     pub fn heartbeat(&self, lease: &Lease) -> Result<()> {
-        let now = self.now_ms();
-        self.store().write(|tx| {
-            let n = tx.prepare_cached(HEARTBEAT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
-                ":now": now,
-            })?;
-            if n == 0 {
-                return Err(self.lost(tx, lease)?);
-            }
-            Ok(())
-        })
+        self.engine().heartbeat(self.owner(), lease, self.now_ms())
     }
 
-    /// Refreshes the heartbeats of many jobs of one worker in one statement, and returns
-    /// the ids it still holds. A job missing from the answer was cancelled or released:
-    /// its handler should stop.
+    /// Refreshes the heartbeats of many jobs `worker` holds in one statement, each under its
+    /// lease's claim, and returns the ids it still holds. A job missing from the answer was
+    /// cancelled, released or claimed again: its handler should stop.
     ///
     /// # Errors
     ///
     /// Only database errors.
-    pub fn heartbeat_many(&self, worker: &str, ids: &[JobId]) -> Result<Vec<JobId>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now_ms();
-        let ids_json =
-            serde_json::to_string(ids).map_err(|e| Error::invalid("ids", e.to_string()))?;
-        let keys: Vec<i64> = ids.iter().map(JobId::key).collect();
-        let keys_json =
-            serde_json::to_string(&keys).map_err(|e| Error::invalid("ids", e.to_string()))?;
-        self.store().write(|tx| {
-            let mut stmt = tx.prepare_cached(HEARTBEAT_MANY)?;
-            let held = stmt
-                .query_map(
-                    named_params! {":ids": ids_json, ":keys": keys_json, ":worker": worker, ":now": now, ":owner": self.owner()},
-                    |r| r.get::<_, String>(0).map(JobId::from_db),
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(held)
-        })
+    pub fn heartbeat_many(&self, worker: &str, leases: &[Lease]) -> Result<Vec<JobId>> {
+        let held: Vec<(JobId, u32)> = leases.iter().map(|l| (l.job_id.clone(), l.claim)).collect();
+        self.engine()
+            .heartbeat_many(self.owner(), worker, &held, self.now_ms())
     }
 
     /// Sets the progress (0.0 to 1.0) of a job the worker holds, and its stage if given.
@@ -598,7 +407,7 @@ impl Queue {
         lease: &Lease,
         progress: Option<f64>,
         stage: Option<&str>,
-        cost: i64,
+        cost_cents: i64,
     ) -> Result<()> {
         if let Some(stage) = stage {
             if stage.trim().is_empty() || stage.chars().count() > 200 {
@@ -608,18 +417,38 @@ impl Queue {
                 ));
             }
         }
-        let now = self.now_ms();
-        self.store().write(|tx| {
-            self.check_cost_room(tx, lease, cost)?;
-            let n = tx.prepare_cached(REPORT)?.execute(named_params! {
-                ":id": lease.job_id.as_str(), ":key": lease.job_id.key(), ":worker": lease.worker, ":claim": lease.claim, ":owner": self.owner(),
-                ":progress": progress, ":stage": stage, ":cost": cost, ":now": now,
-            })?;
-            if n == 0 {
-                return Err(self.lost(tx, lease)?);
-            }
-            Ok(())
-        })
+        let update = Progress {
+            progress,
+            stage,
+            cost_cents,
+        };
+        self.engine()
+            .report(self.owner(), lease, update, self.now_ms())
+    }
+}
+
+/// Traces a recorded outcome, on the outcome target.
+fn log_outcome(settled: &Settled, recorded: &Recorded, now: i64) {
+    let Settled {
+        lease, job, report, ..
+    } = settled;
+    let duration_ms = settled.ran_for.map(|d| d.as_secs_f64() * 1000.0);
+    let (id, kind, attempt) = (&lease.job_id, &job.kind, lease.attempt);
+    match (recorded.status, report) {
+        (Status::Succeeded, _) => {
+            tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, duration_ms, "jobq: job succeeded");
+        }
+        (Status::Queued, _) => {
+            tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, "jobq: job released unstarted");
+        }
+        (Status::Retry, Report::Fail(error)) => {
+            let delay_ms = recorded.retry_at.map(|at| at.saturating_sub(now));
+            tracing::info!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, duration_ms, delay_ms, error = %error, "jobq: attempt failed, will retry");
+        }
+        (Status::Failed, Report::Fail(error)) => {
+            tracing::warn!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, duration_ms, error = %error, "jobq: job failed");
+        }
+        _ => {}
     }
 }
 
@@ -627,6 +456,7 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::job::NewJob;
+    use crate::queue::ClaimFilter;
 
     #[test]
     fn a_deleted_job_refuses_its_own_outcome_and_not_the_batch() {
@@ -637,14 +467,16 @@ mod tests {
         let claimed = queue.claim("w", 2, &ClaimFilter::default()).unwrap();
         queue.cancel(&gone).unwrap();
         queue.delete(&gone).unwrap();
-        let reports: Vec<(Lease, Report, Option<Duration>)> = claimed
+        let reports: Vec<Settled> = claimed
             .iter()
-            .map(|j| {
-                let done = Report::Complete {
+            .map(|j| Settled {
+                lease: j.lease(),
+                job: j.leased(),
+                report: Report::Complete {
                     output: "{}".into(),
                     cost_cents: 0,
-                };
-                (j.lease(), done, None)
+                },
+                ran_for: None,
             })
             .collect();
         let (results, _) = queue.record_and_claim(&reports, None).unwrap();

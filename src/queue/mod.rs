@@ -15,17 +15,17 @@ use std::time::Duration;
 
 pub(crate) use crate::store::sqlite::ids::uuid_v7;
 pub use claim::ClaimFilter;
-pub(crate) use claim::next_run_after;
 pub use lease::JobError;
-pub(crate) use lease::{OUTCOME_TARGET, Recorded, Report};
+pub(crate) use lease::{OUTCOME_TARGET, Report, Settled};
 pub use read::{JobFilter, Page};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::{EventBus, JobEvent};
-use crate::job::{JobId, Status, Timestamp};
+use crate::job::Timestamp;
 use crate::retry::{RetryPolicies, RetryPolicy};
-use crate::store::{Durability, Store, StoreOptions};
+use crate::store::sqlite::Sqlite;
+use crate::store::{Durability, Engine, StoreOptions};
 
 /// Settings for opening a [`Queue`]. Made by [`Queue::builder`].
 ///
@@ -121,10 +121,12 @@ impl QueueBuilder {
     /// [`Error::NotJobqDatabase`] when the file is not SQLite or holds foreign tables;
     /// [`Error::SchemaTooNew`] when a newer jobq wrote it. In each case the file is untouched.
     pub fn open(self) -> Result<Queue> {
-        let store = Store::open(&self.path, self.store, self.clock.now_ms())?;
+        let engine: Arc<dyn Engine> =
+            Arc::new(Sqlite::open(&self.path, self.store, self.clock.now_ms())?);
         Ok(Queue {
             shared: Arc::new(Shared {
-                store,
+                engine,
+                path: self.path,
                 clock: self.clock,
                 retry: self.retry,
                 default_max_attempts: self.default_max_attempts,
@@ -152,7 +154,8 @@ pub struct Queue {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) store: Store,
+    pub(crate) engine: Arc<dyn Engine>,
+    path: PathBuf,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry: RetryPolicies,
     pub(crate) default_max_attempts: u32,
@@ -219,12 +222,12 @@ impl Queue {
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        self.shared.store.path()
+        &self.shared.path
     }
 
     /// The durability this handle was opened with.
     pub fn durability(&self) -> Durability {
-        self.shared.store.durability()
+        self.shared.engine.durability()
     }
 
     /// The current time of the queue's clock.
@@ -236,8 +239,14 @@ impl Queue {
         self.shared.clock.now_ms()
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.shared.store
+    /// The engine every operation runs on.
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        &*self.shared.engine
+    }
+
+    /// The SQLite engine, when the queue is on SQLite (for its own transactions and tests).
+    pub(crate) fn sqlite(&self) -> Option<&Sqlite> {
+        self.shared.engine.as_sqlite()
     }
 
     pub(crate) fn require_admin(&self, action: &'static str) -> Result<()> {
@@ -269,21 +278,4 @@ impl Queue {
     pub fn subscribe(&self) -> crossbeam_channel::Receiver<JobEvent> {
         self.shared.events.subscribe()
     }
-}
-
-/// Reads a job's status (respecting the owner scope) to explain why a guarded statement
-/// changed nothing.
-pub(crate) fn current_status(
-    conn: &rusqlite::Connection,
-    id: &JobId,
-    owner: Option<&str>,
-) -> Result<Option<Status>> {
-    use rusqlite::OptionalExtension;
-    let status: Option<String> = conn
-        .prepare_cached(
-            "SELECT status FROM jobq_jobs WHERE id_key = ?3 AND id = ?1 AND (?2 IS NULL OR owner = ?2)",
-        )?
-        .query_row(rusqlite::params![id.as_str(), owner, id.key()], |r| r.get(0))
-        .optional()?;
-    status.map(|s| s.parse()).transpose()
 }

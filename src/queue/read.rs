@@ -1,12 +1,11 @@
 //! Reading jobs: one by id, or a filtered list, newest first, paged by a keyset cursor.
 
-use rusqlite::{OptionalExtension, named_params};
 use serde::Serialize;
 
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Status};
-use crate::store::sqlite::rows::job_columns;
+use crate::store::ListQuery;
 
 /// Which jobs [`Queue::list`] returns. Every filter is optional; they combine with AND.
 ///
@@ -87,39 +86,6 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// The newest-first listing, driven by the index of one equality filter, with the other
-/// filters checked on each row. `id_key < :after` is always bound (past every key when
-/// there is no cursor) so that it seeks in the index rather than scanning the pages before.
-macro_rules! list_sql {
-    ($driver:literal) => {
-        concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobq_jobs WHERE ",
-            $driver,
-            " AND id_key < :after
-              AND (:status IS NULL OR status = :status) AND (:queue IS NULL OR queue = :queue)
-              AND (:kind IS NULL OR kind = :kind) AND (:group_id IS NULL OR group_id = :group_id)
-              AND (:owner IS NULL OR owner = :owner)
-            ORDER BY id_key DESC LIMIT :limit + 0"
-        )
-    };
-}
-
-const LIST_BY_GROUP: &str = list_sql!("group_id = :group_id");
-const LIST_BY_OWNER: &str = list_sql!("owner = :owner");
-/// Only for the statuses of the partial index `jobq_jobs_status`; the literal list lets the
-/// planner prove the index covers the query.
-const LIST_BY_STATUS: &str =
-    list_sql!("status = :status AND status NOT IN ('queued', 'succeeded')");
-const LIST_ALL: &str = list_sql!("1");
-
-const GET: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobq_jobs WHERE id_key = :key AND id = :id AND (:owner IS NULL OR owner = :owner)"
-);
-
 impl Queue {
     /// The job with this id, with every field and its errors history.
     ///
@@ -129,16 +95,8 @@ impl Queue {
     /// the one this handle is scoped to.
     pub fn get(&self, id: &JobId) -> Result<Job> {
         let now = self.now_ms();
-        self.store()
-            .read(|conn| {
-                conn.prepare_cached(GET)?
-                    .query_row(
-                        named_params! {":id": id.as_str(), ":key": id.key(), ":owner": self.owner()},
-                        crate::store::sqlite::rows::job,
-                    )
-                    .optional()
-                    .map_err(Error::from)
-            })?
+        self.engine()
+            .get_job(self.owner(), id)?
             .map(|job| job.read_at(now))
             .ok_or_else(|| Error::job_not_found(id))
     }
@@ -174,16 +132,14 @@ impl Queue {
                 format!("{limit} is outside 1–10000"),
             ));
         }
-        let after = match &filter.after {
-            Some(cursor) => JobId::parse(cursor)
-                .map_err(|_| {
-                    Error::invalid(
-                        "after",
-                        format!("{cursor:?} is not a cursor from a previous page"),
-                    )
-                })?
-                .key(),
-            None => i64::MAX,
+        let before = match &filter.after {
+            Some(cursor) => Some(JobId::parse(cursor).map_err(|_| {
+                Error::invalid(
+                    "after",
+                    format!("{cursor:?} is not a cursor from a previous page"),
+                )
+            })?),
+            None => None,
         };
         let owner = match (self.owner(), filter.owner.as_deref()) {
             (Some(me), Some(other)) if me != other => {
@@ -195,35 +151,22 @@ impl Queue {
             (Some(me), _) => Some(me),
             (None, other) => other,
         };
-        let sql = if filter.group_id.is_some() {
-            LIST_BY_GROUP
-        } else if owner.is_some() {
-            LIST_BY_OWNER
-        } else if filter
-            .status
-            .is_some_and(|s| !matches!(s, Status::Queued | Status::Succeeded))
-        {
-            LIST_BY_STATUS
-        } else {
-            LIST_ALL
+        let query = ListQuery {
+            status: filter.status,
+            queue: filter.queue.as_deref(),
+            kind: filter.kind.as_deref(),
+            group_id: filter.group_id.as_deref(),
+            owner,
+            before,
+            limit: limit + 1,
         };
         let now = self.now_ms();
-        let mut jobs = self.store().read(|conn| {
-            let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(
-                named_params! {
-                    ":after": after,
-                    ":status": filter.status.map(Status::as_str),
-                    ":queue": filter.queue,
-                    ":kind": filter.kind,
-                    ":group_id": filter.group_id,
-                    ":owner": owner,
-                    ":limit": (limit + 1) as i64,
-                },
-                |r| crate::store::sqlite::rows::job(r).map(|job| job.read_at(now)),
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })?;
+        let mut jobs: Vec<Job> = self
+            .engine()
+            .list_jobs(&query)?
+            .into_iter()
+            .map(|job| job.read_at(now))
+            .collect();
         let next = if jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id.to_string())
@@ -231,41 +174,5 @@ impl Queue {
             None
         };
         Ok(Page { jobs, next })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_listing_seeks_its_index_and_never_sorts() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
-        let conn = queue.store().connect().unwrap();
-        for (sql, index) in [
-            (LIST_BY_GROUP, "jobq_jobs_group"),
-            (LIST_BY_OWNER, "jobq_jobs_owner"),
-            (LIST_BY_STATUS, "jobq_jobs_status"),
-            (LIST_ALL, "INTEGER PRIMARY KEY"),
-        ] {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let plan: Vec<String> = stmt
-                .query_map(
-                    named_params! {":after": i64::MAX, ":status": "failed", ":queue": None::<String>, ":kind": None::<String>,
-                        ":group_id": "g", ":owner": "o", ":limit": 10},
-                    |r| r.get(3),
-                )
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect();
-            let plan = plan.join("\n");
-            assert!(plan.contains(index), "{index} not used:\n{plan}");
-            assert!(
-                plan.contains("id_key<?") || plan.contains("rowid<?"),
-                "no seek on the cursor:\n{plan}"
-            );
-            assert!(!plan.contains("TEMP B-TREE"), "sorts:\n{plan}");
-        }
     }
 }

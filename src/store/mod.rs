@@ -1,6 +1,340 @@
-//! Storage: the engines that keep jobs. `sqlite/` is the embedded one (one file, WAL).
+//! The storage boundary: what an engine does, each operation a whole transaction (or one
+//! read snapshot), in the manner of River's driver interface and Oban's engine behaviour.
+//!
+//! Everything above it — validation, retry decisions, events, tracing, the worker pool, the
+//! command line and HTTP — is written once, in terms of these operations. An engine holds
+//! its pool, migrations, SQL and row mapping, and its own tricks (SQLite's integer row key,
+//! `BEGIN IMMEDIATE` and `data_version`; PostgreSQL's `SKIP LOCKED` and `LISTEN/NOTIFY`).
+//!
+//! Every operation takes the owner scope of the handle (`None`: an admin handle sees every
+//! owner's rows) and, where time matters, the clock reading `now` of the caller, in
+//! milliseconds since the epoch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
+use crate::owner::Owner;
+use crate::queue::{ClaimFilter, JobError};
+use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 
 pub(crate) mod sqlite;
 
 pub use sqlite::Durability;
-pub(crate) use sqlite::{Store, StoreOptions, WriteTx};
+pub(crate) use sqlite::StoreOptions;
+
+/// Whose rows an operation sees: one owner's, or (`None`) everyone's.
+pub(crate) type Scope<'a> = Option<&'a str>;
+
+/// A job checked against every rule that needs no database, ready to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRow {
+    pub kind: String,
+    pub input: String,
+    pub queue: String,
+    pub priority: i32,
+    pub run_after: i64,
+    pub max_attempts: u32,
+    pub key: Option<String>,
+    pub group_id: Option<String>,
+    pub owner: Option<String>,
+    pub cost_cents: i64,
+    pub external_id: Option<String>,
+}
+
+/// What a claim takes: up to `limit` ready jobs of `filter`, for `worker`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimSpec<'a> {
+    pub worker: &'a str,
+    pub limit: usize,
+    pub filter: &'a ClaimFilter,
+}
+
+/// What is recorded for a job a worker holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Report<'a> {
+    /// Succeeded with this output (JSON text) and this cost added.
+    Complete { output: &'a str, cost_cents: i64 },
+    /// The attempt failed, and what follows was decided above the engine: `retry` (runs
+    /// again at `retry_at`) or `failed` (the dead letter).
+    Fail {
+        error: &'a JobError,
+        status: Status,
+        retry_at: i64,
+    },
+    /// Give the job back unstarted: `queued`, without spending the attempt.
+    Release,
+}
+
+/// What recording one report did: the job's new status and, for a retry, when it runs
+/// again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub status: Status,
+    pub retry_at: Option<i64>,
+}
+
+/// What a failure's decision needs to know of the job a lease holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LeasedJob {
+    pub queue: String,
+    pub kind: String,
+    pub max_attempts: u32,
+}
+
+/// A report made while a job runs (counts as a heartbeat).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Progress<'a> {
+    pub progress: Option<f64>,
+    pub stage: Option<&'a str>,
+    pub cost_cents: i64,
+}
+
+/// An admin's change to one job, checked against its status inside the transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    Cancel,
+    /// The manual retry (from `failed` or `cancelled`).
+    Retry,
+    Delete,
+    /// `transition`: to `running` (held by `manual`), `succeeded`, `failed` or `retry` (with
+    /// this message), or `queued` (a release from `running`, else the manual retry).
+    To(Status, &'a str),
+}
+
+/// When a running job counts as stale: its heartbeat (or lock) older than these cutoffs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StaleCutoffs {
+    pub heartbeat_before: i64,
+    pub lock_before: i64,
+}
+
+/// A job released as stale.
+#[derive(Debug, Clone)]
+pub(crate) struct Released {
+    pub id: JobId,
+    pub status: Status,
+    pub code: String,
+    pub worker: Option<String>,
+}
+
+/// Which jobs a listing returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListQuery<'a> {
+    pub status: Option<Status>,
+    pub queue: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub group_id: Option<&'a str>,
+    pub owner: Option<&'a str>,
+    /// Only jobs older than the job with this row key (the cursor), if any.
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Which jobs a count covers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CountQuery<'a> {
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub queue: Option<&'a str>,
+}
+
+/// Jobs by stored status, and of `queued` and `retry` those whose `run_after` lies ahead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub by_status: BTreeMap<Status, i64>,
+    pub scheduled: BTreeMap<Status, i64>,
+}
+
+/// What the health checks read, beside the counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HealthRows {
+    pub running: i64,
+    pub stale: i64,
+    pub oldest_ready: Option<i64>,
+    pub finished_succeeded: i64,
+    pub finished_failed: i64,
+}
+
+/// The cutoffs of the health checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HealthQuery {
+    pub now: i64,
+    pub stale_before: i64,
+    pub finished_since: i64,
+}
+
+/// One finished job's figures for timings: status, kind, run time and queue wait (ms).
+pub(crate) type Duration4 = (Status, String, i64, i64);
+
+/// Ready and active jobs by queue, for the metrics: (queue, ready, oldest due) and
+/// (queue, status, count) of `running` and `retry`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct QueueRows {
+    pub ready: Vec<(String, i64, Option<i64>)>,
+    pub active: Vec<(String, Status, i64)>,
+}
+
+/// A group's row and the counts behind its stage and progress.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupRow {
+    pub id: String,
+    pub owner: Option<String>,
+    pub name: String,
+    pub metadata: String,
+    pub created_at: i64,
+    /// Per status: jobs, the sum of their progress as a group counts it, and how many started.
+    pub by_status: Vec<(Status, i64, f64, i64)>,
+}
+
+/// A new owner, or a budget: what to write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OwnerWrite {
+    /// Create it; refused with `Duplicate` when it exists.
+    Create(Option<i64>),
+    /// Create it if needed and set its budget.
+    SetBudget(Option<i64>),
+    /// Create it if needed, leaving an existing one as it is.
+    Ensure,
+}
+
+/// The operations of a storage engine. See the module documentation.
+pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
+    /// `sqlite` or `postgres`.
+    fn name(&self) -> &'static str;
+    /// The file or the server (without its password), for messages.
+    fn location(&self) -> &str;
+    /// How much of a commit survives a crash.
+    fn durability(&self) -> Durability;
+
+    // ---- jobs: writes
+
+    /// Inserts checked jobs in one transaction, all or none: ids, idempotency keys, groups
+    /// and budgets resolved inside it. Results in the order given.
+    fn insert_jobs(&self, scope: Scope<'_>, jobs: Vec<NewRow>, now: i64) -> Result<Vec<Enqueued>>;
+    /// Claims ready jobs in claim order.
+    fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>>;
+    /// Records many reports, each under its lease (a lost lease refuses that report only; a
+    /// database failure refuses them all), and in the same transaction claims for `refill`.
+    fn record(
+        &self,
+        scope: Scope<'_>,
+        reports: &[(&Lease, Report<'_>)],
+        refill: Option<ClaimSpec<'_>>,
+        now: i64,
+    ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)>;
+    /// What a failure's decision needs of the job `lease` holds; `LockLost` or `NotFound`
+    /// when it holds none.
+    fn leased(&self, scope: Scope<'_>, lease: &Lease) -> Result<LeasedJob>;
+    /// Refreshes the heartbeat of the job `lease` holds.
+    fn heartbeat(&self, scope: Scope<'_>, lease: &Lease, now: i64) -> Result<()>;
+    /// Refreshes the heartbeats of jobs one worker holds, each under its claim; returns
+    /// those it still holds.
+    fn heartbeat_many(
+        &self,
+        scope: Scope<'_>,
+        worker: &str,
+        held: &[(JobId, u32)],
+        now: i64,
+    ) -> Result<Vec<JobId>>;
+    /// Progress, stage and cost of the job `lease` holds; refuses a cost that would pass
+    /// the job's bound.
+    fn report(&self, scope: Scope<'_>, lease: &Lease, update: Progress<'_>, now: i64)
+    -> Result<()>;
+    /// An admin's change, refused by `allowed` (given the job's status) or applied, in one
+    /// transaction. Returns the status the job had.
+    fn change(
+        &self,
+        scope: Scope<'_>,
+        id: &JobId,
+        change: Change<'_>,
+        allowed: &dyn Fn(Status) -> Result<()>,
+        now: i64,
+    ) -> Result<Status>;
+    /// One chunk of the dead letter back in the queue (of `kind` and `queue` when given).
+    fn retry_dead(
+        &self,
+        scope: Scope<'_>,
+        kind: Option<&str>,
+        queue: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<JobId>>;
+    /// Releases stale running jobs: to `retry`, or `failed` with no attempts left.
+    fn release_stale(
+        &self,
+        scope: Scope<'_>,
+        cutoffs: StaleCutoffs,
+        now: i64,
+    ) -> Result<Vec<Released>>;
+    /// Deletes one chunk of jobs finished with one of `statuses` before `cutoff`.
+    fn prune(&self, scope: Scope<'_>, statuses: &[Status], cutoff: i64) -> Result<usize>;
+
+    // ---- jobs: reads
+
+    fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>>;
+    /// Up to `query.limit` jobs, newest first.
+    fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>>;
+    /// The earliest `run_after` after `now` of the ready jobs of these queues.
+    fn next_run_after(&self, queues: &[String], now: i64) -> Result<Option<i64>>;
+
+    // ---- what the queue looks like
+
+    /// The counts of `query` and, in the same snapshot, the counts of every job and the
+    /// health rows (for the overview, whose health covers the whole queue).
+    fn overview(
+        &self,
+        scope: Scope<'_>,
+        query: CountQuery<'_>,
+        health: HealthQuery,
+    ) -> Result<(Counts, Counts, HealthRows)>;
+    /// The counts of `query`.
+    fn counts(&self, query: CountQuery<'_>, now: i64) -> Result<Counts>;
+    /// Every finished job since `since` (of `queue`), one call of `each` per job.
+    fn durations(
+        &self,
+        scope: Scope<'_>,
+        since: i64,
+        queue: Option<&str>,
+        each: &mut dyn FnMut(Duration4),
+    ) -> Result<()>;
+    fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>>;
+    fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>>;
+    fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>>;
+    fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>>;
+    fn queue_rows(&self, now: i64) -> Result<QueueRows>;
+
+    // ---- groups, owners, tokens
+
+    fn insert_group(&self, group: &GroupRow) -> Result<()>;
+    fn group(&self, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>>;
+    /// The newest groups, at most `limit`.
+    fn groups(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<GroupRow>>;
+    /// Deletes a group with its jobs (refused while one runs); how many jobs went.
+    fn delete_group(&self, scope: Scope<'_>, id: &str) -> Result<usize>;
+    fn write_owner(&self, id: &str, write: OwnerWrite, now: i64) -> Result<()>;
+    fn owner(&self, id: &str) -> Result<Option<Owner>>;
+    fn insert_token(&self, owner: &str, token_id: &str, secret_hash: &str, now: i64) -> Result<()>;
+    /// The owner and the secret's hash of a token.
+    fn token(&self, token_id: &str) -> Result<Option<(String, String)>>;
+    fn revoke_tokens(&self, owner: &str) -> Result<usize>;
+
+    // ---- changes made by others
+
+    /// A counter that moves on when another connection (process, host) commits, for an
+    /// idle pool deciding whether to look for work; `on_change` is called as soon as one is
+    /// known, where the engine learns of them by itself.
+    fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>>;
+
+    /// The SQLite engine, for what only it offers (the caller's own transactions).
+    fn as_sqlite(&self) -> Option<&sqlite::Sqlite> {
+        None
+    }
+}
+
+/// See [`Engine::changes`].
+pub(crate) trait Changes: Send {
+    /// A number that differs from its last answer once another connection has committed.
+    fn version(&mut self) -> Option<i64>;
+}

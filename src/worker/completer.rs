@@ -9,8 +9,9 @@ use crossbeam_channel::Receiver;
 use super::Engine;
 use super::engine::Finished;
 use crate::error::Error;
-use crate::job::{ClaimedJob, Lease, Status};
-use crate::queue::{OUTCOME_TARGET, Report};
+use crate::job::ClaimedJob;
+use crate::queue::OUTCOME_TARGET;
+use crate::store::ClaimSpec;
 
 /// The most outcomes recorded in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -34,30 +35,30 @@ pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
 }
 
 fn record(engine: &Engine, batch: &mut Vec<Finished>) {
-    let mut reports: Vec<(Lease, Report, Option<Duration>)> = Vec::with_capacity(batch.len());
-    let mut kinds: Vec<(String, u32)> = Vec::with_capacity(batch.len());
-    for f in batch.drain(..) {
+    for f in batch.iter() {
         if let Some(ran) = f.ran_for {
             engine.note_run_time(ran);
         }
-        reports.push((f.lease, f.report, f.ran_for));
-        kinds.push((f.kind, f.max_attempts));
     }
     let guard = engine.claim_lock();
-    let want = engine.want(reports.len());
-    let refill = (want > 0).then_some((engine.worker_id.as_str(), want, &engine.filter));
+    let want = engine.want(batch.len());
+    let refill = (want > 0).then_some(ClaimSpec {
+        worker: engine.worker_id.as_str(),
+        limit: want,
+        filter: &engine.filter,
+    });
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     let outcome = loop {
-        match engine.queue.record_and_claim(&reports, refill) {
+        match engine.queue.record_and_claim(batch, refill) {
             Ok(done) => break Some(done),
             Err(e) if started.elapsed() < GIVE_UP_AFTER => {
-                tracing::warn!(error = %e, outcomes = reports.len(), "jobq: recording outcomes failed; retrying");
+                tracing::warn!(error = %e, outcomes = batch.len(), "jobq: recording outcomes failed; retrying");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
             Err(e) => {
-                tracing::error!(error = %e, outcomes = reports.len(), "jobq: gave up recording outcomes; the stale release will bring these jobs back");
+                tracing::error!(error = %e, outcomes = batch.len(), "jobq: gave up recording outcomes; the stale release will bring these jobs back");
                 break None;
             }
         }
@@ -69,30 +70,25 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     if want > 0 && results.is_some() {
         engine.note_claim_time(started.elapsed());
     }
-    engine.forget(reports.iter().map(|(lease, _, _)| lease));
+    engine.forget(batch.iter().map(|f| &f.lease));
     engine.dispatch(claimed, want);
     drop(guard);
 
-    let Some(results) = results else { return };
-    for ((report, kind), result) in reports.iter().zip(&kinds).zip(&results) {
-        let (lease, _, ran_for) = report;
-        let kind_name = &kind.0;
-        let ms = ran_for.map(|d| d.as_secs_f64() * 1000.0);
-        match result {
-            Ok(r) if r.status == Status::Succeeded => {
-                tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, attempt = lease.attempt, duration_ms = ms, "jobq: job succeeded");
+    if let Some(results) = results {
+        for (settled, result) in batch.iter().zip(&results) {
+            if let Err(e) = result {
+                let (id, kind) = (&settled.lease.job_id, &settled.job.kind);
+                match e {
+                    Error::LockLost { status, .. } => {
+                        tracing::info!(target: OUTCOME_TARGET, job_id = %id, kind, attempt = settled.lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
+                    }
+                    e => {
+                        tracing::info!(target: OUTCOME_TARGET, job_id = %id, kind, error = %e, "jobq: outcome refused");
+                    }
+                }
             }
-            Ok(r) if r.status == Status::Queued => {
-                tracing::debug!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, "jobq: job released unstarted");
-            }
-            Ok(_) => {}
-            Err(Error::LockLost { status, .. }) => {
-                tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, attempt = lease.attempt, now = %status, "jobq: outcome refused, the job moved on without this worker");
-            }
-            Err(e) => {
-                tracing::info!(target: OUTCOME_TARGET, job_id = %lease.job_id, kind = kind_name, error = %e, "jobq: outcome refused");
-            }
+            engine.report_outcome(settled, result);
         }
-        engine.report_outcome(report, kind, result);
     }
+    batch.clear();
 }

@@ -4,28 +4,25 @@
 //! It claims at start, again at once after a full batch, and after a wake-up: an enqueue
 //! in this process, or a freed slot while work may be ready. (While jobs flow, the
 //! completer refills most slots itself, in the transaction that records the outcomes.)
-//! After a short batch it waits for the poll interval, then reads `PRAGMA data_version`,
-//! which changes only when another connection commits, and claims only if the file changed
-//! or a scheduled job has come due — so an idle pool costs one cheap read per interval.
+//! After a short batch it waits for the poll interval, then asks the engine whether another
+//! connection committed since (SQLite's `PRAGMA data_version`; PostgreSQL's notifications,
+//! which also wake it at once), and claims only if something changed or a scheduled job has
+//! come due — so an idle pool costs one cheap read per interval.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
-use rusqlite::Connection;
 
 use super::Engine;
+use crate::store::Changes;
 
 pub(super) struct Wakeups {
     /// New work may be ready: an enqueue, a retry or a release in this process.
     pub work: Receiver<()>,
     /// The completer freed slots.
     pub slots: Receiver<()>,
-}
-
-fn data_version(conn: &Connection) -> Option<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
 }
 
 /// What one turn of the claim did.
@@ -38,14 +35,19 @@ enum Turn {
     Nothing,
 }
 
-pub(super) fn run(engine: &Arc<Engine>, wake: Wakeups, conn: Connection, poll_interval: Duration) {
+pub(super) fn run(
+    engine: &Arc<Engine>,
+    wake: Wakeups,
+    mut changes: Box<dyn Changes>,
+    poll_interval: Duration,
+) {
     let mut seen_version = None;
     let mut next_due: Option<i64> = None;
     loop {
         if engine.is_stopping() {
             break;
         }
-        match claim_turn(engine, &conn, &mut seen_version, &mut next_due) {
+        match claim_turn(engine, &mut *changes, &mut seen_version, &mut next_due) {
             Turn::Full => continue,
             Turn::Short | Turn::Nothing => {}
         }
@@ -85,7 +87,7 @@ pub(super) fn run(engine: &Arc<Engine>, wake: Wakeups, conn: Connection, poll_in
             recv(wake.slots) -> _ => {}
             default(wait) => {
                 let due = next_due.is_some_and(|d| engine.queue.now_ms() >= d);
-                let changed = seen_version.is_none() || data_version(&conn) != seen_version;
+                let changed = seen_version.is_none() || changes.version() != seen_version;
                 if due || changed {
                     engine.maybe_ready.store(true, Ordering::SeqCst);
                 }
@@ -96,7 +98,7 @@ pub(super) fn run(engine: &Arc<Engine>, wake: Wakeups, conn: Connection, poll_in
 
 fn claim_turn(
     engine: &Engine,
-    conn: &Connection,
+    changes: &mut dyn Changes,
     seen_version: &mut Option<i64>,
     next_due: &mut Option<i64>,
 ) -> Turn {
@@ -106,7 +108,7 @@ fn claim_turn(
         return Turn::Nothing;
     }
     // Read before the claim: a commit after this read shows up as a change at the next poll.
-    let version = data_version(conn);
+    let version = changes.version();
     let started = Instant::now();
     // One clock reading for the claim and for the look at what comes due after it: a job
     // due between two readings would be neither claimed nor waited for.
@@ -123,7 +125,11 @@ fn claim_turn(
                 return Turn::Full;
             }
             *seen_version = version;
-            *next_due = crate::queue::next_run_after(conn, &engine.filter, now).unwrap_or(None);
+            *next_due = engine
+                .queue
+                .engine()
+                .next_run_after(engine.filter.queue_names(), now)
+                .unwrap_or(None);
             Turn::Short
         }
         Err(e) => {

@@ -17,7 +17,8 @@ use super::handlers::{Handlers, Registered};
 use super::outcome::{self, Counters};
 use super::{OutcomeCallback, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
-use crate::queue::{ClaimFilter, Queue, Report};
+use crate::queue::{ClaimFilter, Queue, Report, Settled};
+use crate::store::{LeasedJob, Recorded};
 
 /// How many jobs a pool claims ahead of its free handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +35,7 @@ pub(crate) enum Prefetch {
 /// A job the pool claimed and has not recorded yet.
 pub(crate) struct InFlight {
     pub lease: Lease,
-    pub kind: String,
-    pub max_attempts: u32,
+    pub job: LeasedJob,
     pub cancelled: Arc<AtomicBool>,
     /// Set when a handler starts it: when, its deadline, and the handler's slot.
     pub started: Option<(Instant, Option<Instant>, Arc<AtomicBool>)>,
@@ -44,14 +44,7 @@ pub(crate) struct InFlight {
 }
 
 /// An outcome on its way to the completer.
-pub(crate) struct Finished {
-    pub lease: Lease,
-    pub kind: String,
-    pub max_attempts: u32,
-    pub report: Report,
-    /// How long the handler ran, when it ran.
-    pub ran_for: Option<Duration>,
-}
+pub(crate) type Finished = Settled;
 
 pub(crate) struct Engine {
     pub queue: Queue,
@@ -133,12 +126,13 @@ impl Engine {
     }
 
     /// Counts a recorded report and tells the outcome callback, if there is one.
-    pub fn report_outcome(
-        &self,
-        (lease, report, ran_for): &(Lease, Report, Option<Duration>),
-        (kind, max_attempts): &(String, u32),
-        result: &crate::error::Result<crate::queue::Recorded>,
-    ) {
+    pub fn report_outcome(&self, settled: &Settled, result: &crate::error::Result<Recorded>) {
+        let Settled {
+            lease,
+            job,
+            report,
+            ran_for,
+        } = settled;
         self.counters
             .count(&lease.job_id, ran_for.is_some(), result);
         if let Some(callback) = &self.on_outcome {
@@ -148,9 +142,9 @@ impl Engine {
             };
             callback(&outcome::outcome_of(
                 &lease.job_id,
-                kind,
+                &job.kind,
                 lease.attempt,
-                *max_attempts,
+                job.max_attempts,
                 *ran_for,
                 error,
                 result,
@@ -231,8 +225,7 @@ impl Engine {
                     (job.id.clone(), job.claim),
                     InFlight {
                         lease: job.lease(),
-                        kind: job.kind.clone(),
-                        max_attempts: job.max_attempts,
+                        job: job.leased(),
                         cancelled: Arc::new(AtomicBool::new(false)),
                         started: None,
                         settled: false,
@@ -268,12 +261,12 @@ impl Engine {
     /// Sends an outcome to the completer, once per claimed job: the first to settle a job
     /// (its handler, its timeout, or a release at shutdown) wins.
     pub fn settle(&self, lease: &Lease, report: Report, ran_for: Option<Duration>) -> bool {
-        let (kind, max_attempts) = {
+        let job = {
             let mut running = self.running();
             match running.get_mut(&(lease.job_id.clone(), lease.claim)) {
                 Some(entry) if !entry.settled => {
                     entry.settled = true;
-                    (entry.kind.clone(), entry.max_attempts)
+                    entry.job.clone()
                 }
                 _ => return false,
             }
@@ -281,10 +274,9 @@ impl Engine {
         let tx = lock(&self.outcome_tx);
         match tx.as_ref() {
             Some(tx) => tx
-                .send(Finished {
+                .send(Settled {
                     lease: lease.clone(),
-                    kind,
-                    max_attempts,
+                    job,
                     report,
                     ran_for,
                 })

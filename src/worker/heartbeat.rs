@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 
 use super::Engine;
-use crate::job::JobId;
+use crate::job::{JobId, Lease};
 use crate::queue::{JobError, Report};
 
 /// How often timeouts are checked: the precision of a job timeout.
@@ -34,25 +34,26 @@ pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) 
 /// One statement refreshes every job this pool holds; a job missing from the answer was
 /// cancelled or released elsewhere, and its handler is told.
 fn beat(engine: &Engine) {
-    let mut ids: Vec<JobId> = engine
+    let leases: Vec<Lease> = engine
         .running()
-        .iter()
-        .filter(|(_, e)| !e.settled)
-        .map(|((id, _), _)| id.clone())
+        .values()
+        .filter(|e| !e.settled)
+        .map(|e| e.lease.clone())
         .collect();
-    ids.sort();
-    ids.dedup();
-    if ids.is_empty() {
+    if leases.is_empty() {
         return;
     }
-    match engine.queue.heartbeat_many(&engine.worker_id, &ids) {
+    match engine.queue.heartbeat_many(&engine.worker_id, &leases) {
         Ok(held) => {
             let held: HashSet<JobId> = held.into_iter().collect();
-            for id in ids.iter().filter(|id| !held.contains(*id)) {
-                engine.mark_cancelled(id);
+            let running = engine.running();
+            for lease in leases.iter().filter(|l| !held.contains(&l.job_id)) {
+                if let Some(entry) = running.get(&(lease.job_id.clone(), lease.claim)) {
+                    entry.cancelled.store(true, Ordering::SeqCst);
+                }
             }
         }
-        Err(e) => tracing::warn!(error = %e, jobs = ids.len(), "jobq: heartbeat failed"),
+        Err(e) => tracing::warn!(error = %e, jobs = leases.len(), "jobq: heartbeat failed"),
     }
 }
 

@@ -379,7 +379,10 @@ impl WorkerPoolBuilder {
         let (job_tx, job_rx) = crossbeam_channel::bounded::<ClaimedJob>(most_in_flight);
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded::<Finished>();
         let (work_tx, work_rx) = crossbeam_channel::bounded::<()>(1);
-        self.queue.shared.events.register_dispatcher(work_tx);
+        self.queue
+            .shared
+            .events
+            .register_dispatcher(work_tx.clone());
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(1);
         // Never sent on: dropping the sender is what tells the helper threads to stop.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -421,20 +424,23 @@ impl WorkerPoolBuilder {
                 }
                 None => false,
             }));
-        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), "jobq: worker pool starting");
+        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), engine = engine.queue.engine().name(), database = engine.queue.engine().location(), "jobq: worker pool starting");
         for _ in 0..engine.concurrency {
             engine.spawn_handler();
         }
         let dispatcher = {
             let engine = Arc::clone(&engine);
-            let conn = engine.queue.store().connect()?;
+            let wake_tx = work_tx.clone();
+            let changes = engine.queue.engine().changes(Arc::new(move || {
+                let _ = wake_tx.try_send(());
+            }))?;
             let poll = self.poll_interval;
             let wake = dispatcher::Wakeups {
                 work: work_rx,
                 slots: slot_rx,
             };
             spawn("jobq-dispatcher", move || {
-                dispatcher::run(&engine, wake, conn, poll)
+                dispatcher::run(&engine, wake, changes, poll)
             })
         };
         let completer = {
@@ -500,7 +506,7 @@ impl WorkerPoolBuilder {
             let Some(job) = jobs.into_iter().next() else {
                 return Ok(outcomes);
             };
-            let lease = job.lease();
+            let (lease, leased) = (job.lease(), job.leased());
             let Registered { handler, retry, .. } =
                 self.handlers.for_kind(&job.kind).ok_or_else(|| {
                     Error::invalid("kind", format!("no handler for kind {}", job.kind))
@@ -510,9 +516,9 @@ impl WorkerPoolBuilder {
             let started = Instant::now();
             let result = executor::perform(&*handler, &ctx);
             let report = executor::report_of(result.clone(), retry, attempt);
-            let status = self
-                .queue
-                .record_one(&lease, report, Some(started.elapsed()))?;
+            let status =
+                self.queue
+                    .record_one(&lease, Some(leased), report, Some(started.elapsed()))?;
             outcomes.push(InlineOutcome {
                 job_id: id,
                 kind,

@@ -180,7 +180,7 @@ fn a_report_from_a_worker_that_lost_its_lock_is_refused_and_changes_nothing() {
     }
     assert!(
         env.queue
-            .heartbeat_many("w1", std::slice::from_ref(&id))
+            .heartbeat_many("w1", std::slice::from_ref(&stale))
             .unwrap()
             .is_empty()
     );
@@ -241,16 +241,17 @@ fn heartbeat_many_refreshes_every_held_job_in_one_call() {
     env.queue
         .enqueue_many((0..3).map(|_| NewJob::new("k")))
         .unwrap();
-    let held: Vec<_> = env
+    let leases: Vec<_> = env
         .queue
         .claim("w1", 3, &ClaimFilter::default())
         .unwrap()
-        .into_iter()
-        .map(|j| j.id)
+        .iter()
+        .map(|j| j.lease())
         .collect();
+    let held: Vec<_> = leases.iter().map(|l| l.job_id.clone()).collect();
     env.queue.cancel(&held[1]).unwrap();
     env.advance(30);
-    let still = env.queue.heartbeat_many("w1", &held).unwrap();
+    let still = env.queue.heartbeat_many("w1", &leases).unwrap();
     let mut still_sorted = still.clone();
     still_sorted.sort();
     assert_eq!(still_sorted, vec![held[0].clone(), held[2].clone()]);
@@ -260,7 +261,7 @@ fn heartbeat_many_refreshes_every_held_job_in_one_call() {
     );
     assert!(
         env.queue
-            .heartbeat_many("someone-else", &held)
+            .heartbeat_many("someone-else", &leases)
             .unwrap()
             .is_empty()
     );

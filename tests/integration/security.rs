@@ -205,7 +205,7 @@ fn every_library_call_of_a_scoped_handle_refuses_another_owners_rows() {
     }
     assert!(
         alice
-            .heartbeat_many("bobs-worker", std::slice::from_ref(&lease.job_id))
+            .heartbeat_many("bobs-worker", std::slice::from_ref(&lease))
             .unwrap()
             .is_empty()
     );

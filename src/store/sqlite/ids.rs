@@ -9,8 +9,8 @@
 
 use rusqlite::Connection;
 
+use super::WriteTx;
 use crate::error::Result;
-use crate::store::WriteTx;
 
 const VERSION_BITS: i64 = 0x7000;
 const COUNTER_MASK: i64 = 0x0fff;
@@ -120,7 +120,7 @@ mod tests {
     fn ids_follow_the_largest_key_in_the_file_and_never_fall_behind_the_clock() {
         let dir = tempfile::tempdir().unwrap();
         let queue = crate::Queue::open(dir.path().join("q.db")).unwrap();
-        let conn = queue.store().connect().unwrap();
+        let conn = queue.sqlite().unwrap().connect().unwrap();
         let now = 1_767_225_600_000;
         let keys = |ids: Vec<String>| ids.iter().map(|id| key_of(id)).collect::<Vec<_>>();
         // An empty file: the clock's millisecond.
@@ -189,7 +189,7 @@ mod tests {
     fn the_largest_key_is_one_seek() {
         let dir = tempfile::tempdir().unwrap();
         let queue = crate::Queue::open(dir.path().join("q.db")).unwrap();
-        let conn = queue.store().connect().unwrap();
+        let conn = queue.sqlite().unwrap().connect().unwrap();
         let plan: String = conn
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT max(id_key) FROM jobq_jobs",

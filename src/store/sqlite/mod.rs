@@ -31,9 +31,13 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
+mod engine;
 pub(crate) mod ids;
+pub(crate) mod jobs;
 pub(crate) mod rows;
 pub(crate) mod schema;
+pub(crate) mod stats;
+pub(crate) mod tenants;
 
 /// How much of a commit survives a crash. See the README's Guarantees section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,8 +81,10 @@ impl Default for StoreOptions {
     }
 }
 
-pub(crate) struct Store {
+pub(crate) struct Sqlite {
     path: PathBuf,
+    /// The path as text, for messages.
+    location: String,
     opts: StoreOptions,
     pool: r2d2::Pool<SqliteConnectionManager>,
     writer: Mutex<Writer>,
@@ -93,9 +99,9 @@ const WAL_BACKSTOP_PAGES: i64 = 10_000;
 /// How often the background checkpointer looks for new commits.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("Sqlite")
             .field("path", &self.path)
             .field("opts", &self.opts)
             .finish()
@@ -106,7 +112,7 @@ const OPEN_FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
     .union(OpenFlags::SQLITE_OPEN_CREATE)
     .union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
 
-impl Store {
+impl Sqlite {
     /// Opens (creating if needed) and migrates the database at `path`; `now` stamps the
     /// migrations it applies.
     ///
@@ -114,7 +120,7 @@ impl Store {
     /// one), so opening the wrong file leaves it untouched. Many threads and processes may
     /// open one fresh file at once: each step that meets another's lock waits for it, up
     /// to the busy timeout, and the file is inspected and migrated in whole transactions.
-    pub(crate) fn open(path: &Path, opts: StoreOptions, now: i64) -> Result<Store> {
+    pub(crate) fn open(path: &Path, opts: StoreOptions, now: i64) -> Result<Sqlite> {
         let open_err = |reason: String| Error::Open {
             path: path.to_path_buf(),
             reason,
@@ -187,12 +193,11 @@ impl Store {
             .with_flags(OPEN_FLAGS)
             .with_init(move |c| {
                 c.busy_timeout(init_opts.busy_timeout)?;
-                configure(c, &init_opts).map_err(|e| match e {
-                    Error::Database(inner) => inner,
-                    other => rusqlite::Error::SqliteFailure(
+                configure(c, &init_opts).map_err(|e| {
+                    rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
-                        Some(other.to_string()),
-                    ),
+                        Some(e.to_string()),
+                    )
                 })
             });
         // No idle timeout and no max lifetime: r2d2 then schedules no reaper, whose recurring
@@ -207,8 +212,9 @@ impl Store {
             .map_err(|e| open_err(e.to_string()))?;
         let commits = Arc::new(AtomicU64::new(0));
         let checkpointer = spawn_checkpointer(path, &opts, Arc::clone(&commits));
-        Ok(Store {
+        Ok(Sqlite {
             path: path.to_path_buf(),
+            location: path.display().to_string(),
             opts,
             pool,
             writer: Mutex::new(Writer {
@@ -218,14 +224,6 @@ impl Store {
             commits,
             checkpointer,
         })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(crate) fn durability(&self) -> Durability {
-        self.opts.durability
     }
 
     /// A new connection of its own, with the same pragmas (for long-lived readers such as
@@ -383,7 +381,7 @@ fn data_version(conn: &Connection) -> u32 {
     version
 }
 
-impl Drop for Store {
+impl Drop for Sqlite {
     fn drop(&mut self) {
         if let Some((stop, thread)) = self.checkpointer.take() {
             drop(stop);
@@ -504,7 +502,7 @@ mod tests {
             busy_timeout: Duration::from_millis(1234),
             ..StoreOptions::default()
         };
-        let store = Store::open(&dir.path().join("q.db"), opts, 0).unwrap();
+        let store = Sqlite::open(&dir.path().join("q.db"), opts, 0).unwrap();
         let check = |c: &Connection| {
             let mode: String = c
                 .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -530,7 +528,7 @@ mod tests {
             busy_timeout: Duration::from_millis(200),
             ..StoreOptions::default()
         };
-        let store = Store::open(&path, opts, 0).unwrap();
+        let store = Sqlite::open(&path, opts, 0).unwrap();
         let holder = Connection::open(&path).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
         let check = |c: &Connection| {
@@ -558,7 +556,7 @@ mod tests {
     fn a_missing_folder_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let err =
-            Store::open(&dir.path().join("nope/q.db"), StoreOptions::default(), 0).unwrap_err();
+            Sqlite::open(&dir.path().join("nope/q.db"), StoreOptions::default(), 0).unwrap_err();
         assert!(matches!(err, Error::Open { .. }), "{err}");
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
