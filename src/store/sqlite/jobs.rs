@@ -116,8 +116,12 @@ pub(crate) fn insert_jobs(
     ids: Vec<String>,
     now: i64,
 ) -> Result<Vec<Enqueued>> {
-    if let ([job], [id]) = (jobs.as_slice(), ids.as_slice()) {
-        return Ok(vec![insert(conn, scope, job.clone(), id.clone(), now)?]);
+    if jobs.len() == 1 {
+        // The single enqueue: no partition, no copies.
+        return match jobs.into_iter().zip(ids).next() {
+            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now)?]),
+            None => Ok(Vec::new()),
+        };
     }
     let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let (plain, special): (Vec<_>, Vec<_>) = jobs
