@@ -170,6 +170,15 @@ pub enum Error {
         engine: &'static str,
     },
 
+    /// The database server cannot be reached, or it went away in the middle of a request
+    /// (restarting, shutting down, the connection cut). Trying again later may succeed; a
+    /// write whose answer was lost may or may not have been applied.
+    #[error("the database is unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+    },
+
     /// No pooled connection became free in time.
     #[error("connection pool: {0}")]
     Pool(String),
@@ -180,6 +189,15 @@ impl Error {
     /// trying again later may succeed.
     pub fn is_busy(&self) -> bool {
         matches!(self, Error::Busy { .. })
+    }
+
+    /// True when trying again later may succeed: the database was busy or unavailable, or
+    /// no pooled connection came free in time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Busy { .. } | Error::Unavailable { .. } | Error::Pool(_)
+        )
     }
 
     /// True for [`Error::Timeout`]: a wait reached its deadline first.

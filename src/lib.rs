@@ -72,7 +72,7 @@ pub use job::{
 pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
-pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder};
+pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder, is_postgres_url};
 pub use retry::RetryPolicy;
 pub use stats::{
     CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,

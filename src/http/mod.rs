@@ -328,6 +328,7 @@ impl From<Error> for Reply {
             Error::Busy { .. } => (503, "busy"),
             Error::DiskFull(_) => (507, "disk_full"),
             Error::Pool(_) => (503, "busy"),
+            Error::Unavailable { .. } => (503, "unavailable"),
             Error::Timeout { .. } => (504, "timeout"),
             Error::SchemaTooNew { .. }
             | Error::NotJobqDatabase { .. }

@@ -89,7 +89,10 @@ impl Queue {
         let checked = jobs
             .into_iter()
             .enumerate()
-            .map(|(i, job)| self.check(job, now).map_err(|e| jobs::at_index(i, e)))
+            .map(|(i, job)| {
+                self.check(job, now)
+                    .map_err(|e| crate::store::at_index(i, e))
+            })
             .collect::<Result<Vec<_>>>()?;
         if checked.is_empty() {
             return Ok(Vec::new());

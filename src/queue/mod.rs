@@ -47,7 +47,7 @@ use crate::store::{Durability, Engine, StoreOptions};
 pub struct QueueBuilder {
     path: PathBuf,
     store: StoreOptions,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
     retry: RetryPolicies,
     default_max_attempts: u32,
 }
@@ -60,7 +60,8 @@ impl QueueBuilder {
     }
 
     /// How long a request waits for a database locked by another connection before it
-    /// fails with [`Error::Busy`]. Defaults to 5 seconds.
+    /// fails with [`Error::Busy`] (on PostgreSQL: how long it waits for a connection).
+    /// Defaults to 5 seconds.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.store.busy_timeout = timeout;
         self
@@ -72,9 +73,12 @@ impl QueueBuilder {
         self
     }
 
-    /// The clock every statement takes `now` from. Defaults to the system clock.
+    /// The clock every statement takes `now` from. Defaults to the system clock on SQLite
+    /// and to the database server's clock on PostgreSQL (this host's clock corrected by its
+    /// measured distance to the server's, so that hosts whose clocks drift apart still agree
+    /// on `run_after`, leases and heartbeats).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -113,21 +117,29 @@ impl QueueBuilder {
         self
     }
 
-    /// Opens the file, creating and migrating it as needed.
+    /// Opens the file (or connects to the PostgreSQL server of a `postgres://` URL),
+    /// creating and migrating the schema as needed.
     ///
     /// # Errors
     ///
-    /// [`Error::Open`] when the folder is missing or the file cannot be opened for writing;
-    /// [`Error::NotJobqDatabase`] when the file is not SQLite or holds foreign tables;
-    /// [`Error::SchemaTooNew`] when a newer jobq wrote it. In each case the file is untouched.
+    /// [`Error::Open`] when the folder is missing, the file cannot be opened for writing or
+    /// the server cannot be reached; [`Error::NotJobqDatabase`] when the file is not SQLite
+    /// or holds foreign tables; [`Error::SchemaTooNew`] when a newer jobq wrote it. In each
+    /// case the database is untouched.
     pub fn open(self) -> Result<Queue> {
-        let engine: Arc<dyn Engine> =
-            Arc::new(Sqlite::open(&self.path, self.store, self.clock.now_ms())?);
+        let location = self.path.to_string_lossy().into_owned();
+        let (engine, clock): (Arc<dyn Engine>, Arc<dyn Clock>) = if is_postgres_url(&location) {
+            open_postgres(&location, &self.store, self.clock)?
+        } else {
+            let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+            let sqlite = Sqlite::open(&self.path, self.store, clock.now_ms())?;
+            (Arc::new(sqlite), clock)
+        };
         Ok(Queue {
             shared: Arc::new(Shared {
                 engine,
                 path: self.path,
-                clock: self.clock,
+                clock,
                 retry: self.retry,
                 default_max_attempts: self.default_max_attempts,
                 events: EventBus::default(),
@@ -137,7 +149,42 @@ impl QueueBuilder {
     }
 }
 
-/// A durable job queue in one SQLite file.
+/// True for a `postgres://` or `postgresql://` URL, which [`Queue::open`] opens with the
+/// PostgreSQL engine (anything else is a SQLite file path).
+pub fn is_postgres_url(location: &str) -> bool {
+    let lower = location.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    url: &str,
+    store: &StoreOptions,
+    clock: Option<Arc<dyn Clock>>,
+) -> Result<(Arc<dyn Engine>, Arc<dyn Clock>)> {
+    use crate::store::postgres::{PgOptions, Postgres};
+    let opts = PgOptions {
+        connect_timeout: store.busy_timeout,
+        pool_size: store.pool_size.max(4) + 4,
+    };
+    let engine = Postgres::open(url, opts)?;
+    let clock = clock.unwrap_or_else(|| Arc::new(engine.clock()));
+    Ok((Arc::new(engine), clock))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(
+    url: &str,
+    _store: &StoreOptions,
+    _clock: Option<Arc<dyn Clock>>,
+) -> Result<(Arc<dyn Engine>, Arc<dyn Clock>)> {
+    Err(Error::Open {
+        path: url.into(),
+        reason: "this build of jobq has no PostgreSQL engine (the `postgres` feature)".into(),
+    })
+}
+
+/// A durable job queue in one SQLite file (or one PostgreSQL database).
 ///
 /// `Queue` is cheap to clone and safe to share between threads; every clone uses the same
 /// connections. Many processes may open the same file at once. Every verb is one short
@@ -177,7 +224,7 @@ impl Queue {
         QueueBuilder {
             path: path.as_ref().to_path_buf(),
             store: StoreOptions::default(),
-            clock: Arc::new(SystemClock),
+            clock: None,
             retry: RetryPolicies::default(),
             default_max_attempts: 5,
         }
@@ -220,9 +267,19 @@ impl Queue {
         self.owner.as_deref()
     }
 
-    /// The database file.
+    /// The database file, or the PostgreSQL URL, as given (a URL with its password).
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// The database for people to read: the file, or the URL without its password.
+    pub fn location(&self) -> &str {
+        self.shared.engine.location()
+    }
+
+    /// The engine the queue runs on: `"sqlite"` or `"postgres"`.
+    pub fn engine_name(&self) -> &'static str {
+        self.shared.engine.name()
     }
 
     /// The durability this handle was opened with.

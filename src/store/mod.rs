@@ -20,6 +20,8 @@ use crate::owner::Owner;
 use crate::queue::{ClaimFilter, JobError};
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 pub use sqlite::Durability;
@@ -337,4 +339,25 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
 pub(crate) trait Changes: Send {
     /// A number that differs from its last answer once another connection has committed.
     fn version(&mut self) -> Option<i64>;
+}
+
+/// Names the position of the refused job in a batch.
+pub(crate) fn at_index(i: usize, err: crate::error::Error) -> crate::error::Error {
+    use crate::error::Error;
+    match err {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field,
+            reason: format!("job #{i} of the batch: {reason}"),
+        },
+        other => other,
+    }
+}
+
+impl Recorded {
+    pub(crate) fn new(status: Status) -> Recorded {
+        Recorded {
+            status,
+            retry_at: None,
+        }
+    }
 }

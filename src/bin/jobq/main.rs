@@ -342,9 +342,11 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
-/// Opens a file that must exist already (commands that only read or change jobs).
+/// Opens a file that must exist already (commands that only read or change jobs). A
+/// PostgreSQL database is opened as it is (the server says whether it exists).
 fn open_existing(path: &Path) -> Result<Queue, Refused> {
-    if !path.exists() {
+    let url = path.to_str().is_some_and(jobq::is_postgres_url);
+    if !url && !path.exists() {
         return Err(Refused(format!(
             "{} does not exist (create it with `jobq --db {} init`)",
             path.display(),
@@ -374,12 +376,11 @@ fn run(cli: Cli) -> Outcome {
                 .open()?;
             let version = jobq::schema_version();
             if json {
-                print_json(&json!({"db": queue.path(), "schema_version": version}));
-            } else {
-                println!(
-                    "{} is ready (schema version {version})",
-                    queue.path().display()
+                print_json(
+                    &json!({"db": queue.location(), "engine": queue.engine_name(), "schema_version": version}),
                 );
+            } else {
+                println!("{} is ready (schema version {version})", queue.location());
             }
         }
         Command::Enqueue(args) => enqueue(db, json, args)?,

@@ -65,7 +65,7 @@ pub(crate) fn allocate_in(tx: &WriteTx<'_, '_>, now_ms: i64, n: usize) -> Result
 }
 
 /// `n` ids after the key `largest`, and no earlier than `now_ms`.
-fn after(largest: Option<i64>, now_ms: i64, n: usize) -> Vec<String> {
+pub(crate) fn after(largest: Option<i64>, now_ms: i64, n: usize) -> Vec<String> {
     let mut key = first_key_of(now_ms.max(0));
     if let Some(largest) = largest.filter(|l| *l >= key) {
         key = key_after(largest);

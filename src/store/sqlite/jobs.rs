@@ -13,7 +13,7 @@ use crate::job::{
 use crate::owner::saturate;
 use crate::store::{
     Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs,
+    StaleCutoffs, at_index,
 };
 
 // ---- inserts --------------------------------------------------------------------------
@@ -242,17 +242,6 @@ fn check_budget(conn: &Connection, owner: &str, cost_cents: i128) -> Result<()> 
         });
     }
     Ok(())
-}
-
-/// Names the position of the refused job in a batch.
-pub(crate) fn at_index(i: usize, err: Error) -> Error {
-    match err {
-        Error::InvalidInput { field, reason } => Error::InvalidInput {
-            field,
-            reason: format!("job #{i} of the batch: {reason}"),
-        },
-        other => other,
-    }
 }
 
 // ---- the claim --------------------------------------------------------------------------
@@ -964,15 +953,6 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>>
         rows::job,
     )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
-impl Recorded {
-    fn new(status: Status) -> Recorded {
-        Recorded {
-            status,
-            retry_at: None,
-        }
-    }
 }
 
 #[cfg(test)]

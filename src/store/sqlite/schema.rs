@@ -36,7 +36,7 @@ pub fn schema_version() -> i64 {
 }
 
 /// Splits `schema.sql` into its bookkeeping section and its migrations.
-fn parse(sql: &'static str) -> (&'static str, Vec<Migration>) {
+pub(crate) fn parse(sql: &'static str) -> (&'static str, Vec<Migration>) {
     // (version, or None for the bookkeeping; where its marker line starts; where its body starts)
     let mut starts: Vec<(Option<i64>, usize, usize)> = Vec::new();
     let mut offset = 0;

@@ -1,0 +1,194 @@
+-- jobq on PostgreSQL: the same data model as `schema.sql`, in PostgreSQL's dialect.
+--
+-- Migrations are numbered as in `schema.sql`, so that one schema version means one data
+-- model on both engines; a section applies once, in one transaction that holds an advisory
+-- lock (so many processes starting at once migrate one at a time) and records it in
+-- `jobq_migrations`. A released section is never edited: changes go into a new section.
+--
+-- The tables, columns, indexes and views keep their SQLite names, for people with psql.
+-- Times are integer milliseconds since the Unix epoch, UTC, always written by jobq from one
+-- clock (the database server's, corrected for the distance to each host); the views show
+-- them as ISO 8601 text. Differences from SQLite: the id is a `uuid` (no separate row key),
+-- JSON columns are `json` (kept as written) and the errors history `jsonb` (appended to).
+
+-- bookkeeping
+
+CREATE TABLE IF NOT EXISTS jobq_migrations (
+    version    bigint PRIMARY KEY,
+    applied_at bigint NOT NULL
+);
+
+-- migration 2
+
+-- Version 2 is the first version on PostgreSQL: this section creates the whole model of
+-- `schema.sql`'s migrations 1 and 2.
+
+-- Milliseconds since the epoch as ISO 8601 text, for the views.
+CREATE FUNCTION jobq_iso(ms bigint) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN to_char(to_timestamp(ms / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
+
+CREATE TABLE jobq_owners (
+    id           text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
+    budget_cents bigint CHECK (budget_cents IS NULL OR budget_cents >= 0),
+    created_at   bigint NOT NULL
+);
+
+CREATE TABLE jobq_tokens (
+    id          text PRIMARY KEY,
+    owner_id    text NOT NULL REFERENCES jobq_owners (id) ON DELETE CASCADE,
+    secret_hash text NOT NULL,
+    created_at  bigint NOT NULL
+);
+CREATE INDEX jobq_tokens_owner ON jobq_tokens (owner_id);
+
+CREATE TABLE jobq_groups (
+    id         text PRIMARY KEY,
+    owner      text,
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 500),
+    metadata   json NOT NULL DEFAULT '{}',
+    created_at bigint NOT NULL
+);
+CREATE INDEX jobq_groups_owner ON jobq_groups (owner, id) WHERE owner IS NOT NULL;
+
+-- Jobs, as in `schema.sql`: every finishing statement is guarded by the lease (status
+-- 'running', the same `locked_by`, the same `claims`).
+CREATE TABLE jobq_jobs (
+    id              uuid PRIMARY KEY,                   -- UUID v7: time-ordered
+    queue           text NOT NULL DEFAULT 'default' CHECK (length(queue) BETWEEN 1 AND 200),
+    kind            text NOT NULL CHECK (length(kind) BETWEEN 1 AND 200),
+    status          text NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'retry', 'succeeded', 'failed', 'cancelled')),
+    priority        integer NOT NULL DEFAULT 0,
+    attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    claims          integer NOT NULL DEFAULT 0 CHECK (claims >= 0),
+    max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    run_after       bigint NOT NULL,
+    locked_by       text,
+    locked_at       bigint,
+    heartbeat_at    bigint,
+    stage           text,
+    progress        double precision NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 1),
+    input           json NOT NULL DEFAULT '{}',
+    output          json,
+    idempotency_key text,
+    last_error      text,
+    error_code      text,
+    errors          jsonb NOT NULL DEFAULT '[]',
+    cost_cents      bigint NOT NULL DEFAULT 0 CHECK (cost_cents >= 0 AND cost_cents <= 1000000000000),
+    owner           text,
+    group_id        text REFERENCES jobq_groups (id) ON DELETE CASCADE,
+    external_id     text,
+    created_at      bigint NOT NULL,
+    updated_at      bigint NOT NULL,
+    started_at      bigint,
+    completed_at    bigint,
+    CHECK ((status IN ('succeeded', 'failed', 'cancelled')) = (completed_at IS NOT NULL))
+);
+
+-- The claim: ready jobs of a queue in claim order. Partial, so that finished rows (and the
+-- dead tuples their updates leave) stay out of the claim's path.
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id)
+    INCLUDE (kind, owner)
+    WHERE status IN ('queued', 'retry');
+-- Running, retrying, failed and cancelled jobs: listing and counting them.
+CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id) INCLUDE (queue)
+    WHERE status NOT IN ('queued', 'succeeded');
+-- Finished jobs by status and completion time, with what their statistics read.
+CREATE INDEX jobq_jobs_finished ON jobq_jobs (status, completed_at)
+    INCLUDE (queue, kind, started_at, run_after)
+    WHERE completed_at IS NOT NULL;
+CREATE INDEX jobq_jobs_owner ON jobq_jobs (owner, id) WHERE owner IS NOT NULL;
+CREATE INDEX jobq_jobs_group ON jobq_jobs (group_id, id) WHERE group_id IS NOT NULL;
+CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- Wake-ups: every statement that leaves jobs ready (an insert, a retry, a release) notifies
+-- the channel `jobq` once per queue, at commit; idle workers on every host LISTEN to it.
+CREATE FUNCTION jobq_notify_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jobq', q.queue)
+    FROM (SELECT DISTINCT queue FROM jobq_new WHERE status IN ('queued', 'retry')) AS q;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobq_jobs_inserted AFTER INSERT ON jobq_jobs
+    REFERENCING NEW TABLE AS jobq_new
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq_notify_ready();
+CREATE TRIGGER jobq_jobs_updated AFTER UPDATE ON jobq_jobs
+    REFERENCING NEW TABLE AS jobq_new
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq_notify_ready();
+
+CREATE VIEW jobq_dead_letter_jobs AS
+SELECT id, queue, kind, attempts, max_attempts, error_code, last_error, stage, owner, group_id,
+       jobq_iso(created_at) AS created_at, jobq_iso(completed_at) AS failed_at, input
+FROM jobq_jobs
+WHERE status = 'failed' AND completed_at IS NOT NULL
+ORDER BY completed_at DESC;
+
+CREATE VIEW jobq_running_jobs_monitor AS
+SELECT id, queue, kind, stage, progress, attempts, locked_by AS worker,
+       ((extract(epoch FROM clock_timestamp()) * 1000 - started_at) / 1000)::bigint
+           AS running_seconds,
+       ((extract(epoch FROM clock_timestamp()) * 1000 - coalesce(heartbeat_at, locked_at)) / 1000)::bigint
+           AS heartbeat_age_seconds,
+       jobq_iso(started_at) AS started_at
+FROM jobq_jobs
+WHERE status = 'running'
+ORDER BY started_at;
+
+CREATE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;
+
+-- Exact nearest-rank percentiles (the value at rank ceil(p * n)), as `jobq timing`.
+CREATE VIEW jobq_timing_stats AS
+WITH measured AS (
+    SELECT status, (completed_at - started_at) / 1000.0 AS run,
+           (started_at - run_after) / 1000.0 AS wait
+    FROM jobq_jobs
+    WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
+),
+ranked AS (
+    SELECT status, run, wait,
+           row_number() OVER (PARTITION BY status ORDER BY run) AS run_rank,
+           row_number() OVER (PARTITION BY status ORDER BY wait) AS wait_rank,
+           count(*) OVER (PARTITION BY status) AS n
+    FROM measured
+)
+SELECT status,
+       count(*) AS count,
+       avg(run) AS avg_duration_seconds,
+       max(CASE WHEN run_rank = (50 * n + 99) / 100 THEN run END) AS p50_seconds,
+       max(CASE WHEN run_rank = (95 * n + 99) / 100 THEN run END) AS p95_seconds,
+       max(run) AS max_seconds,
+       avg(wait) AS avg_wait_seconds,
+       max(CASE WHEN wait_rank = (50 * n + 99) / 100 THEN wait END) AS p50_wait_seconds,
+       max(CASE WHEN wait_rank = (95 * n + 99) / 100 THEN wait END) AS p95_wait_seconds
+FROM ranked
+GROUP BY status
+ORDER BY status;
+
+CREATE VIEW jobq_stage_distribution AS
+SELECT stage, status, count(*) AS count
+FROM jobq_jobs
+GROUP BY stage, status
+ORDER BY count DESC, stage, status;
+
+CREATE VIEW jobq_job_summary AS
+SELECT owner, group_id, status,
+       count(*) AS count,
+       least(sum(cost_cents), 9223372036854775807)::bigint AS total_cost_cents,
+       avg(cost_cents)::double precision AS avg_cost_cents,
+       jobq_iso(max(created_at)) AS last_created_at
+FROM jobq_jobs
+GROUP BY owner, group_id, status
+ORDER BY owner, group_id, status;

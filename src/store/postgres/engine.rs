@@ -1,0 +1,250 @@
+//! The engine operations on PostgreSQL. A single statement runs in autocommit; anything
+//! that reads before it writes (an enqueue's idempotency and budget, an admin's check of a
+//! status) runs in one transaction with the rows it depends on locked.
+
+use std::sync::Arc;
+
+use super::{Postgres, jobs, listen, stats, tenants};
+use crate::error::{Error, Result};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
+use crate::owner::Owner;
+use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::store::{
+    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
+    HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress, QueueRows,
+    Recorded, Released, Report, Scope, StaleCutoffs,
+};
+
+impl Engine for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn durability(&self) -> Durability {
+        // What survives is the server's to say (`synchronous_commit`, `fsync`).
+        Durability::Full
+    }
+
+    fn insert_jobs(&self, scope: Scope<'_>, jobs: Vec<NewRow>, now: i64) -> Result<Vec<Enqueued>> {
+        let ids = jobs::new_ids(now, jobs.len());
+        // A job without an owner or a group has no budget or group to check: its insert
+        // (after the look for its idempotency key, if any) is the only write.
+        let alone =
+            matches!(jobs.as_slice(), [job] if job.owner.is_none() && job.group_id.is_none());
+        if alone {
+            return self.run(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now));
+        }
+        self.transaction(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now))
+    }
+
+    fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {
+        self.run(|conn| jobs::claim(conn, scope, spec, now))
+    }
+
+    fn record(
+        &self,
+        scope: Scope<'_>,
+        reports: &[(&Lease, Report<'_>)],
+        refill: Option<ClaimSpec<'_>>,
+        now: i64,
+    ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
+        let results = self.run(|conn| jobs::record(conn, scope, reports, now))?;
+        let claimed = match refill {
+            Some(spec) if spec.limit > 0 => {
+                match self.run(|conn| jobs::claim(conn, scope, spec, now)) {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        // The outcomes are recorded; the dispatcher claims again at its next turn.
+                        tracing::warn!(error = %e, "jobq: claiming after recording outcomes failed");
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        Ok((results, claimed))
+    }
+
+    fn leased(&self, scope: Scope<'_>, lease: &Lease) -> Result<LeasedJob> {
+        self.run(|conn| jobs::leased(conn, scope, lease))
+    }
+
+    fn heartbeat(&self, scope: Scope<'_>, lease: &Lease, now: i64) -> Result<()> {
+        self.run(|conn| jobs::heartbeat(conn, scope, lease, now))
+    }
+
+    fn heartbeat_many(
+        &self,
+        scope: Scope<'_>,
+        worker: &str,
+        held: &[(JobId, u32)],
+        now: i64,
+    ) -> Result<Vec<JobId>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(|conn| jobs::heartbeat_many(conn, scope, worker, held, now))
+    }
+
+    fn report(
+        &self,
+        scope: Scope<'_>,
+        lease: &Lease,
+        update: Progress<'_>,
+        now: i64,
+    ) -> Result<()> {
+        self.run(|conn| jobs::report(conn, scope, lease, update, now))
+    }
+
+    fn change(
+        &self,
+        scope: Scope<'_>,
+        id: &JobId,
+        change: Change<'_>,
+        allowed: &dyn Fn(Status) -> Result<()>,
+        now: i64,
+    ) -> Result<Status> {
+        self.transaction(|conn| jobs::change(conn, scope, id, change, allowed, now))
+    }
+
+    fn retry_dead(
+        &self,
+        scope: Scope<'_>,
+        kind: Option<&str>,
+        queue: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<JobId>> {
+        self.run(|conn| jobs::retry_dead(conn, scope, kind, queue, now))
+    }
+
+    fn release_stale(
+        &self,
+        scope: Scope<'_>,
+        cutoffs: StaleCutoffs,
+        now: i64,
+    ) -> Result<Vec<Released>> {
+        self.run(|conn| jobs::release_stale(conn, scope, cutoffs, now))
+    }
+
+    fn prune(&self, scope: Scope<'_>, statuses: &[Status], cutoff: i64) -> Result<usize> {
+        self.run(|conn| jobs::prune(conn, scope, statuses, cutoff))
+    }
+
+    fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
+        self.run(|conn| jobs::get(conn, scope, id))
+    }
+
+    fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>> {
+        self.run(|conn| jobs::list(conn, query))
+    }
+
+    fn next_run_after(&self, queues: &[String], now: i64) -> Result<Option<i64>> {
+        self.run(|conn| jobs::next_run_after(conn, queues, now))
+    }
+
+    fn overview(
+        &self,
+        scope: Scope<'_>,
+        query: CountQuery<'_>,
+        health: HealthQuery,
+    ) -> Result<(Counts, Counts, HealthRows)> {
+        self.snapshot(|conn| {
+            let counts = stats::counts(conn, query, health.now)?;
+            let everything = CountQuery {
+                owner: scope,
+                group: None,
+                queue: None,
+            };
+            let whole = if query.owner == scope && query.group.is_none() && query.queue.is_none() {
+                counts.clone()
+            } else {
+                stats::counts(conn, everything, health.now)?
+            };
+            let rows = stats::health(conn, scope, health)?;
+            Ok((counts, whole, rows))
+        })
+    }
+
+    fn counts(&self, query: CountQuery<'_>, now: i64) -> Result<Counts> {
+        self.snapshot(|conn| stats::counts(conn, query, now))
+    }
+
+    fn durations(
+        &self,
+        scope: Scope<'_>,
+        since: i64,
+        queue: Option<&str>,
+        each: &mut dyn FnMut(Duration4),
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        stats::durations(&mut conn, scope, since, queue, each)
+    }
+
+    fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {
+        self.run(|conn| stats::stages(conn, scope))
+    }
+
+    fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>> {
+        self.run(|conn| stats::running(conn, scope, now))
+    }
+
+    fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>> {
+        self.run(|conn| stats::dead_letter(conn, scope, limit))
+    }
+
+    fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>> {
+        self.snapshot(|conn| stats::costs(conn, scope, by))
+    }
+
+    fn queue_rows(&self, now: i64) -> Result<QueueRows> {
+        self.snapshot(|conn| stats::queue_rows(conn, now))
+    }
+
+    fn insert_group(&self, group: &GroupRow) -> Result<()> {
+        self.run(|conn| tenants::insert_group(conn, group))
+    }
+
+    fn group(&self, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>> {
+        self.snapshot(|conn| tenants::group(conn, scope, id))
+    }
+
+    fn groups(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<GroupRow>> {
+        self.snapshot(|conn| tenants::groups(conn, scope, limit))
+    }
+
+    fn delete_group(&self, scope: Scope<'_>, id: &str) -> Result<usize> {
+        self.transaction(|conn| tenants::delete_group(conn, scope, id))
+    }
+
+    fn write_owner(&self, id: &str, write: OwnerWrite, now: i64) -> Result<()> {
+        self.run(|conn| tenants::write_owner(conn, id, write, now))
+    }
+
+    fn owner(&self, id: &str) -> Result<Option<Owner>> {
+        self.snapshot(|conn| tenants::owner(conn, id))
+    }
+
+    fn insert_token(&self, owner: &str, token_id: &str, secret_hash: &str, now: i64) -> Result<()> {
+        self.transaction(|conn| tenants::insert_token(conn, owner, token_id, secret_hash, now))
+    }
+
+    fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
+        self.run(|conn| tenants::token(conn, token_id))
+    }
+
+    fn revoke_tokens(&self, owner: &str) -> Result<usize> {
+        self.run(|conn| tenants::revoke_tokens(conn, owner))
+    }
+
+    fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {
+        let listener = listen::listen(self.config.clone(), self.location.clone(), on_change)
+            .map_err(|e| Error::Unavailable {
+                reason: format!("cannot start the thread that listens for wake-ups: {e}"),
+            })?;
+        Ok(Box::new(listener))
+    }
+}

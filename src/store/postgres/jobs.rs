@@ -1,0 +1,962 @@
+//! Jobs on PostgreSQL: inserts, the claim, what workers report under their lease, admins'
+//! changes, maintenance, and reads. Each function runs on the connection it is given, in
+//! the caller's transaction or in autocommit, as its engine operation says.
+
+use std::sync::Mutex;
+
+use postgres::Row;
+use uuid::Uuid;
+
+use super::Conn;
+use crate::error::{Error, Result};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status, Timestamp};
+use crate::owner::saturate;
+use crate::store::{
+    Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
+    StaleCutoffs, at_index,
+};
+
+// ---- ids ----------------------------------------------------------------------------------
+
+/// The last row key this process handed out: ids from one process increase, and never run
+/// behind its clock. (Ids from several hosts interleave by their clocks.)
+static LAST_KEY: Mutex<Option<i64>> = Mutex::new(None);
+
+/// `n` new job ids for jobs enqueued at `now`.
+pub(crate) fn new_ids(now: i64, n: usize) -> Vec<Uuid> {
+    let mut last = LAST_KEY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ids = crate::store::sqlite::ids::after(*last, now, n);
+    if let Some(id) = ids.last() {
+        *last = Some(crate::job::key_of(id));
+    }
+    ids.iter()
+        .map(|id| Uuid::parse_str(id).unwrap_or_else(|_| Uuid::now_v7()))
+        .collect()
+}
+
+/// The UUID of a job id; an id that is not one names no job.
+pub(crate) fn uuid_of(id: &JobId) -> Result<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| Error::job_not_found(id))
+}
+
+fn job_id(uuid: Uuid) -> JobId {
+    JobId::from_db(uuid.hyphenated().to_string())
+}
+
+fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+// ---- inserts --------------------------------------------------------------------------
+
+/// One job; `ON CONFLICT` on the idempotency index makes two racing inserts of one key
+/// yield one job (the second waits for the first to commit, then inserts nothing).
+const INSERT: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13)
+    ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING id";
+
+/// Many jobs without a key or a group, in one statement.
+const INSERT_MANY: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                           cost_cents, owner, external_id, created_at, updated_at)
+    SELECT id, queue, kind, priority, max_attempts, run_after, input::json, cost, owner,
+           external_id, $10, $10
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],
+                $7::text[], $8::bigint[], $9::text[], $11::text[])
+         AS j(id, queue, kind, priority, max_attempts, run_after, input, cost, owner, external_id)";
+
+const FIND_BY_KEY: &str = "
+    SELECT id, status, group_id FROM jobq_jobs
+    WHERE coalesce(owner, '') = coalesce($1::text, '') AND idempotency_key = $2";
+
+const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = $1";
+
+/// The owner's budget, locking the owner's row until commit: enqueues of one owner with a
+/// budget check it one at a time, so two of them cannot both pass it.
+const OWNER_BUDGET: &str = "SELECT budget_cents FROM jobq_owners WHERE id = $1 FOR UPDATE";
+
+/// Inserts checked jobs with the given ids, in the caller's transaction.
+pub(crate) fn insert_jobs(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    jobs: Vec<NewRow>,
+    ids: Vec<Uuid>,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    if jobs.len() == 1 {
+        return match jobs.into_iter().zip(ids).next() {
+            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now)?]),
+            None => Ok(Vec::new()),
+        };
+    }
+    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    let (plain, special): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .partition(|(_, (job, _))| job.key.is_none() && job.group_id.is_none());
+    let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
+    for (_, (job, _)) in &plain {
+        if let Some(owner) = &job.owner {
+            *cost_by_owner.entry(owner).or_default() += i128::from(job.cost_cents);
+        }
+    }
+    for (owner, cost) in cost_by_owner {
+        check_budget(conn, owner, cost)?;
+    }
+    if !plain.is_empty() {
+        let column = |f: &dyn Fn(&NewRow) -> String| -> Vec<String> {
+            plain.iter().map(|(_, (job, _))| f(job)).collect()
+        };
+        let ids: Vec<Uuid> = plain.iter().map(|(_, (_, id))| *id).collect();
+        let queues = column(&|j| j.queue.clone());
+        let kinds = column(&|j| j.kind.clone());
+        let inputs = column(&|j| j.input.clone());
+        let priorities: Vec<i32> = plain.iter().map(|(_, (j, _))| j.priority).collect();
+        let attempts: Vec<i32> = plain
+            .iter()
+            .map(|(_, (j, _))| int(j.max_attempts))
+            .collect();
+        let run_after: Vec<i64> = plain.iter().map(|(_, (j, _))| j.run_after).collect();
+        let costs: Vec<i64> = plain.iter().map(|(_, (j, _))| j.cost_cents).collect();
+        let owners: Vec<Option<&str>> =
+            plain.iter().map(|(_, (j, _))| j.owner.as_deref()).collect();
+        let external: Vec<Option<&str>> = plain
+            .iter()
+            .map(|(_, (j, _))| j.external_id.as_deref())
+            .collect();
+        conn.execute(
+            INSERT_MANY,
+            &[
+                &ids,
+                &queues,
+                &kinds,
+                &priorities,
+                &attempts,
+                &run_after,
+                &inputs,
+                &costs,
+                &owners,
+                &now,
+                &external,
+            ],
+        )?;
+        for (i, (_, id)) in &plain {
+            out[*i] = Some(Enqueued {
+                job_id: job_id(*id),
+                status: Status::Queued,
+                already_existed: false,
+                group_id: None,
+            });
+        }
+    }
+    for (i, (job, id)) in special {
+        out[i] = Some(insert(conn, scope, job, id, now).map_err(|e| at_index(i, e))?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn existing(conn: &mut Conn, owner: Option<&str>, key: &str) -> Result<Option<Enqueued>> {
+    let Some(row) = conn.query_opt(FIND_BY_KEY, &[&owner, &key])? else {
+        return Ok(None);
+    };
+    Ok(Some(Enqueued {
+        job_id: job_id(row.get(0)),
+        status: row.get::<_, String>(1).parse()?,
+        already_existed: true,
+        group_id: row.get(2),
+    }))
+}
+
+/// Inserts one job: the existing job for a repeated idempotency key, the group's owner for
+/// a job of a group, the owner's budget checked.
+pub(crate) fn insert(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    mut job: NewRow,
+    id: Uuid,
+    now: i64,
+) -> Result<Enqueued> {
+    if let Some(key) = &job.key {
+        if let Some(found) = existing(conn, job.owner.as_deref(), key)? {
+            return Ok(found);
+        }
+    }
+    if let Some(group) = &job.group_id {
+        let not_found = || Error::NotFound {
+            what: "group",
+            id: group.clone(),
+        };
+        let row = conn
+            .query_opt(GROUP_OWNER, &[group])?
+            .ok_or_else(not_found)?;
+        let group_owner: Option<String> = row.get(0);
+        if scope.is_some() && group_owner.as_deref() != scope {
+            return Err(not_found());
+        }
+        if job.owner.is_none() {
+            job.owner = group_owner;
+        }
+    }
+    if let Some(owner) = &job.owner {
+        check_budget(conn, owner, i128::from(job.cost_cents))?;
+    }
+    let inserted = conn.query_opt(
+        INSERT,
+        &[
+            &id,
+            &job.queue,
+            &job.kind,
+            &job.priority,
+            &int(job.max_attempts),
+            &job.run_after,
+            &job.input,
+            &job.key,
+            &job.cost_cents,
+            &job.owner,
+            &job.group_id,
+            &job.external_id,
+            &now,
+        ],
+    )?;
+    if inserted.is_none() {
+        // Another transaction inserted the key first, and committed.
+        if let Some(key) = &job.key {
+            if let Some(found) = existing(conn, job.owner.as_deref(), key)? {
+                return Ok(found);
+            }
+        }
+        return Err(Error::Busy {
+            timeout: std::time::Duration::ZERO,
+            context: "an enqueue of the same idempotency key was rolled back meanwhile".into(),
+        });
+    }
+    Ok(Enqueued {
+        job_id: job_id(id),
+        status: Status::Queued,
+        already_existed: false,
+        group_id: job.group_id,
+    })
+}
+
+/// Refuses `cost_cents` more for `owner` when it would pass the owner's budget.
+fn check_budget(conn: &mut Conn, owner: &str, cost_cents: i128) -> Result<()> {
+    let Some(row) = conn.query_opt(OWNER_BUDGET, &[&owner])? else {
+        return Ok(());
+    };
+    let Some(budget) = row.get::<_, Option<i64>>(0) else {
+        return Ok(());
+    };
+    let spent = super::tenants::spent_cents(conn, owner)?;
+    if spent + cost_cents > i128::from(budget) {
+        return Err(Error::BudgetExceeded {
+            owner: owner.to_string(),
+            budget_cents: budget,
+            spent_cents: saturate(spent),
+            requested_cents: saturate(cost_cents),
+        });
+    }
+    Ok(())
+}
+
+// ---- the claim --------------------------------------------------------------------------
+
+/// What a claim sets on each job it takes, and what it returns of it.
+macro_rules! claim_update {
+    () => {
+        "
+    UPDATE jobq_jobs AS j
+    SET status = 'running', locked_by = $6, locked_at = $2, heartbeat_at = $2,
+        attempts = j.attempts + 1, claims = j.claims + 1, started_at = $2, stage = 'claimed',
+        progress = 0, updated_at = $2
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.id, j.queue, j.kind, j.priority, j.attempts, j.max_attempts, j.run_after,
+              j.created_at, j.owner, j.group_id, j.input::text, j.claims"
+    };
+}
+
+/// Claims from one queue: the ready index in claim order, skipping rows other claimers
+/// hold locked, up to $5 rows.
+const CLAIM_ONE_QUEUE: &str = concat!(
+    "
+    WITH picked AS (
+        SELECT id FROM jobq_jobs
+        WHERE queue = $1 AND status IN ('queued', 'retry') AND run_after <= $2
+          AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
+        ORDER BY priority DESC, run_after, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED)",
+    claim_update!()
+);
+
+/// Claims over several queues: each queue's best $5 in claim order (locked as they are
+/// read), then the best $5 of all of them.
+const CLAIM_QUEUES: &str = concat!(
+    "
+    WITH candidates AS (
+        SELECT c.id, c.priority, c.run_after
+        FROM unnest($1::text[]) AS q(name),
+        LATERAL (
+            SELECT id, priority, run_after FROM jobq_jobs
+            WHERE queue = q.name AND status IN ('queued', 'retry') AND run_after <= $2
+              AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
+            ORDER BY priority DESC, run_after, id
+            LIMIT $5
+            FOR UPDATE SKIP LOCKED) AS c),
+    picked AS (
+        SELECT id FROM candidates ORDER BY priority DESC, run_after, id LIMIT $5)",
+    claim_update!()
+);
+
+pub(crate) fn claim(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    spec: ClaimSpec<'_>,
+    now: i64,
+) -> Result<Vec<ClaimedJob>> {
+    let ClaimSpec {
+        worker,
+        limit,
+        filter,
+    } = spec;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let kinds = filter.kind_names();
+    let rows = match filter.queue_names() {
+        [queue] => conn.query(
+            CLAIM_ONE_QUEUE,
+            &[queue, &now, &kinds, &scope, &limit, &worker],
+        )?,
+        queues => conn.query(
+            CLAIM_QUEUES,
+            &[&queues, &now, &kinds, &scope, &limit, &worker],
+        )?,
+    };
+    let mut jobs: Vec<ClaimedJob> = rows.iter().map(|r| claimed(r, worker)).collect();
+    jobs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_after.cmp(&b.run_after))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(jobs)
+}
+
+fn claimed(r: &Row, worker: &str) -> ClaimedJob {
+    ClaimedJob {
+        id: job_id(r.get(0)),
+        queue: r.get(1),
+        kind: r.get(2),
+        priority: r.get(3),
+        attempt: r.get::<_, i32>(4) as u32,
+        max_attempts: r.get::<_, i32>(5) as u32,
+        run_after: Timestamp::from_millis(r.get(6)),
+        created_at: Timestamp::from_millis(r.get(7)),
+        owner: r.get(8),
+        group_id: r.get(9),
+        worker: worker.to_string(),
+        input: r.get(10),
+        claim: r.get::<_, i32>(11) as u32,
+    }
+}
+
+const NEXT_RUN_AFTER: &str = "
+    SELECT min(run_after) FROM jobq_jobs
+    WHERE queue = ANY($1) AND status IN ('queued', 'retry') AND run_after > $2";
+
+pub(crate) fn next_run_after(conn: &mut Conn, queues: &[String], now: i64) -> Result<Option<i64>> {
+    Ok(conn.query_one(NEXT_RUN_AFTER, &[&queues, &now])?.get(0))
+}
+
+// ---- under a lease ------------------------------------------------------------------------
+
+/// The lease guard, written once: the job ($1) is `running`, held by the worker $2 under
+/// the claim $3, and visible to the owner $4 (NULL: any). Every statement a worker's report
+/// runs binds these four first.
+macro_rules! held {
+    () => {
+        "id = $1 AND status = 'running' AND locked_by = $2 AND claims = $3
+      AND ($4::text IS NULL OR owner = $4)"
+    };
+}
+
+/// Every success of a batch in one statement: arrays of ids, workers, claims, outputs and
+/// costs added, each row under its own lease; a cost that would pass the bound is not
+/// applied (and explained afterwards).
+const COMPLETE_MANY: &str = "
+    UPDATE jobq_jobs AS j
+    SET status = 'succeeded', output = r.output::json, cost_cents = j.cost_cents + r.cost,
+        stage = 'succeeded', progress = 1, completed_at = $6, updated_at = $6
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::bigint[])
+         AS r(id, worker, claim, output, cost)
+    WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = r.worker AND j.claims = r.claim
+      AND ($7::text IS NULL OR j.owner = $7) AND j.cost_cents + r.cost <= 1000000000000
+    RETURNING j.id";
+
+/// $5 the new status (`retry` or `failed`), $6 when a retry runs, $7 the message, $8 the
+/// code, $9 now.
+const FAIL: &str = concat!(
+    "UPDATE jobq_jobs
+    SET status = $5::text,
+        run_after = CASE WHEN $5::text = 'retry' THEN $6 ELSE run_after END,
+        last_error = $7::text, error_code = $8::text,
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempts, 'code', $8::text, 'message', $7::text, 'at', $9::bigint)),
+        completed_at = CASE WHEN $5::text = 'failed' THEN $9 END,
+        updated_at = $9
+    WHERE ",
+    held!()
+);
+
+/// $5 now.
+const RELEASE: &str = concat!(
+    "UPDATE jobq_jobs
+    SET status = 'queued', attempts = attempts - 1, run_after = $5, stage = NULL,
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $5
+    WHERE ",
+    held!()
+);
+
+/// $5 now.
+const HEARTBEAT: &str = concat!("UPDATE jobq_jobs SET heartbeat_at = $5 WHERE ", held!());
+
+/// $5 progress (NULL: unchanged), $6 stage (NULL: unchanged), $7 cost added, $8 now.
+const REPORT: &str = concat!(
+    "UPDATE jobq_jobs
+    SET progress = coalesce($5, progress), stage = coalesce($6, stage),
+        cost_cents = cost_cents + $7, heartbeat_at = $8, updated_at = $8
+    WHERE ",
+    held!(),
+    " AND cost_cents + $7 <= 1000000000000"
+);
+
+const LEASED_JOB: &str = concat!(
+    "SELECT queue, kind, max_attempts FROM jobq_jobs WHERE ",
+    held!()
+);
+
+/// Every job one worker holds, each under its own claim.
+const HEARTBEAT_MANY: &str = "
+    UPDATE jobq_jobs AS j SET heartbeat_at = $1
+    FROM unnest($2::uuid[], $3::int[]) AS h(id, claim)
+    WHERE j.id = h.id AND j.claims = h.claim AND j.status = 'running' AND j.locked_by = $4
+      AND ($5::text IS NULL OR j.owner = $5)
+    RETURNING j.id";
+
+/// What became of a job a lease was about: its status, its worker and claim, its cost.
+const LEASE_STATE: &str = "
+    SELECT status, locked_by, claims, cost_cents FROM jobq_jobs
+    WHERE id = $1 AND ($2::text IS NULL OR owner = $2)";
+
+/// Records reports: the successes in one statement, the rest one by one, each in
+/// autocommit (each report stands alone: a lost lease refuses that report only).
+pub(crate) fn record(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    reports: &[(&Lease, Report<'_>)],
+    now: i64,
+) -> Result<Vec<Result<Recorded>>> {
+    let mut results: Vec<Option<Result<Recorded>>> = (0..reports.len()).map(|_| None).collect();
+    let completes: Vec<(usize, &Lease, &str, i64)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (lease, report))| match report {
+            Report::Complete { output, cost_cents } => Some((i, *lease, *output, *cost_cents)),
+            _ => None,
+        })
+        .collect();
+    if !completes.is_empty() {
+        let mut ids = Vec::with_capacity(completes.len());
+        for (_, lease, _, _) in &completes {
+            ids.push(uuid_of(&lease.job_id)?);
+        }
+        let workers: Vec<&str> = completes.iter().map(|c| c.1.worker.as_str()).collect();
+        let claims: Vec<i32> = completes.iter().map(|c| int(c.1.claim)).collect();
+        let outputs: Vec<&str> = completes.iter().map(|c| c.2).collect();
+        let costs: Vec<i64> = completes.iter().map(|c| c.3).collect();
+        let done: std::collections::HashSet<Uuid> = conn
+            .query(
+                COMPLETE_MANY,
+                &[&ids, &workers, &claims, &outputs, &costs, &now, &scope],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for ((i, lease, _, cost), id) in completes.iter().zip(&ids) {
+            results[*i] = Some(if done.contains(id) {
+                Ok(Recorded::new(Status::Succeeded))
+            } else {
+                explain(conn, scope, lease, Some(Status::Succeeded), *cost)
+            });
+        }
+    }
+    for (i, (lease, report)) in reports.iter().enumerate() {
+        let (sql, intended): (&'static str, Status) = match report {
+            Report::Complete { .. } => continue,
+            Report::Release => (RELEASE, Status::Queued),
+            Report::Fail { status, .. } => (FAIL, *status),
+        };
+        let id = uuid_of(&lease.job_id)?;
+        let held: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&id, &lease.worker, &claim_of(lease), &scope];
+        let n = match report {
+            Report::Release => conn.execute(sql, &[held[0], held[1], held[2], held[3], &now])?,
+            Report::Fail {
+                error,
+                status,
+                retry_at,
+            } => conn.execute(
+                sql,
+                &[
+                    held[0],
+                    held[1],
+                    held[2],
+                    held[3],
+                    &status.as_str(),
+                    retry_at,
+                    &error.stored_message(),
+                    &error.error_code(),
+                    &now,
+                ],
+            )?,
+            Report::Complete { .. } => 0,
+        };
+        results[i] = Some(if n == 1 {
+            Ok(match report {
+                Report::Fail {
+                    status: Status::Retry,
+                    retry_at,
+                    ..
+                } => Recorded {
+                    status: Status::Retry,
+                    retry_at: Some(*retry_at),
+                },
+                _ => Recorded::new(intended),
+            })
+        } else {
+            explain(conn, scope, lease, Some(intended), 0)
+        });
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::invalid("report", "not recorded"))))
+        .collect())
+}
+
+fn claim_of(lease: &Lease) -> i32 {
+    int(lease.claim)
+}
+
+/// Why a guarded statement changed nothing. A report whose own earlier commit was cut off
+/// (the connection died before the answer came) finds the job already as it would have
+/// left it, under its own lease: that is its result, recorded once.
+fn explain(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    lease: &Lease,
+    intended: Option<Status>,
+    cost: i64,
+) -> Result<Recorded> {
+    let id = uuid_of(&lease.job_id)?;
+    let Some(row) = conn.query_opt(LEASE_STATE, &[&id, &scope])? else {
+        return Err(Error::job_not_found(&lease.job_id));
+    };
+    let status: Status = row.get::<_, String>(0).parse()?;
+    let locked_by: Option<String> = row.get(1);
+    let claims = row.get::<_, i32>(2) as u32;
+    let current: i64 = row.get(3);
+    let ours = locked_by.as_deref() == Some(lease.worker.as_str()) && claims == lease.claim;
+    if ours && status == Status::Running && current.saturating_add(cost) > MAX_COST_CENTS {
+        return Err(cost_too_high(lease, current, cost));
+    }
+    if ours && Some(status) == intended {
+        return Ok(Recorded::new(status));
+    }
+    Err(Error::LockLost {
+        job: lease.job_id.clone(),
+        worker: lease.worker.clone(),
+        attempt: lease.attempt,
+        status,
+    })
+}
+
+fn cost_too_high(lease: &Lease, current: i64, cost: i64) -> Error {
+    Error::invalid(
+        "cost_cents",
+        format!(
+            "job {}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)",
+            lease.job_id
+        ),
+    )
+}
+
+pub(crate) fn leased(conn: &mut Conn, scope: Scope<'_>, lease: &Lease) -> Result<LeasedJob> {
+    let id = uuid_of(&lease.job_id)?;
+    match conn.query_opt(LEASED_JOB, &[&id, &lease.worker, &claim_of(lease), &scope])? {
+        Some(r) => Ok(LeasedJob {
+            queue: r.get(0),
+            kind: r.get(1),
+            max_attempts: r.get::<_, i32>(2) as u32,
+        }),
+        None => explain(conn, scope, lease, None, 0).map(|_| LeasedJob::default()),
+    }
+}
+
+pub(crate) fn heartbeat(conn: &mut Conn, scope: Scope<'_>, lease: &Lease, now: i64) -> Result<()> {
+    let id = uuid_of(&lease.job_id)?;
+    if conn.execute(
+        HEARTBEAT,
+        &[&id, &lease.worker, &claim_of(lease), &scope, &now],
+    )? == 0
+    {
+        explain(conn, scope, lease, None, 0)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn heartbeat_many(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    worker: &str,
+    held: &[(JobId, u32)],
+    now: i64,
+) -> Result<Vec<JobId>> {
+    let ids: Vec<Uuid> = held
+        .iter()
+        .filter_map(|(id, _)| Uuid::parse_str(id.as_str()).ok())
+        .collect();
+    let claims: Vec<i32> = held
+        .iter()
+        .filter(|(id, _)| Uuid::parse_str(id.as_str()).is_ok())
+        .map(|(_, claim)| int(*claim))
+        .collect();
+    let rows = conn.query(HEARTBEAT_MANY, &[&now, &ids, &claims, &worker, &scope])?;
+    Ok(rows.iter().map(|r| job_id(r.get(0))).collect())
+}
+
+pub(crate) fn report(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    lease: &Lease,
+    update: Progress<'_>,
+    now: i64,
+) -> Result<()> {
+    let id = uuid_of(&lease.job_id)?;
+    let n = conn.execute(
+        REPORT,
+        &[
+            &id,
+            &lease.worker,
+            &claim_of(lease),
+            &scope,
+            &update.progress,
+            &update.stage,
+            &update.cost_cents,
+            &now,
+        ],
+    )?;
+    if n == 0 {
+        explain(conn, scope, lease, None, update.cost_cents)?;
+    }
+    Ok(())
+}
+
+// ---- admins' changes ------------------------------------------------------------------------
+
+/// The job's status, its row locked until commit.
+const STATUS_FOR_UPDATE: &str =
+    "SELECT status FROM jobq_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE";
+
+const CANCEL: &str = "
+    UPDATE jobq_jobs SET status = 'cancelled', completed_at = $1, updated_at = $1
+    WHERE id = $2";
+
+/// What a manual retry sets: `queued`, runnable now ($1), attempts from zero, the last
+/// run's traces cleared (its errors history is kept).
+macro_rules! manual_retry_set {
+    () => {
+        "UPDATE jobq_jobs
+    SET status = 'queued', attempts = 0, run_after = $1, locked_by = NULL, locked_at = NULL,
+        heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
+        completed_at = NULL, updated_at = $1"
+    };
+}
+
+const MANUAL_RETRY: &str = concat!(manual_retry_set!(), " WHERE id = $2");
+
+/// One chunk of the dead letter back in the queue: failed jobs of a kind and queue (any,
+/// when NULL) that failed before the retry began.
+const RETRY_DEAD_CHUNK: &str = concat!(
+    manual_retry_set!(),
+    "
+    WHERE id IN (
+        SELECT id FROM jobq_jobs
+        WHERE status = 'failed' AND completed_at <= $1
+          AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR queue = $3)
+          AND ($4::text IS NULL OR owner = $4)
+        LIMIT 1000
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id"
+);
+
+const DELETE: &str = "DELETE FROM jobq_jobs WHERE id = $1";
+
+// The statements below take $1 now and $2 the job.
+
+const TO_RUNNING: &str = "
+    UPDATE jobq_jobs
+    SET status = 'running', attempts = attempts + 1, claims = claims + 1, locked_by = 'manual',
+        locked_at = $1, heartbeat_at = $1, started_at = $1, stage = 'claimed', progress = 0,
+        updated_at = $1
+    WHERE id = $2";
+
+const TO_SUCCEEDED: &str = "
+    UPDATE jobq_jobs
+    SET status = 'succeeded', stage = 'succeeded', progress = 1, completed_at = $1, updated_at = $1
+    WHERE id = $2";
+
+const TO_FAILED_OR_RETRY: &str = "
+    UPDATE jobq_jobs
+    SET status = $3::text, last_error = $4::text, error_code = 'MANUAL',
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempts, 'code', 'MANUAL', 'message', $4::text, 'at', $1::bigint)),
+        run_after = CASE WHEN $3::text = 'retry' THEN $1 ELSE run_after END,
+        completed_at = CASE WHEN $3::text = 'failed' THEN $1 END, updated_at = $1
+    WHERE id = $2";
+
+const TO_QUEUED_FROM_RUNNING: &str = "
+    UPDATE jobq_jobs
+    SET status = 'queued', attempts = greatest(attempts - 1, 0), run_after = $1, stage = NULL,
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $1
+    WHERE id = $2";
+
+/// An admin's change in the caller's transaction: the row locked, its status checked by
+/// `allowed`, then changed.
+pub(crate) fn change(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    id: &JobId,
+    change: Change<'_>,
+    allowed: &dyn Fn(Status) -> Result<()>,
+    now: i64,
+) -> Result<Status> {
+    let uuid = uuid_of(id)?;
+    let row = conn
+        .query_opt(STATUS_FOR_UPDATE, &[&uuid, &scope])?
+        .ok_or_else(|| Error::job_not_found(id))?;
+    let from: Status = row.get::<_, String>(0).parse()?;
+    allowed(from)?;
+    let sql = match change {
+        Change::Cancel | Change::To(Status::Cancelled, _) => CANCEL,
+        Change::Retry => MANUAL_RETRY,
+        Change::Delete => {
+            conn.execute(DELETE, &[&uuid])?;
+            return Ok(from);
+        }
+        Change::To(Status::Running, _) => TO_RUNNING,
+        Change::To(Status::Succeeded, _) => TO_SUCCEEDED,
+        Change::To(Status::Queued, _) if from == Status::Running => TO_QUEUED_FROM_RUNNING,
+        Change::To(Status::Queued, _) => MANUAL_RETRY,
+        Change::To(to @ (Status::Failed | Status::Retry), message) => {
+            conn.execute(TO_FAILED_OR_RETRY, &[&now, &uuid, &to.as_str(), &message])?;
+            return Ok(from);
+        }
+    };
+    conn.execute(sql, &[&now, &uuid])?;
+    Ok(from)
+}
+
+pub(crate) fn retry_dead(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    kind: Option<&str>,
+    queue: Option<&str>,
+    now: i64,
+) -> Result<Vec<JobId>> {
+    let rows = conn.query(RETRY_DEAD_CHUNK, &[&now, &kind, &queue, &scope])?;
+    Ok(rows.iter().map(|r| job_id(r.get(0))).collect())
+}
+
+// ---- maintenance ----------------------------------------------------------------------------
+
+/// Releases running jobs whose heartbeat or lock is too old: to `retry` (claimable at once)
+/// or, with no attempts left, to `failed`. The code says which timeout passed.
+const RELEASE_STALE: &str = "
+    UPDATE jobq_jobs
+    SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retry' END,
+        error_code = CASE WHEN coalesce(heartbeat_at, locked_at) < $2
+                          THEN 'HEARTBEAT_TIMEOUT' ELSE 'LOCK_TIMEOUT' END,
+        last_error = CASE WHEN coalesce(heartbeat_at, locked_at) < $2
+                          THEN 'worker timed out: no heartbeat from ' || coalesce(locked_by, '?')
+                               || ' for ' || (($1 - coalesce(heartbeat_at, locked_at)) / 1000) || ' s'
+                          ELSE 'worker timed out: ' || coalesce(locked_by, '?') || ' held the lock for '
+                               || (($1 - locked_at) / 1000) || ' s' END,
+        errors = errors || jsonb_build_array(jsonb_build_object(
+            'attempt', attempts,
+            'code', CASE WHEN coalesce(heartbeat_at, locked_at) < $2
+                         THEN 'HEARTBEAT_TIMEOUT' ELSE 'LOCK_TIMEOUT' END,
+            'message', 'worker ' || coalesce(locked_by, '?') || ' timed out',
+            'at', $1)),
+        stage = 'released_stale', run_after = $1, updated_at = $1,
+        completed_at = CASE WHEN attempts >= max_attempts THEN $1 END
+    WHERE status = 'running'
+      AND (coalesce(heartbeat_at, locked_at) < $2 OR locked_at < $3)
+      AND ($4::text IS NULL OR owner = $4)
+    RETURNING id, status, error_code, locked_by";
+
+/// One chunk of finished jobs to prune.
+const PRUNE_CHUNK: &str = "
+    DELETE FROM jobq_jobs WHERE id IN (
+        SELECT id FROM jobq_jobs
+        WHERE status = ANY($1) AND completed_at < $2 AND ($3::text IS NULL OR owner = $3)
+        LIMIT 2000)";
+
+pub(crate) fn release_stale(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    cutoffs: StaleCutoffs,
+    now: i64,
+) -> Result<Vec<Released>> {
+    let rows = conn.query(
+        RELEASE_STALE,
+        &[
+            &now,
+            &cutoffs.heartbeat_before,
+            &cutoffs.lock_before,
+            &scope,
+        ],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(Released {
+                id: job_id(r.get(0)),
+                status: r.get::<_, String>(1).parse()?,
+                code: r.get(2),
+                worker: r.get(3),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn prune(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    statuses: &[Status],
+    cutoff: i64,
+) -> Result<usize> {
+    let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+    Ok(conn.execute(PRUNE_CHUNK, &[&statuses, &cutoff, &scope])? as usize)
+}
+
+// ---- reads ----------------------------------------------------------------------------------
+
+/// The columns of a [`Job`], in the order [`job`] reads them.
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
+         locked_at, heartbeat_at, stage, progress, input::text, output::text, idempotency_key, \
+         last_error, error_code, errors::text, cost_cents, owner, group_id, external_id, \
+         created_at, updated_at, started_at, completed_at"
+    };
+}
+
+const GET: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobq_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2)"
+);
+
+/// Newest first, after the cursor $1 (the id of the last job of the previous page).
+const LIST: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobq_jobs
+    WHERE ($1::uuid IS NULL OR id < $1)
+      AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
+      AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR group_id = $5)
+      AND ($6::text IS NULL OR owner = $6)
+    ORDER BY id DESC LIMIT $7"
+);
+
+pub(crate) fn get(conn: &mut Conn, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
+    let Ok(uuid) = Uuid::parse_str(id.as_str()) else {
+        return Ok(None);
+    };
+    conn.query_opt(GET, &[&uuid, &scope])?
+        .map(|r| job(&r))
+        .transpose()
+}
+
+pub(crate) fn list(conn: &mut Conn, query: &ListQuery<'_>) -> Result<Vec<Job>> {
+    let before = match &query.before {
+        Some(id) => Some(uuid_of(id)?),
+        None => None,
+    };
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let rows = conn.query(
+        LIST,
+        &[
+            &before,
+            &query.status.map(Status::as_str),
+            &query.queue,
+            &query.kind,
+            &query.group_id,
+            &query.owner,
+            &limit,
+        ],
+    )?;
+    rows.iter().map(job).collect()
+}
+
+/// A job from a row of [`job_columns`].
+fn job(row: &Row) -> Result<Job> {
+    let ts = |i: usize| row.get::<_, Option<i64>>(i).map(Timestamp::from_millis);
+    let json = |i: usize| -> Result<Option<serde_json::Value>> {
+        match row.get::<_, Option<String>>(i) {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("a JSON column that does not parse: {e}"))),
+        }
+    };
+    Ok(Job {
+        id: job_id(row.get(0)),
+        queue: row.get(1),
+        kind: row.get(2),
+        status: row.get::<_, String>(3).parse()?,
+        priority: row.get(4),
+        attempts: row.get::<_, i32>(5) as u32,
+        max_attempts: row.get::<_, i32>(6) as u32,
+        run_after: Timestamp::from_millis(row.get(7)),
+        locked_by: row.get(8),
+        locked_at: ts(9),
+        heartbeat_at: ts(10),
+        stage: row.get(11),
+        progress: row.get(12),
+        input: json(13)?.unwrap_or(serde_json::Value::Null),
+        output: json(14)?,
+        idempotency_key: row.get(15),
+        last_error: row.get(16),
+        error_code: row.get(17),
+        errors: json(18)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("an errors history that does not parse: {e}")))?
+            .unwrap_or_default(),
+        cost_cents: row.get(19),
+        owner: row.get(20),
+        group_id: row.get(21),
+        external_id: row.get(22),
+        created_at: Timestamp::from_millis(row.get(23)),
+        updated_at: Timestamp::from_millis(row.get(24)),
+        started_at: ts(25),
+        completed_at: ts(26),
+        scheduled: false,
+    })
+}

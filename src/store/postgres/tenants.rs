@@ -1,0 +1,184 @@
+//! Groups, owners and tokens on PostgreSQL.
+
+use super::Conn;
+use crate::error::{Error, Result};
+use crate::job::{JobId, Status, Timestamp};
+use crate::owner::{Owner, saturate};
+use crate::store::{GroupRow, OwnerWrite, Scope};
+
+/// What an owner's jobs have cost so far, in cents (every job but those cancelled before
+/// they ever started), summed exactly in `numeric` and read as text.
+const SPENT: &str = "
+    SELECT coalesce(sum(cost_cents), 0)::text FROM jobq_jobs
+    WHERE owner = $1 AND (status <> 'cancelled' OR started_at IS NOT NULL)";
+
+pub(crate) fn spent_cents(conn: &mut Conn, owner: &str) -> Result<i128> {
+    let text: String = conn.query_one(SPENT, &[&owner])?.get(0);
+    Ok(text.parse().unwrap_or(i128::MAX))
+}
+
+const GROUP_ROW: &str = "
+    SELECT id, owner, name, metadata::text, created_at FROM jobq_groups
+    WHERE id = $1 AND ($2::text IS NULL OR owner = $2)";
+
+const GROUP_JOBS: &str = "
+    SELECT status, count(*),
+           coalesce(sum(CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN 1.0
+                             WHEN status = 'running' THEN progress ELSE 0.0 END), 0)::float8,
+           count(*) FILTER (WHERE attempts > 0)
+    FROM jobq_jobs WHERE group_id = $1 GROUP BY status";
+
+const GROUPS: &str = "
+    SELECT id FROM jobq_groups WHERE ($1::text IS NULL OR owner = $1) ORDER BY id DESC LIMIT $2";
+
+pub(crate) fn insert_group(conn: &mut Conn, group: &GroupRow) -> Result<()> {
+    conn.execute(
+        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
+         VALUES ($1, $2, $3, $4::text::json, $5)",
+        &[
+            &group.id,
+            &group.owner,
+            &group.name,
+            &group.metadata,
+            &group.created_at,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn group(conn: &mut Conn, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>> {
+    let Some(row) = conn.query_opt(GROUP_ROW, &[&id, &scope])? else {
+        return Ok(None);
+    };
+    let mut by_status = Vec::new();
+    for r in conn.query(GROUP_JOBS, &[&id])? {
+        let status: Status = r.get::<_, String>(0).parse()?;
+        by_status.push((status, r.get(1), r.get(2), r.get(3)));
+    }
+    Ok(Some(GroupRow {
+        id: row.get(0),
+        owner: row.get(1),
+        name: row.get(2),
+        metadata: row.get(3),
+        created_at: row.get(4),
+        by_status,
+    }))
+}
+
+pub(crate) fn groups(conn: &mut Conn, scope: Scope<'_>, limit: usize) -> Result<Vec<GroupRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids: Vec<String> = conn
+        .query(GROUPS, &[&scope, &limit])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(group(conn, scope, &id)?);
+    }
+    Ok(out)
+}
+
+/// In the caller's transaction: the group's row locked, refused while one of its jobs runs.
+pub(crate) fn delete_group(conn: &mut Conn, scope: Scope<'_>, id: &str) -> Result<usize> {
+    let found = conn.query_opt(
+        "SELECT id FROM jobq_groups WHERE id = $1 AND ($2::text IS NULL OR owner = $2) FOR UPDATE",
+        &[&id, &scope],
+    )?;
+    if found.is_none() {
+        return Err(Error::NotFound {
+            what: "group",
+            id: id.to_string(),
+        });
+    }
+    let running = conn.query_opt(
+        "SELECT id FROM jobq_jobs WHERE group_id = $1 AND status = 'running' LIMIT 1",
+        &[&id],
+    )?;
+    if let Some(job) = running {
+        return Err(Error::InvalidTransition {
+            job: JobId::from_db(job.get::<_, uuid::Uuid>(0).hyphenated().to_string()),
+            from: Status::Running,
+            action: format!("delete its group {id} (cancel the job first)"),
+        });
+    }
+    let jobs = conn.execute("DELETE FROM jobq_jobs WHERE group_id = $1", &[&id])?;
+    conn.execute("DELETE FROM jobq_groups WHERE id = $1", &[&id])?;
+    Ok(jobs as usize)
+}
+
+pub(crate) fn write_owner(conn: &mut Conn, id: &str, write: OwnerWrite, now: i64) -> Result<()> {
+    match write {
+        OwnerWrite::Create(budget) => {
+            let n = conn.execute(
+                "INSERT INTO jobq_owners (id, budget_cents, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &budget, &now],
+            )?;
+            if n == 0 {
+                return Err(Error::Duplicate {
+                    what: "owner",
+                    id: id.to_string(),
+                });
+            }
+        }
+        OwnerWrite::SetBudget(budget) => {
+            conn.execute(
+                "INSERT INTO jobq_owners (id, budget_cents, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET budget_cents = excluded.budget_cents",
+                &[&id, &budget, &now],
+            )?;
+        }
+        OwnerWrite::Ensure => {
+            conn.execute(
+                "INSERT INTO jobq_owners (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&id, &now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn owner(conn: &mut Conn, id: &str) -> Result<Option<Owner>> {
+    let Some(row) = conn.query_opt(
+        "SELECT budget_cents, created_at FROM jobq_owners WHERE id = $1",
+        &[&id],
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Owner {
+        id: id.to_string(),
+        budget_cents: row.get(0),
+        spent_cents: saturate(spent_cents(conn, id)?),
+        created_at: Timestamp::from_millis(row.get(1)),
+    }))
+}
+
+pub(crate) fn insert_token(
+    conn: &mut Conn,
+    owner: &str,
+    token_id: &str,
+    secret_hash: &str,
+    now: i64,
+) -> Result<()> {
+    write_owner(conn, owner, OwnerWrite::Ensure, now)?;
+    conn.execute(
+        "INSERT INTO jobq_tokens (id, owner_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)",
+        &[&token_id, &owner, &secret_hash, &now],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn token(conn: &mut Conn, token_id: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_opt(
+            "SELECT owner_id, secret_hash FROM jobq_tokens WHERE id = $1",
+            &[&token_id],
+        )?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+pub(crate) fn revoke_tokens(conn: &mut Conn, owner: &str) -> Result<usize> {
+    Ok(conn.execute("DELETE FROM jobq_tokens WHERE owner_id = $1", &[&owner])? as usize)
+}
