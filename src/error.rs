@@ -237,6 +237,7 @@ impl Error {
 pub struct DatabaseError {
     engine: &'static str,
     code: Option<String>,
+    message: String,
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -246,11 +247,20 @@ impl DatabaseError {
         code: Option<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> DatabaseError {
+        let source = source.into();
         DatabaseError {
             engine,
             code,
-            source: source.into(),
+            message: source.to_string(),
+            source,
         }
+    }
+
+    /// The same, with the database's own words (when the driver's error says less).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn with_message(mut self, message: String) -> DatabaseError {
+        self.message = message;
+        self
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -267,7 +277,7 @@ impl DatabaseError {
 
 impl std::fmt::Display for DatabaseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.source)
+        f.write_str(&self.message)
     }
 }
 

@@ -58,7 +58,7 @@ impl Queue {
         metadata: Option<Value>,
         owner: Option<&str>,
     ) -> Result<Group> {
-        if name.trim().is_empty() || name.chars().count() > 500 {
+        if name.trim().is_empty() || name.chars().count() > 500 || name.contains('\0') {
             return Err(Error::invalid("name", "must be 1 to 500 characters"));
         }
         let metadata = metadata.unwrap_or_else(|| Value::Object(Default::default()));

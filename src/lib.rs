@@ -60,6 +60,10 @@ mod worker;
 /// transaction's type is the one jobq takes (`jobq::rusqlite::Transaction`).
 pub use rusqlite;
 
+/// The `postgres` client jobq is built with, for [`Queue::enqueue_pg_tx`].
+#[cfg(feature = "postgres")]
+pub use postgres;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{DatabaseError, Error, Result};

@@ -37,10 +37,7 @@ pub struct Owner {
 }
 
 fn check_owner_id(id: &str) -> Result<()> {
-    if id.trim().is_empty() || id.chars().count() > 200 {
-        return Err(Error::invalid("owner", "must be 1 to 200 characters"));
-    }
-    Ok(())
+    crate::queue::check_text("owner", id, 200)
 }
 
 fn check_budget(budget_cents: Option<i64>) -> Result<()> {

@@ -111,8 +111,8 @@ impl Queue {
         filter: &ClaimFilter,
         now: i64,
     ) -> Result<Vec<ClaimedJob>> {
-        if worker.trim().is_empty() {
-            return Err(Error::invalid("worker", "must not be empty"));
+        if worker.trim().is_empty() || worker.contains('\0') {
+            return Err(Error::invalid("worker", "must not be empty or contain NUL"));
         }
         if limit == 0 {
             return Ok(Vec::new());

@@ -23,9 +23,13 @@ pub(crate) fn check_cost(field: &'static str, cents: i64) -> Result<()> {
     Ok(())
 }
 
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.contains('\0') {
+        // PostgreSQL's text cannot hold one; refused on both engines alike.
+        return Err(Error::invalid(field, "must not contain a NUL character"));
     }
     if value.chars().count() > max {
         return Err(Error::invalid(
@@ -145,6 +149,52 @@ impl Queue {
         let checked = self.check(job, now)?;
         let id = ids::allocate(conn, now, 1)?.pop().unwrap_or_default();
         jobs::insert(conn, self.owner(), checked, id, now)
+    }
+
+    /// Adds a job inside the caller's own PostgreSQL transaction (or on its own client), so
+    /// the job exists if and only if the caller's own writes commit.
+    ///
+    /// `client` is any `postgres` client of the queue's database, usually a
+    /// `jobq::postgres::Transaction`. Workers everywhere are woken when it commits (the
+    /// table's trigger notifies them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::enqueue`]; [`Error::Unsupported`] on a queue kept in SQLite.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use jobq::{NewJob, Queue};
+    ///
+    /// let url = "postgres://app@db.internal/app";
+    /// let queue = Queue::open(url)?;
+    /// let mut client = jobq::postgres::Client::connect(url, jobq::postgres::NoTls)?;
+    /// let mut tx = client.transaction()?;
+    /// tx.execute("INSERT INTO orders (id) VALUES (1)", &[])?;
+    /// queue.enqueue_pg_tx(&mut tx, NewJob::new("ship_order"))?;
+    /// tx.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn enqueue_pg_tx(
+        &self,
+        client: &mut impl postgres::GenericClient,
+        job: NewJob,
+    ) -> Result<Enqueued> {
+        use crate::store::postgres::{Foreign, jobs};
+        if self.engine().name() != "postgres" {
+            return Err(Error::Unsupported {
+                action: "enqueue inside a PostgreSQL transaction",
+                engine: self.engine().name(),
+            });
+        }
+        let now = self.now_ms();
+        let checked = self.check(job, now)?;
+        let id = jobs::new_ids(now, 1)
+            .pop()
+            .unwrap_or_else(uuid::Uuid::now_v7);
+        jobs::insert(&mut Foreign(client), self.owner(), checked, id, now)
     }
 
     fn after_enqueue(&self, out: &[Enqueued], now: i64) {

@@ -109,11 +109,19 @@ impl JobError {
         self
     }
 
+    /// The message as stored: at most [`MAX_MESSAGE_CHARS`], NUL characters (which
+    /// PostgreSQL's text cannot hold) shown as U+FFFD.
     pub(crate) fn stored_message(&self) -> String {
-        match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        let message = match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
             Some((cut, _)) => format!("{}… (cut)", &self.message[..cut]),
             None => self.message.clone(),
-        }
+        };
+        message.replace('\0', "\u{fffd}")
+    }
+
+    /// The code as stored (NUL characters shown as U+FFFD).
+    pub(crate) fn stored_code(&self) -> Option<String> {
+        self.code.as_ref().map(|c| c.replace('\0', "\u{fffd}"))
     }
 }
 
@@ -239,28 +247,33 @@ impl Queue {
             report,
             ran_for,
         };
-        let (mut results, _) = self.record_and_claim(std::slice::from_ref(&settled), None)?;
+        let (mut results, _) =
+            self.record_and_claim(std::slice::from_ref(&settled), None, false)?;
         results
             .pop()
             .unwrap_or_else(|| Err(Error::job_not_found(&lease.job_id)))
             .map(|r| r.status)
     }
 
-    /// Records many reports in one transaction (each gets its own result: a lost lock
-    /// refuses that report only; a database failure refuses them all) and then, in the same
-    /// transaction, claims for `refill`: the completer's refill of the slots it just freed.
-    /// One commit instead of two, and the pages both touch are written once.
+    /// Records many reports (each gets its own result: a lost lock refuses that report
+    /// only; a database failure refuses them all) and then claims for `refill`: the
+    /// completer's refill of the slots it just freed (on SQLite in the same transaction: one
+    /// commit instead of two). `again` as in `Engine::record`: the completer sends a batch
+    /// again after an error, not knowing whether its commit happened.
     pub(crate) fn record_and_claim(
         &self,
         settled: &[Settled],
         refill: Option<ClaimSpec<'_>>,
+        again: bool,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
         let reports: Vec<(&Lease, store::Report<'_>)> = settled
             .iter()
             .map(|s| (&s.lease, self.decide(s, now)))
             .collect();
-        let (results, claimed) = self.engine().record(self.owner(), &reports, refill, now)?;
+        let (results, claimed) =
+            self.engine()
+                .record(self.owner(), &reports, refill, again, now)?;
         for (s, result) in settled.iter().zip(&results) {
             if let Ok(recorded) = result {
                 log_outcome(s, recorded, now);
@@ -410,10 +423,13 @@ impl Queue {
         cost_cents: i64,
     ) -> Result<()> {
         if let Some(stage) = stage {
-            if stage.trim().is_empty() || stage.chars().count() > 200 {
+            if stage.trim().is_empty() || stage.chars().count() > 200 || stage.contains('\0') {
                 return Err(Error::invalid(
                     "stage",
-                    format!("must be 1 to 200 characters (job {})", lease.job_id),
+                    format!(
+                        "must be 1 to 200 characters, none of them NUL (job {})",
+                        lease.job_id
+                    ),
                 ));
             }
         }
@@ -479,7 +495,7 @@ mod tests {
                 ran_for: None,
             })
             .collect();
-        let (results, _) = queue.record_and_claim(&reports, None).unwrap();
+        let (results, _) = queue.record_and_claim(&reports, None, false).unwrap();
         let by_job: Vec<(&JobId, bool)> = claimed
             .iter()
             .map(|j| &j.id)

@@ -219,12 +219,15 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Claims ready jobs in claim order.
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>>;
     /// Records many reports, each under its lease (a lost lease refuses that report only; a
-    /// database failure refuses them all), and in the same transaction claims for `refill`.
+    /// database failure refuses them all), then claims for `refill`. With `again`, these
+    /// reports were sent before and their answer was lost: a job found already as its
+    /// report would leave it, under the same lease, counts as recorded (once).
     fn record(
         &self,
         scope: Scope<'_>,
         reports: &[(&Lease, Report<'_>)],
         refill: Option<ClaimSpec<'_>>,
+        again: bool,
         now: i64,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)>;
     /// What a failure's decision needs of the job `lease` holds; `LockLost` or `NotFound`
@@ -358,6 +361,20 @@ impl Recorded {
         Recorded {
             status,
             retry_at: None,
+        }
+    }
+
+    /// What recording `report` does to a job.
+    pub(crate) fn of(report: &Report<'_>) -> Recorded {
+        match *report {
+            Report::Complete { .. } => Recorded::new(Status::Succeeded),
+            Report::Release => Recorded::new(Status::Queued),
+            Report::Fail {
+                status, retry_at, ..
+            } => Recorded {
+                status,
+                retry_at: (status == Status::Retry).then_some(retry_at),
+            },
         }
     }
 }

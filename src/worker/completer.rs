@@ -49,13 +49,15 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     });
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
+    let mut again = false;
     let outcome = loop {
-        match engine.queue.record_and_claim(batch, refill) {
+        match engine.queue.record_and_claim(batch, refill, again) {
             Ok(done) => break Some(done),
             Err(e) if started.elapsed() < GIVE_UP_AFTER => {
                 tracing::warn!(error = %e, outcomes = batch.len(), "jobq: recording outcomes failed; retrying");
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(1));
+                again = true;
             }
             Err(e) => {
                 tracing::error!(error = %e, outcomes = batch.len(), "jobq: gave up recording outcomes; the stale release will bring these jobs back");

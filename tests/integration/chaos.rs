@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use jobq::{JobContext, JobFilter, NewJob, Queue, StaleTimeouts, StatsFilter, Status, WorkerPool};
 use serde_json::json;
 
-use crate::common::{child_env, is_child, spawn_child};
+use crate::common::{Db, child_env, integrity, is_child, spawn_child};
 
 /// A worker process: runs until it is killed. Each run of the handler appends
 /// `<job id> <claim> <pid>` to this process's own log with one unbuffered write, so what was
@@ -66,8 +66,8 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chaos.db");
+    let fresh = Db::fresh();
+    let (dir, db) = (&fresh.dir, fresh.path());
     let queue = Queue::open(&db).unwrap();
     let ids: HashSet<String> = queue
         .enqueue_many((0..jobs).map(|i| {
@@ -118,11 +118,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
     }
 
     // Nothing missing, everything succeeded, the file is sound.
-    let check: String = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
+    assert_eq!(integrity(&db), "ok");
     let mut all = Vec::new();
     let mut filter = JobFilter::new().limit(10_000);
     loop {

@@ -2,32 +2,35 @@
 //! --exec protocol with real processes, crash recovery, and the demo.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::dump;
+use crate::common::{Db, dump};
 
 pub const JOBQ: &str = env!("CARGO_BIN_EXE_jobq");
 
-/// The binary on a fresh database in a temp folder.
+/// The binary on a fresh database of the engine under test, run in a temp folder.
 pub struct Cli {
     pub dir: tempfile::TempDir,
+    store: Db,
 }
 
 impl Cli {
     pub fn new() -> Cli {
         let cli = Cli {
             dir: tempfile::tempdir().unwrap(),
+            store: Db::fresh(),
         };
         cli.ok(&["init"]);
         cli
     }
 
+    /// The database: a file path or a URL.
     pub fn db(&self) -> PathBuf {
-        self.dir.path().join("jobs.db")
+        self.store.path()
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -397,25 +400,6 @@ fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         );
     }
     let _ = id;
-    // A missing folder, and a missing file for a command that only reads.
-    let missing = cli.dir.path().join("nowhere/q.db");
-    let out = Command::new(JOBQ)
-        .arg("--db")
-        .arg(&missing)
-        .args(["enqueue", "k"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
-    let typo = cli.dir.path().join("typo.db");
-    let out = Command::new(JOBQ)
-        .arg("--db")
-        .arg(&typo)
-        .arg("list")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(!typo.exists(), "a read command does not create the file");
     // $JOBQ_DB is the default.
     let out = Command::new(JOBQ)
         .args(["--json", "list"])
@@ -746,60 +730,6 @@ fn sigterm_lets_the_running_job_finish_and_prints_the_summary() {
 }
 
 #[test]
-fn the_demo_runs_and_leaves_succeeded_failed_and_deduplicated_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(JOBQ)
-        .arg("demo")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    for expected in [
-        "already_existed: true",
-        "Dead letter: 1 job(s)",
-        "Timing",
-        "Costs",
-        "jobq --db jobq-demo.db list",
-    ] {
-        assert!(
-            text.contains(expected),
-            "{expected:?} missing from the demo's output:\n{text}"
-        );
-    }
-    assert!(
-        text.contains("campaign") && text.contains("jobs finished"),
-        "plain progress lines when not a terminal"
-    );
-    let db: &Path = &dir.path().join("jobq-demo.db");
-    let queue = jobq::Queue::open(db).unwrap();
-    let stats = queue.stats(&jobq::StatsFilter::new()).unwrap();
-    assert!(stats.count(jobq::Status::Succeeded) >= 15, "{stats:?}");
-    assert_eq!(stats.count(jobq::Status::Failed), 1);
-    assert_eq!(
-        stats.count(jobq::Status::Queued)
-            + stats.count(jobq::Status::Running)
-            + stats.count(jobq::Status::Retry),
-        0
-    );
-    let ad03 = jobq::testing::enqueued(&queue, "ingest", &json!({"s3_key": "videos/ad-03.mp4"}));
-    assert_eq!(ad03.len(), 1, "the repeated key made one job");
-    assert!(
-        queue
-            .list(&jobq::JobFilter::new().limit(100))
-            .unwrap()
-            .jobs
-            .iter()
-            .any(|j| !j.errors.is_empty() && j.status == jobq::Status::Succeeded),
-        "a transient failure was retried"
-    );
-}
-
-#[test]
 fn admin_actions_take_many_ids_and_retry_takes_the_whole_dead_letter() {
     let cli = Cli::new();
     let a = cli.enqueue(&["k"]);
@@ -870,76 +800,4 @@ fn owner_budget_sets_and_clears_a_spending_limit() {
         cli.refused(1, &["owner", "budget", "acme", bad]);
     }
     assert_eq!(dump(&cli.db()), before);
-}
-
-/// The visible text of each terminal line of a capture: what follows the last carriage
-/// return, without escape sequences.
-fn screen_lines(raw: &str) -> Vec<String> {
-    raw.split('\n')
-        .map(|segment| {
-            let visible = segment
-                .trim_end_matches('\r')
-                .rsplit('\r')
-                .next()
-                .unwrap_or("");
-            let mut out = String::new();
-            let mut chars = visible.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    // CSI: ESC [ parameters final-letter.
-                    if chars.peek() == Some(&'[') {
-                        chars.next();
-                        for c in chars.by_ref() {
-                            if c.is_ascii_alphabetic() {
-                                break;
-                            }
-                        }
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        })
-        .collect()
-}
-
-#[test]
-fn the_demos_log_lines_never_tear_its_progress_bars() {
-    // `script` gives the demo a terminal, so that it draws its bars.
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipping: util-linux `script` is not installed");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("script")
-        .args([
-            "-qfec",
-            &format!("stty cols 200 rows 50; {JOBQ} demo"),
-            "/dev/null",
-        ])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "jobq=info")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let raw = String::from_utf8_lossy(&out.stdout);
-    let lines = screen_lines(&raw);
-    assert!(
-        lines.iter().any(|l| l.contains("campaign [")),
-        "no progress bars were drawn: {raw:?}"
-    );
-    let logs: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
-        .collect();
-    assert!(logs.len() >= 3, "too few log lines to judge: {logs:?}");
-    for line in logs {
-        assert!(
-            !line.contains("campaign [")
-                && !line.contains("queue [")
-                && !line.contains("jobs finished"),
-            "a log line shares its line with a progress bar: {line:?}"
-        );
-    }
 }

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: fresh queues on temp files, a manual clock,
-//! a dump of every row to prove that refused requests changed nothing, and child processes.
+//! Helpers shared by the integration tests: fresh queues on a fresh database of the
+//! engine under test, a manual clock, a dump of every row to prove that refused requests
+//! changed nothing, and child processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -12,27 +13,86 @@ use tempfile::TempDir;
 /// 2026-01-01T00:00:00Z: tests with a manual clock start here.
 pub const T0: i64 = 1_767_225_600_000;
 
-pub struct Env {
+/// The engine a test binary runs its tests on (`crate::ENGINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The engine under test.
+pub fn engine() -> Engine {
+    crate::ENGINE
+}
+
+/// A fresh, empty database of the engine under test, with a temp folder for anything else
+/// a test needs: a SQLite file in the folder, or a new database on the test server
+/// (dropped with this).
+pub struct Db {
     pub dir: TempDir,
+    location: String,
+}
+
+impl Db {
+    pub fn fresh() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let location = match engine() {
+            Engine::Sqlite => dir.path().join("jobs.db").display().to_string(),
+            Engine::Postgres => match crate::cluster::server() {
+                Some(server) => server.fresh_database(),
+                None => crate::cluster::skip_or_fail(),
+            },
+        };
+        Db { dir, location }
+    }
+
+    /// The file path or the URL: what `Queue::open` and `--db` take.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.location)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if engine() == Engine::Postgres {
+            if let Some(server) = crate::cluster::server() {
+                server.drop_database(&self.location);
+            }
+        }
+    }
+}
+
+pub struct Env {
     pub queue: Queue,
     pub clock: ManualClock,
+    pub db: Db,
 }
 
 impl Env {
-    /// A queue on a fresh file with a manual clock at `T0` and a fixed 10 s retry delay.
+    /// A queue on a fresh database with a manual clock at `T0` and a fixed 10 s retry delay.
     pub fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh();
         let clock = ManualClock::new(T0);
-        let queue = Queue::builder(dir.path().join("jobs.db"))
+        let queue = Queue::builder(db.path())
             .clock(clock.clone())
             .retry_policy(RetryPolicy::fixed(Duration::from_secs(10)))
             .open()
             .unwrap();
-        Env { dir, queue, clock }
+        Env { queue, clock, db }
     }
 
+    /// A temp folder of the test's own.
+    pub fn dir(&self) -> &Path {
+        self.db.dir.path()
+    }
+
+    /// The database: the file path or the URL.
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("jobs.db")
+        self.db.path()
     }
 
     pub fn advance(&self, secs: u64) {
@@ -44,12 +104,45 @@ impl Env {
         dump(&self.path())
     }
 
+    /// The number a query of one row and column answers, on either engine.
+    pub fn sql_f64(&self, sql: &str) -> f64 {
+        match engine() {
+            Engine::Sqlite => self.conn().query_row(sql, [], |r| r.get(0)).unwrap(),
+            Engine::Postgres => self
+                .pg()
+                .query_one(&format!("SELECT ({sql})::float8"), &[])
+                .unwrap()
+                .get(0),
+        }
+    }
+
+    /// A client of the PostgreSQL database (tests of what only PostgreSQL has).
+    pub fn pg(&self) -> postgres::Client {
+        assert_eq!(
+            engine(),
+            Engine::Postgres,
+            "a PostgreSQL client for a SQLite file"
+        );
+        postgres::Client::connect(self.db.location(), postgres::NoTls).unwrap()
+    }
+
+    /// A connection to the SQLite file (tests of what only SQLite has).
     pub fn conn(&self) -> Connection {
+        assert_eq!(
+            engine(),
+            Engine::Sqlite,
+            "a SQLite connection to a PostgreSQL database"
+        );
         Connection::open(self.path()).unwrap()
     }
 }
 
+/// Every row of every jobq table of the database at `path` (a file or a URL), as text.
 pub fn dump(path: &Path) -> String {
+    let location = path.display().to_string();
+    if jobq::is_postgres_url(&location) {
+        return dump_postgres(&location);
+    }
     let conn = Connection::open(path).unwrap();
     let mut out = String::new();
     for table in ["jobq_jobs", "jobq_groups", "jobq_owners", "jobq_tokens"] {
@@ -122,4 +215,129 @@ pub fn is_child() -> bool {
 
 pub fn child_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+fn dump_postgres(url: &str) -> String {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut out = String::new();
+    for table in ["jobq_jobs", "jobq_groups", "jobq_owners", "jobq_tokens"] {
+        let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
+        for row in client.query(&sql, &[]).unwrap() {
+            out.push_str(table);
+            out.push(':');
+            out.push_str(&row.get::<_, String>(0));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// "ok" when the database is sound: SQLite's `integrity_check`; on PostgreSQL, amcheck's
+/// checks of the jobs table and every index of it.
+pub fn integrity(path: &Path) -> String {
+    let location = path.display().to_string();
+    if !jobq::is_postgres_url(&location) {
+        return Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+    }
+    let mut client = postgres::Client::connect(&location, postgres::NoTls).unwrap();
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .unwrap();
+    let heap = client
+        .query("SELECT msg FROM verify_heapam('jobq_jobs')", &[])
+        .unwrap();
+    if let Some(problem) = heap.first() {
+        return problem.get(0);
+    }
+    client
+        .query(
+            "SELECT bt_index_check(i.indexrelid, true) FROM pg_index i
+             WHERE i.indrelid = 'jobq_jobs'::regclass",
+            &[],
+        )
+        .unwrap();
+    "ok".into()
+}
+
+/// Runs SQL that both dialects read the same way on the database at `path`.
+pub fn execute(path: &Path, sql: &str) {
+    let location = path.display().to_string();
+    if jobq::is_postgres_url(&location) {
+        let mut client = postgres::Client::connect(&location, postgres::NoTls).unwrap();
+        client.batch_execute(sql).unwrap();
+    } else {
+        Connection::open(path).unwrap().execute_batch(sql).unwrap();
+    }
+}
+
+/// The rows of a query (a view, usually) on either engine, each column as JSON: integers,
+/// reals, text and null as such (PostgreSQL's `numeric` as a JSON number).
+pub fn sql_rows(path: &Path, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    use serde_json::Value;
+    let location = path.display().to_string();
+    if jobq::is_postgres_url(&location) {
+        use postgres::types::Type;
+        let mut client = postgres::Client::connect(&location, postgres::NoTls).unwrap();
+        // Numeric columns read as float8, the rest as their type.
+        let columns: Vec<(String, Type)> = client
+            .prepare(sql)
+            .unwrap()
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect();
+        let list: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| match *ty {
+                Type::NUMERIC => format!("\"{name}\"::float8"),
+                _ => format!("\"{name}\""),
+            })
+            .collect();
+        let wrapped = format!("SELECT {} FROM ({sql}) AS t", list.join(", "));
+        return client
+            .query(&wrapped, &[])
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (0..columns.len())
+                    .map(|i| match *r.columns()[i].type_() {
+                        Type::INT8 => r.get::<_, Option<i64>>(i).map_or(Value::Null, Value::from),
+                        Type::INT4 => r.get::<_, Option<i32>>(i).map_or(Value::Null, Value::from),
+                        Type::FLOAT8 => r.get::<_, Option<f64>>(i).map_or(Value::Null, Value::from),
+                        Type::UUID => r
+                            .get::<_, Option<uuid::Uuid>>(i)
+                            .map_or(Value::Null, |u| Value::from(u.to_string())),
+                        _ => r
+                            .get::<_, Option<String>>(i)
+                            .map_or(Value::Null, Value::from),
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+    let conn = Connection::open(path).unwrap();
+    rows(&conn, sql)
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| match v {
+                    rusqlite::types::Value::Null => Value::Null,
+                    rusqlite::types::Value::Integer(i) => Value::from(i),
+                    rusqlite::types::Value::Real(f) => Value::from(f),
+                    rusqlite::types::Value::Text(t) => Value::from(t),
+                    rusqlite::types::Value::Blob(b) => Value::from(format!("{b:?}")),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Two numbers from SQL equal to within float rounding (PostgreSQL computes some in
+/// `numeric`).
+pub fn close(a: &serde_json::Value, b: f64) -> bool {
+    a.as_f64()
+        .is_some_and(|a| (a - b).abs() <= 1e-9 * b.abs().max(1.0))
 }

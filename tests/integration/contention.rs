@@ -1,6 +1,6 @@
 //! Contention: eight processes at once enqueue, claim, complete, fail, cancel, retry, list and
-//! read stats on one file with a short busy timeout. No operation surfaces SQLITE_BUSY or
-//! "database is locked" while its timeout lasts; the errors that do surface are the typed,
+//! read stats on one database with a short busy timeout. No operation surfaces SQLITE_BUSY,
+//! "database is locked" or a PostgreSQL conflict while its timeout lasts; the errors that do surface are the typed,
 //! documented refusals of a shared queue (a job another process cancelled or finished first).
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use jobq::{
 };
 use serde_json::json;
 
-use crate::common::{child_env, child_report, is_child, spawn_child};
+use crate::common::{Db, child_env, child_report, integrity, is_child, spawn_child};
 
 const PROCESSES: usize = 8;
 const ROUNDS: usize = 150;
@@ -122,8 +122,8 @@ fn child_contender() {
 
 #[test]
 fn eight_processes_at_once_never_see_a_busy_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("contended.db");
+    let fresh = Db::fresh();
+    let db = fresh.path();
     drop(Queue::open(&db).unwrap());
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
@@ -169,14 +169,12 @@ fn eight_processes_at_once_never_see_a_busy_database() {
         );
     }
     assert!(total_ok >= (PROCESSES * ROUNDS * 4) as u64);
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let total: i64 = conn
-        .query_row("SELECT count(*) FROM jobq_jobs", [], |r| r.get(0))
-        .unwrap();
+    assert_eq!(integrity(&db), "ok");
+    let total = Queue::open(&db)
+        .unwrap()
+        .stats(&StatsFilter::new())
+        .unwrap()
+        .total;
     assert_eq!(
         total,
         (PROCESSES * ROUNDS * 6) as i64,

@@ -1,5 +1,4 @@
-//! The library as applications embed it: their own transactions with jobq's rusqlite,
-//! handlers returning their own types and errors, per-kind settings in any order, waiting
+//! The library as applications embed it: handlers returning their own types and errors, per-kind settings in any order, waiting
 //! for a job, and what an enqueue says.
 
 use std::fmt;
@@ -8,30 +7,12 @@ use std::time::Duration;
 use jobq::{Error, JobContext, JobError, NewJob, OutcomeKind, Queue, Status, WorkerPool};
 use serde_json::{Value, json};
 
-fn fresh() -> (tempfile::TempDir, Queue) {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path().join("q.db")).unwrap();
-    (dir, queue)
-}
+use crate::common::Db;
 
-#[test]
-fn an_application_enqueues_in_its_own_transaction_with_jobqs_rusqlite() {
-    let (dir, queue) = fresh();
-    let mut conn = jobq::rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
-    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
-        .unwrap();
-    let tx: jobq::rusqlite::Transaction<'_> = conn
-        .transaction_with_behavior(jobq::rusqlite::TransactionBehavior::Immediate)
-        .unwrap();
-    tx.execute("INSERT INTO orders (id) VALUES (1)", [])
-        .unwrap();
-    let job = queue.enqueue_tx(&tx, NewJob::new("ship")).unwrap();
-    tx.rollback().unwrap();
-    assert!(queue.get(&job.job_id).unwrap_err().is_not_found());
-    let tx = conn.transaction().unwrap();
-    let job = queue.enqueue_tx(&tx, NewJob::new("ship")).unwrap();
-    tx.commit().unwrap();
-    assert_eq!(queue.get(&job.job_id).unwrap().kind, "ship");
+fn fresh() -> (Db, Queue) {
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    (db, queue)
 }
 
 #[derive(serde::Serialize)]

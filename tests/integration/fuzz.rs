@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use jobq::exec::{ReportLine, parse_report_line};
@@ -13,6 +14,8 @@ use jobq::http::{Server, ServerConfig};
 use jobq::{NewJob, Queue};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+use crate::common::{Db, integrity};
 
 fn cases(default: u32) -> u32 {
     std::env::var("JOBQ_FUZZ_CASES")
@@ -78,8 +81,8 @@ proptest! {
 
     #[test]
     fn any_json_input_round_trips_through_the_queue(input in json_value()) {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        static QUEUE: OnceLock<(Db, Queue)> = OnceLock::new();
+        let (_, queue) = QUEUE.get_or_init(fresh);
         let id = queue.enqueue(NewJob::new("fuzz").input(&input)).unwrap().job_id;
         prop_assert_eq!(queue.get(&id).unwrap().input, input);
     }
@@ -90,8 +93,8 @@ proptest! {
         big in (i64::MAX as u64 + 1)..=u64::MAX,
         negative in any::<bool>(),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        static QUEUE: OnceLock<(Db, Queue)> = OnceLock::new();
+        let (_, queue) = QUEUE.get_or_init(fresh);
         let big = if negative { format!("-{big}0") } else { big.to_string() };
         let text = format!(r#"{{"data": {input}, "big": [{big}]}}"#);
         let err = queue.enqueue(NewJob::new("fuzz").input_json(&text)).unwrap_err();
@@ -100,8 +103,16 @@ proptest! {
     }
 }
 
+/// A queue on a fresh database, for the cases of one property (one database each would
+/// be slow on PostgreSQL).
+fn fresh() -> (Db, Queue) {
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    (db, queue)
+}
+
 struct Target {
-    _dir: tempfile::TempDir,
+    _db: Db,
     queue: Queue,
     server: Server,
 }
@@ -110,15 +121,14 @@ struct Target {
 fn target() -> &'static Target {
     static TARGET: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
     TARGET.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let (db, queue) = fresh();
         let server = Server::start(
             queue.clone(),
             ServerConfig::new("127.0.0.1:0").admin_key(KEY),
         )
         .unwrap();
         Target {
-            _dir: dir,
+            _db: db,
             queue,
             server,
         }
@@ -216,8 +226,7 @@ proptest! {
         // Still serving, and the file is sound.
         let health = raw_request(t, format!("GET /api/stats HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\n\r\n").as_bytes());
         prop_assert_eq!(health, Some(200));
-        let check: String = rusqlite::Connection::open(t.queue.path()).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        prop_assert_eq!(check, "ok");
+        prop_assert_eq!(integrity(t.queue.path()), "ok");
     }
 
     #[test]

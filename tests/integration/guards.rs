@@ -15,7 +15,7 @@ use jobq::{
 use serde_json::{Value, json};
 
 use crate::cli::Cli;
-use crate::common::Env;
+use crate::common::{Db, Env};
 
 /// Waits up to 10 s for `done`, then fails naming `what`.
 #[track_caller]
@@ -159,10 +159,10 @@ fn prune_on_the_command_line_keeps_what_finished_within_the_age() {
     );
 }
 
-fn pool_queue() -> (tempfile::TempDir, Queue) {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path().join("q.db")).unwrap();
-    (dir, queue)
+fn pool_queue() -> (Db, Queue) {
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    (db, queue)
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn a_refused_report_tells_the_handler_its_job_is_gone() {
     });
     // Another process releases it: no cancel reaches this process; only the refused report
     // tells the handler.
-    let other = Queue::open(dir.path().join("q.db")).unwrap();
+    let other = Queue::open(dir.path()).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let released = other
         .release_stale(&StaleTimeouts::none().lock_timeout(Duration::from_millis(1)))

@@ -10,11 +10,13 @@ use jobq::http::{Server, ServerConfig};
 use jobq::{ClaimFilter, JobError, NewJob, Queue};
 use serde_json::{Value, json};
 
+use crate::common::{Db, execute};
+
 pub const KEY: &str = "admin-key-for-tests";
 
 pub struct Api {
-    /// Keeps the database's folder alive.
-    _dir: tempfile::TempDir,
+    /// Keeps the database alive.
+    _db: Db,
     pub queue: Queue,
     pub server: Server,
     pub agent: ureq::Agent,
@@ -60,8 +62,8 @@ impl Api {
     }
 
     pub fn with(config: ServerConfig) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path().join("jobs.db")).unwrap();
+        let db = Db::fresh();
+        let queue = Queue::open(db.path()).unwrap();
         let server = Server::start(queue.clone(), config).unwrap();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -69,7 +71,7 @@ impl Api {
             .build()
             .into();
         Api {
-            _dir: dir,
+            _db: db,
             queue,
             server,
             agent,
@@ -509,13 +511,11 @@ fn only_the_whole_admin_key_or_the_whole_token_is_accepted() {
     assert_eq!(api.get("/api/jobs", Auth::Token(&token)).status, 200);
     // The stored hash is compared whole: one that agrees with the token's on all but its
     // last characters refuses it.
-    let conn = rusqlite::Connection::open(api.queue.path()).unwrap();
-    conn.execute(
+    execute(
+        api.queue.path(),
         "UPDATE jobq_tokens SET secret_hash = substr(secret_hash, 1, 60) ||
              CASE WHEN substr(secret_hash, 61) = '0000' THEN '1111' ELSE '0000' END",
-        [],
-    )
-    .unwrap();
+    );
     api.get("/api/jobs", Auth::Token(&token))
         .error(401, "unauthorized");
 
@@ -823,8 +823,8 @@ fn a_slow_client_does_not_hold_the_server() {
 
 #[test]
 fn the_server_refuses_to_run_open_unless_told_and_only_on_loopback() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    let fresh = Db::fresh();
+    let queue = Queue::open(fresh.path()).unwrap();
     let err = Server::start(queue.clone(), ServerConfig::new("127.0.0.1:0")).unwrap_err();
     assert!(err.to_string().contains("admin key"), "{err}");
     let err = Server::start(
@@ -861,8 +861,8 @@ fn the_server_refuses_to_run_open_unless_told_and_only_on_loopback() {
 
 #[test]
 fn jobq_serve_starts_with_a_key_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("q.db");
+    let fresh = Db::fresh();
+    let db = fresh.path();
     let jobq = env!("CARGO_BIN_EXE_jobq");
     let out = Command::new(jobq)
         .arg("--db")

@@ -1,6 +1,12 @@
 //! jobq's integration tests: one binary, one module per capability, each test on a fresh
 //! database file in a temp folder.
 
+/// The engine every test of this binary runs on.
+pub const ENGINE: common::Engine = common::Engine::Sqlite;
+
+// The PostgreSQL binary uses all of it; this one only what `common` does.
+#[allow(dead_code)]
+mod cluster;
 mod common;
 
 mod bad_input;
@@ -27,5 +33,6 @@ mod open;
 mod owners_groups;
 mod retry;
 mod security;
+mod sqlite_only;
 mod views;
 mod worker;

@@ -12,7 +12,7 @@ use jobq::{
 };
 use proptest::prelude::*;
 
-use crate::common::T0;
+use crate::common::{Db, T0};
 
 const BACKOFF_MS: i64 = 10_000;
 const HEARTBEAT_TIMEOUT_MS: i64 = 30_000;
@@ -79,7 +79,7 @@ struct Model {
 }
 
 struct World {
-    _dir: tempfile::TempDir,
+    _db: Db,
     queue: Queue,
     clock: ManualClock,
     jobs: Vec<Model>,
@@ -89,15 +89,15 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
+        let db = Db::fresh();
         let clock = ManualClock::new(T0);
-        let queue = Queue::builder(dir.path().join("model.db"))
+        let queue = Queue::builder(db.path())
             .clock(clock.clone())
             .retry_policy(RetryPolicy::fixed(Duration::from_millis(BACKOFF_MS as u64)))
             .open()
             .unwrap();
         World {
-            _dir: dir,
+            _db: db,
             queue,
             clock,
             jobs: Vec::new(),

@@ -10,7 +10,7 @@ use jobq::{
 };
 use serde_json::json;
 
-use crate::common::{Env, T0, child_output, is_child, rows, spawn_child};
+use crate::common::{Env, T0, child_output, close, is_child, spawn_child, sql_rows};
 
 /// The known jobs, built with a manual clock:
 /// - 4 `scene` jobs of queue `video`, owner alice, succeeded: waits 1, 2, 3, 4 s; runs 1, 2, 3, 10 s;
@@ -307,100 +307,88 @@ fn stages_running_monitor_dead_letter_and_costs_are_exact() {
 
 #[test]
 fn the_sql_views_and_the_library_agree() {
-    use rusqlite::types::Value::{Integer, Real, Text};
     let env = known();
-    let conn = env.conn();
-
-    for row in rows(
-        &conn,
+    let db = env.path();
+    let timing = env.queue.timing(&TimingFilter::new()).unwrap();
+    let rows = sql_rows(
+        &db,
         "SELECT status, count, avg_duration_seconds, p50_seconds, p95_seconds, max_seconds, avg_wait_seconds, p50_wait_seconds, p95_wait_seconds FROM jobq_timing_stats",
-    ) {
-        let Text(status) = &row[0] else { panic!() };
-        let lib = env
-            .queue
-            .timing(&TimingFilter::new())
-            .unwrap()
-            .into_iter()
-            .find(|t| t.status.as_str() == status)
-            .unwrap();
-        assert_eq!(
-            row[1..],
-            [
-                Integer(lib.count),
-                Real(lib.avg_seconds),
-                Real(lib.p50_seconds),
-                Real(lib.p95_seconds),
-                Real(lib.max_seconds),
-                Real(lib.wait_avg_seconds),
-                Real(lib.wait_p50_seconds),
-                Real(lib.wait_p95_seconds),
-            ]
-        );
+    );
+    assert_eq!(rows.len(), timing.len());
+    for row in rows {
+        let lib = timing.iter().find(|t| t.status.as_str() == row[0]).unwrap();
+        assert_eq!(row[1], json!(lib.count));
+        let want = [
+            lib.avg_seconds,
+            lib.p50_seconds,
+            lib.p95_seconds,
+            lib.max_seconds,
+            lib.wait_avg_seconds,
+            lib.wait_p50_seconds,
+            lib.wait_p95_seconds,
+        ];
+        for (got, want) in row[2..].iter().zip(want) {
+            assert!(close(got, want), "{row:?} against {lib:?}");
+        }
     }
-    for row in rows(
-        &conn,
+    for row in sql_rows(
+        &db,
         "SELECT queue, queued, running, retry, succeeded, failed, cancelled, total FROM jobq_queue_stats",
     ) {
-        let Text(queue) = &row[0] else { panic!() };
-        let lib = env
-            .queue
-            .stats(&StatsFilter::new().queue(queue.clone()))
-            .unwrap();
+        let queue = row[0].as_str().unwrap();
+        let lib = env.queue.stats(&StatsFilter::new().queue(queue)).unwrap();
         // The view's columns follow the state machine, as Status::ALL does.
-        let counts: Vec<rusqlite::types::Value> = Status::ALL
+        let counts: Vec<serde_json::Value> = Status::ALL
             .into_iter()
-            .map(|s| Integer(lib.count(s)))
-            .chain([Integer(lib.total)])
+            .map(|s| json!(lib.count(s)))
+            .chain([json!(lib.total)])
             .collect();
         assert_eq!(row[1..], counts[..], "queue {queue}");
     }
-    let dead_ids: Vec<rusqlite::types::Value> = env
+    let dead_ids: Vec<serde_json::Value> = env
         .queue
         .dead_letter(10)
         .unwrap()
         .into_iter()
-        .map(|d| Text(d.id.to_string()))
+        .map(|d| json!(d.id.to_string()))
         .collect();
-    let view_dead: Vec<rusqlite::types::Value> =
-        rows(&conn, "SELECT id FROM jobq_dead_letter_jobs")
-            .into_iter()
-            .map(|r| r[0].clone())
-            .collect();
+    let view_dead: Vec<serde_json::Value> = sql_rows(&db, "SELECT id FROM jobq_dead_letter_jobs")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(view_dead, dead_ids);
-    let mut lib_stages: Vec<(Option<String>, String, i64)> = env
+    let mut lib_stages: Vec<serde_json::Value> = env
         .queue
         .stage_distribution()
         .unwrap()
         .into_iter()
-        .map(|s| (s.stage, s.status.to_string(), s.count))
+        .map(|s| json!([s.stage, s.status.to_string(), s.count]))
         .collect();
-    let mut view_stages: Vec<(Option<String>, String, i64)> = conn
-        .prepare("SELECT stage, status, count FROM jobq_stage_distribution")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    lib_stages.sort();
-    view_stages.sort();
+    let mut view_stages: Vec<serde_json::Value> = sql_rows(
+        &db,
+        "SELECT stage, status, count FROM jobq_stage_distribution",
+    )
+    .into_iter()
+    .map(serde_json::Value::from)
+    .collect();
+    let key = |v: &serde_json::Value| v.to_string();
+    lib_stages.sort_by_key(key);
+    view_stages.sort_by_key(key);
     assert_eq!(lib_stages, view_stages);
-    let summary: Vec<(Option<String>, String, i64, i64)> = conn
-        .prepare("SELECT owner, status, count, total_cost_cents FROM jobq_job_summary WHERE owner = 'alice' ORDER BY status").unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(|r| r.unwrap()).collect();
-    let alice: Vec<(Option<String>, String, i64, i64)> = env
+    let summary: Vec<serde_json::Value> = sql_rows(
+        &db,
+        "SELECT owner, status, count, total_cost_cents FROM jobq_job_summary WHERE owner = 'alice' ORDER BY status",
+    )
+    .into_iter()
+    .map(serde_json::Value::from)
+    .collect();
+    let alice: Vec<serde_json::Value> = env
         .queue
         .scoped("alice")
         .costs(CostGrouping::Status)
         .unwrap()
         .into_iter()
-        .map(|c| {
-            (
-                Some("alice".to_string()),
-                c.key.unwrap(),
-                c.count,
-                c.total_cost_cents,
-            )
-        })
+        .map(|c| json!(["alice", c.key.unwrap(), c.count, c.total_cost_cents]))
         .collect();
     assert_eq!(summary, alice);
 }

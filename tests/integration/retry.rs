@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobq::{ClaimFilter, JobError, ManualClock, NewJob, Queue, RetryPolicy, Status, Timestamp};
 
-use crate::common::{Env, T0};
+use crate::common::{Db, Env, T0};
 
 #[test]
 fn failures_retry_with_backoff_until_max_attempts_then_dead_letter() {
@@ -110,9 +110,9 @@ fn a_requested_delay_wins_over_the_policy() {
 
 #[test]
 fn backoff_is_exponential_with_full_jitter_and_configurable_per_queue() {
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::fresh();
     let clock = ManualClock::new(T0);
-    let queue = Queue::builder(dir.path().join("q.db"))
+    let queue = Queue::builder(db.path())
         .clock(clock.clone())
         .retry_policy(RetryPolicy::exponential(
             Duration::from_secs(1),

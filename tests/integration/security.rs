@@ -6,7 +6,7 @@ use jobq::http::{Server, ServerConfig};
 use jobq::{ClaimFilter, Error, JobError, JobFilter, Lease, NewJob, Queue, Status};
 use serde_json::{Value, json};
 
-use crate::common::dump;
+use crate::common::{Db, dump};
 use crate::http::{Api, Auth};
 
 /// Bob's rows, seen by alice: a queued job, a running job (with its lease), a failed job and
@@ -123,8 +123,8 @@ fn every_http_route_refuses_another_owners_ids_with_404_and_changes_nothing() {
 
 #[test]
 fn every_library_call_of_a_scoped_handle_refuses_another_owners_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = Queue::open(dir.path().join("q.db")).unwrap();
+    let db = Db::fresh();
+    let admin = Queue::open(db.path()).unwrap();
     let foreign = bobs_rows(&admin);
     let alice = admin.scoped("alice");
     let before = dump(admin.path());
@@ -255,8 +255,8 @@ fn every_library_call_of_a_scoped_handle_refuses_another_owners_rows() {
 
 #[test]
 fn tokens_are_kept_only_as_hashes() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
     let tokens: Vec<String> = (0..5)
         .map(|_| queue.create_token("carol").unwrap())
         .collect();
@@ -333,8 +333,8 @@ fn no_sql_is_built_by_formatting_strings() {
 
 #[test]
 fn serve_refuses_a_non_loopback_address_without_a_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
     for addr in ["0.0.0.0:0", "[::]:0"] {
         let err =
             Server::start(queue.clone(), ServerConfig::new(addr).insecure_no_auth()).unwrap_err();

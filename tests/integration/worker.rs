@@ -13,15 +13,15 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{child_env, is_child, spawn_child};
+use crate::common::{Db, child_env, is_child, spawn_child};
 
-fn fresh(retry: RetryPolicy) -> (tempfile::TempDir, Queue) {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::builder(dir.path().join("jobs.db"))
+fn fresh(retry: RetryPolicy) -> (Db, Queue) {
+    let db = Db::fresh();
+    let queue = Queue::builder(db.path())
         .retry_policy(retry)
         .open()
         .unwrap();
-    (dir, queue)
+    (db, queue)
 }
 
 fn noop(_: &JobContext) -> Result<Value, JobError> {
@@ -110,9 +110,9 @@ fn two_pools_in_two_processes_run_each_job_exactly_once() {
         .into_iter()
         .map(|e| e.job_id.to_string())
         .collect();
-    let go = dir.path().join("go");
+    let go = dir.dir.path().join("go");
     let outs: Vec<_> = (0..2)
-        .map(|i| dir.path().join(format!("effects-{i}.txt")))
+        .map(|i| dir.dir.path().join(format!("effects-{i}.txt")))
         .collect();
     let children: Vec<_> = outs
         .iter()
@@ -195,7 +195,7 @@ fn a_pool_killed_mid_job_has_its_jobs_released_and_completed_by_another() {
         .into_iter()
         .map(|e| e.job_id)
         .collect();
-    let started_log = dir.path().join("started.txt");
+    let started_log = dir.dir.path().join("started.txt");
     let mut child = spawn_child(
         "worker::child_pool_hangs",
         &[
@@ -905,14 +905,11 @@ impl jobq::Clock for DispatcherTime {
 
 #[test]
 fn a_job_coming_due_between_a_claim_and_the_next_look_is_still_claimed() {
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::fresh();
     let clock = DispatcherTime(Arc::new(std::sync::atomic::AtomicI64::new(
         crate::common::T0,
     )));
-    let queue = Queue::builder(dir.path().join("q.db"))
-        .clock(clock)
-        .open()
-        .unwrap();
+    let queue = Queue::builder(db.path()).clock(clock).open().unwrap();
     // Due 5 ms after the dispatcher's first claim reads the clock, and before its next
     // reading: the job comes due in the gap between the claim and the look for what is due
     // next.

@@ -50,9 +50,10 @@ impl Engine for Postgres {
         scope: Scope<'_>,
         reports: &[(&Lease, Report<'_>)],
         refill: Option<ClaimSpec<'_>>,
+        again: bool,
         now: i64,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
-        let results = self.run(|conn| jobs::record(conn, scope, reports, now))?;
+        let results = self.run(|conn| jobs::record(conn, scope, reports, again, now))?;
         let claimed = match refill {
             Some(spec) if spec.limit > 0 => {
                 match self.run(|conn| jobs::claim(conn, scope, spec, now)) {
@@ -70,7 +71,7 @@ impl Engine for Postgres {
     }
 
     fn leased(&self, scope: Scope<'_>, lease: &Lease) -> Result<LeasedJob> {
-        self.run(|conn| jobs::leased(conn, scope, lease))
+        self.read(|conn| jobs::leased(conn, scope, lease))
     }
 
     fn heartbeat(&self, scope: Scope<'_>, lease: &Lease, now: i64) -> Result<()> {
@@ -135,15 +136,15 @@ impl Engine for Postgres {
     }
 
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
-        self.run(|conn| jobs::get(conn, scope, id))
+        self.read(|conn| jobs::get(conn, scope, id))
     }
 
     fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>> {
-        self.run(|conn| jobs::list(conn, query))
+        self.read(|conn| jobs::list(conn, query))
     }
 
     fn next_run_after(&self, queues: &[String], now: i64) -> Result<Option<i64>> {
-        self.run(|conn| jobs::next_run_after(conn, queues, now))
+        self.read(|conn| jobs::next_run_after(conn, queues, now))
     }
 
     fn overview(
@@ -180,20 +181,19 @@ impl Engine for Postgres {
         queue: Option<&str>,
         each: &mut dyn FnMut(Duration4),
     ) -> Result<()> {
-        let mut conn = self.conn()?;
-        stats::durations(&mut conn, scope, since, queue, each)
+        self.read(|conn| stats::durations(conn, scope, since, queue, each))
     }
 
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {
-        self.run(|conn| stats::stages(conn, scope))
+        self.read(|conn| stats::stages(conn, scope))
     }
 
     fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>> {
-        self.run(|conn| stats::running(conn, scope, now))
+        self.read(|conn| stats::running(conn, scope, now))
     }
 
     fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>> {
-        self.run(|conn| stats::dead_letter(conn, scope, limit))
+        self.read(|conn| stats::dead_letter(conn, scope, limit))
     }
 
     fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>> {
@@ -233,7 +233,7 @@ impl Engine for Postgres {
     }
 
     fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
-        self.run(|conn| tenants::token(conn, token_id))
+        self.read(|conn| tenants::token(conn, token_id))
     }
 
     fn revoke_tokens(&self, owner: &str) -> Result<usize> {

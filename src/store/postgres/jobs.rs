@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use postgres::Row;
 use uuid::Uuid;
 
-use super::Conn;
+use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status, Timestamp};
 use crate::owner::saturate;
@@ -163,7 +163,7 @@ pub(crate) fn insert_jobs(
     Ok(out.into_iter().flatten().collect())
 }
 
-fn existing(conn: &mut Conn, owner: Option<&str>, key: &str) -> Result<Option<Enqueued>> {
+fn existing(conn: &mut dyn Sql, owner: Option<&str>, key: &str) -> Result<Option<Enqueued>> {
     let Some(row) = conn.query_opt(FIND_BY_KEY, &[&owner, &key])? else {
         return Ok(None);
     };
@@ -178,7 +178,7 @@ fn existing(conn: &mut Conn, owner: Option<&str>, key: &str) -> Result<Option<En
 /// Inserts one job: the existing job for a repeated idempotency key, the group's owner for
 /// a job of a group, the owner's budget checked.
 pub(crate) fn insert(
-    conn: &mut Conn,
+    conn: &mut dyn Sql,
     scope: Scope<'_>,
     mut job: NewRow,
     id: Uuid,
@@ -247,7 +247,7 @@ pub(crate) fn insert(
 }
 
 /// Refuses `cost_cents` more for `owner` when it would pass the owner's budget.
-fn check_budget(conn: &mut Conn, owner: &str, cost_cents: i128) -> Result<()> {
+fn check_budget(conn: &mut dyn Sql, owner: &str, cost_cents: i128) -> Result<()> {
     let Some(row) = conn.query_opt(OWNER_BUDGET, &[&owner])? else {
         return Ok(());
     };
@@ -460,6 +460,7 @@ pub(crate) fn record(
     conn: &mut Conn,
     scope: Scope<'_>,
     reports: &[(&Lease, Report<'_>)],
+    again: bool,
     now: i64,
 ) -> Result<Vec<Result<Recorded>>> {
     let mut results: Vec<Option<Result<Recorded>>> = (0..reports.len()).map(|_| None).collect();
@@ -492,7 +493,13 @@ pub(crate) fn record(
             results[*i] = Some(if done.contains(id) {
                 Ok(Recorded::new(Status::Succeeded))
             } else {
-                explain(conn, scope, lease, Some(Status::Succeeded), *cost)
+                explain(
+                    conn,
+                    scope,
+                    lease,
+                    again.then_some(Recorded::new(Status::Succeeded)),
+                    *cost,
+                )
             });
         }
     }
@@ -521,7 +528,7 @@ pub(crate) fn record(
                     &status.as_str(),
                     retry_at,
                     &error.stored_message(),
-                    &error.error_code(),
+                    &error.stored_code(),
                     &now,
                 ],
             )?,
@@ -540,7 +547,7 @@ pub(crate) fn record(
                 _ => Recorded::new(intended),
             })
         } else {
-            explain(conn, scope, lease, Some(intended), 0)
+            explain(conn, scope, lease, again.then_some(Recorded::of(report)), 0)
         });
     }
     Ok(results
@@ -553,14 +560,14 @@ fn claim_of(lease: &Lease) -> i32 {
     int(lease.claim)
 }
 
-/// Why a guarded statement changed nothing. A report whose own earlier commit was cut off
-/// (the connection died before the answer came) finds the job already as it would have
-/// left it, under its own lease: that is its result, recorded once.
+/// Why a guarded statement changed nothing. A report sent again (`intended` given) whose
+/// earlier commit's answer was cut off (the connection died before it came) finds the job
+/// already as it would have left it, under its own lease: that is its result, recorded once.
 fn explain(
     conn: &mut Conn,
     scope: Scope<'_>,
     lease: &Lease,
-    intended: Option<Status>,
+    intended: Option<Recorded>,
     cost: i64,
 ) -> Result<Recorded> {
     let id = uuid_of(&lease.job_id)?;
@@ -575,8 +582,8 @@ fn explain(
     if ours && status == Status::Running && current.saturating_add(cost) > MAX_COST_CENTS {
         return Err(cost_too_high(lease, current, cost));
     }
-    if ours && Some(status) == intended {
-        return Ok(Recorded::new(status));
+    if let Some(intended) = intended.filter(|i| ours && i.status == status) {
+        return Ok(intended);
     }
     Err(Error::LockLost {
         job: lease.job_id.clone(),

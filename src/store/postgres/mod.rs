@@ -50,15 +50,22 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-/// A pooled connection and its prepared statements.
+/// A pooled connection, its prepared statements, and when it last answered.
 pub(crate) struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    used: Instant,
 }
+
+/// A connection idle longer than this is checked (one empty query) before the pool hands
+/// it out: after a server restart or a cut connection, the dead ones are dropped there
+/// instead of failing a request. A connection in steady use is handed out unchecked.
+const CHECK_IF_IDLE_FOR: Duration = Duration::from_millis(500);
 
 impl Conn {
     /// The statement for `sql`, prepared once per connection.
     fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
+        self.used = Instant::now();
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
@@ -104,7 +111,45 @@ impl Conn {
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
+        self.used = Instant::now();
         self.client.batch_execute(sql).map_err(from_pg)
+    }
+}
+
+/// What runs SQL: a pooled connection (its statements prepared once), or an application's
+/// own client or transaction (for an enqueue inside it).
+pub(crate) trait Sql {
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>>;
+    fn query_one(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        self.query_opt(sql, params)?
+            .ok_or_else(|| Error::invalid("query", "it returned no row"))
+    }
+}
+
+impl Sql for Conn {
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        Conn::query_opt(self, sql, params)
+    }
+}
+
+/// An application's client or transaction.
+pub(crate) struct Foreign<'a, C>(pub &'a mut C);
+
+impl<C: postgres::GenericClient> Sql for Foreign<'_, C> {
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        self.0.query_opt(sql, params).map_err(from_pg)
     }
 }
 
@@ -120,11 +165,17 @@ impl ManageConnection for Manager {
         Ok(Conn {
             client: self.0.connect()?,
             statements: HashMap::new(),
+            used: Instant::now(),
         })
     }
 
     fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
-        self.0.is_valid(&mut conn.client)
+        if conn.used.elapsed() < CHECK_IF_IDLE_FOR {
+            return Ok(());
+        }
+        self.0.is_valid(&mut conn.client)?;
+        conn.used = Instant::now();
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -181,13 +232,14 @@ impl Postgres {
         }
         let manager = Manager(PostgresConnectionManager::new(config.clone(), NoTls));
         // No idle timeout and no max lifetime: r2d2 then schedules no reaper thread. Broken
-        // connections are noticed when they are given back, and dropped.
+        // connections are noticed when they are given back (or, idle, when taken), and
+        // dropped.
         let pool = r2d2::Pool::builder()
             .max_size(opts.pool_size.max(2))
             .min_idle(Some(0))
             .idle_timeout(None)
             .max_lifetime(None)
-            .test_on_check_out(false)
+            .test_on_check_out(true)
             .connection_timeout(opts.connect_timeout.max(Duration::from_secs(1)))
             .build_unchecked(manager);
         let mut conn = pool
@@ -236,6 +288,19 @@ impl Postgres {
         })
     }
 
+    /// Runs a read on a pooled connection; a connection found dead (the server restarted or
+    /// cut it) is dropped and the read runs again on a fresh one, since a read changes
+    /// nothing.
+    pub(crate) fn read<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match self.run(&mut f) {
+                Err(Error::Unavailable { .. }) if tries < self.opts.pool_size.max(2) => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// Runs `f` in one transaction (one snapshot, all or nothing) on a pooled connection.
     pub(crate) fn transaction<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
         self.retrying(|| {
@@ -255,12 +320,12 @@ impl Postgres {
         })
     }
 
-    /// Runs `f` in one read-only snapshot (`REPEATABLE READ`), for figures that must agree.
+    /// Runs `f` in one read-only snapshot (`REPEATABLE READ`), for figures that must agree;
+    /// as [`Postgres::read`], again on a fresh connection when one was found dead.
     pub(crate) fn snapshot<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
-        self.retrying(|| {
-            let mut conn = self.conn()?;
+        self.read(|conn| {
             conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-            let out = f(&mut conn);
+            let out = f(conn);
             let _ = conn.batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
             out
         })
@@ -326,7 +391,14 @@ pub(crate) fn from_pg(err: postgres::Error) -> Error {
             );
         }
         let code = code.code().to_string();
-        return Error::Database(DatabaseError::new("postgres", Some(code), err));
+        let mut message = format!("{} (SQLSTATE {code})", db.message());
+        if let Some(detail) = db.detail() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        return Error::Database(
+            DatabaseError::new("postgres", Some(code), err).with_message(message),
+        );
     }
     if err.is_closed() || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
     {

@@ -29,8 +29,14 @@ fn latest() -> i64 {
 
 /// The version the database is at (0 for none), read without writing.
 fn version_of(conn: &mut Conn) -> Result<i64> {
+    // Read from pg_class itself, not through to_regclass: taking an advisory lock does not
+    // refresh the backend's catalog caches, which may still say "no such table" from
+    // before another process's migration committed.
     let row = conn.query_one(
-        "SELECT to_regclass('jobq_migrations') IS NOT NULL, to_regclass('jobq_jobs') IS NOT NULL",
+        "SELECT count(*) FILTER (WHERE c.relname = 'jobq_migrations') > 0,
+                count(*) FILTER (WHERE c.relname = 'jobq_jobs') > 0
+         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND c.relname IN ('jobq_migrations', 'jobq_jobs')",
         &[],
     )?;
     let (has_migrations, has_jobs): (bool, bool) = (row.get(0), row.get(1));

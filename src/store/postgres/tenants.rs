@@ -1,6 +1,6 @@
 //! Groups, owners and tokens on PostgreSQL.
 
-use super::Conn;
+use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
 use crate::owner::{Owner, saturate};
@@ -12,7 +12,7 @@ const SPENT: &str = "
     SELECT coalesce(sum(cost_cents), 0)::text FROM jobq_jobs
     WHERE owner = $1 AND (status <> 'cancelled' OR started_at IS NOT NULL)";
 
-pub(crate) fn spent_cents(conn: &mut Conn, owner: &str) -> Result<i128> {
+pub(crate) fn spent_cents(conn: &mut dyn Sql, owner: &str) -> Result<i128> {
     let text: String = conn.query_one(SPENT, &[&owner])?.get(0);
     Ok(text.parse().unwrap_or(i128::MAX))
 }

@@ -45,12 +45,13 @@ impl Engine for Sqlite {
         scope: Scope<'_>,
         reports: &[(&Lease, Report<'_>)],
         refill: Option<ClaimSpec<'_>>,
+        again: bool,
         now: i64,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         self.write(|tx| {
             let mut results = Vec::with_capacity(reports.len());
             for (lease, report) in reports {
-                match jobs::record(tx, scope, lease, *report, now) {
+                match jobs::record(tx, scope, lease, *report, again, now) {
                     Err(e) if !matches!(e, Error::LockLost { .. } | Error::NotFound { .. }) => {
                         return Err(e);
                     }

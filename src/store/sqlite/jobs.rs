@@ -512,8 +512,39 @@ const HEARTBEAT_MANY: &str = "
       AND (:owner IS NULL OR jobq_jobs.owner = :owner)
     RETURNING jobq_jobs.id";
 
-/// Records one report inside the caller's transaction.
+/// Records one report inside the caller's transaction; `again` as in `Engine::record`.
 pub(crate) fn record(
+    conn: &Connection,
+    scope: Scope<'_>,
+    lease: &Lease,
+    report: Report<'_>,
+    again: bool,
+    now: i64,
+) -> Result<Recorded> {
+    match record_once(conn, scope, lease, report, now) {
+        Err(Error::LockLost { status, .. })
+            if again && status == Recorded::of(&report).status && still_ours(conn, lease)? =>
+        {
+            Ok(Recorded::of(&report))
+        }
+        other => other,
+    }
+}
+
+/// Whether the job's last claim is still `lease`'s (whatever its status).
+fn still_ours(conn: &Connection, lease: &Lease) -> Result<bool> {
+    let row: Option<(Option<String>, u32)> = conn
+        .prepare_cached("SELECT locked_by, claims FROM jobq_jobs WHERE id_key = ?1 AND id = ?2")?
+        .query_row(params![lease.job_id.key(), lease.job_id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(row.is_some_and(|(by, claims)| {
+        by.as_deref() == Some(lease.worker.as_str()) && claims == lease.claim
+    }))
+}
+
+fn record_once(
     conn: &Connection,
     scope: Scope<'_>,
     lease: &Lease,
@@ -544,7 +575,7 @@ pub(crate) fn record(
                     &status.as_str(),
                     &retry_at,
                     &error.stored_message(),
-                    &error.error_code(),
+                    &error.stored_code(),
                     &now,
                 ],
             )?;

@@ -1,0 +1,274 @@
+//! What only the SQLite engine has: the caller's own rusqlite transaction, the file and its
+//! lock, its pragmas, views read with rusqlite, and the demo (which stays on SQLite). The
+//! behavioural tests of the other modules run on both engines.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use jobq::{NewJob, Queue};
+use rusqlite::TransactionBehavior;
+use serde_json::json;
+
+use crate::cli::JOBQ;
+use crate::common::Env;
+
+#[test]
+fn a_transactional_enqueue_exists_only_if_the_caller_commits() {
+    let env = Env::new();
+    let mut conn = env.conn();
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)")
+        .unwrap();
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO orders (item) VALUES ('book')", [])
+        .unwrap();
+    let rolled_back = env
+        .queue
+        .enqueue_tx(&tx, NewJob::new("ship").input(json!({"order": 1})))
+        .unwrap();
+    tx.rollback().unwrap();
+    assert!(
+        env.queue
+            .get(&rolled_back.job_id)
+            .unwrap_err()
+            .is_not_found()
+    );
+    let orders: i64 = conn
+        .query_row("SELECT count(*) FROM orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orders, 0);
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO orders (item) VALUES ('lamp')", [])
+        .unwrap();
+    let committed = env
+        .queue
+        .enqueue_tx(&tx, NewJob::new("ship").input(json!({"order": 2})))
+        .unwrap();
+    // Not visible to others before the commit.
+    assert!(env.queue.get(&committed.job_id).unwrap_err().is_not_found());
+    tx.commit().unwrap();
+    env.queue.notify();
+    assert_eq!(
+        env.queue.get(&committed.job_id).unwrap().input,
+        json!({"order": 2})
+    );
+}
+
+#[test]
+fn a_locked_database_is_waited_on_then_reported_as_busy() {
+    let env = Env::new();
+    let path = env.path();
+    let patient = Queue::builder(&path)
+        .busy_timeout(Duration::from_secs(5))
+        .open()
+        .unwrap();
+    let impatient = Queue::builder(&path)
+        .busy_timeout(Duration::from_millis(100))
+        .open()
+        .unwrap();
+
+    // Another connection holds the write lock for 600 ms.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let before = env.dump();
+    let err = impatient.enqueue(NewJob::new("k")).unwrap_err();
+    assert!(err.is_busy(), "{err:?}");
+    assert!(
+        err.to_string().contains("busy") && err.to_string().contains("100ms"),
+        "{err}"
+    );
+    assert_eq!(env.dump(), before);
+    // The patient handle waits for the lock and succeeds.
+    let started = std::time::Instant::now();
+    patient.enqueue(NewJob::new("k")).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "it waited for the lock"
+    );
+    holder.join().unwrap();
+}
+
+#[test]
+fn the_demo_runs_and_leaves_succeeded_failed_and_deduplicated_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(JOBQ)
+        .arg("demo")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "already_existed: true",
+        "Dead letter: 1 job(s)",
+        "Timing",
+        "Costs",
+        "jobq --db jobq-demo.db list",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from the demo's output:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("campaign") && text.contains("jobs finished"),
+        "plain progress lines when not a terminal"
+    );
+    let db: &Path = &dir.path().join("jobq-demo.db");
+    let queue = jobq::Queue::open(db).unwrap();
+    let stats = queue.stats(&jobq::StatsFilter::new()).unwrap();
+    assert!(stats.count(jobq::Status::Succeeded) >= 15, "{stats:?}");
+    assert_eq!(stats.count(jobq::Status::Failed), 1);
+    assert_eq!(
+        stats.count(jobq::Status::Queued)
+            + stats.count(jobq::Status::Running)
+            + stats.count(jobq::Status::Retry),
+        0
+    );
+    let ad03 = jobq::testing::enqueued(&queue, "ingest", &json!({"s3_key": "videos/ad-03.mp4"}));
+    assert_eq!(ad03.len(), 1, "the repeated key made one job");
+    assert!(
+        queue
+            .list(&jobq::JobFilter::new().limit(100))
+            .unwrap()
+            .jobs
+            .iter()
+            .any(|j| !j.errors.is_empty() && j.status == jobq::Status::Succeeded),
+        "a transient failure was retried"
+    );
+}
+
+#[test]
+fn the_demos_log_lines_never_tear_its_progress_bars() {
+    // `script` gives the demo a terminal, so that it draws its bars.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: util-linux `script` is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("script")
+        .args([
+            "-qfec",
+            &format!("stty cols 200 rows 50; {JOBQ} demo"),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "jobq=info")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let lines = screen_lines(&raw);
+    assert!(
+        lines.iter().any(|l| l.contains("campaign [")),
+        "no progress bars were drawn: {raw:?}"
+    );
+    let logs: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+        .collect();
+    assert!(logs.len() >= 3, "too few log lines to judge: {logs:?}");
+    for line in logs {
+        assert!(
+            !line.contains("campaign [")
+                && !line.contains("queue [")
+                && !line.contains("jobs finished"),
+            "a log line shares its line with a progress bar: {line:?}"
+        );
+    }
+}
+
+/// The visible text of each terminal line of a capture: what follows the last carriage
+/// return, without escape sequences.
+fn screen_lines(raw: &str) -> Vec<String> {
+    raw.split('\n')
+        .map(|segment| {
+            let visible = segment
+                .trim_end_matches('\r')
+                .rsplit('\r')
+                .next()
+                .unwrap_or("");
+            let mut out = String::new();
+            let mut chars = visible.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    // CSI: ESC [ parameters final-letter.
+                    if chars.peek() == Some(&'[') {
+                        chars.next();
+                        for c in chars.by_ref() {
+                            if c.is_ascii_alphabetic() {
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn an_application_enqueues_in_its_own_transaction_with_jobqs_rusqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path().join("q.db")).unwrap();
+    let mut conn = jobq::rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    conn.execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let tx: jobq::rusqlite::Transaction<'_> = conn
+        .transaction_with_behavior(jobq::rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (1)", [])
+        .unwrap();
+    let job = queue.enqueue_tx(&tx, NewJob::new("ship")).unwrap();
+    tx.rollback().unwrap();
+    assert!(queue.get(&job.job_id).unwrap_err().is_not_found());
+    let tx = conn.transaction().unwrap();
+    let job = queue.enqueue_tx(&tx, NewJob::new("ship")).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(queue.get(&job.job_id).unwrap().kind, "ship");
+}
+
+#[test]
+fn a_missing_folder_or_file_is_refused_and_a_read_creates_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere/q.db");
+    let out = Command::new(JOBQ)
+        .arg("--db")
+        .arg(&missing)
+        .args(["enqueue", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let typo = dir.path().join("typo.db");
+    let out = Command::new(JOBQ)
+        .arg("--db")
+        .arg(&typo)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!typo.exists(), "a read command does not create the file");
+}

@@ -1,0 +1,421 @@
+//! What only the PostgreSQL engine has, or must survive: the application's own `postgres`
+//! transaction, wake-ups across processes, migrations raced by many processes, the
+//! server's clock, the views in psql, and the server's own faults (a restart in the middle
+//! of a drain, connections killed under the pool).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jobq::http::{Server, ServerConfig};
+use jobq::{
+    Clock, Error, JobContext, JobError, JobFilter, NewJob, Queue, StaleTimeouts, StatsFilter,
+    Status, WorkerPool,
+};
+use serde_json::{Value, json};
+
+use crate::common::{Db, Env, child_env, child_report, is_child, spawn_child, sql_rows};
+
+fn all_jobs(queue: &Queue) -> Vec<jobq::Job> {
+    let mut out = Vec::new();
+    let mut filter = JobFilter::new().limit(10_000);
+    loop {
+        let page = queue.list(&filter).unwrap();
+        out.extend(page.jobs);
+        match page.next {
+            Some(n) => filter = JobFilter::new().limit(10_000).after(n),
+            None => return out,
+        }
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_application_enqueues_in_its_own_postgres_transaction() {
+    let env = Env::new();
+    let mut client = env.pg();
+    client
+        .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY)")
+        .unwrap();
+    let mut tx = client.transaction().unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (1)", &[])
+        .unwrap();
+    let dropped = env
+        .queue
+        .enqueue_pg_tx(&mut tx, NewJob::new("ship").input(json!({"order": 1})))
+        .unwrap();
+    tx.rollback().unwrap();
+    assert!(env.queue.get(&dropped.job_id).unwrap_err().is_not_found());
+
+    let mut tx = client.transaction().unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (2)", &[])
+        .unwrap();
+    let kept = env
+        .queue
+        .enqueue_pg_tx(
+            &mut tx,
+            NewJob::new("ship")
+                .input(json!({"order": 2}))
+                .idempotency_key("order-2"),
+        )
+        .unwrap();
+    // Not visible to others before the commit.
+    assert!(env.queue.get(&kept.job_id).unwrap_err().is_not_found());
+    tx.commit().unwrap();
+    assert_eq!(
+        env.queue.get(&kept.job_id).unwrap().input,
+        json!({"order": 2})
+    );
+    // The key holds across the two ways of enqueueing.
+    let again = env
+        .queue
+        .enqueue(NewJob::new("ship").idempotency_key("order-2"))
+        .unwrap();
+    assert!(again.already_existed && again.job_id == kept.job_id);
+
+    // A SQLite transaction is refused on PostgreSQL, and the reverse.
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Queue::open(dir.path().join("q.db")).unwrap();
+    let err = sqlite
+        .enqueue_pg_tx(&mut client, NewJob::new("ship"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let conn = jobq::rusqlite::Connection::open(dir.path().join("q.db")).unwrap();
+    let err = env
+        .queue
+        .enqueue_tx(&conn, NewJob::new("ship"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+/// The child: a pool that polls once an hour, so that only a notification can wake it;
+/// prints how long after the enqueue's commit its handler started.
+#[test]
+fn child_sleeping_pool() {
+    if !is_child() {
+        return;
+    }
+    let queue = Queue::open(child_env("JOBQ_TEST_DB")).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<i64>();
+    let started_at = queue.clone();
+    let pool = WorkerPool::builder(&queue)
+        .poll_interval(Duration::from_secs(3600))
+        .maintenance_interval(None)
+        .handler("wake", move |ctx: &JobContext| -> Result<Value, JobError> {
+            let _ = tx.send(started_at.now().as_millis() - ctx.input::<i64>()?);
+            Ok(Value::Null)
+        })
+        .start()
+        .unwrap();
+    println!("READY");
+    let mut latencies = Vec::new();
+    for _ in 0..child_env("JOBQ_TEST_N").parse::<usize>().unwrap() {
+        latencies.push(rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
+    pool.shutdown();
+    println!("LATENCIES {}", serde_json::to_string(&latencies).unwrap());
+}
+
+#[test]
+fn an_enqueue_wakes_an_idle_pool_in_another_process_at_once() {
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    let mut child = spawn_child(
+        "postgres_only::child_sleeping_pool",
+        &[
+            ("JOBQ_TEST_DB", db.location().to_string()),
+            ("JOBQ_TEST_N", "5".into()),
+        ],
+    );
+    // Wait for the child's pool to be up and listening.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        queue
+            .enqueue(NewJob::new("wake").input(json!(queue.now().as_millis())))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let latencies: Vec<i64> = rest
+        .lines()
+        .find_map(|l| l.split_once("LATENCIES ").map(|(_, v)| v.to_string()))
+        .map(|v| serde_json::from_str(&v).unwrap())
+        .unwrap_or_else(|| panic!("no latencies in {rest}"));
+    // With an hour between polls, only the notification can have woken it.
+    assert_eq!(latencies.len(), 5);
+    eprintln!("wake-up across processes, ms: {latencies:?}");
+}
+
+/// The child: opens (and so migrates) the database it is given, and says it did.
+#[test]
+fn child_opener() {
+    if !is_child() {
+        return;
+    }
+    let queue = Queue::open(child_env("JOBQ_TEST_DB")).unwrap();
+    queue.enqueue(NewJob::new("opened")).unwrap();
+    println!("OPENED {}", jobq::schema_version());
+}
+
+#[test]
+fn ten_processes_opening_one_fresh_database_at_once_migrate_it_once() {
+    let db = Db::fresh();
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            spawn_child(
+                "postgres_only::child_opener",
+                &[("JOBQ_TEST_DB", db.location().to_string())],
+            )
+        })
+        .collect();
+    for child in children {
+        assert_eq!(
+            child_report(child, "OPENED "),
+            jobq::schema_version().to_string()
+        );
+    }
+    let versions = sql_rows(&db.path(), "SELECT version FROM jobq_migrations ORDER BY 1");
+    let versions: Vec<i64> = versions.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert_eq!(versions, vec![jobq::schema_version()]);
+    let queue = Queue::open(db.path()).unwrap();
+    assert_eq!(queue.stats(&StatsFilter::new()).unwrap().total, 10);
+}
+
+#[test]
+fn the_default_clock_is_the_servers() {
+    let env = Env::new();
+    let queue = Queue::open(env.path()).unwrap();
+    let mut client = env.pg();
+    let server: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let ours = queue.now().as_millis();
+    assert!(
+        (ours - server).abs() < 1000,
+        "the queue's clock ({ours}) is not the server's ({server})"
+    );
+    let _ = jobq::SystemClock.now_ms();
+}
+
+#[test]
+fn the_views_answer_in_psql_with_what_the_library_says() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.enqueue(NewJob::new("a").queue("mail")).unwrap();
+    let failed = q.enqueue(NewJob::new("b").max_attempts(1)).unwrap().job_id;
+    q.enqueue(NewJob::new("c")).unwrap();
+    let leases: Vec<_> = q
+        .claim("w", 2, &jobq::ClaimFilter::default())
+        .unwrap()
+        .iter()
+        .map(|j| j.lease())
+        .collect();
+    let lease_b = leases.iter().find(|l| l.job_id == failed).unwrap();
+    q.fail(lease_b, &JobError::permanent("no")).unwrap();
+    q.set_stage(
+        leases.iter().find(|l| l.job_id != failed).unwrap(),
+        "rendering",
+    )
+    .unwrap();
+    let path = env.path();
+    let monitor = sql_rows(
+        &path,
+        "SELECT id, kind, stage, worker, running_seconds FROM jobq_running_jobs_monitor",
+    );
+    assert_eq!(monitor.len(), 1);
+    assert_eq!(
+        (monitor[0][1].as_str(), monitor[0][2].as_str()),
+        (Some("c"), Some("rendering"))
+    );
+    let dead = sql_rows(&path, "SELECT id, failed_at FROM jobq_dead_letter_jobs");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0][0], json!(failed.to_string()));
+    assert!(dead[0][1].as_str().unwrap().ends_with('Z'), "{dead:?}");
+    let stats = sql_rows(
+        &path,
+        "SELECT queue, queued, failed, running FROM jobq_queue_stats",
+    );
+    assert_eq!(
+        stats,
+        vec![
+            vec![json!("default"), json!(0), json!(1), json!(1)],
+            vec![json!("mail"), json!(1), json!(0), json!(0)]
+        ]
+    );
+    // psql itself, where the machine has it.
+    if let Ok(out) = std::process::Command::new("psql")
+        .args([
+            env.db.location(),
+            "-Atc",
+            "SELECT count(*) FROM jobq_dead_letter_jobs",
+        ])
+        .output()
+    {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    }
+}
+
+/// A drain by a pool of this process on the database `url` while `fault` strikes the
+/// server again and again: nothing is lost, and every job succeeds exactly once.
+fn drain_through(url: &str, fault: impl Fn(&str) + Send + Sync + 'static, jobs: usize) {
+    let url = url.to_string();
+    let queue = Queue::open(&url).unwrap();
+    let ids: HashSet<String> = queue
+        .enqueue_many((0..jobs).map(|i| NewJob::new("work").input(json!(i)).max_attempts(1000)))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.job_id.to_string())
+        .collect();
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let pool = WorkerPool::builder(&queue)
+        .concurrency(4)
+        .poll_interval(Duration::from_millis(200))
+        .heartbeat_interval(Duration::from_millis(500))
+        // A claim whose answer a fault cut off leaves jobs running under this worker that it
+        // does not know of: released soon, so that the test does not wait a minute.
+        .stale_timeouts(StaleTimeouts::default().heartbeat_timeout(Duration::from_secs(3)))
+        .maintenance_interval(Some(Duration::from_millis(500)))
+        .handler("work", move |_: &JobContext| -> Result<Value, JobError> {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(Value::Null)
+        })
+        .start()
+        .unwrap();
+    let striking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let striker = {
+        let striking = Arc::clone(&striking);
+        std::thread::spawn(move || {
+            let mut strikes = 0;
+            while striking.load(Ordering::SeqCst) && strikes < 4 {
+                std::thread::sleep(Duration::from_millis(400));
+                fault(&url);
+                strikes += 1;
+            }
+            strikes
+        })
+    };
+    wait_for("the drain to finish", Duration::from_secs(240), || {
+        queue
+            .stats(&StatsFilter::new())
+            .is_ok_and(|s| s.count(Status::Succeeded) == jobs as i64)
+    });
+    striking.store(false, Ordering::SeqCst);
+    let strikes = striker.join().unwrap();
+    pool.shutdown();
+    let all = all_jobs(&queue);
+    assert_eq!(all.len(), jobs, "no job lost, none added");
+    assert!(
+        all.iter()
+            .all(|j| j.status == Status::Succeeded && ids.contains(j.id.as_str()))
+    );
+    eprintln!(
+        "{jobs} jobs through {strikes} faults: {} handler runs",
+        runs.load(Ordering::SeqCst)
+    );
+    assert!(strikes >= 1, "the drain finished before the first fault");
+}
+
+#[test]
+fn a_drain_goes_on_through_server_restarts() {
+    // A cluster of the test's own: restarting the shared one would fail the others.
+    let Some(server) = crate::cluster::private_server() else {
+        crate::cluster::skip_or_fail()
+    };
+    let server = Arc::new(server);
+    let url = server.fresh_database();
+    let restarting = Arc::clone(&server);
+    drain_through(
+        &url,
+        move |_| {
+            restarting.restart();
+        },
+        3000,
+    );
+}
+
+#[test]
+fn a_drain_goes_on_when_its_connections_are_killed() {
+    let db = Db::fresh();
+    drain_through(
+        db.location(),
+        |url| {
+            let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+            client
+                .batch_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .unwrap();
+        },
+        3000,
+    );
+}
+
+#[test]
+fn the_http_server_answers_again_after_the_database_comes_back() {
+    let Some(server) = crate::cluster::private_server() else {
+        crate::cluster::skip_or_fail()
+    };
+    let url = server.fresh_database();
+    let queue = Queue::open(&url).unwrap();
+    let http = Server::start(
+        queue.clone(),
+        ServerConfig::new("127.0.0.1:0").admin_key("admin-key-for-tests"),
+    )
+    .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let stats = || {
+        agent
+            .get(&format!("http://{}/api/stats", http.addr()))
+            .header("X-Admin-Key", "admin-key-for-tests")
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    // Several requests at once, so that the pool holds several connections.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(stats(), 200));
+        }
+    });
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    drop(client);
+    // A read that meets a dead connection runs again on a fresh one.
+    let codes: Vec<u16> = (0..4).map(|_| stats()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    server.restart().unwrap();
+    let codes: Vec<u16> = (0..4).map(|_| stats()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    http.shutdown();
+}
