@@ -192,3 +192,18 @@ SELECT owner, group_id, status,
 FROM jobq_jobs
 GROUP BY owner, group_id, status
 ORDER BY owner, group_id, status;
+
+-- migration 3
+
+-- Worker processes that are up, on every host (as in `schema.sql`).
+CREATE TABLE jobq_workers (
+    id             text PRIMARY KEY,
+    host           text NOT NULL,
+    pid            bigint NOT NULL,
+    queues         json NOT NULL,
+    kinds          json,
+    concurrency    integer NOT NULL,
+    started_at     bigint NOT NULL,
+    last_seen      bigint NOT NULL,
+    stale_after_ms bigint NOT NULL
+);

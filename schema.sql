@@ -295,3 +295,21 @@ SELECT owner, group_id, status,
 FROM jobq_jobs
 GROUP BY owner, group_id, status
 ORDER BY owner, group_id, status;
+
+-- migration 3
+
+-- Worker processes that are up, on every host: each pool registers when it starts, says it
+-- is alive at every heartbeat (`last_seen`) and removes its row when it stops cleanly. A row
+-- not seen for longer than its `stale_after_ms` (the pool's heartbeat timeout) belongs to a
+-- process that died: readers skip it and maintenance deletes it.
+CREATE TABLE jobq_workers (
+    id             TEXT PRIMARY KEY NOT NULL,
+    host           TEXT NOT NULL,
+    pid            INTEGER NOT NULL,
+    queues         TEXT NOT NULL CHECK (json_valid(queues)),    -- JSON array of queue names
+    kinds          TEXT CHECK (kinds IS NULL OR json_valid(kinds)), -- JSON array, NULL: any
+    concurrency    INTEGER NOT NULL,
+    started_at     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
+    stale_after_ms INTEGER NOT NULL
+);

@@ -55,6 +55,7 @@ mod stats;
 mod store;
 pub mod testing;
 mod worker;
+mod workers;
 
 /// The rusqlite jobq is built with, for [`Queue::enqueue_tx`]: use this one, so that your
 /// transaction's type is the one jobq takes (`jobq::rusqlite::Transaction`).
@@ -88,6 +89,7 @@ pub use worker::{
     Handler, InlineOutcome, JobContext, Outcome, OutcomeKind, StopHandle, Summary, WorkerPool,
     WorkerPoolBuilder, default_worker_id,
 };
+pub use workers::WorkerInfo;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

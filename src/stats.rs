@@ -132,7 +132,8 @@ impl std::fmt::Display for Health {
 /// One condition that made the queue less than healthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReason {
-    /// Which check: `dead_letter`, `stale_heartbeats`, `queue_wait` or `failure_rate`.
+    /// Which check: `dead_letter`, `stale_heartbeats`, `queue_wait`, `failure_rate` or
+    /// `unserved` (ready jobs no live worker serves).
     pub check: &'static str,
     /// How bad.
     pub level: Health,
@@ -164,6 +165,10 @@ pub struct HealthThresholds {
     pub failure_rate_degraded: f64,
     /// Failure rate from which the queue is unhealthy. Defaults to 0.50.
     pub failure_rate_unhealthy: f64,
+    /// Ready jobs of a queue and kind that no live worker serves (see
+    /// [`Queue::workers`]) make the queue degraded once the oldest has waited this long —
+    /// a job enqueued under a mistyped kind, or a queue nobody runs. Defaults to 60 s.
+    pub unserved_after: Duration,
 }
 
 impl Default for HealthThresholds {
@@ -178,6 +183,7 @@ impl Default for HealthThresholds {
             failure_min_jobs: 10,
             failure_rate_degraded: 0.10,
             failure_rate_unhealthy: 0.50,
+            unserved_after: Duration::from_secs(60),
         }
     }
 }
@@ -438,7 +444,16 @@ impl Queue {
             Some(_) => stats_from(counts),
             None => stats_from(Counts::default()),
         };
-        let (health, reasons) = judge(&stats_from(whole), &rows, t, now);
+        let (mut health, mut reasons) = judge(&stats_from(whole), &rows, t, now);
+        if self.owner().is_none() {
+            // Workers serve every owner: only an admin's view judges what none serves.
+            reasons.extend(self.unserved(t, now)?);
+            health = reasons
+                .iter()
+                .map(|r| r.level)
+                .max()
+                .unwrap_or(Health::Healthy);
+        }
         Ok(Overview {
             summary: stats.summary(),
             stats,
@@ -528,6 +543,41 @@ impl Queue {
     /// Database errors only.
     pub fn costs(&self, by: CostGrouping) -> Result<Vec<CostRow>> {
         self.engine().costs(self.owner(), by)
+    }
+}
+
+impl Queue {
+    /// Ready jobs that have waited `unserved_after` with no live worker serving their queue
+    /// and kind.
+    fn unserved(&self, t: &HealthThresholds, now: i64) -> Result<Vec<HealthReason>> {
+        let ready = self
+            .engine()
+            .ready_kinds(now.saturating_sub(millis(t.unserved_after)))?;
+        if ready.is_empty() {
+            return Ok(Vec::new());
+        }
+        let workers = self.engine().workers(now)?;
+        Ok(ready
+            .into_iter()
+            .filter(|r| !workers.iter().any(|w| w.serves(&r.queue, &r.kind)))
+            .map(|r| {
+                let waited = Duration::from_millis(now.saturating_sub(r.oldest).max(0) as u64);
+                HealthReason {
+                    check: "unserved",
+                    level: Health::Degraded,
+                    message: format!(
+                        "{} ready job{} of kind {} in queue {} {} no live worker serving {} (the oldest has waited {} s)",
+                        r.jobs,
+                        plural(r.jobs),
+                        r.kind,
+                        r.queue,
+                        if r.jobs == 1 { "has" } else { "have" },
+                        if r.jobs == 1 { "it" } else { "them" },
+                        waited.as_secs()
+                    ),
+                }
+            })
+            .collect())
     }
 }
 

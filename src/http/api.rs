@@ -28,6 +28,7 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "groups"] => "GET, POST",
         ["api", "groups", _] => "GET, DELETE",
         ["api", "owners", _, "budget"] => "PUT",
+        ["api", "workers"] => "GET",
         _ => return None,
     })
 }
@@ -142,6 +143,16 @@ pub(crate) fn handle(
                         401,
                         "unauthorized",
                         "metrics need the admin key",
+                    ));
+                }
+            },
+            ("GET", ["api", "workers"]) => match caller {
+                Caller::Admin => Reply::ok(&json!({ "workers": queue.workers()? })),
+                Caller::Owner(_) => {
+                    return Err(Reply::error(
+                        401,
+                        "unauthorized",
+                        "the list of workers needs the admin key",
                     ));
                 }
             },

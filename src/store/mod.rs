@@ -19,6 +19,7 @@ use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::owner::Owner;
 use crate::queue::{ClaimFilter, JobError};
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::workers::WorkerInfo;
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -202,6 +203,16 @@ pub(crate) enum OwnerWrite {
     Ensure,
 }
 
+/// Ready jobs of one queue and kind that have waited since `oldest`: what the health check
+/// of unserved work reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadyKind {
+    pub queue: String,
+    pub kind: String,
+    pub jobs: i64,
+    pub oldest: i64,
+}
+
 /// The operations of a storage engine. See the module documentation.
 pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// `sqlite` or `postgres`.
@@ -324,6 +335,22 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The owner and the secret's hash of a token.
     fn token(&self, token_id: &str) -> Result<Option<(String, String)>>;
     fn revoke_tokens(&self, owner: &str) -> Result<usize>;
+
+    // ---- the registry of live workers
+
+    /// Registers a worker (or registers it again, as it is now).
+    fn register_worker(&self, worker: &WorkerInfo) -> Result<()>;
+    /// The worker is alive at `now`; false when it has no row (expired while it was
+    /// paused: register it again).
+    fn worker_seen(&self, id: &str, now: i64) -> Result<bool>;
+    /// The worker stopped cleanly.
+    fn unregister_worker(&self, id: &str) -> Result<()>;
+    /// The workers seen within their stale timeout at `now`, with the jobs each runs.
+    fn workers(&self, now: i64) -> Result<Vec<WorkerInfo>>;
+    /// Deletes the rows of workers not seen within their stale timeout; how many.
+    fn expire_workers(&self, now: i64) -> Result<usize>;
+    /// Ready jobs due at `due_before` or earlier, by queue and kind.
+    fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>>;
 
     // ---- changes made by others
 

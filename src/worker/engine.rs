@@ -19,6 +19,7 @@ use super::{OutcomeCallback, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
 use crate::queue::{ClaimFilter, Queue, Report, Settled};
 use crate::store::{LeasedJob, Recorded};
+use crate::workers::WorkerInfo;
 
 /// How many jobs a pool claims ahead of its free handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub(crate) struct Engine {
     /// Set by [`StopHandle::stop_now`](super::StopHandle::stop_now): the grace period ends.
     pub hurry: AtomicBool,
     pub on_outcome: Option<OutcomeCallback>,
+    /// This pool as the registry of live workers shows it.
+    pub registration: WorkerInfo,
 }
 
 impl std::fmt::Debug for Engine {
@@ -106,6 +109,37 @@ fn fold(avg: &AtomicU64, sample: Duration) {
 }
 
 impl Engine {
+    /// Puts this pool in the registry of live workers (again, if it was expired).
+    pub fn register(&self) {
+        let mut me = self.registration.clone();
+        me.last_seen = self.queue.now();
+        if let Err(e) = self.queue.engine().register_worker(&me) {
+            tracing::warn!(error = %e, worker = %self.worker_id, "jobq: cannot register in the list of live workers");
+        }
+    }
+
+    /// Tells the registry this pool is alive.
+    pub fn seen(&self) {
+        match self
+            .queue
+            .engine()
+            .worker_seen(&self.worker_id, self.queue.now_ms())
+        {
+            Ok(true) => {}
+            Ok(false) => self.register(),
+            Err(e) => {
+                tracing::debug!(error = %e, "jobq: cannot tell the registry this worker is alive")
+            }
+        }
+    }
+
+    /// Takes this pool out of the registry (a clean stop).
+    pub fn unregister(&self) {
+        if let Err(e) = self.queue.engine().unregister_worker(&self.worker_id) {
+            tracing::debug!(error = %e, "jobq: cannot leave the list of live workers");
+        }
+    }
+
     pub fn running(&self) -> MutexGuard<'_, HashMap<(JobId, u32), InFlight>> {
         lock(&self.running)
     }

@@ -26,6 +26,7 @@ pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) 
         expire_timeouts(engine);
         if Instant::now() >= next_beat {
             beat(engine);
+            engine.seen();
             next_beat = Instant::now() + interval;
         }
     }

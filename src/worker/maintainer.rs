@@ -22,6 +22,9 @@ pub(super) fn run(
             Ok(n) => tracing::info!(released = n, "jobq: released stale jobs"),
             Err(e) => tracing::warn!(error = %e, "jobq: stale release failed"),
         }
+        if let Err(e) = engine.queue.engine().expire_workers(engine.queue.now_ms()) {
+            tracing::debug!(error = %e, "jobq: expiring dead workers failed");
+        }
         if let Some(age) = prune_after {
             if let Err(e) = engine.queue.prune(age, &[]) {
                 tracing::warn!(error = %e, "jobq: pruning failed");

@@ -44,6 +44,7 @@ use crate::job::{ClaimedJob, JobId, Status};
 use crate::maintenance::StaleTimeouts;
 use crate::queue::{ClaimFilter, JobError, Queue};
 use crate::retry::RetryPolicy;
+use crate::workers::WorkerInfo;
 
 /// What runs the jobs of one kind.
 ///
@@ -386,6 +387,21 @@ impl WorkerPoolBuilder {
         let (slot_tx, slot_rx) = crossbeam_channel::bounded::<()>(1);
         // Never sent on: dropping the sender is what tells the helper threads to stop.
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let registration = WorkerInfo {
+            id: worker_id.clone(),
+            host: crate::workers::hostname(),
+            pid: std::process::id(),
+            queues: filter.queue_names().to_vec(),
+            kinds: filter.kind_names().map(<[String]>::to_vec),
+            concurrency: u32::try_from(self.concurrency).unwrap_or(u32::MAX),
+            started_at: self.queue.now(),
+            last_seen: self.queue.now(),
+            stale_after_ms: self
+                .stale
+                .heartbeat()
+                .map_or(60_000, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            running: 0,
+        };
         let engine = Arc::new(Engine {
             queue: self.queue.clone(),
             worker_id,
@@ -411,7 +427,9 @@ impl WorkerPoolBuilder {
             stop_helpers: Mutex::new(Some(stop_tx)),
             hurry: AtomicBool::new(false),
             on_outcome: self.on_outcome,
+            registration,
         });
+        engine.register();
         // A cancel in this process marks the job cancelled at once, on the cancelling thread.
         let listening = Arc::downgrade(&engine);
         self.queue
@@ -692,6 +710,7 @@ impl WorkerPool {
         if let Some(c) = self.completer.take() {
             let _ = c.join();
         }
+        engine.unregister();
         let summary = engine.counters.snapshot();
         tracing::info!(worker = %engine.worker_id, ?summary, "jobq: worker pool stopped");
         summary
@@ -719,15 +738,7 @@ pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle
 
 /// `host-pid-random`, as the seeds' workers name themselves.
 pub fn default_worker_id() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::from("localhost")
-    };
+    let host = crate::workers::hostname();
     let random = crate::retry::random_u64() & 0xff_ffff;
     format!("{host}-{}-{random:06x}", std::process::id())
 }

@@ -400,6 +400,17 @@ fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
             .unwrap();
         dead.push(id);
     }
+    // A pool that is up, for the workers tab (it serves a kind no job has).
+    let pool = jobq::WorkerPool::builder(&queue)
+        .worker_id("phone-test-worker")
+        .handler(
+            "nothing",
+            |_: &jobq::JobContext| -> Result<serde_json::Value, JobError> {
+                Ok(serde_json::Value::Null)
+            },
+        )
+        .start()
+        .unwrap();
     let (_serve, addr) = serve(&db);
     let (_driver, port) = chromedriver();
     let profile = tempfile::tempdir().unwrap();
@@ -484,6 +495,15 @@ fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
         client.find(Locator::Css("[data-testid=job-detail] button")).await.unwrap();
         client.execute("document.querySelector('[data-testid=job-detail] .actions button:last-child').click()", vec![]).await.unwrap();
 
+        // The workers tab lists the pools that are up.
+        client.goto(&format!("http://{addr}/#tab=workers")).await.unwrap();
+        client.refresh().await.unwrap();
+        client
+            .wait()
+            .for_element(Locator::XPath("//tbody[@id='workers']//td[text()='phone-test-worker']"))
+            .await
+            .unwrap();
+
         // A group's row opens its jobs.
         client.goto(&format!("http://{addr}/#tab=groups")).await.unwrap();
         client.refresh().await.unwrap();
@@ -501,6 +521,7 @@ fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
         }
         client.close().await.unwrap();
     });
+    pool.shutdown();
     assert!(std::fs::metadata(&shot).unwrap().len() > 5_000);
     eprintln!("phone screenshot: {}", shot.display());
 }

@@ -40,7 +40,7 @@ impl Answer {
 
     /// Asserts an error document with this status and code.
     #[track_caller]
-    fn error(&self, status: u16, code: &str) -> &str {
+    pub fn error(&self, status: u16, code: &str) -> &str {
         assert_eq!(self.status, status, "{self:?}");
         assert_eq!(self.body["error"]["code"], code, "{self:?}");
         self.body["error"]["message"].as_str().unwrap()

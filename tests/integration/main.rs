@@ -31,6 +31,7 @@ mod model;
 mod observability;
 mod open;
 mod owners_groups;
+mod registry;
 mod retry;
 mod security;
 mod sqlite_only;

@@ -49,6 +49,8 @@ mod observability;
 #[path = "../integration/owners_groups.rs"]
 mod owners_groups;
 mod postgres_only;
+#[path = "../integration/registry.rs"]
+mod registry;
 #[path = "../integration/retry.rs"]
 mod retry;
 #[path = "../integration/security.rs"]

@@ -74,6 +74,9 @@ enum Command {
     Stats(StatsArgs),
     /// Running jobs with stage, progress, running time and heartbeat age.
     Running,
+    /// Live worker processes on every host: id, host, pid, queues, kinds, started, last
+    /// seen, running jobs.
+    Workers,
     /// The dead letter: failed jobs with their last error.
     Dead {
         /// At most this many.
@@ -410,6 +413,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Delete { ids } => admin_action(db, json, &ids, "deleted", |q, id| q.delete(id))?,
         Command::Stats(args) => stats(db, json, args)?,
         Command::Running => running(db, json)?,
+        Command::Workers => workers(db, json)?,
         Command::Dead { limit } => dead(db, json, limit)?,
         Command::Timing(args) => timing(db, json, args)?,
         Command::Stages => stages(db, json)?,
@@ -706,6 +710,36 @@ fn running(db: &Path, json: bool) -> Outcome {
             j.running_seconds,
             j.heartbeat_age_seconds,
             fmt_opt(&j.worker)
+        );
+    }
+    Ok(())
+}
+
+fn workers(db: &Path, json: bool) -> Outcome {
+    let queue = open_existing(db)?;
+    let workers = queue.workers()?;
+    if json {
+        print_json(&json!({ "workers": workers }));
+        return Ok(());
+    }
+    println!("Live workers: {}", workers.len());
+    let now = queue.now().as_millis();
+    for w in &workers {
+        let kinds = w
+            .kinds
+            .as_ref()
+            .map_or_else(|| "any".to_string(), |k| k.join(","));
+        println!(
+            "  {}: host={} pid={} queues={} kinds={} concurrency={} running={} started={} last_seen={:.0}s ago",
+            clean(&w.id),
+            clean(&w.host),
+            w.pid,
+            clean(&w.queues.join(",")),
+            clean(&kinds),
+            w.concurrency,
+            w.running,
+            w.started_at,
+            (now - w.last_seen.as_millis()).max(0) as f64 / 1000.0
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Postgres, jobs, listen, stats, tenants};
+use super::{Postgres, jobs, listen, stats, tenants, workers};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::owner::Owner;
@@ -12,8 +12,9 @@ use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
     HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress, QueueRows,
-    Recorded, Released, Report, Scope, StaleCutoffs,
+    ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
 };
+use crate::workers::WorkerInfo;
 
 impl Engine for Postgres {
     fn name(&self) -> &'static str {
@@ -238,6 +239,30 @@ impl Engine for Postgres {
 
     fn revoke_tokens(&self, owner: &str) -> Result<usize> {
         self.run(|conn| tenants::revoke_tokens(conn, owner))
+    }
+
+    fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        self.run(|conn| workers::register(conn, worker))
+    }
+
+    fn worker_seen(&self, id: &str, now: i64) -> Result<bool> {
+        self.run(|conn| workers::seen(conn, id, now))
+    }
+
+    fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.run(|conn| workers::unregister(conn, id))
+    }
+
+    fn workers(&self, now: i64) -> Result<Vec<WorkerInfo>> {
+        self.read(|conn| workers::live(conn, now))
+    }
+
+    fn expire_workers(&self, now: i64) -> Result<usize> {
+        self.run(|conn| workers::expire(conn, now))
+    }
+
+    fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
+        self.read(|conn| workers::ready_kinds(conn, due_before))
     }
 
     fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {

@@ -28,6 +28,7 @@ mod listen;
 pub(crate) mod schema;
 mod stats;
 mod tenants;
+mod workers;
 
 pub(crate) use clock::ServerClock;
 

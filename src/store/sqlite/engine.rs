@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{Sqlite, ids, jobs, stats, tenants};
+use super::{Sqlite, ids, jobs, stats, tenants, workers};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::owner::Owner;
@@ -13,8 +13,9 @@ use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
     HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress, QueueRows,
-    Recorded, Released, Report, Scope, StaleCutoffs,
+    ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
 };
+use crate::workers::WorkerInfo;
 
 impl Engine for Sqlite {
     fn name(&self) -> &'static str {
@@ -234,6 +235,30 @@ impl Engine for Sqlite {
 
     fn revoke_tokens(&self, owner: &str) -> Result<usize> {
         self.write(|tx| tenants::revoke_tokens(tx, owner))
+    }
+
+    fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        self.write(|tx| workers::register(tx, worker))
+    }
+
+    fn worker_seen(&self, id: &str, now: i64) -> Result<bool> {
+        self.write(|tx| workers::seen(tx, id, now))
+    }
+
+    fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.write(|tx| workers::unregister(tx, id))
+    }
+
+    fn workers(&self, now: i64) -> Result<Vec<WorkerInfo>> {
+        self.read(|conn| workers::live(conn, now))
+    }
+
+    fn expire_workers(&self, now: i64) -> Result<usize> {
+        self.write(|tx| workers::expire(tx, now))
+    }
+
+    fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
+        self.read(|conn| workers::ready_kinds(conn, due_before))
     }
 
     fn changes(&self, _on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {

@@ -38,6 +38,7 @@ pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod stats;
 pub(crate) mod tenants;
+pub(crate) mod workers;
 
 /// How much of a commit survives a crash. See the README's Guarantees section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
