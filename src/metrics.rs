@@ -160,7 +160,12 @@ impl Queue {
             );
         }
 
-        let durations = crate::stats::durations(self.engine(), None, i64::MIN, None, false)?;
+        // Whole milliseconds: a duration of at most a bound is at most its floor.
+        let bounds: Vec<i64> = BUCKETS
+            .iter()
+            .map(|b| (b * 1000.0).floor() as i64)
+            .collect();
+        let histograms = self.engine().histograms(&bounds)?;
         for (name, help, wait) in [
             (
                 "jobq_job_duration_seconds",
@@ -174,27 +179,28 @@ impl Queue {
             ),
         ] {
             family(&mut out, name, "histogram", help);
-            for ((status, _), d) in &durations {
-                let dist = if wait { &d.wait } else { &d.run };
-                for bound in BUCKETS {
-                    let n = dist.at_most(bound * 1000.0);
+            for h in histograms.iter().filter(|h| h.wait == wait) {
+                let Some(status) = h.status else { continue };
+                let mut cumulative = 0;
+                for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
+                    cumulative += n;
                     let _ = writeln!(
                         out,
-                        "{name}_bucket{{status=\"{status}\",le=\"{}\"}} {n}",
-                        number(bound)
+                        "{name}_bucket{{status=\"{status}\",le=\"{}\"}} {cumulative}",
+                        number(*bound)
                     );
                 }
                 let _ = writeln!(
                     out,
                     "{name}_bucket{{status=\"{status}\",le=\"+Inf\"}} {}",
-                    dist.count
+                    h.count
                 );
                 let _ = writeln!(
                     out,
                     "{name}_sum{{status=\"{status}\"}} {}",
-                    number(dist.sum_ms as f64 / 1000.0)
+                    number(h.sum_ms as f64 / 1000.0)
                 );
-                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {}", dist.count);
+                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {}", h.count);
             }
         }
 

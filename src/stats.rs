@@ -722,14 +722,6 @@ impl Distribution {
         }
         0.0
     }
-
-    /// How many values are at most `bound_ms`.
-    pub fn at_most(&self, bound_ms: f64) -> u64 {
-        self.values
-            .range(..=bound_ms.floor() as i64)
-            .map(|(_, n)| n)
-            .sum()
-    }
 }
 
 /// Run times and queue waits of one group of finished jobs.
@@ -807,10 +799,6 @@ mod tests {
             (2.0, 10.0, 10.0, 4.0)
         );
         assert_eq!((d.percentile(1), d.percentile(100)), (1.0, 10.0));
-        assert_eq!(
-            (d.at_most(2000.0), d.at_most(2999.9), d.at_most(0.5)),
-            (2, 2, 0)
-        );
         let mut one = Distribution::default();
         one.add(7);
         assert_eq!((one.percentile(50), one.percentile(95)), (0.007, 0.007));

@@ -172,6 +172,18 @@ pub(crate) struct HealthQuery {
 /// One finished job's figures for timings: status, kind, run time and queue wait (ms).
 pub(crate) type Duration4 = (Status, String, i64, i64);
 
+/// The run times (or queue waits) of the finished jobs of one status, counted into buckets:
+/// `buckets[i]` jobs took more than `bounds[i - 1]` and at most `bounds[i]` milliseconds
+/// (the last bucket: more than the last bound).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Histogram {
+    pub status: Option<Status>,
+    pub wait: bool,
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_ms: i128,
+}
+
 /// Ready and active jobs by queue, for the metrics: (queue, ready, oldest due) and
 /// (queue, status, count) of `running` and `retry`.
 #[derive(Debug, Clone, Default)]
@@ -315,6 +327,26 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
         queue: Option<&str>,
         each: &mut dyn FnMut(Duration4),
     ) -> Result<()>;
+    /// The run times and queue waits of every finished job, by status, in buckets of
+    /// `bounds_ms` (ascending): what the metrics' histograms show. Engines that can count
+    /// them where the rows are do; the others go through [`Engine::durations`].
+    fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
+        let mut out: BTreeMap<(Status, bool), Histogram> = BTreeMap::new();
+        self.durations(None, i64::MIN, None, &mut |(status, _, run, wait)| {
+            for (wait_side, ms) in [(false, run), (true, wait)] {
+                let h = out.entry((status, wait_side)).or_insert_with(|| Histogram {
+                    status: Some(status),
+                    wait: wait_side,
+                    buckets: vec![0; bounds_ms.len() + 1],
+                    ..Histogram::default()
+                });
+                h.buckets[bounds_ms.partition_point(|b| *b < ms)] += 1;
+                h.count += 1;
+                h.sum_ms += i128::from(ms);
+            }
+        })?;
+        Ok(out.into_values().collect())
+    }
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>>;
     fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>>;
     fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>>;

@@ -18,24 +18,26 @@ use crate::{Outcome, Refused};
 pub struct BenchArgs {
     /// Jobs per workload.
     #[arg(long, default_value_t = 20_000)]
-    jobs: u64,
+    pub jobs: u64,
     /// Handlers of the multi-handler drain.
     #[arg(long, default_value_t = 4)]
-    workers: usize,
-    /// synchronous=NORMAL or FULL, for jobq and the raw loops alike.
+    pub workers: usize,
+    /// synchronous=NORMAL or FULL, for jobq and the raw loops alike (SQLite).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
-    /// Run only these workloads (repeatable); all of them when absent.
+    /// Run only these workloads (repeatable); all of them but `size` when absent.
     #[arg(long, value_enum)]
-    only: Vec<Workload>,
+    pub only: Vec<Workload>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Workload {
+pub enum Workload {
     Enqueue,
     Drain,
     Wakeup,
     Raw,
+    /// PostgreSQL: the drain beside a million finished jobs, and stats at that size.
+    Size,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +96,26 @@ fn noop(_: &JobContext) -> Result<Value, JobError> {
     Ok(Value::Null)
 }
 
-pub fn run(json: bool, args: BenchArgs) -> Outcome {
+pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
     if args.jobs == 0 || args.workers == 0 {
         return Err(Refused(
             "invalid bench: --jobs and --workers must be at least 1".into(),
+        ));
+    }
+    if args.only.is_empty() {
+        args.only = vec![
+            Workload::Enqueue,
+            Workload::Drain,
+            Workload::Wakeup,
+            Workload::Raw,
+        ];
+    }
+    if let Some(url) = db.to_str().filter(|d| jobq::is_postgres_url(d)) {
+        return crate::bench_pg::run(url, json, &args);
+    }
+    if args.only.contains(&Workload::Size) {
+        return Err(Refused(
+            "invalid bench: the size workload runs on PostgreSQL (on SQLite: cargo bench --bench claim and --bench stats)".into(),
         ));
     }
     let durability = match args.durability {

@@ -4,6 +4,7 @@
 //! exceeded), with a one-line reason on stderr; 2 usage error.
 
 mod bench;
+mod bench_pg;
 mod demo;
 mod output;
 mod worker;
@@ -126,7 +127,8 @@ enum Command {
     Serve(ServeArgs),
     /// The showcase, on its own fresh file jobq-demo.db in the current folder.
     Demo,
-    /// Run the standard throughput workloads on a fresh temporary file.
+    /// Run the standard throughput workloads on a fresh temporary file (with a postgres://
+    /// --db, in scratch schemas of that database).
     Bench(bench::BenchArgs),
 }
 
@@ -497,7 +499,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Worker(args) => worker::run(db, json, args)?,
         Command::Serve(args) => serve(db, args)?,
         Command::Demo => demo::run(json)?,
-        Command::Bench(args) => bench::run(json, args)?,
+        Command::Bench(args) => bench::run(db, json, args)?,
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
-    HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress, QueueRows,
-    ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
+    HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
+    QueueRows, ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -54,6 +54,14 @@ impl Engine for Postgres {
         again: bool,
         now: i64,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
+        // The usual batch, successes and a refill, goes in one statement.
+        if let Some(spec) = refill.filter(|s| s.limit > 0) {
+            if let Some(done) =
+                self.run(|conn| jobs::complete_and_claim(conn, scope, reports, spec, again, now))?
+            {
+                return Ok(done);
+            }
+        }
         let results = self.run(|conn| jobs::record(conn, scope, reports, again, now))?;
         let claimed = match refill {
             Some(spec) if spec.limit > 0 => {
@@ -183,6 +191,10 @@ impl Engine for Postgres {
         each: &mut dyn FnMut(Duration4),
     ) -> Result<()> {
         self.read(|conn| stats::durations(conn, scope, since, queue, each))
+    }
+
+    fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
+        self.snapshot(|conn| stats::histograms(conn, bounds_ms))
     }
 
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {

@@ -163,8 +163,11 @@ impl ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+        let mut client = self.0.connect()?;
+        // jobq's statements are short: compiling them costs more than it saves.
+        client.batch_execute("SET jit = off")?;
         Ok(Conn {
-            client: self.0.connect()?,
+            client,
             statements: HashMap::new(),
             used: Instant::now(),
         })
