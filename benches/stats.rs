@@ -90,6 +90,8 @@ fn stats(c: &mut Criterion) {
     group.bench_function("timing_all_1m", |b| {
         b.iter(|| queue.timing(&TimingFilter::new()).unwrap())
     });
+    // The metrics are an HTTP route's (the `http` feature).
+    #[cfg(feature = "http")]
     group.bench_function("metrics", |b| b.iter(|| queue.metrics().unwrap()));
     group.bench_function("running_monitor", |b| {
         b.iter(|| queue.running_jobs().unwrap())

@@ -47,7 +47,6 @@ pub mod http;
 mod job;
 mod json;
 mod maintenance;
-mod metrics;
 mod owner;
 mod queue;
 mod retry;

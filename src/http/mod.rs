@@ -22,6 +22,7 @@
 
 mod api;
 mod body;
+mod metrics;
 mod serve;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -175,6 +175,7 @@ pub(crate) type Duration4 = (Status, String, i64, i64);
 /// The run times (or queue waits) of the finished jobs of one status, counted into buckets:
 /// `buckets[i]` jobs took more than `bounds[i - 1]` and at most `bounds[i]` milliseconds
 /// (the last bucket: more than the last bound).
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the metrics, an HTTP route
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Histogram {
     pub status: Option<Status>,
@@ -186,6 +187,7 @@ pub(crate) struct Histogram {
 
 /// Ready and active jobs by queue, for the metrics: (queue, ready, oldest due) and
 /// (queue, status, count) of `running` and `retry`.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the metrics, an HTTP route
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QueueRows {
     pub ready: Vec<(String, i64, Option<i64>)>,
@@ -330,6 +332,7 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The run times and queue waits of every finished job, by status, in buckets of
     /// `bounds_ms` (ascending): what the metrics' histograms show. Engines that can count
     /// them where the rows are do; the others go through [`Engine::durations`].
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
         let mut out: BTreeMap<(Status, bool), Histogram> = BTreeMap::new();
         self.durations(None, i64::MIN, None, &mut |(status, _, run, wait)| {
@@ -351,6 +354,7 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>>;
     fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>>;
     fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>>;
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     fn queue_rows(&self, now: i64) -> Result<QueueRows>;
 
     // ---- groups, owners, tokens

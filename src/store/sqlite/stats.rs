@@ -122,12 +122,14 @@ const COSTS_BY_GROUP: &str = "
     GROUP BY group_id ORDER BY group_id";
 
 /// Ready jobs by queue, with the oldest due one.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) const READY_BY_QUEUE: &str = "
     SELECT queue, count(*), min(CASE WHEN run_after <= :now THEN run_after END)
     FROM jobq_jobs WHERE status IN ('queued', 'retry')
     GROUP BY queue";
 
 /// Running and retrying jobs by queue: two ranges of the status index.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) const ACTIVE_BY_QUEUE: &str = "
     SELECT queue, status, count(*) FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND status IN ('running', 'retry')
@@ -344,6 +346,7 @@ pub(crate) fn costs(conn: &Connection, scope: Scope<'_>, by: CostGrouping) -> Re
     Ok(out)
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn queue_rows(conn: &Connection, now: i64) -> Result<QueueRows> {
     let mut stmt = conn.prepare_cached(READY_BY_QUEUE)?;
     let ready = stmt
