@@ -37,15 +37,15 @@ pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
 fn record(engine: &Engine, batch: &mut Vec<Finished>) {
     for f in batch.iter() {
         if let Some(ran) = f.ran_for {
-            engine.note_run_time(ran);
+            engine.claimer.note_run_time(ran);
         }
     }
-    let guard = engine.claim_lock();
+    let guard = engine.claimer.lock();
     let want = engine.want(batch.len());
     let refill = (want > 0).then_some(ClaimSpec {
         worker: engine.worker_id.as_str(),
         limit: want,
-        filter: &engine.filter,
+        filter: &engine.claimer.filter,
     });
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
@@ -70,7 +70,7 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
         None => (None, Vec::new()),
     };
     if want > 0 && results.is_some() {
-        engine.note_claim_time(started.elapsed());
+        engine.claimer.note_claim_time(started.elapsed());
     }
     engine.forget(batch.iter().map(|f| &f.lease));
     engine.dispatch(claimed, want);

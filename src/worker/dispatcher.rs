@@ -10,7 +10,6 @@
 //! come due — so an idle pool costs one cheap read per interval.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
@@ -52,25 +51,21 @@ pub(super) fn run(
             Turn::Short | Turn::Nothing => {}
         }
         let in_flight = engine.in_flight();
-        if engine
-            .limit
-            .is_some_and(|l| engine.claimed_total.load(Ordering::SeqCst) >= l)
-            && in_flight == 0
-        {
+        if engine.claimer.limit_reached() && in_flight == 0 {
             engine.request_stop();
             break;
         }
-        if engine.stop_when_idle && !engine.maybe_ready.load(Ordering::SeqCst) && in_flight == 0 {
+        if engine.stop_when_idle && !engine.claimer.maybe_ready() && in_flight == 0 {
             // A retry recorded just before the last slot freed wakes `work` first.
             if wake.work.try_recv().is_ok() {
-                engine.maybe_ready.store(true, Ordering::SeqCst);
+                engine.claimer.set_maybe_ready(true);
                 continue;
             }
             engine.request_stop();
             break;
         }
         let now = engine.queue.now_ms();
-        let idle = !engine.maybe_ready.load(Ordering::SeqCst);
+        let idle = !engine.claimer.maybe_ready();
         let wait = match next_due {
             Some(due) if idle => {
                 poll_interval.min(Duration::from_millis(due.saturating_sub(now).max(0) as u64))
@@ -82,14 +77,14 @@ pub(super) fn run(
                 if msg.is_err() {
                     break;
                 }
-                engine.maybe_ready.store(true, Ordering::SeqCst);
+                engine.claimer.set_maybe_ready(true);
             }
             recv(wake.slots) -> _ => {}
             default(wait) => {
                 let due = next_due.is_some_and(|d| engine.queue.now_ms() >= d);
                 let changed = seen_version.is_none() || changes.version() != seen_version;
                 if due || changed {
-                    engine.maybe_ready.store(true, Ordering::SeqCst);
+                    engine.claimer.set_maybe_ready(true);
                 }
             }
         }
@@ -102,7 +97,7 @@ fn claim_turn(
     seen_version: &mut Option<i64>,
     next_due: &mut Option<i64>,
 ) -> Turn {
-    let _guard = engine.claim_lock();
+    let _guard = engine.claimer.lock();
     let want = engine.want(0);
     if want == 0 {
         return Turn::Nothing;
@@ -115,10 +110,10 @@ fn claim_turn(
     let now = engine.queue.now_ms();
     match engine
         .queue
-        .claim_at(&engine.worker_id, want, &engine.filter, now)
+        .claim_at(&engine.worker_id, want, &engine.claimer.filter, now)
     {
         Ok(batch) => {
-            engine.note_claim_time(started.elapsed());
+            engine.claimer.note_claim_time(started.elapsed());
             let got = batch.len();
             engine.dispatch(batch, want);
             if got == want {
@@ -128,13 +123,13 @@ fn claim_turn(
             *next_due = engine
                 .queue
                 .engine()
-                .next_run_after(engine.filter.queue_names(), now)
+                .next_run_after(engine.claimer.filter.queue_names(), now)
                 .unwrap_or(None);
             Turn::Short
         }
         Err(e) => {
             tracing::warn!(error = %e, "jobq: claim failed; trying again after the poll interval");
-            engine.maybe_ready.store(false, Ordering::SeqCst);
+            engine.claimer.set_maybe_ready(false);
             *seen_version = None;
             Turn::Short
         }

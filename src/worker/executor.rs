@@ -16,7 +16,7 @@ use crate::queue::{JobError, Report};
 use crate::retry::RetryPolicy;
 
 pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
-    while let Ok(job) = engine.job_rx.recv() {
+    while let Ok(job) = engine.channels.job_rx.recv() {
         let lease = job.lease();
         if engine.is_stopping() {
             // Shutting down: give back what has not started, without spending its attempt.

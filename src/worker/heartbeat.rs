@@ -35,23 +35,15 @@ pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) 
 /// One statement refreshes every job this pool holds; a job missing from the answer was
 /// cancelled or released elsewhere, and its handler is told.
 fn beat(engine: &Engine) {
-    let leases: Vec<Lease> = engine
-        .running()
-        .values()
-        .filter(|e| !e.settled)
-        .map(|e| e.lease.clone())
-        .collect();
+    let leases: Vec<Lease> = engine.in_flight.unsettled_leases();
     if leases.is_empty() {
         return;
     }
     match engine.queue.heartbeat_many(&engine.worker_id, &leases) {
         Ok(held) => {
             let held: HashSet<JobId> = held.into_iter().collect();
-            let running = engine.running();
             for lease in leases.iter().filter(|l| !held.contains(&l.job_id)) {
-                if let Some(entry) = running.get(&(lease.job_id.clone(), lease.claim)) {
-                    entry.cancelled.store(true, Ordering::SeqCst);
-                }
+                engine.in_flight.cancel_claim(lease);
             }
         }
         Err(e) => tracing::warn!(error = %e, jobs = leases.len(), "jobq: heartbeat failed"),
@@ -62,23 +54,7 @@ fn beat(engine: &Engine) {
 /// starts new handler threads in their place.
 fn expire_timeouts(engine: &Arc<Engine>) {
     let now = Instant::now();
-    let expired: Vec<_> = engine
-        .running()
-        .values()
-        .filter(|e| !e.settled)
-        .filter_map(|e| {
-            let (started, deadline, slot) = e.started.as_ref()?;
-            deadline.filter(|d| *d <= now).map(|_| {
-                (
-                    e.lease.clone(),
-                    now - *started,
-                    Arc::clone(slot),
-                    Arc::clone(&e.cancelled),
-                )
-            })
-        })
-        .collect();
-    for (lease, ran, slot, cancelled) in expired {
+    for (lease, ran, slot, cancelled) in engine.in_flight.overdue(now) {
         slot.store(true, Ordering::SeqCst);
         cancelled.store(true, Ordering::SeqCst);
         let error = JobError::retryable(format!(

@@ -13,18 +13,19 @@
 //! One file per role: `dispatcher.rs`, `executor.rs` (the handler threads), `completer.rs`,
 //! `heartbeat.rs`, `maintainer.rs`, and `context.rs` (what a handler receives).
 
+mod claimer;
 mod completer;
 mod context;
 mod dispatcher;
 mod engine;
 mod executor;
+mod flight;
 mod handlers;
 mod heartbeat;
 mod maintainer;
 mod outcome;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +35,9 @@ use serde_json::Value;
 pub use context::JobContext;
 pub use outcome::{Outcome, OutcomeKind, Summary};
 
-use engine::{Engine, Finished, Prefetch};
+use claimer::{Claimer, Prefetch};
+use engine::{Channels, Engine, Finished};
+use flight::InFlightTable;
 use handlers::Handlers;
 pub(crate) use handlers::Registered;
 use outcome::Counters;
@@ -405,29 +408,23 @@ impl WorkerPoolBuilder {
         let engine = Arc::new(Engine {
             queue: self.queue.clone(),
             worker_id,
-            filter,
-            concurrency: self.concurrency,
-            prefetch,
             handlers: self.handlers,
-            running: Mutex::new(HashMap::new()),
-            claimed_total: AtomicU64::new(0),
-            counters: Counters::default(),
-            stopping: AtomicBool::new(false),
-            maybe_ready: AtomicBool::new(true),
-            claim_lock: Mutex::new(()),
-            avg_claim_ns: AtomicU64::new(0),
-            avg_run_ns: AtomicU64::new(0),
-            job_tx: Mutex::new(Some(job_tx)),
-            job_rx,
-            outcome_tx: Mutex::new(Some(outcome_tx)),
-            slot_tx,
-            handler_threads: Mutex::new(Vec::new()),
-            limit: self.limit,
             stop_when_idle: self.stop_when_idle,
-            stop_helpers: Mutex::new(Some(stop_tx)),
-            hurry: AtomicBool::new(false),
             on_outcome: self.on_outcome,
             registration,
+            claimer: Claimer::new(filter, self.concurrency, prefetch, self.limit),
+            in_flight: InFlightTable::default(),
+            channels: Channels {
+                job_tx: Mutex::new(Some(job_tx)),
+                job_rx,
+                outcome_tx: Mutex::new(Some(outcome_tx)),
+                slot_tx,
+                handler_threads: Mutex::new(Vec::new()),
+                stop_helpers: Mutex::new(Some(stop_tx)),
+            },
+            counters: Counters::default(),
+            stopping: AtomicBool::new(false),
+            hurry: AtomicBool::new(false),
         });
         engine.register();
         // A cancel in this process marks the job cancelled at once, on the cancelling thread.
@@ -442,8 +439,8 @@ impl WorkerPoolBuilder {
                 }
                 None => false,
             }));
-        tracing::info!(worker = %engine.worker_id, concurrency = engine.concurrency, queues = ?engine.filter.queue_names(), engine = engine.queue.engine().name(), database = engine.queue.engine().location(), "jobq: worker pool starting");
-        for _ in 0..engine.concurrency {
+        tracing::info!(worker = %engine.worker_id, concurrency = engine.claimer.concurrency(), queues = ?engine.claimer.filter.queue_names(), engine = engine.queue.engine().name(), database = engine.queue.engine().location(), "jobq: worker pool starting");
+        for _ in 0..engine.claimer.concurrency() {
             engine.spawn_handler();
         }
         let dispatcher = {
@@ -578,7 +575,7 @@ impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
             .field("worker_id", &self.engine.worker_id)
-            .field("concurrency", &self.engine.concurrency)
+            .field("concurrency", &self.engine.claimer.concurrency())
             .finish_non_exhaustive()
     }
 }
@@ -684,6 +681,7 @@ impl WorkerPool {
         // handler after the grace period is abandoned, not waited for.
         let handlers: Vec<JoinHandle<()>> = std::mem::take(
             &mut *engine
+                .channels
                 .handler_threads
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
@@ -698,6 +696,7 @@ impl WorkerPool {
             }
         }
         engine
+            .channels
             .stop_helpers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
