@@ -111,7 +111,7 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
     if !json {
         say!("jobq worker starting");
         say!("Worker ID: {}", pool.worker_id());
-        say!("Database: {}", db.display());
+        say!("Database: {}", queue.location());
         say!("Concurrency: {}", args.concurrency);
         say!("Queues: {}", args.queues.join(", "));
         say!("Worker ready - starting poll loop");
