@@ -30,6 +30,8 @@ pub enum EventKind {
     Cancelled,
     /// A worker gave it back unstarted, or the stale release took it from a dead worker.
     Released,
+    /// Its handler snoozed it: `queued` again, to run after a delay, the attempt unspent.
+    Snoozed,
     /// An admin put a failed or cancelled job back in the queue.
     Retried,
     /// It was deleted.

@@ -6,8 +6,10 @@
 //! `@cost CENTS` is a report, applied at once (a cost adds to the job's cost); the rest of
 //! stdout, when it is JSON, becomes the job's output (otherwise `{"stdout": "…"}`).
 //!
-//! Exit 0 is a success. Exit 65 (`EX_DATAERR`) is a permanent failure, never retried. Any
-//! other exit, or death by a signal, is a failed attempt with code `EXIT_<n>` or
+//! Exit 0 is a success. Exit 65 (`EX_DATAERR`) is a permanent failure, never retried. Exit
+//! 75 (`EX_TEMPFAIL`) snoozes the job: back to `queued` without spending its attempt, for
+//! the duration of its last `@snooze DUR` line (30 s without one). Any other exit, or death
+//! by a signal, is a failed attempt with code `EXIT_<n>` or
 //! `SIGNAL_<n>` and the last lines of stderr as its message, retried while attempts remain.
 //! Past its timeout, or when the job is cancelled, the whole process group is killed
 //! (code `TIMEOUT`). Processes the command leaves behind are killed when it exits, and
@@ -31,6 +33,13 @@ use crate::worker::{Handler, JobContext};
 /// The exit code of a permanent failure: `EX_DATAERR` from `sysexits.h`.
 pub const EXIT_PERMANENT: i32 = 65;
 
+/// The exit status that snoozes the job (`EX_TEMPFAIL`): back to `queued` without spending
+/// the attempt, to run again after the last `@snooze DUR` line's duration.
+pub const EXIT_SNOOZE: i32 = 75;
+
+/// How long exit 75 snoozes a job that printed no `@snooze` line.
+pub const DEFAULT_SNOOZE: Duration = Duration::from_secs(30);
+
 /// Stdout kept as output, at most; the rest is read and dropped (and a warning says so).
 const MAX_STDOUT: usize = 1 << 20;
 /// The longest stdout line read as a possible report line; longer lines are output.
@@ -49,6 +58,8 @@ pub enum ReportLine {
     Stage(String),
     /// `@cost CENTS`: add to the job's cost.
     Cost(i64),
+    /// `@snooze DUR`: how long exit 75 snoozes the job (e.g. `@snooze 5m`).
+    Snooze(Duration),
 }
 
 /// Reads one stdout line: `None` when it is not a report (ordinary output), `Some(Err)` for
@@ -99,6 +110,11 @@ pub fn parse_report_line(line: &str) -> Option<Result<ReportLine, String>> {
                     crate::MAX_COST_CENTS
                 )));
             }
+        },
+        "@snooze" => match crate::duration::parse_duration(rest) {
+            Ok(d) if d <= crate::duration::MAX_DURATION => ReportLine::Snooze(d),
+            Ok(_) => return Some(Err(format!("@snooze {rest} is more than 100 years"))),
+            Err(e) => return Some(Err(format!("@snooze needs a duration such as 30s: {e}"))),
         },
         _ => return None,
     };
@@ -389,6 +405,8 @@ struct Stdout<'a> {
     line: Vec<u8>,
     /// The line being read is too long to be a report: it goes to the output as it comes.
     long_line: bool,
+    /// The duration of the last `@snooze` line.
+    snooze: std::cell::Cell<Option<Duration>>,
 }
 
 impl<'a> Stdout<'a> {
@@ -399,10 +417,11 @@ impl<'a> Stdout<'a> {
             truncated: false,
             line: Vec::new(),
             long_line: false,
+            snooze: std::cell::Cell::new(None),
         }
     }
 
-    fn read_all(mut self, mut from: impl Read) -> (Vec<u8>, bool) {
+    fn read_all(mut self, mut from: impl Read) -> (Vec<u8>, bool, Option<Duration>) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match from.read(&mut buf) {
@@ -415,7 +434,7 @@ impl<'a> Stdout<'a> {
         if !self.line.is_empty() || self.long_line {
             self.end_line(false);
         }
-        (self.output, self.truncated)
+        (self.output, self.truncated, self.snooze.get())
     }
 
     fn feed(&mut self, chunk: &[u8]) {
@@ -469,6 +488,10 @@ impl<'a> Stdout<'a> {
             ReportLine::Progress(p, None) => ctx.set_progress(p),
             ReportLine::Stage(stage) => ctx.set_stage(&stage),
             ReportLine::Cost(cents) => ctx.add_cost(cents),
+            ReportLine::Snooze(d) => {
+                self.snooze.set(Some(d));
+                Ok(())
+            }
         };
         if let Err(e) = applied {
             tracing::warn!(job_id = %ctx.id(), error = %e, "jobq: report not applied");
@@ -566,53 +589,61 @@ impl ExecHandler {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let ((output, truncated), stderr_tail, status, killed_for) = std::thread::scope(|s| {
-            let stdout = s.spawn(move || match stdout {
-                Some(out) => Stdout::new(ctx).read_all(out),
-                None => (Vec::new(), false),
-            });
-            let stderr = s.spawn(move || stderr.map(stderr_tail).unwrap_or_default());
-            let mut killed_for: Option<JobError> = None;
-            let status = loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => break Ok(status),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                }
-                if killed_for.is_none() {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        kill_group(group.pgid);
-                        killed_for = Some(
-                            JobError::retryable(format!(
-                                "killed after its timeout of {}",
-                                crate::duration::format_duration(self.timeout.unwrap_or_default())
-                            ))
-                            .code("TIMEOUT"),
-                        );
-                    } else if ctx.is_cancelled() {
-                        kill_group(group.pgid);
-                        killed_for = Some(
-                            JobError::retryable("the job was cancelled; its command was killed")
-                                .code("CANCELLED"),
-                        );
+        let ((output, truncated, snooze), stderr_tail, status, killed_for) =
+            std::thread::scope(|s| {
+                let stdout = s.spawn(move || match stdout {
+                    Some(out) => Stdout::new(ctx).read_all(out),
+                    None => (Vec::new(), false, None),
+                });
+                let stderr = s.spawn(move || stderr.map(stderr_tail).unwrap_or_default());
+                let mut killed_for: Option<JobError> = None;
+                let status = loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => break Ok(status),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
                     }
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            // Whatever the command left running in its group goes with it; this also
-            // closes its stdout and stderr for good, so the readers see their end.
-            drop(group);
-            (
-                stdout.join().unwrap_or_default(),
-                stderr.join().unwrap_or_default(),
-                status,
-                killed_for,
-            )
-        });
+                    if killed_for.is_none() {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            kill_group(group.pgid);
+                            killed_for = Some(
+                                JobError::retryable(format!(
+                                    "killed after its timeout of {}",
+                                    crate::duration::format_duration(
+                                        self.timeout.unwrap_or_default()
+                                    )
+                                ))
+                                .code("TIMEOUT"),
+                            );
+                        } else if ctx.is_cancelled() {
+                            kill_group(group.pgid);
+                            killed_for = Some(
+                                JobError::retryable(
+                                    "the job was cancelled; its command was killed",
+                                )
+                                .code("CANCELLED"),
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                // Whatever the command left running in its group goes with it; this also
+                // closes its stdout and stderr for good, so the readers see their end.
+                drop(group);
+                (
+                    stdout.join().unwrap_or_default(),
+                    stderr.join().unwrap_or_default(),
+                    status,
+                    killed_for,
+                )
+            });
         let status =
             status.map_err(|e| JobError::retryable(format!("waiting for the command: {e}")))?;
         if let Some(error) = killed_for {
             return Err(error);
+        }
+        if status.code() == Some(EXIT_SNOOZE) {
+            return Err(JobError::snooze(snooze.unwrap_or(DEFAULT_SNOOZE)));
         }
         if !status.success() {
             return Err(failure(status, &stderr_tail));

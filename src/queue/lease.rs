@@ -40,6 +40,7 @@ pub struct JobError {
     code: Option<String>,
     permanent: bool,
     retry_after: Option<Duration>,
+    snooze: Option<Duration>,
 }
 
 /// The `tracing` target of the events about jobs' outcomes (succeeded, retrying, failed,
@@ -58,7 +59,27 @@ impl JobError {
             code: None,
             permanent: false,
             retry_after: None,
+            snooze: None,
         }
+    }
+
+    /// Not a failure but an outcome of its own: the job goes back to `queued`, to run again
+    /// after `delay`, and the attempt is not spent (a rate-limited API asking to come back
+    /// later, a resource not ready yet). Return it as the handler's error:
+    /// `Err(JobError::snooze(Duration::from_secs(60)))`.
+    pub fn snooze(delay: Duration) -> JobError {
+        JobError {
+            snooze: Some(delay),
+            ..JobError::retryable(format!(
+                "snoozed for {}",
+                crate::duration::format_duration(delay)
+            ))
+        }
+    }
+
+    /// The delay, when this is a snooze rather than a failure.
+    pub fn snoozed_for(&self) -> Option<Duration> {
+        self.snooze
     }
 
     /// A failure that will not go away (bad input): the job fails at once, no retry.
@@ -159,6 +180,8 @@ pub(crate) enum Report {
     Complete { output: String, cost_cents: i64 },
     /// The attempt failed: retried or failed for good, as [`Queue::decide`] says.
     Fail(JobError),
+    /// Back to `queued` after this delay, without spending the attempt.
+    Snooze(Duration),
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
 }
@@ -214,6 +237,17 @@ impl Queue {
     /// As [`Queue::complete`].
     pub fn fail(&self, lease: &Lease, error: &JobError) -> Result<Status> {
         self.record_one(lease, None, Report::Fail(error.clone()), None)
+    }
+
+    /// Sends a job the worker holds back to `queued`, to run again after `delay`, without
+    /// spending its attempt: what a handler's [`JobError::snooze`] does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::complete`].
+    pub fn snooze(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.record_one(lease, None, Report::Snooze(delay), None)
+            .map(|_| ())
     }
 
     /// Gives a claimed job back without spending its attempt: it becomes `queued` again,
@@ -284,7 +318,12 @@ impl Queue {
             .zip(&results)
             .filter_map(|(s, r)| r.as_ref().ok().map(|r| (&s.lease.job_id, r.status)))
             .collect();
-        self.after_record(&changed, now);
+        let snoozed: Vec<&JobId> = settled
+            .iter()
+            .filter(|s| matches!(s.report, Report::Snooze(_)))
+            .map(|s| &s.lease.job_id)
+            .collect();
+        self.after_record(&changed, &snoozed, now);
         if let Some(spec) = refill {
             self.after_claim(&claimed, spec.worker, now);
         }
@@ -300,6 +339,9 @@ impl Queue {
                 cost_cents: *cost_cents,
             },
             Report::Release => store::Report::Release,
+            Report::Snooze(delay) => store::Report::Snooze {
+                run_after: now.saturating_add(millis((*delay).min(MAX_DURATION))),
+            },
             Report::Fail(error) => {
                 let Settled { lease, job, .. } = settled;
                 let status = if error.permanent || lease.attempt >= job.max_attempts {
@@ -326,7 +368,7 @@ impl Queue {
     }
 
     /// Wakes the dispatchers when a job became ready again, and announces the changes.
-    fn after_record(&self, changed: &[(&JobId, Status)], now: i64) {
+    fn after_record(&self, changed: &[(&JobId, Status)], snoozed: &[&JobId], now: i64) {
         if changed.iter().any(|(_, s)| s.is_ready()) {
             self.shared.events.wake_dispatchers();
         }
@@ -339,6 +381,10 @@ impl Queue {
                         Status::Retry => EventKind::Retrying,
                         Status::Failed => EventKind::Failed,
                         _ => EventKind::Released,
+                    };
+                    let kind = match (kind, snoozed.contains(id)) {
+                        (EventKind::Released, true) => EventKind::Snoozed,
+                        (kind, _) => kind,
                     };
                     JobEvent::new((*id).clone(), kind, Some(*status), now)
                 })
@@ -453,6 +499,10 @@ fn log_outcome(settled: &Settled, recorded: &Recorded, now: i64) {
     match (recorded.status, report) {
         (Status::Succeeded, _) => {
             tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, duration_ms, "jobq: job succeeded");
+        }
+        (Status::Queued, Report::Snooze(delay)) => {
+            let delay_ms = millis(*delay);
+            tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, delay_ms, "jobq: job snoozed");
         }
         (Status::Queued, _) => {
             tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, "jobq: job released unstarted");

@@ -69,6 +69,8 @@ pub(crate) enum Report<'a> {
     },
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
+    /// Back to `queued`, runnable at `run_after`, without spending the attempt.
+    Snooze { run_after: i64 },
 }
 
 /// What recording one report did: the job's new status and, for a retry, when it runs
@@ -432,6 +434,10 @@ impl Recorded {
         match *report {
             Report::Complete { .. } => Recorded::new(Status::Succeeded),
             Report::Release => Recorded::new(Status::Queued),
+            Report::Snooze { run_after } => Recorded {
+                status: Status::Queued,
+                retry_at: Some(run_after),
+            },
             Report::Fail {
                 status, retry_at, ..
             } => Recorded {

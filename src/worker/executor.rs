@@ -73,6 +73,9 @@ pub(super) fn report_of(
             output: output.to_string(),
             cost_cents: 0,
         },
+        Err(error) if error.snoozed_for().is_some() => {
+            Report::Snooze(error.snoozed_for().unwrap_or_default())
+        }
         Err(error) => Report::Fail(match retry {
             Some(policy) => error.with_default_delay(|| policy.delay(attempt)),
             None => error,

@@ -53,6 +53,11 @@ pub enum OutcomeKind {
     /// The job was given back unfinished, without spending its attempt: the pool stopped
     /// before its handler started, or before it finished. It is `queued` again.
     Released,
+    /// The handler snoozed the job: `queued` again until `until`, its attempt unspent.
+    Snoozed {
+        /// When it becomes claimable again.
+        until: Timestamp,
+    },
     /// Nothing was recorded: the job was cancelled, released as stale or deleted while the
     /// pool held it. `now` is its status (`None`: deleted).
     Refused {
@@ -79,6 +84,8 @@ pub struct Summary {
     pub lost: u64,
     /// Claimed jobs given back unstarted (or unfinished at the end of the grace period).
     pub released: u64,
+    /// Jobs their handler snoozed (back to `queued` for a while, the attempt unspent).
+    pub snoozed: u64,
 }
 
 /// The running tally behind [`Summary`], kept by the completer.
@@ -89,6 +96,7 @@ pub(crate) struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
+    snoozed: AtomicU64,
     lost: AtomicU64,
     released: AtomicU64,
     /// Jobs whose last attempt here failed and waits for a retry: already counted as
@@ -107,6 +115,7 @@ impl Counters {
             retried: get(&self.retried),
             lost: get(&self.lost),
             released: get(&self.released),
+            snoozed: get(&self.snoozed),
         }
     }
 
@@ -132,6 +141,7 @@ impl Counters {
                     0
                 }
                 Status::Failed => add(&self.failed),
+                Status::Queued if r.retry_at.is_some() => add(&self.snoozed),
                 _ => add(&self.released),
             },
             Err(_) => add(&self.lost),
@@ -162,6 +172,9 @@ pub(crate) fn outcome_of(
                 retry_at: Timestamp::from_millis(at.unwrap_or_default()),
             },
             (Status::Failed, _) => OutcomeKind::Failed { error: error() },
+            (Status::Queued, Some(at)) => OutcomeKind::Snoozed {
+                until: Timestamp::from_millis(at),
+            },
             _ => OutcomeKind::Released,
         },
         Err(Error::LockLost { status, .. }) => OutcomeKind::Refused { now: Some(*status) },

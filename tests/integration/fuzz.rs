@@ -51,7 +51,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(2000), ..ProptestConfig::default() })]
 
     #[test]
-    fn the_report_line_parser_never_panics_and_keeps_its_bounds(line in "(@progress|@stage|@cost|@|)[ \\t]?.{0,40}") {
+    fn the_report_line_parser_never_panics_and_keeps_its_bounds(line in "(@progress|@stage|@cost|@snooze|@|)[ \\t]?.{0,40}") {
         match parse_report_line(&line) {
             Some(Ok(ReportLine::Progress(p, stage))) => {
                 prop_assert!(p.is_finite() && (0.0..=1.0).contains(&p));
@@ -59,11 +59,12 @@ proptest! {
             }
             Some(Ok(ReportLine::Cost(c))) => prop_assert!(c >= 0),
             Some(Ok(ReportLine::Stage(s))) => prop_assert!(!s.trim().is_empty()),
+            Some(Ok(ReportLine::Snooze(d))) => prop_assert!(d <= jobq::MAX_DURATION),
             Some(Err(why)) => prop_assert!(!why.is_empty()),
             None => {
                 // Ordinary output: its first word is not a directive.
                 let word = line.trim_end_matches(['\r', '\n']).split(char::is_whitespace).next();
-                prop_assert!(!matches!(word, Some("@progress" | "@stage" | "@cost")), "{line:?}");
+                prop_assert!(!matches!(word, Some("@progress" | "@stage" | "@cost" | "@snooze")), "{line:?}");
             }
         }
     }
@@ -73,6 +74,7 @@ proptest! {
         prop_assert_eq!(parse_report_line(&format!("@progress {p} {stage}")), Some(Ok(ReportLine::Progress(p, Some(stage.clone())))));
         prop_assert_eq!(parse_report_line(&format!("@stage {stage}")), Some(Ok(ReportLine::Stage(stage))));
         prop_assert_eq!(parse_report_line(&format!("@cost {cents}")), Some(Ok(ReportLine::Cost(cents))));
+        prop_assert_eq!(parse_report_line(&format!("@snooze {}s", cents)), Some(Ok(ReportLine::Snooze(std::time::Duration::from_secs(cents as u64)))));
     }
 }
 

@@ -34,6 +34,7 @@ mod owners_groups;
 mod registry;
 mod retry;
 mod security;
+mod snooze;
 mod sqlite_only;
 mod views;
 mod worker;

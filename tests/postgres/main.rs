@@ -55,5 +55,7 @@ mod registry;
 mod retry;
 #[path = "../integration/security.rs"]
 mod security;
+#[path = "../integration/snooze.rs"]
+mod snooze;
 #[path = "../integration/worker.rs"]
 mod worker;

@@ -136,6 +136,7 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         say!("Jobs succeeded: {}", summary.succeeded);
         say!("Jobs failed: {}", summary.failed);
         say!("Jobs released: {}", summary.released);
+        say!("Jobs snoozed: {}", summary.snoozed);
         say!("Attempts: {}", summary.attempts);
         say!("Attempts retried: {}", summary.retried);
         if summary.lost > 0 {
@@ -202,6 +203,9 @@ fn describe(o: &jobq::Outcome) -> String {
         ),
         OutcomeKind::Released => {
             format!("Job {id} released unfinished{took}: queued again, attempt not spent")
+        }
+        OutcomeKind::Snoozed { until } => {
+            format!("Job {id} snoozed{took} until {until}: queued again, attempt not spent")
         }
         OutcomeKind::Refused { now: Some(status) } => format!(
             "Job {id} ended{took} but is {status} now (cancelled or released meanwhile): outcome not recorded"

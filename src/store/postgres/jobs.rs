@@ -552,11 +552,11 @@ const FAIL: &str = concat!(
     held!()
 );
 
-/// $5 now.
+/// A release ($5 now) or a snooze ($5 later): back to `queued`, the attempt unspent. $6 now.
 const RELEASE: &str = concat!(
     "UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = $5, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $5
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $6
     WHERE ",
     held!()
 );
@@ -642,16 +642,21 @@ pub(crate) fn record(
         }
     }
     for (i, (lease, report)) in reports.iter().enumerate() {
-        let (sql, intended): (&'static str, Status) = match report {
+        let sql: &'static str = match report {
             Report::Complete { .. } => continue,
-            Report::Release => (RELEASE, Status::Queued),
-            Report::Fail { status, .. } => (FAIL, *status),
+            Report::Release | Report::Snooze { .. } => RELEASE,
+            Report::Fail { .. } => FAIL,
         };
         let id = uuid_of(&lease.job_id)?;
         let held: [&(dyn postgres::types::ToSql + Sync); 4] =
             [&id, &lease.worker, &claim_of(lease), &scope];
         let n = match report {
-            Report::Release => conn.execute(sql, &[held[0], held[1], held[2], held[3], &now])?,
+            Report::Release => {
+                conn.execute(sql, &[held[0], held[1], held[2], held[3], &now, &now])?
+            }
+            Report::Snooze { run_after } => {
+                conn.execute(sql, &[held[0], held[1], held[2], held[3], run_after, &now])?
+            }
             Report::Fail {
                 error,
                 status,
@@ -673,17 +678,7 @@ pub(crate) fn record(
             Report::Complete { .. } => 0,
         };
         results[i] = Some(if n == 1 {
-            Ok(match report {
-                Report::Fail {
-                    status: Status::Retry,
-                    retry_at,
-                    ..
-                } => Recorded {
-                    status: Status::Retry,
-                    retry_at: Some(*retry_at),
-                },
-                _ => Recorded::new(intended),
-            })
+            Ok(Recorded::of(report))
         } else {
             explain(conn, scope, lease, again.then_some(Recorded::of(report)), 0)
         });

@@ -473,11 +473,11 @@ const FAIL: &str = concat!(
     held!()
 );
 
-/// ?6 now.
+/// A release (?6 now) or a snooze (?6 later): back to `queued`, the attempt unspent. ?7 now.
 const RELEASE: &str = concat!(
     "UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = ?6, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = ?6
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = ?7
     WHERE ",
     held!()
 );
@@ -558,8 +558,12 @@ fn record_once(
             (n, Recorded::new(Status::Succeeded))
         }
         Report::Release => {
-            let n = execute_held(conn, RELEASE, lease, scope, &[&now])?;
+            let n = execute_held(conn, RELEASE, lease, scope, &[&now, &now])?;
             (n, Recorded::new(Status::Queued))
+        }
+        Report::Snooze { run_after } => {
+            let n = execute_held(conn, RELEASE, lease, scope, &[&run_after, &now])?;
+            (n, Recorded::of(&report))
         }
         Report::Fail {
             error,
