@@ -207,3 +207,133 @@ CREATE TABLE jobq_workers (
     last_seen      bigint NOT NULL,
     stale_after_ms bigint NOT NULL
 );
+
+-- migration 4
+
+-- Dependencies and uniqueness windows (as in `schema.sql`, where the columns are
+-- explained): `blocked` jobs, who waits for whom, and the triggers that settle dependents
+-- in the statement that changes a dependency's status.
+ALTER TABLE jobq_jobs DROP CONSTRAINT jobq_jobs_status_check;
+ALTER TABLE jobq_jobs ADD CONSTRAINT jobq_jobs_status_check
+    CHECK (status IN ('blocked', 'queued', 'running', 'retry', 'succeeded', 'failed', 'cancelled'));
+ALTER TABLE jobq_jobs
+    ADD COLUMN dependents integer NOT NULL DEFAULT 0,
+    ADD COLUMN waiting_on integer NOT NULL DEFAULT 0,
+    ADD COLUMN on_dependency_failure text NOT NULL DEFAULT 'cancel'
+        CHECK (on_dependency_failure IN ('cancel', 'run')),
+    ADD COLUMN unique_until bigint,
+    ADD COLUMN unique_while_active boolean NOT NULL DEFAULT false,
+    ADD COLUMN key_retired boolean NOT NULL DEFAULT false,
+    ADD COLUMN concurrency_key text;
+
+DROP INDEX jobq_jobs_idempotency;
+CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND NOT key_retired;
+
+CREATE TABLE jobq_dependencies (
+    dep_id uuid NOT NULL REFERENCES jobq_jobs (id) ON DELETE CASCADE,
+    job_id uuid NOT NULL REFERENCES jobq_jobs (id) ON DELETE CASCADE,
+    PRIMARY KEY (dep_id, job_id)
+);
+CREATE INDEX jobq_dependencies_job ON jobq_dependencies (job_id, dep_id);
+
+-- The dependencies of the job `j` that have not settled.
+CREATE FUNCTION jobq_waiting(j uuid, policy text) RETURNS integer LANGUAGE sql STABLE AS $$
+    SELECT count(*)::integer FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    WHERE d.job_id = j AND p.status <> 'succeeded'
+      AND (policy = 'cancel' OR p.status NOT IN ('failed', 'cancelled'))
+$$;
+
+-- Succeeded: each blocked dependent has one dependency less to wait for, `queued` at the
+-- last. The function's statements see what other transactions committed before they run
+-- (a dependent enqueued while this job finished is not missed).
+CREATE FUNCTION jobq_dependencies_succeeded() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobq_jobs
+    SET waiting_on = greatest(waiting_on - 1, 0),
+        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
+        run_after = CASE WHEN waiting_on <= 1 THEN greatest(run_after, NEW.updated_at) ELSE run_after END,
+        updated_at = NEW.updated_at
+    WHERE status = 'blocked'
+      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobq_dependencies_succeeded AFTER UPDATE OF status ON jobq_jobs
+    FOR EACH ROW WHEN (NEW.dependents > 0 AND NEW.status = 'succeeded' AND OLD.status <> 'succeeded')
+    EXECUTE FUNCTION jobq_dependencies_succeeded();
+
+-- Failed or cancelled: the blocked dependents that cancel, and theirs, are cancelled with
+-- DEPENDENCY_FAILED in one statement; those that run anyway count it as settled.
+CREATE FUNCTION jobq_dependencies_failed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobq_jobs
+    SET status = 'cancelled', error_code = 'DEPENDENCY_FAILED',
+        last_error = 'dependency ' || NEW.id || ' ' || NEW.status,
+        errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempts,
+            'code', 'DEPENDENCY_FAILED', 'message', 'dependency ' || NEW.id || ' ' || NEW.status,
+            'at', NEW.updated_at)),
+        completed_at = NEW.updated_at, updated_at = NEW.updated_at
+    WHERE id IN (
+        WITH RECURSIVE doomed(id) AS (
+            SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+            WHERE d.dep_id = NEW.id AND j.status = 'blocked' AND j.on_dependency_failure = 'cancel'
+            UNION
+            SELECT d.job_id FROM doomed
+            JOIN jobq_dependencies d ON d.dep_id = doomed.id
+            JOIN jobq_jobs j ON j.id = d.job_id
+            WHERE j.status = 'blocked' AND j.on_dependency_failure = 'cancel')
+        SELECT id FROM doomed);
+    UPDATE jobq_jobs
+    SET waiting_on = greatest(waiting_on - 1, 0),
+        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
+        run_after = CASE WHEN waiting_on <= 1 THEN greatest(run_after, NEW.updated_at) ELSE run_after END,
+        updated_at = NEW.updated_at
+    WHERE status = 'blocked' AND on_dependency_failure = 'run'
+      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobq_dependencies_failed AFTER UPDATE OF status ON jobq_jobs
+    FOR EACH ROW WHEN (NEW.dependents > 0 AND NEW.status <> OLD.status
+                       AND NEW.status IN ('failed', 'cancelled'))
+    EXECUTE FUNCTION jobq_dependencies_failed();
+
+-- A manual retry puts the dependents it cancelled (and theirs) back to `blocked`.
+CREATE FUNCTION jobq_dependencies_unsettle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobq_jobs
+    SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
+        updated_at = NEW.updated_at, waiting_on = jobq_waiting(id, 'cancel')
+    WHERE id IN (
+        WITH RECURSIVE revived(id) AS (
+            SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+            WHERE d.dep_id = NEW.id AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
+            UNION
+            SELECT d.job_id FROM revived
+            JOIN jobq_dependencies d ON d.dep_id = revived.id
+            JOIN jobq_jobs j ON j.id = d.job_id
+            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
+        SELECT id FROM revived);
+    UPDATE jobq_jobs
+    SET waiting_on = jobq_waiting(id, 'run'), updated_at = NEW.updated_at
+    WHERE status = 'blocked' AND on_dependency_failure = 'run'
+      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobq_dependencies_unsettle AFTER UPDATE OF status ON jobq_jobs
+    FOR EACH ROW WHEN (NEW.dependents > 0 AND OLD.status IN ('failed', 'cancelled')
+                       AND NEW.status IN ('queued', 'blocked'))
+    EXECUTE FUNCTION jobq_dependencies_unsettle();
+
+CREATE OR REPLACE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = 'blocked') AS blocked
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;

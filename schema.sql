@@ -313,3 +313,264 @@ CREATE TABLE jobq_workers (
     last_seen      INTEGER NOT NULL,
     stale_after_ms INTEGER NOT NULL
 );
+
+-- migration 4
+
+-- Dependencies and uniqueness windows. A job may wait for others: it is `blocked` until
+-- every one of them has succeeded. The status check gains `blocked`, which SQLite can only
+-- do by building the table again (the views go and come back with it).
+DROP VIEW jobq_dead_letter_jobs;
+DROP VIEW jobq_running_jobs_monitor;
+DROP VIEW jobq_queue_stats;
+DROP VIEW jobq_timing_stats;
+DROP VIEW jobq_stage_distribution;
+DROP VIEW jobq_job_summary;
+
+-- New columns:
+-- `dependents`: how many jobs were ever enqueued to wait for this one. Zero for nearly
+--   every job, and then no statement looks for dependents when its status changes.
+-- `waiting_on`: of this job's dependencies, how many have not yet settled (succeeded, or
+--   for `on_dependency_failure = 'run'`, ended at all). It becomes `queued` at zero.
+-- `on_dependency_failure`: `cancel` (a failed or cancelled dependency cancels it, error
+--   code DEPENDENCY_FAILED) or `run` (it runs anyway once every dependency has ended).
+-- `unique_until`: the idempotency key holds until this time (NULL: for as long as the job
+--   exists); `unique_while_active`: it holds while the job has not ended. `key_retired`:
+--   the window has passed and a later enqueue of the key made a new job.
+-- `concurrency_key`: for the per-key running limits of flow control.
+CREATE TABLE jobq_jobs_new (
+    id_key          INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL,
+    queue           TEXT NOT NULL DEFAULT 'default' CHECK (length(queue) BETWEEN 1 AND 200),
+    kind            TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 200),
+    status          TEXT NOT NULL DEFAULT 'queued'
+                    CHECK (status = 'queued' OR status = 'running' OR status = 'retry'
+                           OR status = 'succeeded' OR status = 'failed' OR status = 'cancelled'
+                           OR status = 'blocked'),
+    priority        INTEGER NOT NULL DEFAULT 0,
+    attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    claims          INTEGER NOT NULL DEFAULT 0 CHECK (claims >= 0),
+    max_attempts    INTEGER NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    run_after       INTEGER NOT NULL,
+    locked_by       TEXT,
+    locked_at       INTEGER,
+    heartbeat_at    INTEGER,
+    stage           TEXT,
+    progress        REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 1),
+    input           TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(input)),
+    output          TEXT CHECK (output IS NULL OR json_valid(output)),
+    idempotency_key TEXT,
+    last_error      TEXT,
+    error_code      TEXT,
+    errors          TEXT NOT NULL DEFAULT '[]',
+    cost_cents      INTEGER NOT NULL DEFAULT 0 CHECK (cost_cents >= 0),
+    owner           TEXT,
+    group_id        TEXT REFERENCES jobq_groups (id) ON DELETE CASCADE,
+    external_id     TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    started_at      INTEGER,
+    completed_at    INTEGER,
+    dependents      INTEGER NOT NULL DEFAULT 0,
+    waiting_on      INTEGER NOT NULL DEFAULT 0,
+    on_dependency_failure TEXT NOT NULL DEFAULT 'cancel'
+                    CHECK (on_dependency_failure = 'cancel' OR on_dependency_failure = 'run'),
+    unique_until    INTEGER,
+    unique_while_active INTEGER NOT NULL DEFAULT 0,
+    key_retired     INTEGER NOT NULL DEFAULT 0,
+    concurrency_key TEXT,
+    CHECK ((status = 'succeeded' OR status = 'failed' OR status = 'cancelled') = (completed_at IS NOT NULL))
+);
+INSERT INTO jobq_jobs_new (id_key, id, queue, kind, status, priority, attempts, claims,
+        max_attempts, run_after, locked_by, locked_at, heartbeat_at, stage, progress, input,
+        output, idempotency_key, last_error, error_code, errors, cost_cents, owner, group_id,
+        external_id, created_at, updated_at, started_at, completed_at)
+SELECT id_key, id, queue, kind, status, priority, attempts, claims,
+        max_attempts, run_after, locked_by, locked_at, heartbeat_at, stage, progress, input,
+        output, idempotency_key, last_error, error_code, errors, cost_cents, owner, group_id,
+        external_id, created_at, updated_at, started_at, completed_at
+FROM jobq_jobs;
+DROP TABLE jobq_jobs;
+ALTER TABLE jobq_jobs_new RENAME TO jobq_jobs;
+
+-- The indexes as before (see migrations 1 and 2); `blocked` jobs are in the status index,
+-- never in the ready one; a retired key no longer holds its place in the unique index.
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id_key, kind, owner, status)
+    WHERE status IN ('queued', 'retry');
+CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id_key, queue)
+    WHERE status NOT IN ('queued', 'succeeded');
+CREATE INDEX jobq_jobs_finished ON jobq_jobs (status, completed_at, queue, kind, started_at, run_after)
+    WHERE completed_at IS NOT NULL;
+CREATE INDEX jobq_jobs_owner ON jobq_jobs (owner, id_key) WHERE owner IS NOT NULL;
+CREATE INDEX jobq_jobs_group ON jobq_jobs (group_id, id_key) WHERE group_id IS NOT NULL;
+CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND key_retired = 0;
+
+-- Who waits for whom: `job_key` waits for `dep_key` (row keys of jobq_jobs). Deleting
+-- either job deletes the row; a job others wait for cannot be deleted while they wait.
+CREATE TABLE jobq_dependencies (
+    dep_key INTEGER NOT NULL REFERENCES jobq_jobs (id_key) ON DELETE CASCADE,
+    job_key INTEGER NOT NULL REFERENCES jobq_jobs (id_key) ON DELETE CASCADE,
+    PRIMARY KEY (dep_key, job_key)
+) WITHOUT ROWID;
+CREATE INDEX jobq_dependencies_job ON jobq_dependencies (job_key, dep_key);
+
+-- A dependency settles its dependents in the very statement that changes its status, on
+-- every path (a worker's report, an admin's change, the stale release), so that no poller
+-- is needed. Only jobs with dependents pay for it. jobq's connections turn
+-- `recursive_triggers` on: the jobs these statements change settle their own dependents.
+--
+-- Succeeded: each blocked dependent has one dependency less to wait for, and is `queued`
+-- at the last. Failed or cancelled: the blocked dependents that cancel (and theirs, and so
+-- on) are cancelled with DEPENDENCY_FAILED; those that run anyway count it as settled.
+CREATE TRIGGER jobq_dependencies_failed AFTER UPDATE OF status ON jobq_jobs
+WHEN NEW.dependents > 0 AND NEW.status <> OLD.status
+     AND (NEW.status = 'failed' OR NEW.status = 'cancelled')
+BEGIN
+    UPDATE jobq_jobs
+    SET status = 'cancelled', error_code = 'DEPENDENCY_FAILED',
+        last_error = 'dependency ' || NEW.id || ' ' || NEW.status,
+        errors = json_insert(errors, '$[#]', json_object('attempt', attempts,
+            'code', 'DEPENDENCY_FAILED', 'message', 'dependency ' || NEW.id || ' ' || NEW.status,
+            'at', NEW.updated_at)),
+        completed_at = NEW.updated_at, updated_at = NEW.updated_at
+    WHERE id_key IN (
+        WITH RECURSIVE doomed(k) AS (
+            SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE d.dep_key = NEW.id_key AND j.status = 'blocked'
+              AND j.on_dependency_failure = 'cancel'
+            UNION
+            SELECT d.job_key FROM doomed
+            JOIN jobq_dependencies d ON d.dep_key = doomed.k
+            JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE j.status = 'blocked' AND j.on_dependency_failure = 'cancel')
+        SELECT k FROM doomed);
+    UPDATE jobq_jobs
+    SET waiting_on = max(waiting_on - 1, 0),
+        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
+        run_after = CASE WHEN waiting_on <= 1 THEN max(run_after, NEW.updated_at) ELSE run_after END,
+        updated_at = NEW.updated_at
+    WHERE status = 'blocked' AND on_dependency_failure = 'run'
+      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
+END;
+
+CREATE TRIGGER jobq_dependencies_succeeded AFTER UPDATE OF status ON jobq_jobs
+WHEN NEW.dependents > 0 AND NEW.status = 'succeeded' AND OLD.status <> 'succeeded'
+BEGIN
+    UPDATE jobq_jobs
+    SET waiting_on = max(waiting_on - 1, 0),
+        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
+        run_after = CASE WHEN waiting_on <= 1 THEN max(run_after, NEW.updated_at) ELSE run_after END,
+        updated_at = NEW.updated_at
+    WHERE status = 'blocked'
+      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
+END;
+
+-- A manual retry of a failed or cancelled job puts the dependents it cancelled (and theirs)
+-- back to `blocked`, waiting for every dependency that has not succeeded; dependents that
+-- run anyway and still wait count it as unsettled again.
+CREATE TRIGGER jobq_dependencies_unsettle AFTER UPDATE OF status ON jobq_jobs
+WHEN NEW.dependents > 0 AND (OLD.status = 'failed' OR OLD.status = 'cancelled')
+     AND (NEW.status = 'queued' OR NEW.status = 'blocked')
+BEGIN
+    UPDATE jobq_jobs
+    SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
+        updated_at = NEW.updated_at,
+        waiting_on = (SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+                      WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded')
+    WHERE id_key IN (
+        WITH RECURSIVE revived(k) AS (
+            SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE d.dep_key = NEW.id_key AND j.status = 'cancelled'
+              AND j.error_code = 'DEPENDENCY_FAILED'
+            UNION
+            SELECT d.job_key FROM revived
+            JOIN jobq_dependencies d ON d.dep_key = revived.k
+            JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
+        SELECT k FROM revived);
+    UPDATE jobq_jobs
+    SET waiting_on = (SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+                      WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded'
+                        AND p.status <> 'failed' AND p.status <> 'cancelled'),
+        updated_at = NEW.updated_at
+    WHERE status = 'blocked' AND on_dependency_failure = 'run'
+      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
+END;
+
+-- The views as before, the queue counts with `blocked`.
+CREATE VIEW jobq_dead_letter_jobs AS
+SELECT id, queue, kind, attempts, max_attempts, error_code, last_error, stage, owner, group_id,
+       strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at,
+       strftime('%Y-%m-%dT%H:%M:%fZ', completed_at / 1000.0, 'unixepoch') AS failed_at,
+       input
+FROM jobq_jobs
+WHERE status = 'failed' AND completed_at IS NOT NULL
+ORDER BY completed_at DESC;
+
+CREATE VIEW jobq_running_jobs_monitor AS
+SELECT id, queue, kind, stage, progress, attempts, locked_by AS worker,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - started_at) / 1000 AS INTEGER)
+           AS running_seconds,
+       CAST(((julianday('now') - 2440587.5) * 86400000.0 - coalesce(heartbeat_at, locked_at)) / 1000
+           AS INTEGER) AS heartbeat_age_seconds,
+       strftime('%Y-%m-%dT%H:%M:%fZ', started_at / 1000.0, 'unixepoch') AS started_at
+FROM jobq_jobs
+WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
+ORDER BY started_at;
+
+CREATE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = 'blocked') AS blocked
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;
+
+CREATE VIEW jobq_timing_stats AS
+WITH measured AS (
+    SELECT status, (completed_at - started_at) / 1000.0 AS run,
+           (started_at - run_after) / 1000.0 AS wait
+    FROM jobq_jobs
+    WHERE completed_at IS NOT NULL AND started_at IS NOT NULL
+),
+ranked AS (
+    SELECT status, run, wait,
+           row_number() OVER (PARTITION BY status ORDER BY run) AS run_rank,
+           row_number() OVER (PARTITION BY status ORDER BY wait) AS wait_rank,
+           count(*) OVER (PARTITION BY status) AS n
+    FROM measured
+)
+SELECT status,
+       count(*) AS count,
+       avg(run) AS avg_duration_seconds,
+       max(CASE WHEN run_rank = (50 * n + 99) / 100 THEN run END) AS p50_seconds,
+       max(CASE WHEN run_rank = (95 * n + 99) / 100 THEN run END) AS p95_seconds,
+       max(run) AS max_seconds,
+       avg(wait) AS avg_wait_seconds,
+       max(CASE WHEN wait_rank = (50 * n + 99) / 100 THEN wait END) AS p50_wait_seconds,
+       max(CASE WHEN wait_rank = (95 * n + 99) / 100 THEN wait END) AS p95_wait_seconds
+FROM ranked
+GROUP BY status
+ORDER BY status;
+
+CREATE VIEW jobq_stage_distribution AS
+SELECT stage, status, count(*) AS count
+FROM jobq_jobs
+GROUP BY stage, status
+ORDER BY count DESC, stage, status;
+
+CREATE VIEW jobq_job_summary AS
+SELECT owner, group_id, status,
+       count(*) AS count,
+       CAST(total(cost_cents) AS INTEGER) AS total_cost_cents,
+       avg(cost_cents) AS avg_cost_cents,
+       strftime('%Y-%m-%dT%H:%M:%fZ', max(created_at) / 1000.0, 'unixepoch') AS last_created_at
+FROM jobq_jobs
+GROUP BY owner, group_id, status
+ORDER BY owner, group_id, status;

@@ -58,6 +58,21 @@ impl Queue {
         metadata: Option<Value>,
         owner: Option<&str>,
     ) -> Result<Group> {
+        let now = self.now_ms();
+        let row = self.group_row(name, metadata, owner, now)?;
+        self.engine().insert_group(&row)?;
+        self.get_group(&row.id)
+    }
+
+    /// A new group's row, checked: a name of 1 to 500 characters, metadata a JSON object,
+    /// the owner this handle may create for.
+    pub(crate) fn group_row(
+        &self,
+        name: &str,
+        metadata: Option<Value>,
+        owner: Option<&str>,
+        now: i64,
+    ) -> Result<GroupRow> {
         if name.trim().is_empty() || name.chars().count() > 500 || name.contains('\0') {
             return Err(Error::invalid("name", "must be 1 to 500 characters"));
         }
@@ -75,17 +90,14 @@ impl Queue {
             (Some(me), _) => Some(me),
             (None, owner) => owner,
         };
-        let now = self.now_ms();
-        let id = crate::queue::uuid_v7(now);
-        self.engine().insert_group(&GroupRow {
-            id: id.clone(),
+        Ok(GroupRow {
+            id: crate::queue::uuid_v7(now),
             owner: owner.map(str::to_string),
             name: name.to_string(),
             metadata: metadata.to_string(),
             created_at: now,
             by_status: Vec::new(),
-        })?;
-        self.get_group(&id)
+        })
     }
 
     /// A group with its counts, stage and progress.

@@ -70,12 +70,13 @@ pub use error::{DatabaseError, Error, Result};
 pub use events::{EventKind, JobEvent};
 pub use group::Group;
 pub use job::{
-    AttemptError, ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, NewJob, RunAfter,
-    Status, Timestamp,
+    AttemptError, ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, MAX_COST_CENTS, NewJob,
+    OnDependencyFailure, RunAfter, Status, Timestamp,
 };
 pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
+pub use queue::flow::{Flow, FlowCreated};
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder, is_postgres_url};
 pub use retry::RetryPolicy;
 pub use stats::{

@@ -23,6 +23,33 @@ pub enum RunAfter {
     At(Timestamp),
 }
 
+/// What a job whose dependency failed or was cancelled does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDependencyFailure {
+    /// It is cancelled with error code `DEPENDENCY_FAILED` (and so are the jobs waiting for
+    /// it). A manual retry of the dependency puts it back to `blocked`. The default.
+    #[default]
+    Cancel,
+    /// It runs anyway, once every dependency has ended, whichever way.
+    Run,
+}
+
+impl std::str::FromStr for OnDependencyFailure {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<OnDependencyFailure> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cancel" => Ok(OnDependencyFailure::Cancel),
+            "run" => Ok(OnDependencyFailure::Run),
+            _ => Err(crate::error::Error::invalid(
+                "on_dependency_failure",
+                format!("unknown value {s:?} (expected cancel or run)"),
+            )),
+        }
+    }
+}
+
 /// A job to enqueue, built with setters. Only the kind is required.
 ///
 /// # Examples
@@ -54,6 +81,10 @@ pub struct NewJob {
     pub(crate) owner: Option<String>,
     pub(crate) cost_cents: i64,
     pub(crate) external_id: Option<String>,
+    pub(crate) after: Vec<JobId>,
+    pub(crate) on_dependency_failure: OnDependencyFailure,
+    pub(crate) unique_for: Option<Duration>,
+    pub(crate) unique_while_active: bool,
 }
 
 impl NewJob {
@@ -71,6 +102,10 @@ impl NewJob {
             owner: None,
             cost_cents: 0,
             external_id: None,
+            after: Vec::new(),
+            on_dependency_failure: OnDependencyFailure::Cancel,
+            unique_for: None,
+            unique_while_active: false,
         }
     }
 
@@ -149,6 +184,37 @@ impl NewJob {
     /// An id at an outside service. Defaults to none.
     pub fn external_id(mut self, id: impl Into<String>) -> NewJob {
         self.external_id = Some(id.into());
+        self
+    }
+
+    /// Waits for the job `id`: the new job is `blocked` until every job it waits for has
+    /// succeeded, and becomes `queued` in the transaction that records the last success.
+    /// Call it once per dependency. The job must exist and be visible to the enqueuing
+    /// owner. (Within a [`Flow`](crate::Flow), jobs name each other by ref instead.)
+    pub fn after(mut self, id: &JobId) -> NewJob {
+        self.after.push(id.clone());
+        self
+    }
+
+    /// What the job does when a dependency fails or is cancelled. Defaults to
+    /// [`OnDependencyFailure::Cancel`].
+    pub fn on_dependency_failure(mut self, what: OnDependencyFailure) -> NewJob {
+        self.on_dependency_failure = what;
+        self
+    }
+
+    /// The idempotency key holds only for `window` after the first job's creation; an
+    /// enqueue of the key later makes a new job. Needs an idempotency key.
+    pub fn unique_for(mut self, window: Duration) -> NewJob {
+        self.unique_for = Some(window);
+        self
+    }
+
+    /// The idempotency key holds only while its job has not ended (`blocked`, `queued`,
+    /// `running` or `retry`); once it has, an enqueue of the key makes a new job. Needs an
+    /// idempotency key.
+    pub fn unique_while_active(mut self) -> NewJob {
+        self.unique_while_active = true;
         self
     }
 

@@ -99,6 +99,24 @@ pub struct Job {
     /// True for a `queued` or `retry` job whose `run_after` lies ahead when it was read:
     /// shown as *scheduled* (not a stored status).
     pub scheduled: bool,
+    /// The jobs it waits for, with their statuses (filled by [`Queue::get`](crate::Queue::get);
+    /// empty in listings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Vec<JobLink>>,
+    /// The jobs that wait for it, with their statuses (as `dependencies`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependents: Option<Vec<JobLink>>,
+}
+
+/// A job another waits for, or that waits for another: its id and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobLink {
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its status.
+    pub status: Status,
 }
 
 impl Job {

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// Where a job stands. Statuses are always written in lowercase.
 ///
 /// ```text
+///  blocked ──last dependency succeeded──▶ queued   (a dependency failed ──▶ cancelled)
 ///  queued ──claim──▶ running ──complete──▶ succeeded
 ///    ▲  │              │  │
 ///    │  │              │  └──fail, attempts left──▶ retry ──run_after passes, claim──▶ running
@@ -20,6 +21,10 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waiting for its dependencies: `queued` in the transaction that records the last of
+    /// them as succeeded; cancelled (error code `DEPENDENCY_FAILED`) when one fails or is
+    /// cancelled, unless it runs anyway. Left otherwise only by a cancel.
+    Blocked,
     /// Waiting for its `run_after` and a worker. Left by a claim (to `running`) or a cancel.
     Queued,
     /// Claimed by a worker, which holds its lock. Left by the worker's completion or
@@ -38,7 +43,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in the order of the state machine.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
+        Status::Blocked,
         Status::Queued,
         Status::Running,
         Status::Retry,
@@ -50,6 +56,7 @@ impl Status {
     /// The lowercase name, as stored and printed.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Blocked => "blocked",
             Status::Queued => "queued",
             Status::Running => "running",
             Status::Retry => "retry",
@@ -72,13 +79,15 @@ impl Status {
 
     /// Whether the state machine allows moving from `self` to `to`.
     ///
+    /// `blocked → queued` is made by the dependencies alone, never asked for.
     /// `running → queued` is the release of a job that was claimed but not run (a worker
     /// shutting down); `failed | cancelled → queued` is the manual retry.
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         matches!(
             (self, to),
-            (Queued, Running)
+            (Blocked, Cancelled)
+                | (Queued, Running)
                 | (Queued, Cancelled)
                 | (Running, Succeeded)
                 | (Running, Failed)
@@ -111,7 +120,7 @@ impl FromStr for Status {
                 Error::invalid(
                     "status",
                     format!(
-                        "unknown status {s:?} (expected one of queued, running, retry, succeeded, failed, cancelled)"
+                        "unknown status {s:?} (expected one of blocked, queued, running, retry, succeeded, failed, cancelled)"
                     ),
                 )
             })
@@ -148,6 +157,7 @@ mod tests {
         assert_eq!(
             allowed,
             vec![
+                (Blocked, Cancelled),
                 (Queued, Running),
                 (Queued, Cancelled),
                 (Running, Queued),

@@ -154,7 +154,7 @@ impl Queue {
         let kind = match to {
             Status::Cancelled => EventKind::Cancelled,
             Status::Queued if from == Status::Running => EventKind::Released,
-            Status::Queued => EventKind::Retried,
+            Status::Queued | Status::Blocked => EventKind::Retried,
             Status::Running => EventKind::Claimed,
             Status::Succeeded => EventKind::Succeeded,
             Status::Failed => EventKind::Failed,

@@ -7,10 +7,13 @@ use crate::clock::millis;
 use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
-use crate::job::{Enqueued, MAX_COST_CENTS, NewJob, RunAfter, Status};
+use crate::job::{Enqueued, MAX_COST_CENTS, NewJob, OnDependencyFailure, RunAfter};
 use crate::json::check_integers;
-use crate::store::NewRow;
 use crate::store::sqlite::{ids, jobs};
+use crate::store::{DepRef, NewRow, Unique};
+
+/// The most jobs one job may wait for.
+pub const MAX_DEPENDENCIES: usize = 10_000;
 
 /// A cost in cents must be within 0 to [`MAX_COST_CENTS`].
 pub(crate) fn check_cost(field: &'static str, cents: i64) -> Result<()> {
@@ -148,7 +151,7 @@ impl Queue {
         }
         let checked = self.check(job, now)?;
         let id = ids::allocate(conn, now, 1)?.pop().unwrap_or_default();
-        jobs::insert(conn, self.owner(), checked, id, now)
+        jobs::insert(conn, self.owner(), checked, id, now, &[])
     }
 
     /// Adds a job inside the caller's own PostgreSQL transaction (or on its own client), so
@@ -194,10 +197,10 @@ impl Queue {
         let id = jobs::new_ids(now, 1)
             .pop()
             .unwrap_or_else(uuid::Uuid::now_v7);
-        jobs::insert(&mut Foreign(client), self.owner(), checked, id, now)
+        jobs::insert(&mut Foreign(client), self.owner(), checked, id, now, &[])
     }
 
-    fn after_enqueue(&self, out: &[Enqueued], now: i64) {
+    pub(crate) fn after_enqueue(&self, out: &[Enqueued], now: i64) {
         if out.iter().any(|e| !e.already_existed) {
             self.shared.events.wake_dispatchers();
         }
@@ -207,20 +210,13 @@ impl Queue {
         self.emit(|| {
             out.iter()
                 .filter(|e| !e.already_existed)
-                .map(|e| {
-                    JobEvent::new(
-                        e.job_id.clone(),
-                        EventKind::Enqueued,
-                        Some(Status::Queued),
-                        now,
-                    )
-                })
+                .map(|e| JobEvent::new(e.job_id.clone(), EventKind::Enqueued, Some(e.status), now))
                 .collect()
         });
     }
 
     /// Checks everything that can be checked without the database.
-    fn check(&self, job: NewJob, now: i64) -> Result<NewRow> {
+    pub(crate) fn check(&self, job: NewJob, now: i64) -> Result<NewRow> {
         check_text("kind", &job.kind, 200)?;
         let input = job
             .input
@@ -258,6 +254,45 @@ impl Queue {
         if let Some(owner) = &owner {
             check_text("owner", owner, 200)?;
         }
+        let unique = match (job.unique_for, job.unique_while_active) {
+            (None, false) => Unique::Forever,
+            _ if job.idempotency_key.is_none() => {
+                return Err(Error::invalid(
+                    "idempotency_key",
+                    "a uniqueness window (unique_for, unique_while_active) needs an idempotency key",
+                ));
+            }
+            (Some(_), true) => {
+                return Err(Error::invalid(
+                    "unique_for",
+                    "give unique_for or unique_while_active, not both",
+                ));
+            }
+            (Some(d), false) if d.is_zero() || d > MAX_DURATION => {
+                return Err(Error::invalid(
+                    "unique_for",
+                    format!(
+                        "must be more than 0 and at most {}",
+                        format_duration(MAX_DURATION)
+                    ),
+                ));
+            }
+            (Some(d), false) => Unique::Until(now.saturating_add(millis(d))),
+            (None, true) => Unique::WhileActive,
+        };
+        let mut after: Vec<DepRef> = Vec::with_capacity(job.after.len());
+        for id in job.after {
+            let dep = DepRef::Job(id);
+            if !after.contains(&dep) {
+                after.push(dep);
+            }
+        }
+        if after.len() > MAX_DEPENDENCIES {
+            return Err(Error::invalid(
+                "after",
+                format!("more than {MAX_DEPENDENCIES} dependencies"),
+            ));
+        }
         // The same bound however it is given; a time in the past means now, so that it
         // cannot jump ahead of older jobs of its priority.
         let latest = now.saturating_add(millis(MAX_DURATION));
@@ -294,6 +329,9 @@ impl Queue {
             owner,
             cost_cents: job.cost_cents,
             external_id: job.external_id,
+            after,
+            run_on_dependency_failure: job.on_dependency_failure == OnDependencyFailure::Run,
+            unique,
         })
     }
 }

@@ -323,7 +323,8 @@ impl Queue {
             .filter(|s| matches!(s.report, Report::Snooze(_)))
             .map(|s| &s.lease.job_id)
             .collect();
-        self.after_record(&changed, &snoozed, now);
+        let readied = results.iter().any(|r| r.as_ref().is_ok_and(|r| r.readied));
+        self.after_record(&changed, &snoozed, readied, now);
         if let Some(spec) = refill {
             self.after_claim(&claimed, spec.worker, now);
         }
@@ -367,9 +368,16 @@ impl Queue {
         }
     }
 
-    /// Wakes the dispatchers when a job became ready again, and announces the changes.
-    fn after_record(&self, changed: &[(&JobId, Status)], snoozed: &[&JobId], now: i64) {
-        if changed.iter().any(|(_, s)| s.is_ready()) {
+    /// Wakes the dispatchers when a job became ready (again, or as a dependent), and
+    /// announces the changes.
+    fn after_record(
+        &self,
+        changed: &[(&JobId, Status)],
+        snoozed: &[&JobId],
+        readied: bool,
+        now: i64,
+    ) {
+        if readied || changed.iter().any(|(_, s)| s.is_ready()) {
             self.shared.events.wake_dispatchers();
         }
         self.emit(|| {

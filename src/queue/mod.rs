@@ -6,6 +6,7 @@
 mod admin;
 mod claim;
 mod enqueue;
+pub(crate) mod flow;
 mod lease;
 mod read;
 

@@ -94,11 +94,43 @@ impl Queue {
     /// [`Error::NotFound`] when there is no such job, or it belongs to another owner than
     /// the one this handle is scoped to.
     pub fn get(&self, id: &JobId) -> Result<Job> {
+        // With its dependencies and dependents.
         let now = self.now_ms();
-        self.engine()
+        let mut job = self
+            .engine()
             .get_job(self.owner(), id)?
             .map(|job| job.read_at(now))
-            .ok_or_else(|| Error::job_not_found(id))
+            .ok_or_else(|| Error::job_not_found(id))?;
+        if let Some((dependencies, dependents)) = self.engine().links(self.owner(), id)? {
+            job.dependencies = Some(dependencies);
+            job.dependents = Some(dependents);
+        }
+        Ok(job)
+    }
+
+    /// The outputs of the jobs `id` waits for, by their ids (`null` for one that has not
+    /// succeeded). What a dependent reads of its dependencies; a handler has them from its
+    /// context, a command from the file named by `JOBQ_DEPENDENCIES_FILE`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing (or another owner's) job.
+    pub fn dependency_outputs(
+        &self,
+        id: &JobId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        if self.engine().links(self.owner(), id)?.is_none() {
+            return Err(Error::job_not_found(id));
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (dep, output) in self.engine().dependency_outputs(id)? {
+            let value = match output {
+                Some(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                None => serde_json::Value::Null,
+            };
+            out.insert(dep.to_string(), value);
+        }
+        Ok(out)
     }
 
     /// Jobs matching `filter`, newest first, one page at a time.

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
 use crate::owner::Owner;
 use crate::queue::{ClaimFilter, JobError};
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
@@ -45,6 +45,111 @@ pub(crate) struct NewRow {
     pub owner: Option<String>,
     pub cost_cents: i64,
     pub external_id: Option<String>,
+    /// The jobs it waits for.
+    pub after: Vec<DepRef>,
+    /// Runs anyway when a dependency fails (else it is cancelled with it).
+    pub run_on_dependency_failure: bool,
+    pub unique: Unique,
+}
+
+impl NewRow {
+    /// Whether inserting it needs nothing but the insert: no key to look up, no group, no
+    /// dependencies.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.key.is_none() && self.group_id.is_none() && self.after.is_empty()
+    }
+}
+
+/// A job a new job waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DepRef {
+    /// An existing job.
+    Job(JobId),
+    /// The job at this index of the same batch (always an earlier one).
+    Earlier(usize),
+}
+
+/// How a new job stands towards the jobs it waits for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waits {
+    /// Each dependency once.
+    pub jobs: Vec<JobId>,
+    /// How many have not settled.
+    pub waiting: i64,
+    /// A dependency that failed or was cancelled, for a job that does not run anyway.
+    pub failed: Option<(JobId, Status)>,
+}
+
+impl Waits {
+    pub(crate) fn add(&mut self, id: JobId, status: Status, run_on_failure: bool) {
+        if self.jobs.contains(&id) {
+            return;
+        }
+        let ended_badly = matches!(status, Status::Failed | Status::Cancelled);
+        if !(status == Status::Succeeded || (run_on_failure && ended_badly)) {
+            self.waiting += 1;
+        }
+        if ended_badly && !run_on_failure && self.failed.is_none() {
+            self.failed = Some((id.clone(), status));
+        }
+        self.jobs.push(id);
+    }
+
+    /// The refusal of a dependency that does not exist (or that the owner cannot see).
+    pub(crate) fn missing(id: &JobId) -> crate::error::Error {
+        crate::error::Error::invalid(
+            "after",
+            format!("the dependency {id} does not exist (or belongs to another owner)"),
+        )
+    }
+
+    /// The new job's status: cancelled with a failed dependency, blocked while one has not
+    /// settled, else queued.
+    pub(crate) fn status(&self) -> Status {
+        if self.failed.is_some() {
+            Status::Cancelled
+        } else if self.waiting > 0 {
+            Status::Blocked
+        } else {
+            Status::Queued
+        }
+    }
+
+    /// The message of a job created cancelled.
+    pub(crate) fn failure_message(&self) -> Option<String> {
+        self.failed
+            .as_ref()
+            .map(|(id, status)| format!("dependency {id} {status}"))
+    }
+}
+
+/// Whether an idempotency key still holds its job: within its window (`until`), and for a
+/// key held while active, while the job has not ended.
+pub(crate) fn key_holds(until: Option<i64>, while_active: bool, status: Status, now: i64) -> bool {
+    until.is_none_or(|u| now < u) && !(while_active && status.is_terminal())
+}
+
+/// How long an idempotency key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Unique {
+    /// For as long as its job exists.
+    #[default]
+    Forever,
+    /// Until this time.
+    Until(i64),
+    /// While its job has not ended.
+    WhileActive,
+}
+
+impl Unique {
+    /// The stored columns: `unique_until` and `unique_while_active`.
+    pub(crate) fn columns(self) -> (Option<i64>, bool) {
+        match self {
+            Unique::Forever => (None, false),
+            Unique::Until(t) => (Some(t), false),
+            Unique::WhileActive => (None, true),
+        }
+    }
 }
 
 /// What a claim takes: up to `limit` ready jobs of `filter`, for `worker`.
@@ -79,6 +184,8 @@ pub(crate) enum Report<'a> {
 pub(crate) struct Recorded {
     pub status: Status,
     pub retry_at: Option<i64>,
+    /// It may have made jobs that wait for it ready (it has dependents and ended).
+    pub readied: bool,
 }
 
 /// What a failure's decision needs to know of the job a lease holds.
@@ -243,6 +350,20 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// Inserts checked jobs in one transaction, all or none: ids, idempotency keys, groups
     /// and budgets resolved inside it. Results in the order given.
     fn insert_jobs(&self, scope: Scope<'_>, jobs: Vec<NewRow>, now: i64) -> Result<Vec<Enqueued>>;
+    /// Inserts a flow's group and its jobs in one transaction, all or none (the jobs as
+    /// [`Engine::insert_jobs`] does them, each after the jobs of the batch it waits for).
+    fn insert_flow(
+        &self,
+        scope: Scope<'_>,
+        group: &GroupRow,
+        jobs: Vec<NewRow>,
+        now: i64,
+    ) -> Result<Vec<Enqueued>>;
+    /// The jobs `id` waits for and those that wait for it; `None` when the scope does not
+    /// see `id`.
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>>;
+    /// Each dependency of `id` with its output (JSON text).
+    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>>;
     /// Claims ready jobs in claim order.
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>>;
     /// Records many reports, each under its lease (a lost lease refuses that report only; a
@@ -426,7 +547,14 @@ impl Recorded {
         Recorded {
             status,
             retry_at: None,
+            readied: false,
         }
+    }
+
+    /// The same, having made jobs that wait for it ready when `readied`.
+    pub(crate) fn readying(mut self, readied: bool) -> Recorded {
+        self.readied = readied;
+        self
     }
 
     /// What recording `report` does to a job.
@@ -437,12 +565,14 @@ impl Recorded {
             Report::Snooze { run_after } => Recorded {
                 status: Status::Queued,
                 retry_at: Some(run_after),
+                readied: false,
             },
             Report::Fail {
                 status, retry_at, ..
             } => Recorded {
                 status,
                 retry_at: (status == Status::Retry).then_some(retry_at),
+                readied: false,
             },
         }
     }

@@ -37,6 +37,36 @@ impl JobContext {
         &self.job.id
     }
 
+    /// The outputs of the jobs this job waits for, by their ids: all of them succeeded
+    /// before it was queued (for a job that runs anyway after a failure, a failed one's
+    /// output is `null`). Empty for a job without dependencies.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub fn dependencies(&self) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        self.queue.dependency_outputs(&self.job.id)
+    }
+
+    /// The output of the one dependency `id`, deserialized.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError`] (permanent) when `id` is not a dependency of this job or its output
+    /// does not deserialize into `T`.
+    pub fn dependency_output<T: DeserializeOwned>(
+        &self,
+        id: &JobId,
+    ) -> std::result::Result<T, JobError> {
+        let outputs = self.dependencies().map_err(JobError::from)?;
+        let value = outputs.get(id.as_str()).ok_or_else(|| {
+            JobError::permanent(format!("job {id} is not a dependency of this job"))
+        })?;
+        serde_json::from_value(value.clone()).map_err(|e| {
+            JobError::permanent(format!("the output of dependency {id} does not fit: {e}"))
+        })
+    }
+
     /// The job's kind.
     pub fn kind(&self) -> &str {
         &self.job.kind

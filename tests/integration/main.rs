@@ -16,6 +16,7 @@ mod claim;
 mod cli;
 mod concurrency;
 mod contention;
+mod dependencies;
 mod durability;
 mod embedding;
 mod enqueue;

@@ -98,6 +98,7 @@ fn counts_and_summary_are_exact() {
     let env = known();
     let stats = env.queue.stats(&StatsFilter::new()).unwrap();
     let want: BTreeMap<Status, i64> = [
+        (Status::Blocked, 0),
         (Status::Queued, 2),
         (Status::Running, 1),
         (Status::Retry, 1),
@@ -333,7 +334,7 @@ fn the_sql_views_and_the_library_agree() {
     }
     for row in sql_rows(
         &db,
-        "SELECT queue, queued, running, retry, succeeded, failed, cancelled, total FROM jobq_queue_stats",
+        "SELECT queue, blocked, queued, running, retry, succeeded, failed, cancelled, total FROM jobq_queue_stats",
     ) {
         let queue = row[0].as_str().unwrap();
         let lib = env.queue.stats(&StatsFilter::new().queue(queue)).unwrap();

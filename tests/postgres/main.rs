@@ -24,6 +24,8 @@ mod cli;
 mod concurrency;
 #[path = "../integration/contention.rs"]
 mod contention;
+#[path = "../integration/dependencies.rs"]
+mod dependencies;
 #[path = "../integration/embedding.rs"]
 mod embedding;
 #[path = "../integration/enqueue.rs"]

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{Postgres, jobs, listen, stats, tenants, workers};
+use super::{Postgres, deps, jobs, listen, stats, tenants, workers};
 use crate::error::{Error, Result};
-use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
@@ -34,12 +34,40 @@ impl Engine for Postgres {
         let ids = jobs::new_ids(now, jobs.len());
         // A job without an owner or a group has no budget or group to check: its insert
         // (after the look for its idempotency key, if any) is the only write.
-        let alone =
-            matches!(jobs.as_slice(), [job] if job.owner.is_none() && job.group_id.is_none());
+        let alone = matches!(jobs.as_slice(), [job] if job.owner.is_none()
+                && job.group_id.is_none() && job.after.is_empty()
+                && job.unique == crate::store::Unique::Forever);
         if alone {
             return self.run(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now));
         }
         self.transaction(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now))
+    }
+
+    fn insert_flow(
+        &self,
+        scope: Scope<'_>,
+        group: &GroupRow,
+        jobs: Vec<NewRow>,
+        now: i64,
+    ) -> Result<Vec<Enqueued>> {
+        let ids = jobs::new_ids(now, jobs.len());
+        self.transaction(|conn| {
+            tenants::insert_group(conn, group)?;
+            jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now)
+        })
+    }
+
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>> {
+        self.snapshot(|conn| {
+            if jobs::get(conn, scope, id)?.is_none() {
+                return Ok(None);
+            }
+            deps::links(conn, id).map(Some)
+        })
+    }
+
+    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
+        self.read(|conn| deps::outputs(conn, id))
     }
 
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {

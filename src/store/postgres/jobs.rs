@@ -7,13 +7,14 @@ use std::sync::Mutex;
 use postgres::Row;
 use uuid::Uuid;
 
+use super::deps;
 use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status, Timestamp};
 use crate::owner::saturate;
 use crate::store::{
     Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, at_index,
+    StaleCutoffs, Unique, Waits, at_index, key_holds,
 };
 
 // ---- ids ----------------------------------------------------------------------------------
@@ -41,7 +42,7 @@ pub(crate) fn uuid_of(id: &JobId) -> Result<Uuid> {
     Uuid::parse_str(id.as_str()).map_err(|_| Error::job_not_found(id))
 }
 
-fn job_id(uuid: Uuid) -> JobId {
+pub(crate) fn job_id(uuid: Uuid) -> JobId {
     JobId::from_db(uuid.hyphenated().to_string())
 }
 
@@ -58,9 +59,28 @@ const INSERT: &str = "
                            idempotency_key, cost_cents, owner, group_id, external_id,
                            created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13)
-    ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+    ON CONFLICT (coalesce(owner, ''), idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND NOT key_retired
     DO NOTHING
     RETURNING id";
+
+/// A job with dependencies or a uniqueness window: the columns the plain insert leaves to
+/// their defaults too ($14 on).
+const INSERT_FULL: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at, status, waiting_on, on_dependency_failure,
+                           unique_until, unique_while_active, error_code, last_error, completed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13, $14, $15,
+            $16, $17, $18, $19, $20, $21)
+    ON CONFLICT (coalesce(owner, ''), idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND NOT key_retired
+    DO NOTHING
+    RETURNING id";
+
+/// The key's window has passed: it no longer holds its place in the unique index.
+const RETIRE_KEY: &str =
+    "UPDATE jobq_jobs SET key_retired = true WHERE id = $1 AND NOT key_retired";
 
 /// Many jobs without a key or a group, in one statement.
 const INSERT_MANY: &str = "
@@ -73,8 +93,9 @@ const INSERT_MANY: &str = "
          AS j(id, queue, kind, priority, max_attempts, run_after, input, cost, owner, external_id)";
 
 const FIND_BY_KEY: &str = "
-    SELECT id, status, group_id FROM jobq_jobs
-    WHERE coalesce(owner, '') = coalesce($1::text, '') AND idempotency_key = $2";
+    SELECT id, status, group_id, unique_until, unique_while_active FROM jobq_jobs
+    WHERE coalesce(owner, '') = coalesce($1::text, '') AND idempotency_key = $2
+      AND NOT key_retired";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = $1";
 
@@ -92,7 +113,7 @@ pub(crate) fn insert_jobs(
 ) -> Result<Vec<Enqueued>> {
     if jobs.len() == 1 {
         return match jobs.into_iter().zip(ids).next() {
-            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now)?]),
+            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now, &[])?]),
             None => Ok(Vec::new()),
         };
     }
@@ -101,7 +122,7 @@ pub(crate) fn insert_jobs(
         .into_iter()
         .zip(ids)
         .enumerate()
-        .partition(|(_, (job, _))| job.key.is_none() && job.group_id.is_none());
+        .partition(|(_, (job, _))| job.is_plain());
     let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
     for (_, (job, _)) in &plain {
         if let Some(owner) = &job.owner {
@@ -158,34 +179,49 @@ pub(crate) fn insert_jobs(
         }
     }
     for (i, (job, id)) in special {
-        out[i] = Some(insert(conn, scope, job, id, now).map_err(|e| at_index(i, e))?);
+        out[i] = Some(insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?);
     }
     Ok(out.into_iter().flatten().collect())
 }
 
-fn existing(conn: &mut dyn Sql, owner: Option<&str>, key: &str) -> Result<Option<Enqueued>> {
+/// The job holding `key` for `owner`, while its window holds; a job whose window has
+/// passed gives the key up (for the insert that follows).
+fn existing(
+    conn: &mut dyn Sql,
+    owner: Option<&str>,
+    key: &str,
+    now: i64,
+) -> Result<Option<Enqueued>> {
     let Some(row) = conn.query_opt(FIND_BY_KEY, &[&owner, &key])? else {
         return Ok(None);
     };
+    let status: Status = row.get::<_, String>(1).parse()?;
+    if !key_holds(row.get(3), row.get(4), status, now) {
+        let id: Uuid = row.get(0);
+        conn.query_all(RETIRE_KEY, &[&id])?;
+        return Ok(None);
+    }
     Ok(Some(Enqueued {
         job_id: job_id(row.get(0)),
-        status: row.get::<_, String>(1).parse()?,
+        status,
         already_existed: true,
         group_id: row.get(2),
     }))
 }
 
-/// Inserts one job: the existing job for a repeated idempotency key, the group's owner for
-/// a job of a group, the owner's budget checked.
+/// Inserts one job: the existing job for a repeated idempotency key (while its window
+/// holds), the group's owner for a job of a group, the owner's budget checked, its
+/// dependencies (`earlier`: the jobs of the batch inserted before it) checked and linked.
 pub(crate) fn insert(
     conn: &mut dyn Sql,
     scope: Scope<'_>,
     mut job: NewRow,
     id: Uuid,
     now: i64,
+    earlier: &[Option<Enqueued>],
 ) -> Result<Enqueued> {
     if let Some(key) = &job.key {
-        if let Some(found) = existing(conn, job.owner.as_deref(), key)? {
+        if let Some(found) = existing(conn, job.owner.as_deref(), key, now)? {
             return Ok(found);
         }
     }
@@ -208,28 +244,76 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    let inserted = conn.query_opt(
-        INSERT,
-        &[
-            &id,
-            &job.queue,
-            &job.kind,
-            &job.priority,
-            &int(job.max_attempts),
-            &job.run_after,
-            &job.input,
-            &job.key,
-            &job.cost_cents,
-            &job.owner,
-            &job.group_id,
-            &job.external_id,
-            &now,
-        ],
-    )?;
+    let plain = job.after.is_empty() && job.unique == Unique::Forever;
+    let waits = if plain {
+        Waits::default()
+    } else {
+        deps::resolve(
+            conn,
+            scope,
+            &job.after,
+            earlier,
+            job.run_on_dependency_failure,
+        )?
+    };
+    let status = waits.status();
+    let inserted = if plain {
+        conn.query_opt(
+            INSERT,
+            &[
+                &id,
+                &job.queue,
+                &job.kind,
+                &job.priority,
+                &int(job.max_attempts),
+                &job.run_after,
+                &job.input,
+                &job.key,
+                &job.cost_cents,
+                &job.owner,
+                &job.group_id,
+                &job.external_id,
+                &now,
+            ],
+        )?
+    } else {
+        let message = waits.failure_message();
+        let (until, while_active) = job.unique.columns();
+        conn.query_opt(
+            INSERT_FULL,
+            &[
+                &id,
+                &job.queue,
+                &job.kind,
+                &job.priority,
+                &int(job.max_attempts),
+                &job.run_after,
+                &job.input,
+                &job.key,
+                &job.cost_cents,
+                &job.owner,
+                &job.group_id,
+                &job.external_id,
+                &now,
+                &status.as_str(),
+                &i32::try_from(waits.waiting).unwrap_or(i32::MAX),
+                &if job.run_on_dependency_failure {
+                    "run"
+                } else {
+                    "cancel"
+                },
+                &until,
+                &while_active,
+                &message.as_ref().map(|_| "DEPENDENCY_FAILED"),
+                &message,
+                &(status == Status::Cancelled).then_some(now),
+            ],
+        )?
+    };
     if inserted.is_none() {
         // Another transaction inserted the key first, and committed.
         if let Some(key) = &job.key {
-            if let Some(found) = existing(conn, job.owner.as_deref(), key)? {
+            if let Some(found) = existing(conn, job.owner.as_deref(), key, now)? {
                 return Ok(found);
             }
         }
@@ -238,9 +322,12 @@ pub(crate) fn insert(
             context: "an enqueue of the same idempotency key was rolled back meanwhile".into(),
         });
     }
+    if !waits.jobs.is_empty() {
+        deps::link(conn, id, &waits)?;
+    }
     Ok(Enqueued {
         job_id: job_id(id),
-        status: Status::Queued,
+        status,
         already_existed: false,
         group_id: job.group_id,
     })
@@ -338,13 +425,13 @@ macro_rules! complete_and_claim {
         WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = r.worker
           AND j.claims = r.claim AND ($4::text IS NULL OR j.owner = $4)
           AND j.cost_cents + r.cost <= 1000000000000
-        RETURNING j.id),",
+        RETURNING j.id, j.dependents),",
             $picked,
             ",
     claimed AS (",
             claim_update!(),
             ")
-    SELECT 'done', id, NULL, NULL, NULL::int, NULL::int, NULL::int, NULL::bigint, NULL::bigint,
+    SELECT 'done', id, NULL, NULL, dependents, NULL::int, NULL::int, NULL::bigint, NULL::bigint,
            NULL, NULL, NULL, NULL::int
     FROM done
     UNION ALL
@@ -446,11 +533,11 @@ pub(crate) fn complete_and_claim(
             ],
         )?,
     };
-    let mut done = std::collections::HashSet::new();
+    let mut done = std::collections::HashMap::new();
     let mut jobs = Vec::new();
     for r in &rows {
         if r.get::<_, &str>(0) == "done" {
-            done.insert(r.get::<_, Uuid>(1));
+            done.insert(r.get::<_, Uuid>(1), r.get::<_, i32>(4) > 0);
         } else {
             jobs.push(ClaimedJob {
                 id: job_id(r.get(1)),
@@ -471,8 +558,8 @@ pub(crate) fn complete_and_claim(
     }
     let mut results = Vec::with_capacity(completes.len());
     for (lease, id, _, cost) in &completes {
-        results.push(if done.contains(id) {
-            Ok(Recorded::new(Status::Succeeded))
+        results.push(if let Some(readied) = done.get(id) {
+            Ok(Recorded::new(Status::Succeeded).readying(*readied))
         } else {
             explain(
                 conn,
@@ -535,7 +622,7 @@ const COMPLETE_MANY: &str = "
          AS r(id, worker, claim, output, cost)
     WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = r.worker AND j.claims = r.claim
       AND ($7::text IS NULL OR j.owner = $7) AND j.cost_cents + r.cost <= 1000000000000
-    RETURNING j.id";
+    RETURNING j.id, j.dependents > 0";
 
 /// $5 the new status (`retry` or `failed`), $6 when a retry runs, $7 the message, $8 the
 /// code, $9 now.
@@ -549,7 +636,8 @@ const FAIL: &str = concat!(
         completed_at = CASE WHEN $5::text = 'failed' THEN $9 END,
         updated_at = $9
     WHERE ",
-    held!()
+    held!(),
+    " RETURNING dependents > 0"
 );
 
 /// A release ($5 now) or a snooze ($5 later): back to `queued`, the attempt unspent. $6 now.
@@ -619,17 +707,17 @@ pub(crate) fn record(
         let claims: Vec<i32> = completes.iter().map(|c| int(c.1.claim)).collect();
         let outputs: Vec<&str> = completes.iter().map(|c| c.2).collect();
         let costs: Vec<i64> = completes.iter().map(|c| c.3).collect();
-        let done: std::collections::HashSet<Uuid> = conn
+        let done: std::collections::HashMap<Uuid, bool> = conn
             .query(
                 COMPLETE_MANY,
                 &[&ids, &workers, &claims, &outputs, &costs, &now, &scope],
             )?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
         for ((i, lease, _, cost), id) in completes.iter().zip(&ids) {
-            results[*i] = Some(if done.contains(id) {
-                Ok(Recorded::new(Status::Succeeded))
+            results[*i] = Some(if let Some(readied) = done.get(id) {
+                Ok(Recorded::new(Status::Succeeded).readying(*readied))
             } else {
                 explain(
                     conn,
@@ -650,6 +738,7 @@ pub(crate) fn record(
         let id = uuid_of(&lease.job_id)?;
         let held: [&(dyn postgres::types::ToSql + Sync); 4] =
             [&id, &lease.worker, &claim_of(lease), &scope];
+        let mut readied = false;
         let n = match report {
             Report::Release => {
                 conn.execute(sql, &[held[0], held[1], held[2], held[3], &now, &now])?
@@ -661,7 +750,7 @@ pub(crate) fn record(
                 error,
                 status,
                 retry_at,
-            } => conn.execute(
+            } => match conn.query_opt(
                 sql,
                 &[
                     held[0],
@@ -674,11 +763,17 @@ pub(crate) fn record(
                     &error.stored_code(),
                     &now,
                 ],
-            )?,
+            )? {
+                Some(row) => {
+                    readied = row.get(0);
+                    1
+                }
+                None => 0,
+            },
             Report::Complete { .. } => 0,
         };
         results[i] = Some(if n == 1 {
-            Ok(Recorded::of(report))
+            Ok(Recorded::of(report).readying(readied))
         } else {
             explain(conn, scope, lease, again.then_some(Recorded::of(report)), 0)
         });
@@ -817,14 +912,17 @@ const CANCEL: &str = "
     UPDATE jobq_jobs SET status = 'cancelled', completed_at = $1, updated_at = $1
     WHERE id = $2";
 
-/// What a manual retry sets: `queued`, runnable now ($1), attempts from zero, the last
+/// What a manual retry sets: `queued` (`blocked` while a dependency has not settled),
+/// runnable now ($1), attempts from zero, the last
 /// run's traces cleared (its errors history is kept).
 macro_rules! manual_retry_set {
     () => {
         "UPDATE jobq_jobs
-    SET status = 'queued', attempts = 0, run_after = $1, locked_by = NULL, locked_at = NULL,
-        heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
-        completed_at = NULL, updated_at = $1"
+    SET status = CASE WHEN jobq_waiting(id, on_dependency_failure) > 0 THEN 'blocked'
+                      ELSE 'queued' END,
+        waiting_on = jobq_waiting(id, on_dependency_failure), attempts = 0, run_after = $1,
+        locked_by = NULL, locked_at = NULL, heartbeat_at = NULL, stage = NULL, progress = 0,
+        output = NULL, started_at = NULL, completed_at = NULL, updated_at = $1"
     };
 }
 
@@ -896,13 +994,21 @@ pub(crate) fn change(
         Change::Cancel | Change::To(Status::Cancelled, _) => CANCEL,
         Change::Retry => MANUAL_RETRY,
         Change::Delete => {
+            if let Some(waiting) = deps::waiting_dependent(conn, uuid)? {
+                return Err(Error::InvalidTransition {
+                    job: id.clone(),
+                    from,
+                    action: format!("delete (job {waiting} waits for it: cancel that first)"),
+                });
+            }
             conn.execute(DELETE, &[&uuid])?;
             return Ok(from);
         }
         Change::To(Status::Running, _) => TO_RUNNING,
         Change::To(Status::Succeeded, _) => TO_SUCCEEDED,
         Change::To(Status::Queued, _) if from == Status::Running => TO_QUEUED_FROM_RUNNING,
-        Change::To(Status::Queued, _) => MANUAL_RETRY,
+        // Never to `blocked`: no transition asks for it.
+        Change::To(Status::Queued | Status::Blocked, _) => MANUAL_RETRY,
         Change::To(to @ (Status::Failed | Status::Retry), message) => {
             conn.execute(TO_FAILED_OR_RETRY, &[&now, &uuid, &to.as_str(), &message])?;
             return Ok(from);
@@ -1098,5 +1204,7 @@ fn job(row: &Row) -> Result<Job> {
         started_at: ts(25),
         completed_at: ts(26),
         scheduled: false,
+        dependencies: None,
+        dependents: None,
     })
 }

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::error::{DatabaseError, Error, Result};
 
 pub(crate) mod clock;
+pub(crate) mod deps;
 mod engine;
 pub(crate) mod jobs;
 mod listen;
@@ -125,6 +126,7 @@ pub(crate) trait Sql {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>>;
+    fn query_all(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>>;
     fn query_one(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
         self.query_opt(sql, params)?
             .ok_or_else(|| Error::invalid("query", "it returned no row"))
@@ -139,6 +141,10 @@ impl Sql for Conn {
     ) -> Result<Option<Row>> {
         Conn::query_opt(self, sql, params)
     }
+
+    fn query_all(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        Conn::query(self, sql, params)
+    }
 }
 
 /// An application's client or transaction.
@@ -151,6 +157,10 @@ impl<C: postgres::GenericClient> Sql for Foreign<'_, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
         self.0.query_opt(sql, params).map_err(from_pg)
+    }
+
+    fn query_all(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.0.query(sql, params).map_err(from_pg)
     }
 }
 

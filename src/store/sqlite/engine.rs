@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{Sqlite, ids, jobs, stats, tenants, workers};
+use super::{Sqlite, deps, ids, jobs, stats, tenants, workers};
 use crate::error::{Error, Result};
-use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
@@ -35,6 +35,33 @@ impl Engine for Sqlite {
             let ids = ids::allocate_in(tx, now, jobs.len())?;
             jobs::insert_jobs(tx, scope, jobs, ids, now)
         })
+    }
+
+    fn insert_flow(
+        &self,
+        scope: Scope<'_>,
+        group: &GroupRow,
+        jobs: Vec<NewRow>,
+        now: i64,
+    ) -> Result<Vec<Enqueued>> {
+        self.write(|tx| {
+            tenants::insert_group(tx, group)?;
+            let ids = ids::allocate_in(tx, now, jobs.len())?;
+            jobs::insert_jobs(tx, scope, jobs, ids, now)
+        })
+    }
+
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>> {
+        self.read(|conn| {
+            if jobs::status_of(conn, scope, id)?.is_none() {
+                return Ok(None);
+            }
+            deps::links(conn, id).map(Some)
+        })
+    }
+
+    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
+        self.read(|conn| deps::outputs(conn, id))
     }
 
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {

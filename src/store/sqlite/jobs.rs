@@ -4,6 +4,7 @@
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
+use super::deps;
 use super::rows::{self, job_columns};
 use super::tenants::spent_cents;
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ use crate::job::{
 use crate::owner::saturate;
 use crate::store::{
     Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, at_index,
+    StaleCutoffs, Unique, at_index, key_holds,
 };
 
 // ---- inserts --------------------------------------------------------------------------
@@ -76,8 +77,22 @@ fn row_values<'a>(job: &'a NewRow, id: &'a str, now: i64) -> [ToSqlOutput<'a>; 1
 }
 
 const FIND_BY_KEY: &str = "
-    SELECT id, status, group_id FROM jobq_jobs
-    WHERE coalesce(owner, '') = coalesce(:owner, '') AND idempotency_key = :key";
+    SELECT id, status, group_id, unique_until, unique_while_active FROM jobq_jobs
+    WHERE coalesce(owner, '') = coalesce(:owner, '') AND idempotency_key = :key
+      AND key_retired = 0";
+
+/// The key's window has passed: it no longer holds its place in the unique index.
+const RETIRE_KEY: &str = "UPDATE jobq_jobs SET key_retired = 1 WHERE id_key = ?1 AND id = ?2";
+
+/// A job with dependencies or a uniqueness window: every column the plain insert leaves to
+/// its default.
+const INSERT_FULL: &str = "INSERT INTO jobq_jobs (id_key, id, queue, kind, status, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at, waiting_on, on_dependency_failure, unique_until,
+                           unique_while_active, error_code, last_error, completed_at)
+    VALUES (:key, :id, :queue, :kind, :status, :priority, :max_attempts, :run_after, :input,
+            :ikey, :cost, :owner, :group_id, :external_id, :now, :now, :waiting, :policy,
+            :until, :while_active, :code, :message, :completed)";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
 
@@ -119,7 +134,7 @@ pub(crate) fn insert_jobs(
     if jobs.len() == 1 {
         // The single enqueue: no partition, no copies.
         return match jobs.into_iter().zip(ids).next() {
-            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now)?]),
+            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now, &[])?]),
             None => Ok(Vec::new()),
         };
     }
@@ -128,7 +143,7 @@ pub(crate) fn insert_jobs(
         .into_iter()
         .zip(ids)
         .enumerate()
-        .partition(|(_, (job, _))| job.key.is_none() && job.group_id.is_none());
+        .partition(|(_, (job, _))| job.is_plain());
 
     let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
     for (_, (job, _)) in &plain {
@@ -163,34 +178,62 @@ pub(crate) fn insert_jobs(
         });
     }
     for (i, (job, id)) in special {
-        out[i] = Some(insert(conn, scope, job, id, now).map_err(|e| at_index(i, e))?);
+        out[i] = Some(insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?);
     }
     Ok(out.into_iter().flatten().collect())
 }
 
-/// Inserts one job: the existing job for a repeated idempotency key, the group's owner for
-/// a job of a group, the owner's budget checked.
+/// Inserts a flow's group and jobs in the caller's transaction (a connection of its own:
+/// the ids are taken after the largest key in the file).
+pub(crate) fn insert_flow(
+    conn: &Connection,
+    scope: Scope<'_>,
+    group: &crate::store::GroupRow,
+    jobs: Vec<NewRow>,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    super::tenants::insert_group(conn, group)?;
+    let ids = super::ids::allocate(conn, now, jobs.len())?;
+    insert_jobs(conn, scope, jobs, ids, now)
+}
+
+/// Inserts one job: the existing job for a repeated idempotency key (while its window
+/// holds), the group's owner for a job of a group, the owner's budget checked, its
+/// dependencies (`earlier`: the jobs of the batch inserted before it) checked and linked.
 pub(crate) fn insert(
     conn: &Connection,
     scope: Scope<'_>,
     mut job: NewRow,
     id: String,
     now: i64,
+    earlier: &[Option<Enqueued>],
 ) -> Result<Enqueued> {
     if let Some(key) = &job.key {
-        let existing: Option<(String, String, Option<String>)> = conn
+        let existing = conn
             .prepare_cached(FIND_BY_KEY)?
             .query_row(named_params! {":owner": job.owner, ":key": key}, |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
             })
             .optional()?;
-        if let Some((id, status, group_id)) = existing {
-            return Ok(Enqueued {
-                job_id: JobId::from_db(id),
-                status: status.parse()?,
-                already_existed: true,
-                group_id,
-            });
+        if let Some((found, status, group_id, until, while_active)) = existing {
+            let status: Status = status.parse()?;
+            if key_holds(until, while_active, status, now) {
+                return Ok(Enqueued {
+                    job_id: JobId::from_db(found),
+                    status,
+                    already_existed: true,
+                    group_id,
+                });
+            }
+            let found = JobId::from_db(found);
+            conn.prepare_cached(RETIRE_KEY)?
+                .execute(params![found.key(), found.as_str()])?;
         }
     }
     if let Some(group) = &job.group_id {
@@ -213,10 +256,42 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    insert_row(conn, &job, &id, now)?;
+    if job.after.is_empty() && job.unique == Unique::Forever {
+        insert_row(conn, &job, &id, now)?;
+        return Ok(Enqueued {
+            job_id: JobId::from_db(id),
+            status: Status::Queued,
+            already_existed: false,
+            group_id: job.group_id,
+        });
+    }
+    let waits = deps::resolve(
+        conn,
+        scope,
+        &job.after,
+        earlier,
+        job.run_on_dependency_failure,
+    )?;
+    let status = waits.status();
+    let message = waits.failure_message();
+    let (until, while_active) = job.unique.columns();
+    conn.prepare_cached(INSERT_FULL)?.execute(named_params! {
+        ":key": key_of(&id), ":id": id, ":queue": job.queue, ":kind": job.kind,
+        ":status": status.as_str(), ":priority": job.priority,
+        ":max_attempts": job.max_attempts, ":run_after": job.run_after, ":input": job.input,
+        ":ikey": job.key, ":cost": job.cost_cents, ":owner": job.owner,
+        ":group_id": job.group_id, ":external_id": job.external_id, ":now": now,
+        ":waiting": waits.waiting,
+        ":policy": if job.run_on_dependency_failure { "run" } else { "cancel" },
+        ":until": until, ":while_active": while_active,
+        ":code": message.as_ref().map(|_| "DEPENDENCY_FAILED"), ":message": message,
+        ":completed": (status == Status::Cancelled).then_some(now),
+    })?;
+    let job_id = JobId::from_db(id);
+    deps::link(conn, &job_id, &waits)?;
     Ok(Enqueued {
-        job_id: JobId::from_db(id),
-        status: Status::Queued,
+        job_id,
+        status,
         already_existed: false,
         group_id: job.group_id,
     })
@@ -551,6 +626,9 @@ fn record_once(
     report: Report<'_>,
     now: i64,
 ) -> Result<Recorded> {
+    // Rows the dependency triggers change count here, not in the statement's own count:
+    // more than the one row means jobs that waited for this one were settled.
+    let before = conn.total_changes();
     let (changed, recorded) = match report {
         Report::Complete { output, cost_cents } => {
             check_cost_room(conn, scope, lease, cost_cents)?;
@@ -584,13 +662,20 @@ fn record_once(
                 ],
             )?;
             let retry_at = (status == Status::Retry).then_some(retry_at);
-            (n, Recorded { status, retry_at })
+            (
+                n,
+                Recorded {
+                    status,
+                    retry_at,
+                    readied: false,
+                },
+            )
         }
     };
     if changed == 0 {
         return Err(lost(conn, scope, lease)?);
     }
-    Ok(recorded)
+    Ok(recorded.readying(conn.total_changes() - before > changed as u64))
 }
 
 /// What a failure's decision needs of the job `lease` holds.
@@ -716,14 +801,33 @@ const CANCEL: &str = "
     UPDATE jobq_jobs SET status = 'cancelled', completed_at = :now, updated_at = :now
     WHERE id_key = :key AND id = :id AND status = :from";
 
-/// What a manual retry sets: `queued`, runnable now, attempts from zero, the last run's
+/// What a manual retry sets: `queued` (`blocked` while a dependency has not settled: the
+/// count of them is taken again), runnable now, attempts from zero, the last run's
 /// traces cleared (its errors history is kept).
 macro_rules! manual_retry_set {
     () => {
-        "UPDATE jobq_jobs
-    SET status = 'queued', attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
+        concat!(
+            "UPDATE jobq_jobs
+    SET status = CASE WHEN ",
+            waiting_recount!(),
+            " > 0 THEN 'blocked' ELSE 'queued' END,
+        waiting_on = ",
+            waiting_recount!(),
+            ", attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
         heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
         completed_at = NULL, updated_at = :now"
+        )
+    };
+}
+
+/// Of the job being updated, the dependencies that have not settled (for a job that runs
+/// anyway, a dependency that ended in failure has).
+macro_rules! waiting_recount {
+    () => {
+        "(SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+          WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded'
+            AND (jobq_jobs.on_dependency_failure = 'cancel'
+                 OR (p.status <> 'failed' AND p.status <> 'cancelled')))"
     };
 }
 
@@ -803,6 +907,13 @@ pub(crate) fn change(
         Change::Cancel | Change::To(Status::Cancelled, _) => CANCEL,
         Change::Retry => MANUAL_RETRY,
         Change::Delete => {
+            if let Some(waiting) = deps::waiting_dependent(conn, id)? {
+                return Err(Error::InvalidTransition {
+                    job: id.clone(),
+                    from,
+                    action: format!("delete (job {waiting} waits for it: cancel that first)"),
+                });
+            }
             conn.prepare_cached(DELETE)?.execute(
                 named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str()},
             )?;
@@ -811,7 +922,8 @@ pub(crate) fn change(
         Change::To(Status::Running, _) => TO_RUNNING,
         Change::To(Status::Succeeded, _) => TO_SUCCEEDED,
         Change::To(Status::Queued, _) if from == Status::Running => TO_QUEUED_FROM_RUNNING,
-        Change::To(Status::Queued, _) => MANUAL_RETRY,
+        // Never to `blocked`: no transition asks for it.
+        Change::To(Status::Queued | Status::Blocked, _) => MANUAL_RETRY,
         Change::To(to @ (Status::Failed | Status::Retry), message) => {
             conn.prepare_cached(TO_FAILED_OR_RETRY)?
                 .execute(named_params! {

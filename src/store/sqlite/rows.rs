@@ -66,6 +66,8 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: ts(25)?,
         completed_at: ts(26)?,
         scheduled: false,
+        dependencies: None,
+        dependents: None,
     })
 }
 

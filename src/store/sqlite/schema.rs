@@ -396,3 +396,70 @@ mod tests {
         assert_eq!((recorded(&conn), more), ((vec![1], 0), 0));
     }
 }
+
+#[cfg(test)]
+mod dependencies_migration {
+    use super::*;
+
+    /// Migration 4 builds the jobs table again (for the `blocked` status): a file at
+    /// version 3 keeps every row, index and view, and is sound afterwards.
+    #[test]
+    fn a_file_at_version_3_keeps_its_jobs_through_the_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "foreign_keys", 1).unwrap();
+        migrate_with(&mut conn, &path, FileState::Fresh, &migrations()[..3], 10).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobq_groups (id, name, created_at) VALUES ('g', 'campaign', 1);
+             INSERT INTO jobq_jobs (id_key, id, kind, status, run_after, group_id, idempotency_key,
+                                    created_at, updated_at, completed_at, output)
+             VALUES (1, 'a', 'render', 'succeeded', 1, 'g', 'k', 1, 2, 2, '{\"ok\":1}'),
+                    (2, 'b', 'render', 'queued', 1, NULL, NULL, 1, 1, NULL, NULL);",
+        )
+        .unwrap();
+        migrate_with(&mut conn, &path, FileState::At(3), &migrations()[3..], 20).unwrap();
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = conn
+            .prepare("SELECT id, status, group_id, output FROM jobq_jobs ORDER BY id_key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].2.as_deref(), Some("g"));
+        assert_eq!(rows[0].3.as_deref(), Some("{\"ok\":1}"));
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let fk: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk, 0);
+        // The group still owns its job (the cascade), and the views read.
+        for view in [
+            "jobq_queue_stats",
+            "jobq_dead_letter_jobs",
+            "jobq_timing_stats",
+            "jobq_job_summary",
+        ] {
+            conn.prepare(&format!("SELECT * FROM {view}"))
+                .unwrap()
+                .query([])
+                .unwrap()
+                .next()
+                .unwrap();
+        }
+        conn.execute("DELETE FROM jobq_groups WHERE id = 'g'", [])
+            .unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM jobq_jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 1);
+        let blocked = conn.execute("UPDATE jobq_jobs SET status = 'blocked' WHERE id = 'b'", []);
+        assert!(blocked.is_ok(), "the new status is allowed");
+    }
+}
