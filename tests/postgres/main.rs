@@ -26,6 +26,8 @@ mod concurrency;
 mod contention;
 #[path = "../integration/dependencies.rs"]
 mod dependencies;
+#[path = "../integration/uniqueness.rs"]
+mod uniqueness;
 #[path = "../integration/embedding.rs"]
 mod embedding;
 #[path = "../integration/enqueue.rs"]
