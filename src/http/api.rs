@@ -8,7 +8,8 @@ use super::body::Body;
 use super::{App, Caller, Reply};
 use crate::duration::parse_duration;
 use crate::error::Error;
-use crate::job::{JobId, NewJob, Status, Timestamp};
+use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
+use crate::queue::flow::Flow;
 use crate::queue::{JobFilter, Queue};
 use crate::stats::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
 
@@ -22,6 +23,7 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "stats"] => "GET",
         ["api", "stats", "timing" | "stages" | "costs"] => "GET",
         ["api", "jobs"] => "GET, POST",
+        ["api", "flows"] => "POST",
         ["api", "jobs", "running"] => "GET",
         ["api", "jobs", "dead"] => "GET, POST",
         ["api", "jobs", _] => "GET, POST, DELETE",
@@ -241,6 +243,7 @@ pub(crate) fn handle(
             }
             ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
             ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
+            ("POST", ["api", "flows"]) => submit_flow(&queue, body)?,
             ("GET", ["api", "jobs", id]) => Reply::ok(&queue.get(&job_id(id)?)?),
             ("POST", ["api", "jobs", id]) => job_action(&queue, &job_id(id)?, body)?,
             ("DELETE", ["api", "jobs", id]) => {
@@ -298,7 +301,7 @@ fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
     Ok(Reply::ok(&doc))
 }
 
-const ENQUEUE_FIELDS: [&str; 11] = [
+const ENQUEUE_FIELDS: [&str; 15] = [
     "kind",
     "input",
     "queue",
@@ -306,6 +309,30 @@ const ENQUEUE_FIELDS: [&str; 11] = [
     "run_after",
     "max_attempts",
     "idempotency_key",
+    "unique_for",
+    "unique_while_active",
+    "after",
+    "on_dependency_failure",
+    "group_id",
+    "cost_cents",
+    "external_id",
+    "owner",
+];
+
+/// The fields of a job of `POST /api/flows`: those of `POST /api/jobs` and its `ref`.
+const FLOW_JOB_FIELDS: [&str; 16] = [
+    "ref",
+    "kind",
+    "input",
+    "queue",
+    "priority",
+    "run_after",
+    "max_attempts",
+    "idempotency_key",
+    "unique_for",
+    "unique_while_active",
+    "after",
+    "on_dependency_failure",
     "group_id",
     "cost_cents",
     "external_id",
@@ -315,6 +342,64 @@ const ENQUEUE_FIELDS: [&str; 11] = [
 fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &ENQUEUE_FIELDS)?;
+    let mut job = job_from(&body)?;
+    for id in strings(&body, "after")? {
+        let id: JobId = id.parse().map_err(|_| {
+            Reply::error(
+                400,
+                "invalid_input",
+                format!("field `after` must list job ids, and {id:?} is not one"),
+            )
+        })?;
+        job = job.after(&id);
+    }
+    let out = queue.enqueue(job)?;
+    Ok(Reply::json(
+        if out.already_existed { 200 } else { 201 },
+        &out,
+    ))
+}
+
+/// A field that is a list of strings (absent: none).
+fn strings<'a>(body: &Body<'a>, field: &str) -> Result<Vec<&'a str>, Reply> {
+    let bad = || {
+        Reply::error(
+            400,
+            "invalid_input",
+            format!("field `{field}` must be a list of strings"),
+        )
+    };
+    match body.value(field) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(|v| v.as_str().ok_or_else(bad)).collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// A duration field: seconds (a number) or a duration like `"5m"`.
+fn duration_field(body: &Body<'_>, field: &str) -> Result<Option<Duration>, Reply> {
+    let bad = |what: String| {
+        Reply::error(
+            400,
+            "invalid_input",
+            format!("field `{field}` must be seconds or a duration like \"5m\", not {what}"),
+        )
+    };
+    match body.value(field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(|secs| Some(Duration::from_secs(secs)))
+            .ok_or_else(|| bad(n.to_string())),
+        Some(Value::String(s)) => parse_duration(s)
+            .map(Some)
+            .map_err(|_| bad(format!("{s:?}"))),
+        Some(other) => Err(bad(other.to_string())),
+    }
+}
+
+/// The job a `POST /api/jobs` body (or a job of a flow) describes, but its `after`.
+fn job_from(body: &Body<'_>) -> Result<NewJob, Reply> {
     let mut job = NewJob::new(body.required_string("kind")?);
     // The input is the caller's data: null is an input like any other.
     if let Some(input) = body.given("input") {
@@ -347,6 +432,23 @@ fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     if let Some(k) = body.string("idempotency_key")? {
         job = job.idempotency_key(k);
     }
+    if let Some(window) = duration_field(body, "unique_for")? {
+        job = job.unique_for(window);
+    }
+    match body.value("unique_while_active") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => job = job.unique_while_active(),
+        Some(_) => {
+            return Err(Reply::error(
+                400,
+                "invalid_input",
+                "field `unique_while_active` must be true or false",
+            ));
+        }
+    }
+    if let Some(policy) = body.string("on_dependency_failure")? {
+        job = job.on_dependency_failure(policy.parse::<OnDependencyFailure>()?);
+    }
     if let Some(g) = body.string("group_id")? {
         job = job.group(g);
     }
@@ -359,11 +461,54 @@ fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     if let Some(o) = body.string("owner")? {
         job = job.owner(o);
     }
-    let out = queue.enqueue(job)?;
-    Ok(Reply::json(
-        if out.already_existed { 200 } else { 201 },
-        &out,
-    ))
+    Ok(job)
+}
+
+/// The flow a `POST /api/flows` body describes: `{"group": {"name", "metadata"?}?,
+/// "jobs": [{"ref", "kind", "after"?: [ref or id…], …any POST /api/jobs field}…]}`.
+pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
+    let body = Body::new(value, &["group", "jobs"])?;
+    let mut flow = match body.value("group") {
+        None => Flow::new("flow"),
+        Some(group) => {
+            let group = Body::new(group, &["name", "metadata"]).map_err(|_| {
+                Reply::error(
+                    400,
+                    "invalid_input",
+                    "field `group` must be an object with `name` and `metadata`",
+                )
+            })?;
+            let mut flow = Flow::new(group.required_string("name")?);
+            if let Some(metadata) = group.value("metadata") {
+                flow = flow.metadata(metadata.clone());
+            }
+            flow
+        }
+    };
+    let Some(Value::Array(jobs)) = body.value("jobs") else {
+        return Err(Reply::error(
+            400,
+            "invalid_input",
+            "field `jobs` must be a list of jobs",
+        ));
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        let job = Body::new(job, &FLOW_JOB_FIELDS)
+            .map_err(|e| e.prefixed(&format!("job #{i} of the flow: ")))?;
+        let r = job.required_string("ref")?;
+        let new = job_from(&job).map_err(|e| e.prefixed(&format!("job {r:?} of the flow: ")))?;
+        let after =
+            strings(&job, "after").map_err(|e| e.prefixed(&format!("job {r:?} of the flow: ")))?;
+        flow = flow.job_after(r, new, after);
+    }
+    Ok(flow)
+}
+
+fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let flow = flow_from_json(&value)?;
+    let created = queue.submit_flow(flow)?;
+    Ok(Reply::json(201, &created))
 }
 
 fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {

@@ -22,6 +22,20 @@
 
 mod api;
 mod body;
+
+/// Reads a flow from the JSON document `POST /api/flows` takes (and `jobq flow submit`):
+/// `{"group": {"name", "metadata"?}?, "jobs": [{"ref", "kind", "after"?: [ref or id…],
+/// …any field of POST /api/jobs}…]}`.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming the field (and the ref) that is wrong.
+pub fn parse_flow(document: &Value) -> crate::Result<crate::Flow> {
+    api::flow_from_json(document).map_err(|reply| Error::InvalidInput {
+        field: "flow",
+        reason: reply.message(),
+    })
+}
 mod metrics;
 mod serve;
 
@@ -29,7 +43,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::owner::constant_time_eq;
@@ -308,6 +322,26 @@ impl Reply {
             status,
             &json!({"error": {"code": code, "message": message.into()}}),
         )
+    }
+
+    /// The message of an error reply.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// An error reply with `prefix` before its message.
+    pub fn prefixed(self, prefix: &str) -> Reply {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(&self.body) else {
+            return self;
+        };
+        let Some(message) = doc["error"]["message"].as_str() else {
+            return self;
+        };
+        doc["error"]["message"] = Value::String(format!("{prefix}{message}"));
+        Reply::json(self.status, &doc)
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {

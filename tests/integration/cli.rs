@@ -801,3 +801,70 @@ fn owner_budget_sets_and_clears_a_spending_limit() {
     }
     assert_eq!(dump(&cli.db()), before);
 }
+
+#[test]
+fn dependencies_flows_and_windows_from_the_command_line() {
+    let cli = Cli::new();
+    let a = cli.enqueue(&["fetch"]);
+    let b = cli.enqueue(&["parse", "--after", &a, "--on-dependency-failure", "run"]);
+    let shown = cli.show(&b);
+    assert_eq!(shown["status"], "blocked");
+    assert_eq!(shown["dependencies"][0]["id"], a.as_str());
+    let text = cli.ok(&["show", &a]);
+    assert!(text.contains("dependents") && text.contains(&b), "{text}");
+    // A missing dependency: refused, exit 1, naming it.
+    let ghost = "0190a0b0-0000-7000-8000-000000000000";
+    let err = cli.refused(1, &["enqueue", "x", "--after", ghost]);
+    assert!(err.contains(ghost), "{err}");
+    // Windows need a key: a usage error.
+    cli.refused(2, &["enqueue", "x", "--unique-while-active"]);
+    let json = cli.json(&["enqueue", "x", "--key", "k", "--unique-for", "10m"]);
+    let again = cli.json(&["enqueue", "x", "--key", "k", "--unique-for", "10m"]);
+    assert_eq!(json["job_id"], again["job_id"]);
+    assert_eq!(again["already_existed"], true);
+
+    // flow submit: from a file, and from standard input.
+    let file = cli.dir.path().join("flow.json");
+    std::fs::write(
+        &file,
+        r#"{"group": {"name": "campaign"}, "jobs": [
+            {"ref": "scene-1", "kind": "render"}, {"ref": "scene-2", "kind": "render"},
+            {"ref": "composite", "kind": "composite", "after": ["scene-1", "scene-2"]}]}"#,
+    )
+    .unwrap();
+    let created = cli.json(&["flow", "submit", file.to_str().unwrap()]);
+    let composite = created["jobs"]["composite"].as_str().unwrap();
+    assert_eq!(cli.show(composite)["status"], "blocked");
+    let group = cli.json(&["group", "show", created["group_id"].as_str().unwrap()]);
+    assert_eq!(group["total"], 3);
+    let text = cli.ok(&["flow", "submit", file.to_str().unwrap()]);
+    assert!(
+        text.starts_with("group ") && text.contains("composite"),
+        "{text}"
+    );
+
+    let before = crate::common::dump(&cli.db());
+    let mut child = cli
+        .cmd(&["flow", "submit", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"jobs": [{"ref": "a", "kind": "a", "after": ["b"]}, {"ref": "b", "kind": "b", "after": ["a"]}]}"#,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cycle"), "{stderr}");
+    assert_eq!(
+        crate::common::dump(&cli.db()),
+        before,
+        "nothing was created"
+    );
+    let stats = cli.ok(&["stats"]);
+    assert!(stats.contains("blocked"), "{stats}");
+}

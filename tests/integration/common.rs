@@ -145,9 +145,15 @@ pub fn dump(path: &Path) -> String {
     }
     let conn = Connection::open(path).unwrap();
     let mut out = String::new();
-    for table in ["jobq_jobs", "jobq_groups", "jobq_owners", "jobq_tokens"] {
+    for table in [
+        "jobq_jobs",
+        "jobq_groups",
+        "jobq_owners",
+        "jobq_tokens",
+        "jobq_dependencies",
+    ] {
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
             .unwrap();
         let n = stmt.column_count();
         let rows = stmt
@@ -220,7 +226,13 @@ pub fn child_env(name: &str) -> String {
 fn dump_postgres(url: &str) -> String {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let mut out = String::new();
-    for table in ["jobq_jobs", "jobq_groups", "jobq_owners", "jobq_tokens"] {
+    for table in [
+        "jobq_jobs",
+        "jobq_groups",
+        "jobq_owners",
+        "jobq_tokens",
+        "jobq_dependencies",
+    ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
         for row in client.query(&sql, &[]).unwrap() {
             out.push_str(table);

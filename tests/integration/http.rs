@@ -980,3 +980,114 @@ fn an_admin_sets_budgets_and_retries_the_dead_letter_over_http() {
     let stats = api.queue.stats(&jobq::StatsFilter::new()).unwrap();
     assert_eq!(stats.count(jobq::Status::Queued), 3);
 }
+
+#[test]
+fn flows_dependencies_and_windows_over_http() {
+    let api = Api::start();
+    let token = api.queue.create_token("dana").unwrap();
+    let flow = json!({
+        "group": {"name": "campaign", "metadata": {"client": "acme"}},
+        "jobs": [
+            {"ref": "composite", "kind": "composite", "after": ["scene-1", "scene-2"]},
+            {"ref": "scene-1", "kind": "render", "input": {"scene": 1}, "priority": 5},
+            {"ref": "scene-2", "kind": "render", "input": {"scene": 2}},
+        ]
+    });
+    let created = api.post("/api/flows", Auth::Token(&token), flow);
+    assert_eq!(created.status, 201, "{}", created.text);
+    let group_id = created.body["group_id"].as_str().unwrap().to_string();
+    let composite = created.body["jobs"]["composite"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scene = created.body["jobs"]["scene-1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = api.get(&format!("/api/jobs/{composite}"), Auth::Token(&token));
+    assert_eq!(job.body["status"], "blocked");
+    assert_eq!(job.body["dependencies"].as_array().unwrap().len(), 2);
+    assert_eq!(job.body["dependencies"][0]["status"], "queued");
+    let scene_job = api.get(&format!("/api/jobs/{scene}"), Auth::Token(&token));
+    assert_eq!(scene_job.body["dependents"][0]["id"], composite.as_str());
+    assert_eq!(
+        scene_job.body["owner"], "dana",
+        "what a token creates is its owner's"
+    );
+    let group = api.get(&format!("/api/groups/{group_id}"), Auth::Token(&token));
+    assert_eq!(
+        (group.body["total"].as_i64(), group.body["owner"].as_str()),
+        (Some(3), Some("dana"))
+    );
+
+    // Refusals name the ref, and nothing is created.
+    let erin = api.queue.create_token("erin").unwrap();
+    let before = crate::common::dump(api.queue.path());
+    for (body, needle) in [
+        (
+            json!({"jobs": [{"ref": "a", "kind": "a", "after": ["ghost"]}]}),
+            "ghost",
+        ),
+        (
+            json!({"jobs": [
+                {"ref": "a", "kind": "a", "after": ["b"]},
+                {"ref": "b", "kind": "b", "after": ["a"]}]}),
+            "cycle",
+        ),
+        (
+            json!({"jobs": [{"ref": "a", "kind": "a", "colour": "red"}]}),
+            "colour",
+        ),
+        (json!({"jobs": [{"kind": "a"}]}), "ref"),
+        (json!({"jobs": []}), "at least one"),
+        (
+            json!({"jobs": [{"ref": "a", "kind": "a", "max_attempts": 0}]}),
+            "\"a\"",
+        ),
+    ] {
+        let answer = api.post("/api/flows", Auth::Admin, body);
+        let message = answer.error(400, "invalid_input");
+        assert!(message.contains(needle), "{needle}: {message}");
+    }
+    // Another owner's job is not a dependency one can name.
+    api.post(
+        "/api/jobs",
+        Auth::Token(&erin),
+        json!({"kind": "x", "after": [scene]}),
+    )
+    .error(400, "invalid_input");
+    api.post(
+        "/api/jobs",
+        Auth::Admin,
+        json!({"kind": "x", "after": ["not-an-id"]}),
+    )
+    .error(400, "invalid_input");
+    api.post(
+        "/api/jobs",
+        Auth::Admin,
+        json!({"kind": "x", "on_dependency_failure": "maybe"}),
+    )
+    .error(400, "invalid_input");
+    assert_eq!(crate::common::dump(api.queue.path()), before);
+
+    // POST /api/jobs: after, the policy, and a uniqueness window.
+    let after = api.post(
+        "/api/jobs",
+        Auth::Admin,
+        json!({"kind": "report", "after": [composite], "on_dependency_failure": "run"}),
+    );
+    assert_eq!(
+        (after.status, after.body["status"].as_str()),
+        (201, Some("blocked"))
+    );
+    let windowed = json!({"kind": "sync", "idempotency_key": "k", "unique_for": "1h"});
+    let first = api.post("/api/jobs", Auth::Admin, windowed.clone());
+    let again = api.post("/api/jobs", Auth::Admin, windowed);
+    assert_eq!((first.status, again.status), (201, 200));
+    assert_eq!(first.body["job_id"], again.body["job_id"]);
+    let active = json!({"kind": "sync", "idempotency_key": "w", "unique_while_active": true});
+    assert_eq!(api.post("/api/jobs", Auth::Admin, active).status, 201);
+    // A job others wait for cannot be deleted while they wait.
+    api.delete(&format!("/api/jobs/{scene}"), Auth::Admin)
+        .error(409, "invalid_transition");
+}

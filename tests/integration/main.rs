@@ -36,7 +36,7 @@ mod registry;
 mod retry;
 mod security;
 mod snooze;
-mod uniqueness;
 mod sqlite_only;
+mod uniqueness;
 mod views;
 mod worker;

@@ -22,14 +22,20 @@ fn a_key_held_for_a_duration_makes_a_new_job_once_the_window_has_passed() {
     assert!(!first.already_existed);
     env.advance(59);
     let again = q.enqueue(keyed("k").unique_for(window)).unwrap();
-    assert_eq!((again.job_id.clone(), again.already_existed), (first.job_id.clone(), true));
+    assert_eq!(
+        (again.job_id.clone(), again.already_existed),
+        (first.job_id.clone(), true)
+    );
     env.advance(1);
     let later = q.enqueue(keyed("k").unique_for(window)).unwrap();
     assert!(!later.already_existed, "the window has passed");
     assert_ne!(later.job_id, first.job_id);
     // The new job holds the key from now on; the old one keeps its key, for the record.
     let repeat = q.enqueue(keyed("k")).unwrap();
-    assert_eq!((repeat.job_id, repeat.already_existed), (later.job_id, true));
+    assert_eq!(
+        (repeat.job_id, repeat.already_existed),
+        (later.job_id, true)
+    );
     assert_eq!(
         q.get(&first.job_id).unwrap().idempotency_key.as_deref(),
         Some("k")
@@ -62,7 +68,9 @@ fn without_a_window_the_key_holds_for_as_long_as_the_job_exists() {
     let lease = q.claim("w", 1, &ClaimFilter::default()).unwrap()[0].lease();
     q.complete(&lease, json!(null)).unwrap();
     env.advance(86_400 * 365);
-    let again = q.enqueue(keyed("k").unique_for(Duration::from_secs(1))).unwrap();
+    let again = q
+        .enqueue(keyed("k").unique_for(Duration::from_secs(1)))
+        .unwrap();
     assert_eq!((again.job_id, again.already_existed), (first.job_id, true));
 }
 

@@ -26,8 +26,6 @@ mod concurrency;
 mod contention;
 #[path = "../integration/dependencies.rs"]
 mod dependencies;
-#[path = "../integration/uniqueness.rs"]
-mod uniqueness;
 #[path = "../integration/embedding.rs"]
 mod embedding;
 #[path = "../integration/enqueue.rs"]
@@ -61,5 +59,7 @@ mod retry;
 mod security;
 #[path = "../integration/snooze.rs"]
 mod snooze;
+#[path = "../integration/uniqueness.rs"]
+mod uniqueness;
 #[path = "../integration/worker.rs"]
 mod worker;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jobq::{
-    CostGrouping, HealthThresholds, JobFilter, JobId, NewJob, Queue, StaleTimeouts, StatsFilter,
-    Status, TimingFilter,
+    CostGrouping, HealthThresholds, JobFilter, JobId, NewJob, OnDependencyFailure, Queue,
+    StaleTimeouts, StatsFilter, Status, TimingFilter,
 };
 use serde_json::{Value, json};
 
@@ -115,6 +115,9 @@ enum Command {
     /// Create, show or delete a group of jobs.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Submit a flow: jobs that wait for each other, created in one transaction.
+    #[command(subcommand)]
+    Flow(FlowCommand),
     /// Create an API token for an owner.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -154,6 +157,18 @@ struct EnqueueArgs {
     /// Idempotency key: a second enqueue with it returns the first job.
     #[arg(long)]
     key: Option<String>,
+    /// The key holds only this long after the first job's creation.
+    #[arg(long, value_parser = duration, requires = "key", conflicts_with = "unique_while_active")]
+    unique_for: Option<Duration>,
+    /// The key holds only while its job has not ended.
+    #[arg(long, requires = "key")]
+    unique_while_active: bool,
+    /// Wait for this job (repeat for more): blocked until every one has succeeded.
+    #[arg(long = "after", value_name = "ID")]
+    after: Vec<String>,
+    /// What a failed or cancelled dependency does to this job.
+    #[arg(long, value_enum, default_value_t = DependencyFailure::Cancel)]
+    on_dependency_failure: DependencyFailure,
     /// The group the job belongs to.
     #[arg(long)]
     group: Option<String>,
@@ -166,6 +181,14 @@ struct EnqueueArgs {
     /// An id at an outside service.
     #[arg(long)]
     external_id: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DependencyFailure {
+    /// Cancel it (error code DEPENDENCY_FAILED).
+    Cancel,
+    /// Run it anyway once every dependency has ended.
+    Run,
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +251,16 @@ struct TimingArgs {
     by_kind: bool,
     #[arg(long)]
     queue: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum FlowCommand {
+    /// Create a whole flow from the JSON of `POST /api/flows` (a file, or - for standard
+    /// input); prints the group id and each ref's job id.
+    Submit {
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -459,6 +492,7 @@ fn run(cli: Cli) -> Outcome {
             }
         }
         Command::Group(cmd) => group(db, json, cmd)?,
+        Command::Flow(FlowCommand::Submit { file }) => flow_submit(db, json, &file)?,
         Command::Token(TokenCommand::Create { owner }) => {
             let queue = Queue::open(db)?;
             let token = queue.create_token(&owner)?;
@@ -520,6 +554,18 @@ fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
     if let Some(key) = a.key {
         job = job.idempotency_key(key);
     }
+    if let Some(window) = a.unique_for {
+        job = job.unique_for(window);
+    }
+    if a.unique_while_active {
+        job = job.unique_while_active();
+    }
+    for id in &a.after {
+        job = job.after(&job_id(id)?);
+    }
+    if let DependencyFailure::Run = a.on_dependency_failure {
+        job = job.on_dependency_failure(OnDependencyFailure::Run);
+    }
     if let Some(group) = a.group {
         job = job.group(group);
     }
@@ -540,6 +586,31 @@ fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
         println!("{} (already existed, {})", out.job_id, out.status);
     } else {
         println!("{}", out.job_id);
+    }
+    Ok(())
+}
+
+fn flow_submit(db: &Path, json: bool, file: &str) -> Outcome {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| Refused(format!("cannot read the flow from standard input: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Refused(format!("cannot read the flow from {file}: {e}")))?
+    };
+    let document = jobq::parse_json("flow", &text)?;
+    let flow = jobq::http::parse_flow(&document)?;
+    let queue = Queue::open(db)?;
+    let created = queue.submit_flow(flow)?;
+    if json {
+        print_json(&created);
+    } else {
+        println!("group {}", created.group_id);
+        for (r, id) in &created.jobs {
+            println!("{id}  {}", clean(r));
+        }
     }
     Ok(())
 }
@@ -666,6 +737,7 @@ fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
     // As jobq shows them: a queued or retrying job whose run_after lies ahead is scheduled.
     let mut table = Table::new(["STATUS", "JOBS"]);
     for name in [
+        "blocked",
         "queued",
         "scheduled",
         "running",

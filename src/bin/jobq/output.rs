@@ -216,6 +216,17 @@ pub fn print_job(job: &Job) {
         let lines: Vec<String> = err.split('\n').map(|l| clean(l).into_owned()).collect();
         println!("last error       {}", lines.join("\n                 "));
     }
+    for (title, links) in [
+        ("dependencies", &job.dependencies),
+        ("dependents", &job.dependents),
+    ] {
+        if let Some(links) = links.as_ref().filter(|l| !l.is_empty()) {
+            println!("{title:<17}{}", links.len());
+            for link in links {
+                println!("  {}  {:<10} {}", link.id, link.status, clean(&link.kind));
+            }
+        }
+    }
     if !job.errors.is_empty() {
         println!("errors           {} failed attempt(s):", job.errors.len());
         for e in &job.errors {
