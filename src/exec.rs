@@ -2,7 +2,8 @@
 //!
 //! For each job, `sh -c COMMAND` runs in a process group of its own. The job's input JSON
 //! arrives on its stdin; its environment carries `JOBQ_JOB_ID`, `JOBQ_JOB_KIND`,
-//! `JOBQ_ATTEMPT` and `JOBQ_DB`. A stdout line `@progress 0.45 [STAGE]`, `@stage STAGE` or
+//! `JOBQ_ATTEMPT` and `JOBQ_DB`, and for a job with dependencies `JOBQ_DEPENDENCIES_FILE`
+//! (a JSON object: each dependency's id and its output). A stdout line `@progress 0.45 [STAGE]`, `@stage STAGE` or
 //! `@cost CENTS` is a report, applied at once (a cost adds to the job's cost); the rest of
 //! stdout, when it is JSON, becomes the job's output (otherwise `{"stdout": "…"}`).
 //!
@@ -19,6 +20,7 @@
 //! stdout that is not report lines is kept, and the last 20 lines (4 KiB) of stderr.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -543,9 +545,56 @@ fn stderr_tail(mut from: impl Read) -> String {
     }
 }
 
+/// The file named by `JOBQ_DEPENDENCIES_FILE`: the outputs of a job's dependencies, by
+/// their ids, readable by the worker's user only; removed when the command has ended.
+struct DependenciesFile(PathBuf);
+
+impl DependenciesFile {
+    /// The file for the job of `ctx`, if it has dependencies.
+    fn write(ctx: &JobContext) -> Result<Option<DependenciesFile>, JobError> {
+        let outputs = ctx.dependencies().map_err(JobError::from)?;
+        if outputs.is_empty() {
+            return Ok(None);
+        }
+        let path = std::env::temp_dir().join(format!(
+            "jobq-dependencies-{}-{}-{}.json",
+            ctx.id(),
+            std::process::id(),
+            ctx.lease().claim
+        ));
+        let text = serde_json::to_vec(&outputs)
+            .map_err(|e| JobError::retryable(format!("could not write the dependencies: {e}")))?;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&text));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(JobError::retryable(format!(
+                "could not write the dependencies to {}: {e}",
+                path.display()
+            ))
+            .code("SPAWN"));
+        }
+        Ok(Some(DependenciesFile(path)))
+    }
+}
+
+impl Drop for DependenciesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl ExecHandler {
     fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
+        let dependencies = DependenciesFile::write(ctx)?;
         let mut command = Command::new("sh");
+        if let Some(file) = &dependencies {
+            command.env("JOBQ_DEPENDENCIES_FILE", &file.0);
+        }
         command
             .arg("-c")
             .arg(&self.command)

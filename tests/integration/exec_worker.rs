@@ -308,3 +308,49 @@ fn the_summary_counts_jobs_and_attempts_apart_and_prints_each_outcome_once() {
         .unwrap();
     assert!(final_line.contains("dead letter"), "{final_line}");
 }
+
+#[test]
+fn a_command_reads_its_dependencies_outputs_from_the_file_the_worker_names() {
+    let cli = Cli::new();
+    let file = cli.dir.path().join("flow.json");
+    std::fs::write(
+        &file,
+        r#"{"jobs": [{"ref": "a", "kind": "a", "input": {"n": 1}},
+                     {"ref": "b", "kind": "b", "input": {"n": 2}},
+                     {"ref": "sum", "kind": "sum", "after": ["a", "b"]}]}"#,
+    )
+    .unwrap();
+    let created = cli.json(&["flow", "submit", file.to_str().unwrap()]);
+    // The leaves echo their input; the fan-in job prints the file it is given (and its
+    // name, to check that it is gone afterwards); no other job is given one.
+    let command = r#"if [ "$JOBQ_JOB_KIND" = sum ]; then cat "$JOBQ_DEPENDENCIES_FILE"; echo "$JOBQ_DEPENDENCIES_FILE" >&2; exit 0; fi; test -z "$JOBQ_DEPENDENCIES_FILE" || exit 3; cat"#;
+    let out = cli.run(&["worker", "--exec", command, "--once", "--concurrency", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `--once` ran what was ready; the fan-in became ready as the leaves finished.
+    let out = cli.run(&["worker", "--exec", command, "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sum = cli.show(created["jobs"]["sum"].as_str().unwrap());
+    assert_eq!(sum["status"], "succeeded", "{sum}");
+    let a = created["jobs"]["a"].as_str().unwrap();
+    let b = created["jobs"]["b"].as_str().unwrap();
+    assert_eq!(sum["output"][a], serde_json::json!({"n": 1}));
+    assert_eq!(sum["output"][b], serde_json::json!({"n": 2}));
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(created["jobs"]["sum"].as_str().unwrap())
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "the file is removed: {leftovers:?}");
+}
