@@ -144,6 +144,29 @@ fn the_demo_runs_and_leaves_succeeded_failed_and_deduplicated_jobs() {
             + stats.count(jobq::Status::Retry),
         0
     );
+    // The campaign is a flow: the composite ran after its six parts, and read them.
+    let jobs = queue.list(&jobq::JobFilter::new().limit(100)).unwrap().jobs;
+    let composite = jobs.iter().find(|j| j.kind == "composite").unwrap();
+    let composite = queue.get(&composite.id).unwrap();
+    let parts = composite.dependencies.clone().unwrap();
+    assert_eq!(parts.len(), 6);
+    let last_part = parts
+        .iter()
+        .map(|p| queue.get(&p.id).unwrap().completed_at.unwrap())
+        .max()
+        .unwrap();
+    assert!(composite.started_at.unwrap() >= last_part);
+    assert_eq!(
+        composite.output.as_ref().unwrap()["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    assert!(
+        text.contains("The flow") && text.contains("after its last part succeeded"),
+        "{text}"
+    );
     let ad03 = jobq::testing::enqueued(&queue, "ingest", &json!({"s3_key": "videos/ad-03.mp4"}));
     assert_eq!(ad03.len(), 1, "the repeated key made one job");
     assert!(

@@ -1,6 +1,7 @@
 //! `jobq demo`: the story jobq was designed from, on a fresh `jobq-demo.db`.
 //!
-//! A video campaign (a group of scene, voice-over, music and composite jobs) and a batch of
+//! A video campaign (a flow: four scenes, a voice-over and music, then the composite that
+//! waits for all six) and a batch of
 //! ingestion jobs with idempotency keys run in a pool of four handlers that report stages,
 //! progress and costs. A few transient failures are retried with backoff; one corrupt file
 //! fails for good and lands in the dead letter.
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jobq::{
-    CostGrouping, HealthThresholds, JobContext, JobError, NewJob, Queue, RetryPolicy, StatsFilter,
-    Status, TimingFilter, WorkerPool,
+    CostGrouping, Flow, HealthThresholds, JobContext, JobError, NewJob, Queue, RetryPolicy,
+    StatsFilter, Status, TimingFilter, WorkerPool,
 };
 use serde_json::{Value, json};
 
@@ -74,13 +75,31 @@ fn music(ctx: &JobContext) -> Result<Value, JobError> {
 }
 
 fn composite(ctx: &JobContext) -> Result<Value, JobError> {
+    // Every part has succeeded before this runs: their outputs are the composite's inputs.
+    let parts = ctx.dependencies()?;
+    let mut sources: Vec<String> = parts
+        .values()
+        .filter_map(|p| {
+            p.get("video_url")
+                .or_else(|| p.get("audio_url"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    sources.sort();
+    if sources.len() != 6 {
+        return Err(JobError::permanent(format!(
+            "expected 6 parts, found {}",
+            sources.len()
+        )));
+    }
     work(
         ctx,
         &["stitching", "encoding", "uploading"],
         Duration::from_millis(300),
     )?;
     ctx.add_cost(50)?;
-    Ok(json!({"video_url": "s3://campaign/final.mp4", "duration_seconds": 30}))
+    Ok(json!({"video_url": "s3://campaign/final.mp4", "duration_seconds": 30, "sources": sources}))
 }
 
 fn ingest(ctx: &JobContext) -> Result<Value, JobError> {
@@ -138,39 +157,48 @@ pub fn run(json: bool) -> Outcome {
 
     queue.set_budget("acme", Some(5_000))?;
     let acme = queue.scoped("acme");
-    let campaign = acme.create_group(
-        "Spring launch campaign",
-        Some(json!({"brand": "Acme", "scenes": 4})),
-    )?;
-    let mut jobs = Vec::new();
+    // The campaign is a flow: the composite waits for the four scenes, the voice-over and
+    // the music, and reads their outputs; all seven jobs are created in one transaction.
+    let mut flow =
+        Flow::new("Spring launch campaign").metadata(json!({"brand": "Acme", "scenes": 4}));
+    let mut parts = Vec::new();
     for scene in 1..=4 {
-        jobs.push(NewJob::new("scene_video").queue("video").input(json!({"scene": scene, "prompt": format!("scene {scene} of the spring launch")})).group(&campaign.id).cost_cents(0));
+        let r = format!("scene-{scene}");
+        flow = flow.job(
+            r.clone(),
+            NewJob::new("scene_video").queue("video").input(
+                json!({"scene": scene, "prompt": format!("scene {scene} of the spring launch")}),
+            ),
+        );
+        parts.push(r);
     }
-    jobs.push(
-        NewJob::new("voice_over")
-            .queue("video")
-            .input(json!({"voice": "warm", "words": 80}))
-            .group(&campaign.id),
-    );
-    jobs.push(
-        NewJob::new("music")
-            .queue("video")
-            .input(json!({"mood": "upbeat", "seconds": 30}))
-            .group(&campaign.id),
-    );
-    jobs.push(
+    flow = flow
+        .job(
+            "voice-over",
+            NewJob::new("voice_over")
+                .queue("video")
+                .input(json!({"voice": "warm", "words": 80})),
+        )
+        .job(
+            "music",
+            NewJob::new("music")
+                .queue("video")
+                .input(json!({"mood": "upbeat", "seconds": 30})),
+        );
+    parts.extend(["voice-over".to_string(), "music".to_string()]);
+    flow = flow.job_after(
+        "composite",
         NewJob::new("composite")
             .queue("video")
-            .priority(-1)
-            .input(json!({"scenes": 4}))
-            .group(&campaign.id),
+            .input(json!({"scenes": 4})),
+        parts.iter().map(String::as_str),
     );
-    acme.enqueue_many(jobs)?;
+    let created = acme.submit_flow(flow)?;
+    let campaign = acme.get_group(&created.group_id)?;
     say(format!(
-        "Campaign {} (group {}): 4 scene videos, a voice-over, music and the composite",
+        "Campaign {} (flow {}): 4 scene videos, a voice-over and music, then the composite, which waits for all six",
         campaign.name, campaign.id
     ));
-
     let mut keys: Vec<String> = (1..=11).map(|i| format!("videos/ad-{i:02}.mp4")).collect();
     keys.push("videos/corrupt.mp4".into());
     let batch: Vec<NewJob> = keys
@@ -220,7 +248,13 @@ pub fn run(json: bool) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = queue.stats(&StatsFilter::new())?;
-        if s.count(Status::Queued) + s.count(Status::Retry) + s.count(Status::Running) == 0 {
+        let left = [
+            Status::Blocked,
+            Status::Queued,
+            Status::Retry,
+            Status::Running,
+        ];
+        if left.iter().map(|st| s.count(*st)).sum::<i64>() == 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -313,6 +347,7 @@ pub fn run(json: bool) -> Outcome {
     }
     let g = queue.get_group(&campaign.id)?;
     println!("\nCampaign: stage {}, progress {:.0}%", g.stage, g.progress);
+    print_flow(&queue, &created)?;
     println!("\nNext, try:");
     println!("  jobq --db {DB} list");
     println!("  jobq --db {DB} dead");
@@ -323,6 +358,63 @@ pub fn run(json: bool) -> Outcome {
     );
     println!("  jobq --db {DB} timing --by-kind");
     println!("  jobq --db {DB} serve --insecure-no-auth    # then open http://127.0.0.1:8080/");
+    Ok(())
+}
+
+/// The flow as it ran: each job with when it started and ended, the composite last, and
+/// the time from the last part's success to the composite's start.
+fn print_flow(queue: &Queue, created: &jobq::FlowCreated) -> Outcome {
+    let mut rows = Vec::new();
+    for (r, id) in &created.jobs {
+        let job = queue.get(id)?;
+        rows.push((r.clone(), job));
+    }
+    rows.sort_by_key(|(_, j)| (j.completed_at, j.id.clone()));
+    let Some(start) = rows.iter().filter_map(|(_, j)| j.created_at.into()).min() else {
+        return Ok(());
+    };
+    let at = |t: Option<jobq::Timestamp>| {
+        t.map_or_else(
+            || "-".to_string(),
+            |t| {
+                format!(
+                    "{:.2}s",
+                    (t.as_millis() - start.as_millis()) as f64 / 1000.0
+                )
+            },
+        )
+    };
+    println!("\nThe flow (times from its submission)");
+    let mut table = Table::new(["REF", "KIND", "STATUS", "WAITS FOR", "STARTED", "ENDED"]);
+    for (r, job) in &rows {
+        let waits = job.dependencies.as_ref().map_or(0, Vec::len);
+        table.row([
+            r.clone(),
+            job.kind.clone(),
+            job.status.to_string(),
+            if waits == 0 {
+                "-".into()
+            } else {
+                format!("{waits} jobs")
+            },
+            at(job.started_at),
+            at(job.completed_at),
+        ]);
+    }
+    table.print();
+    if let Some((_, composite)) = rows.iter().find(|(r, _)| r == "composite") {
+        let last_part = rows
+            .iter()
+            .filter(|(r, _)| r != "composite")
+            .filter_map(|(_, j)| j.completed_at)
+            .max();
+        if let (Some(last), Some(started)) = (last_part, composite.started_at) {
+            println!(
+                "composite started {} ms after its last part succeeded",
+                started.as_millis() - last.as_millis()
+            );
+        }
+    }
     Ok(())
 }
 
