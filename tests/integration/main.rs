@@ -21,6 +21,7 @@ mod durability;
 mod embedding;
 mod enqueue;
 mod exec_worker;
+mod flow_chaos;
 mod fuzz;
 mod guards;
 mod hostile_data;

@@ -32,6 +32,8 @@ mod embedding;
 mod enqueue;
 #[path = "../integration/exec_worker.rs"]
 mod exec_worker;
+#[path = "../integration/flow_chaos.rs"]
+mod flow_chaos;
 #[path = "../integration/fuzz.rs"]
 mod fuzz;
 #[path = "../integration/guards.rs"]
