@@ -35,6 +35,8 @@ pub enum Workload {
     Enqueue,
     Drain,
     Wakeup,
+    /// Fan-in: from a flow's last dependency finishing to its dependent starting.
+    Fanin,
     Raw,
     /// PostgreSQL: the drain beside a million finished jobs, and stats at that size.
     Size,
@@ -56,6 +58,7 @@ struct Report {
     drain: Vec<Drain>,
     raw_sqlite: Option<Raw>,
     wakeup_ms: Option<Wakeup>,
+    fanin_ms: Option<Wakeup>,
     ratios: Option<Ratios>,
 }
 
@@ -74,10 +77,10 @@ struct Raw {
 }
 
 #[derive(Serialize)]
-struct Wakeup {
-    p50: f64,
-    p99: f64,
-    samples: usize,
+pub(crate) struct Wakeup {
+    pub p50: f64,
+    pub p99: f64,
+    pub samples: usize,
 }
 
 /// jobq's figures divided by the raw figure they compare with.
@@ -107,6 +110,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
             Workload::Enqueue,
             Workload::Drain,
             Workload::Wakeup,
+            Workload::Fanin,
             Workload::Raw,
         ];
     }
@@ -198,6 +202,13 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
         None
     };
 
+    let fanin = if runs(Workload::Fanin) {
+        say("fan-in latency of an idle pool");
+        Some(fanin(&open("fanin.db")?)?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw SQLite loops with the same pragmas");
         Some(Raw {
@@ -237,6 +248,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
         drain: drains,
         raw_sqlite: raw,
         wakeup_ms: wakeup,
+        fanin_ms: fanin,
     };
     if json {
         print_json(&report);
@@ -300,6 +312,70 @@ fn print_report(r: &Report) {
             w.p50, w.p99, w.samples
         );
     }
+    if let Some(w) = &r.fanin_ms {
+        println!(
+            "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+            w.p50, w.p99, w.samples
+        );
+    }
+}
+
+/// The p50 and p99 of samples in milliseconds.
+fn percentiles(mut samples: Vec<f64>) -> Wakeup {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at =
+        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    Wakeup {
+        p50: round(at(0.50)),
+        p99: round(at(0.99)),
+        samples: samples.len(),
+    }
+}
+
+/// Fan-in latency: flows of four jobs and one that waits for them, each submitted to an
+/// idle pool (poll interval far longer than any wake-up); from the moment the last of the
+/// four handlers returns (its success not yet recorded) to the moment the dependent's
+/// handler starts: recording the success, queueing the dependent in that transaction,
+/// waking the pool and claiming it.
+pub(crate) fn fanin(queue: &Queue) -> Result<Wakeup, Refused> {
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Instant>();
+    let (start_tx, start_rx) = crossbeam_channel::unbounded::<Instant>();
+    let pool = WorkerPool::builder(queue)
+        .concurrency(4)
+        .poll_interval(Duration::from_secs(60))
+        .handler("part", move |_: &JobContext| {
+            std::thread::sleep(Duration::from_millis(1));
+            let _ = done_tx.send(Instant::now());
+            Ok(Value::Null)
+        })
+        .handler("join", move |_: &JobContext| {
+            let _ = start_tx.send(Instant::now());
+            Ok(Value::Null)
+        })
+        .start()?;
+    let mut samples = Vec::new();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..200 {
+        let mut flow = jobq::Flow::new("fan-in");
+        for p in 0..4 {
+            flow = flow.job(format!("part-{p}"), NewJob::new("part"));
+        }
+        flow = flow.job_after(
+            "join",
+            NewJob::new("join"),
+            ["part-0", "part-1", "part-2", "part-3"],
+        );
+        queue.submit_flow(flow)?;
+        let started = start_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| Refused("bench: a fan-in took over 10 s".into()))?;
+        let last = done_rx.try_iter().max().unwrap_or(started);
+        samples.push((started - last).as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.shutdown();
+    Ok(percentiles(samples))
 }
 
 /// From the start of an enqueue call to the start of its handler, on an idle pool whose
@@ -327,15 +403,7 @@ fn wakeup(queue: &Queue) -> Result<Wakeup, Refused> {
         std::thread::sleep(Duration::from_millis(5));
     }
     pool.shutdown();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at =
-        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
-    Ok(Wakeup {
-        p50: round(at(0.50)),
-        p99: round(at(0.99)),
-        samples: samples.len(),
-    })
+    Ok(percentiles(samples))
 }
 
 fn raw_conn(path: &Path, durability: Durability) -> Result<Connection, Refused> {

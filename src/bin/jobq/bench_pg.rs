@@ -27,6 +27,7 @@ struct Report {
     drain: Vec<Drain>,
     raw_postgres: Option<Raw>,
     wakeup_across_handles_ms: Option<Wakeup>,
+    fanin_ms: Option<crate::bench::Wakeup>,
     size: Option<Size>,
     ratios: Option<Ratios>,
 }
@@ -210,6 +211,14 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
         None
     };
 
+    let fanin = if runs(Workload::Fanin) {
+        say("fan-in latency of an idle pool");
+        let scratch = Scratch::new(base, "fanin")?;
+        Some(crate::bench::fanin(&scratch.queue()?)?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw PostgreSQL loops");
         let scratch = Scratch::new(base, "raw")?;
@@ -260,6 +269,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
         drain: drains,
         raw_postgres: raw,
         wakeup_across_handles_ms: wakeup,
+        fanin_ms: fanin,
         size,
         ratios,
     };
@@ -331,6 +341,12 @@ fn print_report(r: &Report) {
     if let Some(w) = &r.wakeup_across_handles_ms {
         println!(
             "wake-up of an idle pool through LISTEN/NOTIFY: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+            w.p50, w.p99, w.samples
+        );
+    }
+    if let Some(w) = &r.fanin_ms {
+        println!(
+            "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
             w.p50, w.p99, w.samples
         );
     }
