@@ -76,7 +76,7 @@ pub use job::{
 pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
-pub use queue::flow::{Flow, FlowCreated};
+pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView};
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder, is_postgres_url};
 pub use retry::RetryPolicy;
 pub use stats::{

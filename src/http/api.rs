@@ -29,6 +29,7 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "jobs", _] => "GET, POST, DELETE",
         ["api", "groups"] => "GET, POST",
         ["api", "groups", _] => "GET, DELETE",
+        ["api", "groups", _, "flow"] => "GET",
         ["api", "owners", _, "budget"] => "PUT",
         ["api", "workers"] => "GET",
         _ => return None,
@@ -263,6 +264,7 @@ pub(crate) fn handle(
                 Reply::json(201, &group)
             }
             ("GET", ["api", "groups", id]) => Reply::ok(&queue.get_group(id)?),
+            ("GET", ["api", "groups", id, "flow"]) => Reply::ok(&queue.flow_view(id)?),
             ("DELETE", ["api", "groups", id]) => {
                 queue.delete_group(id)?;
                 Reply::empty(204)

@@ -360,3 +360,104 @@ mod tests {
         assert!(cycle.contains(&1) && cycle.contains(&2) && !cycle.contains(&0));
     }
 }
+
+/// A flow as its page shows it: the group, and its jobs in the order they can run, each
+/// at its level (1 + the highest level of the jobs of the flow it waits for).
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowView {
+    /// The group, with its stage and progress.
+    pub group: crate::Group,
+    /// Its jobs by level, then age.
+    pub jobs: Vec<FlowNode>,
+    /// True when the group has more jobs than the view shows (the first 10,000).
+    pub truncated: bool,
+}
+
+/// One job of a [`FlowView`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowNode {
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its stored status.
+    pub status: crate::Status,
+    /// As jobq shows it (`scheduled` for a job whose `run_after` lies ahead).
+    pub shown_status: &'static str,
+    /// Its stage.
+    pub stage: Option<String>,
+    /// Its progress, 0 to 1.
+    pub progress: f64,
+    /// 0 for a job that waits for no job of the flow.
+    pub level: usize,
+    /// The jobs it waits for (of the flow, or outside it).
+    pub after: Vec<JobId>,
+}
+
+impl Queue {
+    /// A flow's group and its jobs in the order they can run, for its page.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a missing (or another owner's) group.
+    pub fn flow_view(&self, group_id: &str) -> Result<FlowView> {
+        const SHOWN: usize = 10_000;
+        let group = self.get_group(group_id)?;
+        let page = self.list(
+            &crate::JobFilter::new()
+                .group(group_id.to_string())
+                .limit(SHOWN),
+        )?;
+        let truncated = page.next.is_some();
+        let edges = self.engine().group_edges(group_id, SHOWN * 20)?;
+        let mut after: HashMap<JobId, Vec<JobId>> = HashMap::new();
+        for (job, dep) in edges {
+            after.entry(job).or_default().push(dep);
+        }
+        let mut jobs = page.jobs;
+        jobs.reverse(); // oldest first
+        let position: HashMap<JobId, usize> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.clone(), i))
+            .collect();
+        let inside: Vec<Vec<usize>> = jobs
+            .iter()
+            .map(|j| {
+                after
+                    .get(&j.id)
+                    .map(|deps| {
+                        deps.iter()
+                            .filter_map(|d| position.get(d).copied())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let order = topological(&inside).unwrap_or_else(|_| (0..jobs.len()).collect());
+        let mut level = vec![0; jobs.len()];
+        for &i in &order {
+            level[i] = inside[i].iter().map(|&d| level[d] + 1).max().unwrap_or(0);
+        }
+        let mut nodes: Vec<FlowNode> = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| FlowNode {
+                after: after.remove(&j.id).unwrap_or_default(),
+                shown_status: j.shown_status(),
+                id: j.id,
+                kind: j.kind,
+                status: j.status,
+                stage: j.stage,
+                progress: j.progress,
+                level: level[i],
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.level.cmp(&b.level).then_with(|| a.id.cmp(&b.id)));
+        Ok(FlowView {
+            group,
+            jobs: nodes,
+            truncated,
+        })
+    }
+}

@@ -364,6 +364,9 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>>;
     /// Each dependency of `id` with its output (JSON text).
     fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>>;
+    /// Who waits for whom among the jobs of a group: `(job, dependency)`, the job in the
+    /// group (the dependency may be outside it), at most `limit`.
+    fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>>;
     /// Claims ready jobs in claim order.
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>>;
     /// Records many reports, each under its lease (a lost lease refuses that report only; a

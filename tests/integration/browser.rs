@@ -525,3 +525,125 @@ fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 5_000);
     eprintln!("phone screenshot: {}", shot.display());
 }
+
+/// Waits until `css` matches `n` elements.
+async fn wait_count(
+    client: &fantoccini::Client,
+    css: &str,
+    n: usize,
+) -> Vec<fantoccini::elements::Element> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = client.find_all(Locator::Css(css)).await.unwrap();
+        if found.len() == n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: {} elements, not {n}",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_dashboard_shows_a_flow_by_level_and_a_jobs_dependencies() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let queue = Queue::open(&db).unwrap();
+    let created = queue
+        .submit_flow(
+            jobq::Flow::new("Spring launch")
+                .job("scene-1", NewJob::new("scene_video"))
+                .job("scene-2", NewJob::new("scene_video"))
+                .job("music", NewJob::new("music"))
+                .job_after(
+                    "composite",
+                    NewJob::new("composite"),
+                    ["scene-1", "scene-2", "music"],
+                ),
+        )
+        .unwrap();
+    let composite = created.jobs["composite"].clone();
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = session(port, profile.path(), 1400, 900).await;
+        sign_in(&client, &format!("http://{addr}/")).await;
+        client
+            .wait()
+            .for_element(Locator::Css("[data-testid=count-blocked]"))
+            .await
+            .unwrap();
+        let blocked = client
+            .find(Locator::Css("[data-testid=count-blocked] .n"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(blocked, "1");
+        // Groups tab → the group's Flow button → its jobs in two levels.
+        client
+            .find(Locator::Css("#tabs button[data-tab=groups]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let open = client
+            .wait()
+            .for_element(Locator::Css("[data-testid=open-flow]"))
+            .await
+            .unwrap();
+        open.click().await.unwrap();
+        let levels = wait_count(&client, "[data-testid=flow-level]", 2).await;
+        let last = levels[1]
+            .find_all(Locator::Css("[data-testid=flow-node]"))
+            .await
+            .unwrap();
+        assert_eq!(last.len(), 1, "the composite comes after the others");
+        assert_eq!(
+            last[0].attr("data-job-id").await.unwrap().as_deref(),
+            Some(composite.as_str())
+        );
+        let text = last[0].text().await.unwrap();
+        assert!(
+            text.contains("blocked") && text.contains("waits for"),
+            "{text}"
+        );
+        assert_eq!(
+            levels[0]
+                .find_all(Locator::Css("[data-testid=flow-node]"))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let url = client.current_url().await.unwrap();
+        assert!(url.as_str().contains(&created.group_id), "{url}");
+        // The composite's page lists what it waits for, with their statuses.
+        last[0].click().await.unwrap();
+        let deps = wait_count(&client, "[data-testid=dependencies] li", 3).await;
+        let first = deps[0].text().await.unwrap();
+        assert!(first.contains("queued"), "{first}");
+        // One of them opens its own page, which lists the composite as waiting for it.
+        deps[0].click().await.unwrap();
+        let dependents = wait_count(&client, "[data-testid=dependents] li", 1).await;
+        let text = dependents[0].text().await.unwrap();
+        assert!(
+            text.contains("composite") && text.contains("blocked"),
+            "{text}"
+        );
+        client.close().await.unwrap();
+    });
+}

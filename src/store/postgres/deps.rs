@@ -36,6 +36,12 @@ const OUTPUTS: &str = "
     SELECT p.id, p.output::text FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
     WHERE d.job_id = $1 ORDER BY p.id";
 
+const GROUP_EDGES: &str = "
+    SELECT j.id, p.id FROM jobq_jobs j
+    JOIN jobq_dependencies d ON d.job_id = j.id
+    JOIN jobq_jobs p ON p.id = d.dep_id
+    WHERE j.group_id = $1 ORDER BY j.id, p.id LIMIT $2";
+
 const WAITING_DEPENDENT: &str = "
     SELECT j.id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
     WHERE d.dep_id = $1 AND j.status = 'blocked' LIMIT 1";
@@ -130,4 +136,18 @@ pub(crate) fn waiting_dependent(conn: &mut dyn Sql, id: Uuid) -> Result<Option<J
     Ok(conn
         .query_opt(WAITING_DEPENDENT, &[&id])?
         .map(|r| job_id(r.get(0))))
+}
+
+/// Who waits for whom among the jobs of `group`.
+pub(crate) fn group_edges(
+    conn: &mut dyn Sql,
+    group: &str,
+    limit: usize,
+) -> Result<Vec<(JobId, JobId)>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    Ok(conn
+        .query_all(GROUP_EDGES, &[&group, &limit])?
+        .iter()
+        .map(|r| (job_id(r.get(0)), job_id(r.get(1))))
+        .collect())
 }

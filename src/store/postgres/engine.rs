@@ -66,6 +66,10 @@ impl Engine for Postgres {
         })
     }
 
+    fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {
+        self.snapshot(|conn| deps::group_edges(conn, group, limit))
+    }
+
     fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
         self.read(|conn| deps::outputs(conn, id))
     }

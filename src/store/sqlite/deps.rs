@@ -27,6 +27,12 @@ const OUTPUTS: &str = "
     SELECT p.id, p.output FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
     WHERE d.job_key = ?1 ORDER BY p.id_key";
 
+const GROUP_EDGES: &str = "
+    SELECT j.id, p.id FROM jobq_jobs j
+    JOIN jobq_dependencies d ON d.job_key = j.id_key
+    JOIN jobq_jobs p ON p.id_key = d.dep_key
+    WHERE j.group_id = ?1 ORDER BY j.id_key, p.id_key LIMIT ?2";
+
 const WAITING_DEPENDENT: &str = "
     SELECT j.id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
     WHERE d.dep_key = ?1 AND j.status = 'blocked' LIMIT 1";
@@ -124,4 +130,17 @@ pub(crate) fn waiting_dependent(conn: &Connection, id: &JobId) -> Result<Option<
         .query_row([id.key()], |r| r.get::<_, String>(0))
         .optional()?
         .map(JobId::from_db))
+}
+
+/// Who waits for whom among the jobs of `group`.
+pub(crate) fn group_edges(
+    conn: &Connection,
+    group: &str,
+    limit: usize,
+) -> Result<Vec<(JobId, JobId)>> {
+    let mut stmt = conn.prepare_cached(GROUP_EDGES)?;
+    let rows = stmt.query_map(params![group, limit as i64], |r| {
+        Ok((JobId::from_db(r.get(0)?), JobId::from_db(r.get(1)?)))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

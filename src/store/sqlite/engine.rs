@@ -60,6 +60,10 @@ impl Engine for Sqlite {
         })
     }
 
+    fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {
+        self.read(|conn| deps::group_edges(conn, group, limit))
+    }
+
     fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
         self.read(|conn| deps::outputs(conn, id))
     }
