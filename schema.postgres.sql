@@ -211,24 +211,16 @@ CREATE TABLE jobq_workers (
 -- migration 4
 
 -- Dependencies and uniqueness windows (as in `schema.sql`, where the columns are
--- explained): `blocked` jobs, who waits for whom, and the triggers that settle dependents
--- in the statement that changes a dependency's status.
+-- explained): `blocked` jobs, `dependents`, who waits for whom, the options of the jobs
+-- that have dependencies or a window, and the triggers that settle dependents in the
+-- statement that changes a dependency's status. (Triggers here, not on SQLite: a
+-- statement's snapshot would miss a dependent enqueued while the dependency finished,
+-- where the trigger function's statements see it; and PostgreSQL skips a row trigger
+-- whose WHEN is false at little cost.)
 ALTER TABLE jobq_jobs DROP CONSTRAINT jobq_jobs_status_check;
 ALTER TABLE jobq_jobs ADD CONSTRAINT jobq_jobs_status_check
     CHECK (status IN ('blocked', 'queued', 'running', 'retry', 'succeeded', 'failed', 'cancelled'));
-ALTER TABLE jobq_jobs
-    ADD COLUMN dependents integer NOT NULL DEFAULT 0,
-    ADD COLUMN waiting_on integer NOT NULL DEFAULT 0,
-    ADD COLUMN on_dependency_failure text NOT NULL DEFAULT 'cancel'
-        CHECK (on_dependency_failure IN ('cancel', 'run')),
-    ADD COLUMN unique_until bigint,
-    ADD COLUMN unique_while_active boolean NOT NULL DEFAULT false,
-    ADD COLUMN key_retired boolean NOT NULL DEFAULT false,
-    ADD COLUMN concurrency_key text;
-
-DROP INDEX jobq_jobs_idempotency;
-CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
-    WHERE idempotency_key IS NOT NULL AND NOT key_retired;
+ALTER TABLE jobq_jobs ADD COLUMN dependents integer NOT NULL DEFAULT 0;
 
 CREATE TABLE jobq_dependencies (
     dep_id uuid NOT NULL REFERENCES jobq_jobs (id) ON DELETE CASCADE,
@@ -237,33 +229,52 @@ CREATE TABLE jobq_dependencies (
 );
 CREATE INDEX jobq_dependencies_job ON jobq_dependencies (job_id, dep_id);
 
--- The dependencies of the job `j` that have not settled.
-CREATE FUNCTION jobq_waiting(j uuid, policy text) RETURNS integer LANGUAGE sql STABLE AS $$
+CREATE TABLE jobq_job_options (
+    job_id                    uuid PRIMARY KEY REFERENCES jobq_jobs (id) ON DELETE CASCADE,
+    waiting_on                integer NOT NULL DEFAULT 0 CHECK (waiting_on >= 0),
+    run_on_dependency_failure boolean NOT NULL DEFAULT false,
+    unique_until              bigint,
+    unique_while_active       boolean NOT NULL DEFAULT false
+);
+
+-- The dependencies of the job `j` that have not settled (for a job that runs anyway, a
+-- dependency that ended in failure has).
+CREATE FUNCTION jobq_waiting(j uuid) RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT count(*)::integer FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
     WHERE d.job_id = j AND p.status <> 'succeeded'
-      AND (policy = 'cancel' OR p.status NOT IN ('failed', 'cancelled'))
+      AND (NOT coalesce((SELECT run_on_dependency_failure FROM jobq_job_options
+                         WHERE job_id = j), false)
+           OR p.status NOT IN ('failed', 'cancelled'))
 $$;
 
--- Succeeded: each blocked dependent has one dependency less to wait for, `queued` at the
--- last. The function's statements see what other transactions committed before they run
--- (a dependent enqueued while this job finished is not missed).
+-- One dependency less for the blocked dependents of `dep` (all, or those that run
+-- anyway), and those that wait for nothing more `queued`, runnable from `now`. The
+-- function's statements see what other transactions committed before they run (a
+-- dependent enqueued while this job finished is not missed).
+CREATE FUNCTION jobq_count_down(dep uuid, run_anyway_only boolean, now bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE jobq_job_options o SET waiting_on = greatest(o.waiting_on - 1, 0)
+    FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+    WHERE d.dep_id = dep AND o.job_id = d.job_id AND j.status = 'blocked'
+      AND (NOT run_anyway_only OR o.run_on_dependency_failure);
+    UPDATE jobq_jobs j SET status = 'queued', run_after = greatest(j.run_after, now), updated_at = now
+    FROM jobq_dependencies d JOIN jobq_job_options o ON o.job_id = d.job_id
+    WHERE d.dep_id = dep AND j.id = d.job_id AND j.status = 'blocked' AND o.waiting_on = 0;
+END $$;
+
 CREATE FUNCTION jobq_dependencies_succeeded() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE jobq_jobs
-    SET waiting_on = greatest(waiting_on - 1, 0),
-        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
-        run_after = CASE WHEN waiting_on <= 1 THEN greatest(run_after, NEW.updated_at) ELSE run_after END,
-        updated_at = NEW.updated_at
-    WHERE status = 'blocked'
-      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    PERFORM jobq_count_down(NEW.id, false, NEW.updated_at);
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobq_dependencies_succeeded AFTER UPDATE OF status ON jobq_jobs
     FOR EACH ROW WHEN (NEW.dependents > 0 AND NEW.status = 'succeeded' AND OLD.status <> 'succeeded')
     EXECUTE FUNCTION jobq_dependencies_succeeded();
 
--- Failed or cancelled: the blocked dependents that cancel, and theirs, are cancelled with
--- DEPENDENCY_FAILED in one statement; those that run anyway count it as settled.
+-- Failed or cancelled: the blocked dependents that do not run anyway, and theirs, are
+-- cancelled with DEPENDENCY_FAILED in one statement (each of them then settles its own
+-- dependents that run anyway, by this trigger); those that run anyway count it as ended.
 CREATE FUNCTION jobq_dependencies_failed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE jobq_jobs
@@ -275,21 +286,18 @@ BEGIN
         completed_at = NEW.updated_at, updated_at = NEW.updated_at
     WHERE id IN (
         WITH RECURSIVE doomed(id) AS (
-            SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
-            WHERE d.dep_id = NEW.id AND j.status = 'blocked' AND j.on_dependency_failure = 'cancel'
+            SELECT d.job_id FROM jobq_dependencies d
+            JOIN jobq_jobs j ON j.id = d.job_id
+            JOIN jobq_job_options o ON o.job_id = d.job_id
+            WHERE d.dep_id = NEW.id AND j.status = 'blocked' AND NOT o.run_on_dependency_failure
             UNION
             SELECT d.job_id FROM doomed
             JOIN jobq_dependencies d ON d.dep_id = doomed.id
             JOIN jobq_jobs j ON j.id = d.job_id
-            WHERE j.status = 'blocked' AND j.on_dependency_failure = 'cancel')
+            JOIN jobq_job_options o ON o.job_id = d.job_id
+            WHERE j.status = 'blocked' AND NOT o.run_on_dependency_failure)
         SELECT id FROM doomed);
-    UPDATE jobq_jobs
-    SET waiting_on = greatest(waiting_on - 1, 0),
-        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
-        run_after = CASE WHEN waiting_on <= 1 THEN greatest(run_after, NEW.updated_at) ELSE run_after END,
-        updated_at = NEW.updated_at
-    WHERE status = 'blocked' AND on_dependency_failure = 'run'
-      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    PERFORM jobq_count_down(NEW.id, true, NEW.updated_at);
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobq_dependencies_failed AFTER UPDATE OF status ON jobq_jobs
@@ -297,26 +305,31 @@ CREATE TRIGGER jobq_dependencies_failed AFTER UPDATE OF status ON jobq_jobs
                        AND NEW.status IN ('failed', 'cancelled'))
     EXECUTE FUNCTION jobq_dependencies_failed();
 
--- A manual retry puts the dependents it cancelled (and theirs) back to `blocked`.
+-- A manual retry puts the dependents it cancelled (and theirs) back to `blocked`, and the
+-- dependents that run anyway count it as unsettled again.
 CREATE FUNCTION jobq_dependencies_unsettle() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE jobq_jobs
-    SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
-        updated_at = NEW.updated_at, waiting_on = jobq_waiting(id, 'cancel')
-    WHERE id IN (
-        WITH RECURSIVE revived(id) AS (
-            SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
-            WHERE d.dep_id = NEW.id AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
-            UNION
-            SELECT d.job_id FROM revived
-            JOIN jobq_dependencies d ON d.dep_id = revived.id
-            JOIN jobq_jobs j ON j.id = d.job_id
-            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
-        SELECT id FROM revived);
-    UPDATE jobq_jobs
-    SET waiting_on = jobq_waiting(id, 'run'), updated_at = NEW.updated_at
-    WHERE status = 'blocked' AND on_dependency_failure = 'run'
-      AND id IN (SELECT job_id FROM jobq_dependencies WHERE dep_id = NEW.id);
+    WITH revived AS (
+        UPDATE jobq_jobs
+        SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
+            updated_at = NEW.updated_at
+        WHERE id IN (
+            WITH RECURSIVE revived(id) AS (
+                SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+                WHERE d.dep_id = NEW.id AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
+                UNION
+                SELECT d.job_id FROM revived
+                JOIN jobq_dependencies d ON d.dep_id = revived.id
+                JOIN jobq_jobs j ON j.id = d.job_id
+                WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
+            SELECT id FROM revived)
+        RETURNING id)
+    UPDATE jobq_job_options SET waiting_on = jobq_waiting(job_id)
+    WHERE job_id IN (SELECT id FROM revived);
+    UPDATE jobq_job_options o SET waiting_on = jobq_waiting(o.job_id)
+    FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+    WHERE d.dep_id = NEW.id AND o.job_id = d.job_id AND j.status = 'blocked'
+      AND o.run_on_dependency_failure;
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobq_dependencies_unsettle AFTER UPDATE OF status ON jobq_jobs

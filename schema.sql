@@ -326,17 +326,11 @@ DROP VIEW jobq_timing_stats;
 DROP VIEW jobq_stage_distribution;
 DROP VIEW jobq_job_summary;
 
--- New columns:
--- `dependents`: how many jobs were ever enqueued to wait for this one. Zero for nearly
---   every job, and then no statement looks for dependents when its status changes.
--- `waiting_on`: of this job's dependencies, how many have not yet settled (succeeded, or
---   for `on_dependency_failure = 'run'`, ended at all). It becomes `queued` at zero.
--- `on_dependency_failure`: `cancel` (a failed or cancelled dependency cancels it, error
---   code DEPENDENCY_FAILED) or `run` (it runs anyway once every dependency has ended).
--- `unique_until`: the idempotency key holds until this time (NULL: for as long as the job
---   exists); `unique_while_active`: it holds while the job has not ended. `key_retired`:
---   the window has passed and a later enqueue of the key made a new job.
--- `concurrency_key`: for the per-key running limits of flow control.
+-- One new column, `dependents`: how many jobs were ever enqueued to wait for this one. It is
+-- zero for nearly every job, and then nothing looks for dependents when its status changes.
+-- (Every column of this table costs each claim and each completion a little: the rest of
+-- what dependencies and windows need lives in `jobq_job_options`, for the jobs that have
+-- them.)
 CREATE TABLE jobq_jobs_new (
     id_key          INTEGER PRIMARY KEY,
     id              TEXT NOT NULL,
@@ -371,13 +365,6 @@ CREATE TABLE jobq_jobs_new (
     started_at      INTEGER,
     completed_at    INTEGER,
     dependents      INTEGER NOT NULL DEFAULT 0,
-    waiting_on      INTEGER NOT NULL DEFAULT 0,
-    on_dependency_failure TEXT NOT NULL DEFAULT 'cancel'
-                    CHECK (on_dependency_failure = 'cancel' OR on_dependency_failure = 'run'),
-    unique_until    INTEGER,
-    unique_while_active INTEGER NOT NULL DEFAULT 0,
-    key_retired     INTEGER NOT NULL DEFAULT 0,
-    concurrency_key TEXT,
     CHECK ((status = 'succeeded' OR status = 'failed' OR status = 'cancelled') = (completed_at IS NOT NULL))
 );
 INSERT INTO jobq_jobs_new (id_key, id, queue, kind, status, priority, attempts, claims,
@@ -393,7 +380,7 @@ DROP TABLE jobq_jobs;
 ALTER TABLE jobq_jobs_new RENAME TO jobq_jobs;
 
 -- The indexes as before (see migrations 1 and 2); `blocked` jobs are in the status index,
--- never in the ready one; a retired key no longer holds its place in the unique index.
+-- never in the ready one.
 CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id_key, kind, owner, status)
     WHERE status IN ('queued', 'retry');
 CREATE INDEX jobq_jobs_status ON jobq_jobs (status, id_key, queue)
@@ -403,7 +390,7 @@ CREATE INDEX jobq_jobs_finished ON jobq_jobs (status, completed_at, queue, kind,
 CREATE INDEX jobq_jobs_owner ON jobq_jobs (owner, id_key) WHERE owner IS NOT NULL;
 CREATE INDEX jobq_jobs_group ON jobq_jobs (group_id, id_key) WHERE group_id IS NOT NULL;
 CREATE UNIQUE INDEX jobq_jobs_idempotency ON jobq_jobs (coalesce(owner, ''), idempotency_key)
-    WHERE idempotency_key IS NOT NULL AND key_retired = 0;
+    WHERE idempotency_key IS NOT NULL;
 
 -- Who waits for whom: `job_key` waits for `dep_key` (row keys of jobq_jobs). Deleting
 -- either job deletes the row; a job others wait for cannot be deleted while they wait.
@@ -414,88 +401,27 @@ CREATE TABLE jobq_dependencies (
 ) WITHOUT ROWID;
 CREATE INDEX jobq_dependencies_job ON jobq_dependencies (job_key, dep_key);
 
--- A dependency settles its dependents in the very statement that changes its status, on
--- every path (a worker's report, an admin's change, the stale release), so that no poller
--- is needed. Only jobs with dependents pay for it. jobq's connections turn
--- `recursive_triggers` on: the jobs these statements change settle their own dependents.
---
--- Succeeded: each blocked dependent has one dependency less to wait for, and is `queued`
--- at the last. Failed or cancelled: the blocked dependents that cancel (and theirs, and so
--- on) are cancelled with DEPENDENCY_FAILED; those that run anyway count it as settled.
-CREATE TRIGGER jobq_dependencies_failed AFTER UPDATE OF status ON jobq_jobs
-WHEN NEW.dependents > 0 AND NEW.status <> OLD.status
-     AND (NEW.status = 'failed' OR NEW.status = 'cancelled')
-BEGIN
-    UPDATE jobq_jobs
-    SET status = 'cancelled', error_code = 'DEPENDENCY_FAILED',
-        last_error = 'dependency ' || NEW.id || ' ' || NEW.status,
-        errors = json_insert(errors, '$[#]', json_object('attempt', attempts,
-            'code', 'DEPENDENCY_FAILED', 'message', 'dependency ' || NEW.id || ' ' || NEW.status,
-            'at', NEW.updated_at)),
-        completed_at = NEW.updated_at, updated_at = NEW.updated_at
-    WHERE id_key IN (
-        WITH RECURSIVE doomed(k) AS (
-            SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
-            WHERE d.dep_key = NEW.id_key AND j.status = 'blocked'
-              AND j.on_dependency_failure = 'cancel'
-            UNION
-            SELECT d.job_key FROM doomed
-            JOIN jobq_dependencies d ON d.dep_key = doomed.k
-            JOIN jobq_jobs j ON j.id_key = d.job_key
-            WHERE j.status = 'blocked' AND j.on_dependency_failure = 'cancel')
-        SELECT k FROM doomed);
-    UPDATE jobq_jobs
-    SET waiting_on = max(waiting_on - 1, 0),
-        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
-        run_after = CASE WHEN waiting_on <= 1 THEN max(run_after, NEW.updated_at) ELSE run_after END,
-        updated_at = NEW.updated_at
-    WHERE status = 'blocked' AND on_dependency_failure = 'run'
-      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
-END;
+-- What only jobs with dependencies or a uniqueness window have, one row each:
+-- `waiting_on`: of its dependencies, how many have not settled (succeeded, or for a job
+--   that runs anyway, ended at all); it becomes `queued` at zero.
+-- `run_on_dependency_failure`: 1 to run anyway once every dependency has ended; 0 to be
+--   cancelled (error code DEPENDENCY_FAILED) when one fails or is cancelled.
+-- `unique_until`: its idempotency key holds until this time (NULL: while the job exists);
+-- `unique_while_active`: 1 while the job has not ended. A job whose window has passed gives
+--   its key up (to NULL) when the key is enqueued again, and the new job takes it.
+CREATE TABLE jobq_job_options (
+    job_key                   INTEGER PRIMARY KEY REFERENCES jobq_jobs (id_key) ON DELETE CASCADE,
+    waiting_on                INTEGER NOT NULL DEFAULT 0 CHECK (waiting_on >= 0),
+    run_on_dependency_failure INTEGER NOT NULL DEFAULT 0,
+    unique_until              INTEGER,
+    unique_while_active       INTEGER NOT NULL DEFAULT 0
+);
 
-CREATE TRIGGER jobq_dependencies_succeeded AFTER UPDATE OF status ON jobq_jobs
-WHEN NEW.dependents > 0 AND NEW.status = 'succeeded' AND OLD.status <> 'succeeded'
-BEGIN
-    UPDATE jobq_jobs
-    SET waiting_on = max(waiting_on - 1, 0),
-        status = CASE WHEN waiting_on <= 1 THEN 'queued' ELSE 'blocked' END,
-        run_after = CASE WHEN waiting_on <= 1 THEN max(run_after, NEW.updated_at) ELSE run_after END,
-        updated_at = NEW.updated_at
-    WHERE status = 'blocked'
-      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
-END;
-
--- A manual retry of a failed or cancelled job puts the dependents it cancelled (and theirs)
--- back to `blocked`, waiting for every dependency that has not succeeded; dependents that
--- run anyway and still wait count it as unsettled again.
-CREATE TRIGGER jobq_dependencies_unsettle AFTER UPDATE OF status ON jobq_jobs
-WHEN NEW.dependents > 0 AND (OLD.status = 'failed' OR OLD.status = 'cancelled')
-     AND (NEW.status = 'queued' OR NEW.status = 'blocked')
-BEGIN
-    UPDATE jobq_jobs
-    SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
-        updated_at = NEW.updated_at,
-        waiting_on = (SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
-                      WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded')
-    WHERE id_key IN (
-        WITH RECURSIVE revived(k) AS (
-            SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
-            WHERE d.dep_key = NEW.id_key AND j.status = 'cancelled'
-              AND j.error_code = 'DEPENDENCY_FAILED'
-            UNION
-            SELECT d.job_key FROM revived
-            JOIN jobq_dependencies d ON d.dep_key = revived.k
-            JOIN jobq_jobs j ON j.id_key = d.job_key
-            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
-        SELECT k FROM revived);
-    UPDATE jobq_jobs
-    SET waiting_on = (SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
-                      WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded'
-                        AND p.status <> 'failed' AND p.status <> 'cancelled'),
-        updated_at = NEW.updated_at
-    WHERE status = 'blocked' AND on_dependency_failure = 'run'
-      AND id_key IN (SELECT job_key FROM jobq_dependencies WHERE dep_key = NEW.id_key);
-END;
+-- A dependency settles its dependents in the transaction that changes its status, on every
+-- path (a worker's report, an admin's change, the stale release): the statements are in
+-- `src/store/sqlite/deps.rs`. They are not triggers: on SQLite a trigger on the jobs table
+-- slows every claim and completion (SQLite then updates in two passes), and only the
+-- few jobs with dependents need them.
 
 -- The views as before, the queue counts with `blocked`.
 CREATE VIEW jobq_dead_letter_jobs AS

@@ -151,6 +151,7 @@ pub fn dump(path: &Path) -> String {
         "jobq_owners",
         "jobq_tokens",
         "jobq_dependencies",
+        "jobq_job_options",
     ] {
         let mut stmt = conn
             .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
@@ -232,6 +233,7 @@ fn dump_postgres(url: &str) -> String {
         "jobq_owners",
         "jobq_tokens",
         "jobq_dependencies",
+        "jobq_job_options",
     ] {
         let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY 1");
         for row in client.query(&sql, &[]).unwrap() {

@@ -379,3 +379,50 @@ fn a_flow_may_wait_for_existing_jobs() {
     q.complete(&l, json!(null)).unwrap();
     assert_eq!(status(q, parse), Status::Queued);
 }
+
+#[test]
+fn a_job_that_runs_anyway_counts_a_cancelled_dependency_as_ended_and_a_retry_as_waiting_again() {
+    let env = Env::new();
+    let q = &env.queue;
+    let a = q.enqueue(NewJob::new("a").max_attempts(1)).unwrap().job_id;
+    let d = q.enqueue(NewJob::new("d")).unwrap().job_id;
+    let b = q.enqueue(NewJob::new("b").after(&a)).unwrap().job_id;
+    let c = q
+        .enqueue(
+            NewJob::new("c")
+                .after(&b)
+                .after(&d)
+                .on_dependency_failure(OnDependencyFailure::Run),
+        )
+        .unwrap()
+        .job_id;
+    let la = claim_one(q, "a");
+    q.fail(&la, &JobError::permanent("no")).unwrap();
+    // `b` is cancelled with `a`; `c` counts `b` as ended but still waits for `d`.
+    assert_eq!(status(q, &b), Status::Cancelled);
+    assert_eq!(status(q, &c), Status::Blocked);
+    // The retry of `a` brings `b` back, and `c` waits for it again.
+    q.retry(&a).unwrap();
+    assert_eq!(status(q, &b), Status::Blocked);
+    let ld = claim_one(q, "d");
+    q.complete(&ld, json!(null)).unwrap();
+    assert_eq!(status(q, &c), Status::Blocked, "`b` has not run yet");
+    let la = claim_one(q, "a");
+    q.complete(&la, json!(null)).unwrap();
+    let lb = claim_one(q, "b");
+    q.complete(&lb, json!(null)).unwrap();
+    assert_eq!(status(q, &c), Status::Queued);
+    // And when `d` is what ends badly, `c` runs anyway.
+    let d2 = q.enqueue(NewJob::new("d2").max_attempts(1)).unwrap().job_id;
+    let c2 = q
+        .enqueue(
+            NewJob::new("c2")
+                .after(&d2)
+                .on_dependency_failure(OnDependencyFailure::Run),
+        )
+        .unwrap()
+        .job_id;
+    q.cancel(&d2).unwrap();
+    assert_eq!(status(q, &c2), Status::Queued);
+    assert!(q.dependency_outputs(&c2).unwrap()[d2.as_str()].is_null());
+}

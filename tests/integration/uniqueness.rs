@@ -30,14 +30,15 @@ fn a_key_held_for_a_duration_makes_a_new_job_once_the_window_has_passed() {
     let later = q.enqueue(keyed("k").unique_for(window)).unwrap();
     assert!(!later.already_existed, "the window has passed");
     assert_ne!(later.job_id, first.job_id);
-    // The new job holds the key from now on; the old one keeps its key, for the record.
+    // The new job holds the key from now on: the old one gave it up.
     let repeat = q.enqueue(keyed("k")).unwrap();
     assert_eq!(
         (repeat.job_id, repeat.already_existed),
-        (later.job_id, true)
+        (later.job_id.clone(), true)
     );
+    assert_eq!(q.get(&first.job_id).unwrap().idempotency_key, None);
     assert_eq!(
-        q.get(&first.job_id).unwrap().idempotency_key.as_deref(),
+        q.get(&later.job_id).unwrap().idempotency_key.as_deref(),
         Some("k")
     );
 }

@@ -160,7 +160,7 @@ impl Engine for Postgres {
         queue: Option<&str>,
         now: i64,
     ) -> Result<Vec<JobId>> {
-        self.run(|conn| jobs::retry_dead(conn, scope, kind, queue, now))
+        self.transaction(|conn| jobs::retry_dead(conn, scope, kind, queue, now))
     }
 
     fn release_stale(

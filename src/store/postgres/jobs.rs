@@ -59,28 +59,31 @@ const INSERT: &str = "
                            idempotency_key, cost_cents, owner, group_id, external_id,
                            created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13)
-    ON CONFLICT (coalesce(owner, ''), idempotency_key)
-        WHERE idempotency_key IS NOT NULL AND NOT key_retired
+    ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
     DO NOTHING
     RETURNING id";
 
-/// A job with dependencies or a uniqueness window: the columns the plain insert leaves to
-/// their defaults too ($14 on).
+/// A job with dependencies or a uniqueness window: its status may be `blocked` (or
+/// `cancelled`, by a dependency that failed), and it gets a row of options ($18 on).
 const INSERT_FULL: &str = "
-    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
-                           idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at, status, waiting_on, on_dependency_failure,
-                           unique_until, unique_while_active, error_code, last_error, completed_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13, $14, $15,
-            $16, $17, $18, $19, $20, $21)
-    ON CONFLICT (coalesce(owner, ''), idempotency_key)
-        WHERE idempotency_key IS NOT NULL AND NOT key_retired
-    DO NOTHING
-    RETURNING id";
+    WITH job AS (
+        INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                               idempotency_key, cost_cents, owner, group_id, external_id,
+                               created_at, updated_at, status, error_code, last_error, completed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13, $14,
+                $15, $16, $17)
+        ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+        RETURNING id),
+    options AS (
+        INSERT INTO jobq_job_options (job_id, waiting_on, run_on_dependency_failure,
+                                      unique_until, unique_while_active)
+        SELECT id, $18, $19, $20, $21 FROM job)
+    SELECT id FROM job";
 
-/// The key's window has passed: it no longer holds its place in the unique index.
+/// The key's window has passed: the job gives it up, for the new job to take.
 const RETIRE_KEY: &str =
-    "UPDATE jobq_jobs SET key_retired = true WHERE id = $1 AND NOT key_retired";
+    "UPDATE jobq_jobs SET idempotency_key = NULL WHERE id = $1 AND idempotency_key = $2";
 
 /// Many jobs without a key or a group, in one statement.
 const INSERT_MANY: &str = "
@@ -93,9 +96,9 @@ const INSERT_MANY: &str = "
          AS j(id, queue, kind, priority, max_attempts, run_after, input, cost, owner, external_id)";
 
 const FIND_BY_KEY: &str = "
-    SELECT id, status, group_id, unique_until, unique_while_active FROM jobq_jobs
-    WHERE coalesce(owner, '') = coalesce($1::text, '') AND idempotency_key = $2
-      AND NOT key_retired";
+    SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, false)
+    FROM jobq_jobs j LEFT JOIN jobq_job_options o ON o.job_id = j.id
+    WHERE coalesce(j.owner, '') = coalesce($1::text, '') AND j.idempotency_key = $2";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = $1";
 
@@ -198,7 +201,7 @@ fn existing(
     let status: Status = row.get::<_, String>(1).parse()?;
     if !key_holds(row.get(3), row.get(4), status, now) {
         let id: Uuid = row.get(0);
-        conn.query_all(RETIRE_KEY, &[&id])?;
+        conn.query_all(RETIRE_KEY, &[&id, &key])?;
         return Ok(None);
     }
     Ok(Some(Enqueued {
@@ -296,17 +299,13 @@ pub(crate) fn insert(
                 &job.external_id,
                 &now,
                 &status.as_str(),
-                &i32::try_from(waits.waiting).unwrap_or(i32::MAX),
-                &if job.run_on_dependency_failure {
-                    "run"
-                } else {
-                    "cancel"
-                },
-                &until,
-                &while_active,
                 &message.as_ref().map(|_| "DEPENDENCY_FAILED"),
                 &message,
                 &(status == Status::Cancelled).then_some(now),
+                &i32::try_from(waits.waiting).unwrap_or(i32::MAX),
+                &job.run_on_dependency_failure,
+                &until,
+                &while_active,
             ],
         )?
     };
@@ -918,9 +917,8 @@ const CANCEL: &str = "
 macro_rules! manual_retry_set {
     () => {
         "UPDATE jobq_jobs
-    SET status = CASE WHEN jobq_waiting(id, on_dependency_failure) > 0 THEN 'blocked'
-                      ELSE 'queued' END,
-        waiting_on = jobq_waiting(id, on_dependency_failure), attempts = 0, run_after = $1,
+    SET status = CASE WHEN jobq_waiting(id) > 0 THEN 'blocked' ELSE 'queued' END,
+        attempts = 0, run_after = $1,
         locked_by = NULL, locked_at = NULL, heartbeat_at = NULL, stage = NULL, progress = 0,
         output = NULL, started_at = NULL, completed_at = NULL, updated_at = $1"
     };
@@ -1015,8 +1013,16 @@ pub(crate) fn change(
         }
     };
     conn.execute(sql, &[&now, &uuid])?;
+    if sql == MANUAL_RETRY {
+        // A job that waits for others counts them again.
+        conn.execute(RECOUNT, &[&vec![uuid]])?;
+    }
     Ok(from)
 }
+
+/// The count of what each job ($1) waits for, taken again.
+const RECOUNT: &str =
+    "UPDATE jobq_job_options SET waiting_on = jobq_waiting(job_id) WHERE job_id = ANY($1)";
 
 pub(crate) fn retry_dead(
     conn: &mut Conn,
@@ -1026,7 +1032,9 @@ pub(crate) fn retry_dead(
     now: i64,
 ) -> Result<Vec<JobId>> {
     let rows = conn.query(RETRY_DEAD_CHUNK, &[&now, &kind, &queue, &scope])?;
-    Ok(rows.iter().map(|r| job_id(r.get(0))).collect())
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    conn.execute(RECOUNT, &[&ids])?;
+    Ok(ids.into_iter().map(job_id).collect())
 }
 
 // ---- maintenance ----------------------------------------------------------------------------

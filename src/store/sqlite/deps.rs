@@ -1,6 +1,8 @@
-//! Dependencies on SQLite: what a new job waits for, who waits for whom, and what a
-//! dependent reads of its dependencies. Settling dependents when a dependency's status
-//! changes is done by the triggers of `schema.sql` (migration 4), in the same statement.
+//! Dependencies on SQLite: what a new job waits for, who waits for whom, what a dependent
+//! reads of its dependencies, and settling dependents in the transaction that changes a
+//! dependency's status (PostgreSQL does that by triggers; here a trigger on the jobs table
+//! would slow every claim and completion, so the statements that change a status of a
+//! job with dependents call [`settle`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -143,4 +145,152 @@ pub(crate) fn group_edges(
         Ok((JobId::from_db(r.get(0)?), JobId::from_db(r.get(1)?)))
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+// ---- settling dependents --------------------------------------------------------------------
+
+/// Of the job whose options row is being updated, the dependencies that have not settled
+/// (for a job that runs anyway, a dependency that ended in failure has).
+macro_rules! unsettled {
+    () => {
+        "(SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+          WHERE d.job_key = jobq_job_options.job_key AND p.status <> 'succeeded'
+            AND (jobq_job_options.run_on_dependency_failure = 0
+                 OR (p.status <> 'failed' AND p.status <> 'cancelled')))"
+    };
+}
+
+/// The blocked dependents of ?1 have one dependency less to wait for (with ?3 = 1, only
+/// those that run anyway).
+const DECREMENT: &str = "
+    UPDATE jobq_job_options SET waiting_on = max(waiting_on - 1, 0)
+    WHERE (?3 = 0 OR run_on_dependency_failure = 1)
+      AND job_key IN (SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+                      WHERE d.dep_key = ?1 AND j.status = 'blocked')";
+
+/// The blocked dependents of ?1 that wait for nothing more are `queued`, runnable from ?2.
+const RELEASE_READY: &str = "
+    UPDATE jobq_jobs
+    SET status = 'queued', run_after = max(run_after, ?2), updated_at = ?2
+    WHERE status = 'blocked'
+      AND id_key IN (SELECT d.job_key FROM jobq_dependencies d
+                     JOIN jobq_job_options o ON o.job_key = d.job_key
+                     WHERE d.dep_key = ?1 AND o.waiting_on = 0)";
+
+/// A failure or a cancel of ?1: the blocked dependents that do not run anyway, and theirs,
+/// and so on, are cancelled with DEPENDENCY_FAILED. ?2 now, ?3 the message.
+const CANCEL_DEPENDENTS: &str = "
+    UPDATE jobq_jobs
+    SET status = 'cancelled', error_code = 'DEPENDENCY_FAILED', last_error = ?3,
+        errors = json_insert(errors, '$[#]', json_object('attempt', attempts,
+            'code', 'DEPENDENCY_FAILED', 'message', ?3, 'at', ?2)),
+        completed_at = ?2, updated_at = ?2
+    WHERE id_key IN (
+        WITH RECURSIVE doomed(k) AS (
+            SELECT d.job_key FROM jobq_dependencies d
+            JOIN jobq_jobs j ON j.id_key = d.job_key
+            JOIN jobq_job_options o ON o.job_key = d.job_key
+            WHERE d.dep_key = ?1 AND j.status = 'blocked' AND o.run_on_dependency_failure = 0
+            UNION
+            SELECT d.job_key FROM doomed
+            JOIN jobq_dependencies d ON d.dep_key = doomed.k
+            JOIN jobq_jobs j ON j.id_key = d.job_key
+            JOIN jobq_job_options o ON o.job_key = d.job_key
+            WHERE j.status = 'blocked' AND o.run_on_dependency_failure = 0)
+        SELECT k FROM doomed)
+    RETURNING id, dependents";
+
+/// A manual retry of ?1: the dependents its failure cancelled (and theirs) are `blocked`
+/// again. ?2 now.
+const REVIVE_DEPENDENTS: &str = "
+    UPDATE jobq_jobs
+    SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
+        updated_at = ?2
+    WHERE id_key IN (
+        WITH RECURSIVE revived(k) AS (
+            SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE d.dep_key = ?1 AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
+            UNION
+            SELECT d.job_key FROM revived
+            JOIN jobq_dependencies d ON d.dep_key = revived.k
+            JOIN jobq_jobs j ON j.id_key = d.job_key
+            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
+        SELECT k FROM revived)
+    RETURNING id, dependents";
+
+/// The count of what the job ?1 waits for, taken again.
+pub(crate) const RECOUNT: &str = concat!(
+    "UPDATE jobq_job_options SET waiting_on = ",
+    unsettled!(),
+    " WHERE job_key = ?1"
+);
+
+/// The same for the blocked dependents of ?1 that run anyway.
+const RECOUNT_RUN_ANYWAY: &str = concat!(
+    "UPDATE jobq_job_options SET waiting_on = ",
+    unsettled!(),
+    " WHERE run_on_dependency_failure = 1
+        AND job_key IN (SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+                        WHERE d.dep_key = ?1 AND j.status = 'blocked')"
+);
+
+/// How a job with dependents changed status, for [`settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// It succeeded.
+    Succeeded,
+    /// It failed for good or was cancelled (`status`).
+    Ended(Status),
+    /// It was retried by hand (from failed or cancelled).
+    Retried,
+}
+
+/// One dependency less for the blocked dependents of `key` (all, or those that run
+/// anyway), and those that wait for nothing more queued. Whether one was.
+fn count_down(conn: &Connection, key: i64, run_anyway_only: bool, now: i64) -> Result<bool> {
+    conn.prepare_cached(DECREMENT)?
+        .execute(params![key, now, i64::from(run_anyway_only)])?;
+    Ok(conn
+        .prepare_cached(RELEASE_READY)?
+        .execute(params![key, now])?
+        > 0)
+}
+
+/// Settles the dependents of the job `id` (which has dependents) after its status changed
+/// as `how`, in the caller's transaction. Returns whether a dependent became ready.
+pub(crate) fn settle(conn: &Connection, id: &JobId, how: Settled, now: i64) -> Result<bool> {
+    let key = id.key();
+    match how {
+        Settled::Succeeded => count_down(conn, key, false, now),
+        Settled::Ended(status) => {
+            let message = format!("dependency {id} {status}");
+            let doomed: Vec<(String, i64)> = conn
+                .prepare_cached(CANCEL_DEPENDENTS)?
+                .query_map(params![key, now, message], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut ready = count_down(conn, key, true, now)?;
+            // The jobs just cancelled count as ended for their own dependents that run anyway.
+            for (doomed, _) in doomed.iter().filter(|(_, dependents)| *dependents > 0) {
+                ready |= count_down(conn, JobId::from_db(doomed.clone()).key(), true, now)?;
+            }
+            Ok(ready)
+        }
+        Settled::Retried => {
+            let revived: Vec<(String, i64)> = conn
+                .prepare_cached(REVIVE_DEPENDENTS)?
+                .query_map(params![key, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached(RECOUNT_RUN_ANYWAY)?
+                .execute(params![key])?;
+            for (revived, dependents) in &revived {
+                let revived = JobId::from_db(revived.clone()).key();
+                conn.prepare_cached(RECOUNT)?.execute(params![revived])?;
+                if *dependents > 0 {
+                    conn.prepare_cached(RECOUNT_RUN_ANYWAY)?
+                        .execute(params![revived])?;
+                }
+            }
+            Ok(false)
+        }
+    }
 }

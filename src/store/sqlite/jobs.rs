@@ -4,7 +4,7 @@
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
-use super::deps;
+use super::deps::{self, Settled};
 use super::rows::{self, job_columns};
 use super::tenants::spent_cents;
 use crate::error::{Error, Result};
@@ -77,22 +77,26 @@ fn row_values<'a>(job: &'a NewRow, id: &'a str, now: i64) -> [ToSqlOutput<'a>; 1
 }
 
 const FIND_BY_KEY: &str = "
-    SELECT id, status, group_id, unique_until, unique_while_active FROM jobq_jobs
-    WHERE coalesce(owner, '') = coalesce(:owner, '') AND idempotency_key = :key
-      AND key_retired = 0";
+    SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, 0)
+    FROM jobq_jobs j LEFT JOIN jobq_job_options o ON o.job_key = j.id_key
+    WHERE coalesce(j.owner, '') = coalesce(:owner, '') AND j.idempotency_key = :key";
 
-/// The key's window has passed: it no longer holds its place in the unique index.
-const RETIRE_KEY: &str = "UPDATE jobq_jobs SET key_retired = 1 WHERE id_key = ?1 AND id = ?2";
+/// The key's window has passed: the job gives it up, for the new job to take.
+const RETIRE_KEY: &str =
+    "UPDATE jobq_jobs SET idempotency_key = NULL WHERE id_key = ?1 AND id = ?2";
 
-/// A job with dependencies or a uniqueness window: every column the plain insert leaves to
-/// its default.
+/// A job with dependencies or a uniqueness window: its status may be `blocked` (or
+/// `cancelled`, by a dependency that failed), and it gets a row of options.
 const INSERT_FULL: &str = "INSERT INTO jobq_jobs (id_key, id, queue, kind, status, priority, max_attempts, run_after, input,
                            idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at, waiting_on, on_dependency_failure, unique_until,
-                           unique_while_active, error_code, last_error, completed_at)
+                           created_at, updated_at, error_code, last_error, completed_at)
     VALUES (:key, :id, :queue, :kind, :status, :priority, :max_attempts, :run_after, :input,
-            :ikey, :cost, :owner, :group_id, :external_id, :now, :now, :waiting, :policy,
-            :until, :while_active, :code, :message, :completed)";
+            :ikey, :cost, :owner, :group_id, :external_id, :now, :now, :code, :message, :completed)";
+
+const INSERT_OPTIONS: &str = "
+    INSERT INTO jobq_job_options (job_key, waiting_on, run_on_dependency_failure, unique_until,
+                                  unique_while_active)
+    VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
 
@@ -281,12 +285,16 @@ pub(crate) fn insert(
         ":max_attempts": job.max_attempts, ":run_after": job.run_after, ":input": job.input,
         ":ikey": job.key, ":cost": job.cost_cents, ":owner": job.owner,
         ":group_id": job.group_id, ":external_id": job.external_id, ":now": now,
-        ":waiting": waits.waiting,
-        ":policy": if job.run_on_dependency_failure { "run" } else { "cancel" },
-        ":until": until, ":while_active": while_active,
         ":code": message.as_ref().map(|_| "DEPENDENCY_FAILED"), ":message": message,
         ":completed": (status == Status::Cancelled).then_some(now),
     })?;
+    conn.prepare_cached(INSERT_OPTIONS)?.execute(params![
+        key_of(&id),
+        waits.waiting,
+        job.run_on_dependency_failure,
+        until,
+        while_active
+    ])?;
     let job_id = JobId::from_db(id);
     deps::link(conn, &job_id, &waits)?;
     Ok(Enqueued {
@@ -525,18 +533,27 @@ fn execute_held(
 }
 
 /// The hot path of the completer: ?6 output, ?7 cost added, ?8 now.
-const COMPLETE: &str = concat!(
-    "UPDATE jobq_jobs
+macro_rules! complete {
+    () => {
+        "UPDATE jobq_jobs
     SET status = 'succeeded', output = ?6, cost_cents = cost_cents + ?7,
         stage = 'succeeded', progress = 1, completed_at = ?8, updated_at = ?8
-    WHERE ",
-    held!()
-);
+    WHERE "
+    };
+}
+
+/// A job others wait for misses it (`dependents = 0`) and goes through
+/// [`COMPLETE_WAITED_ON`], which settles them: the hot path reads nothing more.
+const COMPLETE: &str = concat!(complete!(), held!(), " AND dependents = 0");
+
+/// The same for a job others wait for, whose dependents are then settled.
+const COMPLETE_WAITED_ON: &str = concat!(complete!(), held!(), " AND dependents > 0");
 
 /// ?6 the new status (`retry` or `failed`), ?7 when a retry runs, ?8 the message, ?9 the
 /// code, ?10 now.
-const FAIL: &str = concat!(
-    "UPDATE jobq_jobs
+macro_rules! fail {
+    () => {
+        "UPDATE jobq_jobs
     SET status = ?6,
         run_after = CASE WHEN ?6 = 'retry' THEN ?7 ELSE run_after END,
         last_error = ?8, error_code = ?9,
@@ -544,9 +561,14 @@ const FAIL: &str = concat!(
             json_object('attempt', attempts, 'code', ?9, 'message', ?8, 'at', ?10)),
         completed_at = CASE WHEN ?6 = 'failed' THEN ?10 END,
         updated_at = ?10
-    WHERE ",
-    held!()
-);
+    WHERE "
+    };
+}
+
+/// As [`COMPLETE`]: a job others wait for goes through [`FAIL_WAITED_ON`].
+const FAIL: &str = concat!(fail!(), held!(), " AND dependents = 0");
+
+const FAIL_WAITED_ON: &str = concat!(fail!(), held!(), " AND dependents > 0");
 
 /// A release (?6 now) or a snooze (?6 later): back to `queued`, the attempt unspent. ?7 now.
 const RELEASE: &str = concat!(
@@ -626,13 +648,19 @@ fn record_once(
     report: Report<'_>,
     now: i64,
 ) -> Result<Recorded> {
-    // Rows the dependency triggers change count here, not in the statement's own count:
-    // more than the one row means jobs that waited for this one were settled.
-    let before = conn.total_changes();
+    // A job that others wait for settles them in this transaction.
+    let mut readied = false;
     let (changed, recorded) = match report {
         Report::Complete { output, cost_cents } => {
             check_cost_room(conn, scope, lease, cost_cents)?;
-            let n = execute_held(conn, COMPLETE, lease, scope, &[&output, &cost_cents, &now])?;
+            let values: [&dyn rusqlite::ToSql; 3] = [&output, &cost_cents, &now];
+            let mut n = execute_held(conn, COMPLETE, lease, scope, &values)?;
+            if n == 0 {
+                n = execute_held(conn, COMPLETE_WAITED_ON, lease, scope, &values)?;
+                if n > 0 {
+                    readied = deps::settle(conn, &lease.job_id, Settled::Succeeded, now)?;
+                }
+            }
             (n, Recorded::new(Status::Succeeded))
         }
         Report::Release => {
@@ -648,19 +676,20 @@ fn record_once(
             status,
             retry_at,
         } => {
-            let n = execute_held(
-                conn,
-                FAIL,
-                lease,
-                scope,
-                &[
-                    &status.as_str(),
-                    &retry_at,
-                    &error.stored_message(),
-                    &error.stored_code(),
-                    &now,
-                ],
-            )?;
+            let values: [&dyn rusqlite::ToSql; 5] = [
+                &status.as_str(),
+                &retry_at,
+                &error.stored_message(),
+                &error.stored_code(),
+                &now,
+            ];
+            let mut n = execute_held(conn, FAIL, lease, scope, &values)?;
+            if n == 0 {
+                n = execute_held(conn, FAIL_WAITED_ON, lease, scope, &values)?;
+                if n > 0 && status == Status::Failed {
+                    readied = deps::settle(conn, &lease.job_id, Settled::Ended(status), now)?;
+                }
+            }
             let retry_at = (status == Status::Retry).then_some(retry_at);
             (
                 n,
@@ -675,7 +704,7 @@ fn record_once(
     if changed == 0 {
         return Err(lost(conn, scope, lease)?);
     }
-    Ok(recorded.readying(conn.total_changes() - before > changed as u64))
+    Ok(recorded.readying(readied))
 }
 
 /// What a failure's decision needs of the job `lease` holds.
@@ -811,9 +840,7 @@ macro_rules! manual_retry_set {
     SET status = CASE WHEN ",
             waiting_recount!(),
             " > 0 THEN 'blocked' ELSE 'queued' END,
-        waiting_on = ",
-            waiting_recount!(),
-            ", attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
+        attempts = 0, run_after = :now, locked_by = NULL, locked_at = NULL,
         heartbeat_at = NULL, stage = NULL, progress = 0, output = NULL, started_at = NULL,
         completed_at = NULL, updated_at = :now"
         )
@@ -826,7 +853,8 @@ macro_rules! waiting_recount {
     () => {
         "(SELECT count(*) FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
           WHERE d.job_key = jobq_jobs.id_key AND p.status <> 'succeeded'
-            AND (jobq_jobs.on_dependency_failure = 'cancel'
+            AND (coalesce((SELECT run_on_dependency_failure FROM jobq_job_options
+                           WHERE job_key = jobq_jobs.id_key), 0) = 0
                  OR (p.status <> 'failed' AND p.status <> 'cancelled')))"
     };
 }
@@ -848,7 +876,7 @@ pub(crate) const RETRY_DEAD_CHUNK: &str = concat!(
           AND (:kind IS NULL OR kind = :kind) AND (:queue IS NULL OR queue = :queue)
           AND (:owner IS NULL OR owner = :owner)
         LIMIT 1000)
-    RETURNING id"
+    RETURNING id, dependents"
 );
 
 const DELETE: &str = "DELETE FROM jobq_jobs WHERE id_key = :key AND id = :id AND status = :from";
@@ -899,8 +927,62 @@ pub(crate) fn change(
     allowed: &dyn Fn(Status) -> Result<()>,
     now: i64,
 ) -> Result<Status> {
-    let from = status_of(conn, scope, id)?.ok_or_else(|| Error::job_not_found(id))?;
+    let (from, dependents) =
+        status_and_dependents(conn, scope, id)?.ok_or_else(|| Error::job_not_found(id))?;
     allowed(from)?;
+    let retried = match change {
+        Change::Retry => true,
+        Change::To(Status::Queued, _) => from != Status::Running,
+        _ => false,
+    };
+    let settled = match change {
+        Change::Cancel | Change::To(Status::Cancelled, _) => {
+            Some(Settled::Ended(Status::Cancelled))
+        }
+        Change::To(Status::Failed, _) => Some(Settled::Ended(Status::Failed)),
+        Change::To(Status::Succeeded, _) => Some(Settled::Succeeded),
+        Change::Retry => Some(Settled::Retried),
+        Change::To(Status::Queued, _) if from != Status::Running => Some(Settled::Retried),
+        _ => None,
+    }
+    .filter(|_| dependents > 0);
+    let applied = apply_change(conn, id, from, change, now)?;
+    if retried {
+        // A job that waits for others counts them again.
+        conn.prepare_cached(deps::RECOUNT)?.execute([id.key()])?;
+    }
+    if let Some(how) = settled {
+        deps::settle(conn, id, how, now)?;
+    }
+    Ok(applied)
+}
+
+/// The status of a job this scope may see, and how many jobs were enqueued to wait for it.
+fn status_and_dependents(
+    conn: &Connection,
+    scope: Scope<'_>,
+    id: &JobId,
+) -> Result<Option<(Status, i64)>> {
+    let row: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT status, dependents FROM jobq_jobs
+             WHERE id_key = ?3 AND id = ?1 AND (?2 IS NULL OR owner = ?2)",
+        )?
+        .query_row(params![id.as_str(), scope, id.key()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(status, n)| Ok((status.parse()?, n))).transpose()
+}
+
+/// Applies an admin's change checked against `from`.
+fn apply_change(
+    conn: &Connection,
+    id: &JobId,
+    from: Status,
+    change: Change<'_>,
+    now: i64,
+) -> Result<Status> {
     let p =
         named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now};
     let sql = match change {
@@ -945,11 +1027,19 @@ pub(crate) fn retry_dead(
     now: i64,
 ) -> Result<Vec<JobId>> {
     let mut stmt = conn.prepare_cached(RETRY_DEAD_CHUNK)?;
-    let rows = stmt.query_map(
-        named_params! {":now": now, ":kind": kind, ":queue": queue, ":owner": scope},
-        |r| r.get::<_, String>(0).map(JobId::from_db),
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let rows: Vec<(JobId, i64)> = stmt
+        .query_map(
+            named_params! {":now": now, ":kind": kind, ":queue": queue, ":owner": scope},
+            |r| Ok((JobId::from_db(r.get(0)?), r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, dependents) in &rows {
+        conn.prepare_cached(deps::RECOUNT)?.execute([id.key()])?;
+        if *dependents > 0 {
+            deps::settle(conn, id, Settled::Retried, now)?;
+        }
+    }
+    Ok(rows.into_iter().map(|(id, _)| id).collect())
 }
 
 // ---- maintenance ----------------------------------------------------------------------------
@@ -977,7 +1067,7 @@ const RELEASE_STALE: &str = "
     WHERE status = 'running'
       AND (coalesce(heartbeat_at, locked_at) < :heartbeat_cutoff OR locked_at < :lock_cutoff)
       AND (:owner IS NULL OR owner = :owner)
-    RETURNING id, status, error_code, locked_by";
+    RETURNING id, status, error_code, locked_by, dependents";
 
 /// One chunk of finished jobs to prune, oldest first by completion.
 pub(crate) const PRUNE_CHUNK: &str = "
@@ -994,24 +1084,36 @@ pub(crate) fn release_stale(
     now: i64,
 ) -> Result<Vec<Released>> {
     let mut stmt = conn.prepare_cached(RELEASE_STALE)?;
-    let rows = stmt.query_map(
-        named_params! {
-            ":now": now,
-            ":heartbeat_cutoff": cutoffs.heartbeat_before,
-            ":lock_cutoff": cutoffs.lock_before,
-            ":owner": scope,
-        },
-        |r| {
-            let status: String = r.get(1)?;
-            Ok(Released {
-                id: JobId::from_db(r.get(0)?),
-                status: rows::status_column(1, &status)?,
-                code: r.get(2)?,
-                worker: r.get(3)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let released: Vec<(Released, i64)> = stmt
+        .query_map(
+            named_params! {
+                ":now": now,
+                ":heartbeat_cutoff": cutoffs.heartbeat_before,
+                ":lock_cutoff": cutoffs.lock_before,
+                ":owner": scope,
+            },
+            |r| {
+                let status: String = r.get(1)?;
+                Ok((
+                    Released {
+                        id: JobId::from_db(r.get(0)?),
+                        status: rows::status_column(1, &status)?,
+                        code: r.get(2)?,
+                        worker: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    // A job that ran out of attempts ends: the jobs waiting for it settle.
+    for (job, _) in released
+        .iter()
+        .filter(|(j, dependents)| *dependents > 0 && j.status == Status::Failed)
+    {
+        deps::settle(conn, &job.id, Settled::Ended(Status::Failed), now)?;
+    }
+    Ok(released.into_iter().map(|(job, _)| job).collect())
 }
 
 pub(crate) fn prune(

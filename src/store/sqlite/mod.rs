@@ -473,11 +473,9 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
             reason: format!("could not switch to WAL mode (journal_mode is {mode})"),
         });
     }
-    let checks: [(&str, i64); 5] = [
+    let checks: [(&str, i64); 4] = [
         ("synchronous", opts.durability.pragma_value()),
         ("foreign_keys", 1),
-        // The jobs the dependency triggers change settle their own dependents.
-        ("recursive_triggers", 1),
         ("journal_size_limit", 64 << 20),
         ("cache_size", -8192),
     ];
