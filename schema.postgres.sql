@@ -350,3 +350,28 @@ SELECT queue,
 FROM jobq_jobs
 GROUP BY queue
 ORDER BY queue;
+
+-- migration 5
+
+-- Schedules: periodic jobs (as in `schema.sql`, where the columns are explained).
+CREATE TABLE jobq_schedules (
+    name          text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    owner         text,
+    cron          text,
+    every_ms      bigint CHECK (every_ms IS NULL OR every_ms > 0),
+    timezone      text NOT NULL DEFAULT 'UTC',
+    kind          text NOT NULL CHECK (length(kind) BETWEEN 1 AND 200),
+    input         json NOT NULL DEFAULT '{}',
+    queue         text NOT NULL DEFAULT 'default',
+    priority      integer NOT NULL DEFAULT 0,
+    max_attempts  integer,
+    catch_up      text NOT NULL DEFAULT 'one' CHECK (catch_up IN ('none', 'one', 'all')),
+    paused        boolean NOT NULL DEFAULT false,
+    next_fire     bigint NOT NULL,
+    last_fire     bigint,
+    created_at    bigint NOT NULL,
+    updated_at    bigint NOT NULL,
+    CHECK ((cron IS NULL) <> (every_ms IS NULL))
+);
+CREATE UNIQUE INDEX jobq_schedules_name ON jobq_schedules (coalesce(owner, ''), name);
+CREATE INDEX jobq_schedules_due ON jobq_schedules (next_fire) WHERE NOT paused;

@@ -500,3 +500,34 @@ SELECT owner, group_id, status,
 FROM jobq_jobs
 GROUP BY owner, group_id, status
 ORDER BY owner, group_id, status;
+
+-- migration 5
+
+-- Schedules: periodic jobs. Each fires once per slot however many processes run: the
+-- process that moves `next_fire` on (a statement that checks its old value) enqueues the
+-- slot's job, with the idempotency key `schedule:NAME:<slot time>`. A rule is a cron
+-- expression (5 fields or `@hourly`-style, read in `timezone`) or a fixed interval.
+-- `catch_up` says what a start after missed slots enqueues: `none`, `one` (the last) or
+-- `all` (bounded). Names are unique per owner, as idempotency keys are.
+CREATE TABLE jobq_schedules (
+    name          TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    owner         TEXT,
+    cron          TEXT,
+    every_ms      INTEGER CHECK (every_ms IS NULL OR every_ms > 0),
+    timezone      TEXT NOT NULL DEFAULT 'UTC',
+    kind          TEXT NOT NULL CHECK (length(kind) BETWEEN 1 AND 200),
+    input         TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(input)),
+    queue         TEXT NOT NULL DEFAULT 'default',
+    priority      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER,
+    catch_up      TEXT NOT NULL DEFAULT 'one'
+                  CHECK (catch_up = 'none' OR catch_up = 'one' OR catch_up = 'all'),
+    paused        INTEGER NOT NULL DEFAULT 0,
+    next_fire     INTEGER NOT NULL,
+    last_fire     INTEGER,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    CHECK ((cron IS NULL) <> (every_ms IS NULL))
+);
+CREATE UNIQUE INDEX jobq_schedules_name ON jobq_schedules (coalesce(owner, ''), name);
+CREATE INDEX jobq_schedules_due ON jobq_schedules (next_fire) WHERE paused = 0;

@@ -50,6 +50,7 @@ mod maintenance;
 mod owner;
 mod queue;
 mod retry;
+mod schedule;
 mod stats;
 mod store;
 pub mod testing;
@@ -79,6 +80,7 @@ pub use owner::Owner;
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView};
 pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder, is_postgres_url};
 pub use retry::RetryPolicy;
+pub use schedule::{CatchUp, MAX_CATCH_UP, NewSchedule, Rule, Schedule};
 pub use stats::{
     CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,
     StageCount, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
 use crate::queue::flow::Flow;
 use crate::queue::{JobFilter, Queue};
+use crate::schedule::{NewSchedule, Rule};
 use crate::stats::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
 
 /// The dashboard: one page, HTML, CSS and plain JavaScript, no build step.
@@ -24,6 +25,8 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "stats", "timing" | "stages" | "costs"] => "GET",
         ["api", "jobs"] => "GET, POST",
         ["api", "flows"] => "POST",
+        ["api", "schedules"] => "GET, POST",
+        ["api", "schedules", _] => "POST, DELETE",
         ["api", "jobs", "running"] => "GET",
         ["api", "jobs", "dead"] => "GET, POST",
         ["api", "jobs", _] => "GET, POST, DELETE",
@@ -245,6 +248,13 @@ pub(crate) fn handle(
             ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
             ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
             ("POST", ["api", "flows"]) => submit_flow(&queue, body)?,
+            ("GET", ["api", "schedules"]) => Reply::ok(&json!({ "schedules": queue.schedules()? })),
+            ("POST", ["api", "schedules"]) => add_schedule(&queue, body)?,
+            ("DELETE", ["api", "schedules", name]) => {
+                queue.remove_schedule(name)?;
+                Reply::empty(204)
+            }
+            ("POST", ["api", "schedules", name]) => schedule_action(&queue, name, body)?,
             ("GET", ["api", "jobs", id]) => Reply::ok(&queue.get(&job_id(id)?)?),
             ("POST", ["api", "jobs", id]) => job_action(&queue, &job_id(id)?, body)?,
             ("DELETE", ["api", "jobs", id]) => {
@@ -504,6 +514,83 @@ pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
         flow = flow.job_after(r, new, after);
     }
     Ok(flow)
+}
+
+const SCHEDULE_FIELDS: [&str; 12] = [
+    "name",
+    "cron",
+    "every",
+    "kind",
+    "input",
+    "queue",
+    "priority",
+    "max_attempts",
+    "timezone",
+    "catch_up",
+    "owner",
+    "paused",
+];
+
+fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &SCHEDULE_FIELDS)?;
+    let name = body.required_string("name")?;
+    let kind = body.required_string("kind")?;
+    let rule = match (body.string("cron")?, duration_field(&body, "every")?) {
+        (Some(cron), None) => Rule::Cron(cron.to_string()),
+        (None, Some(every)) => Rule::Every(every),
+        _ => {
+            return Err(Reply::error(
+                400,
+                "invalid_input",
+                "give `cron` or `every`, one of them",
+            ));
+        }
+    };
+    let mut schedule = NewSchedule::new(name, rule, kind);
+    if let Some(input) = body.given("input") {
+        schedule = schedule.input(input.clone());
+    }
+    if let Some(q) = body.string("queue")? {
+        schedule = schedule.queue(q);
+    }
+    if let Some(p) = body.integer_in::<i32>("priority", "a 32-bit whole number")? {
+        schedule = schedule.priority(p);
+    }
+    if let Some(n) = body.integer_in::<u32>("max_attempts", "a whole number from 1")? {
+        schedule = schedule.max_attempts(n);
+    }
+    if let Some(tz) = body.string("timezone")? {
+        schedule = schedule.timezone(tz);
+    }
+    if let Some(c) = body.string("catch_up")? {
+        schedule = schedule.catch_up(c.parse()?);
+    }
+    if let Some(o) = body.string("owner")? {
+        schedule = schedule.owner(o);
+    }
+    let mut added = queue.add_schedule(schedule)?;
+    if body.value("paused") == Some(&Value::Bool(true)) {
+        added = queue.pause_schedule(&added.name)?;
+    }
+    Ok(Reply::json(201, &added))
+}
+
+fn schedule_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &["action"])?;
+    let schedule = match body.required_string("action")? {
+        "pause" => queue.pause_schedule(name)?,
+        "resume" => queue.resume_schedule(name)?,
+        other => {
+            return Err(Reply::error(
+                400,
+                "invalid_input",
+                format!("field `action` must be \"pause\" or \"resume\", not {other:?}"),
+            ));
+        }
+    };
+    Ok(Reply::ok(&schedule))
 }
 
 fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {

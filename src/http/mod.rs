@@ -65,6 +65,7 @@ pub struct ServerConfig {
     threads: usize,
     io_timeout: Duration,
     max_connections: usize,
+    schedule_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -90,6 +91,7 @@ impl ServerConfig {
             threads: 4,
             io_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            schedule_interval: Some(Duration::from_secs(1)),
         }
     }
 
@@ -128,6 +130,14 @@ impl ServerConfig {
         self.max_connections = n.max(1);
         self
     }
+
+    /// How often the server fires the schedules that are due (as worker pools do; each
+    /// slot fires once however many processes take part). `None` leaves it to others.
+    /// Defaults to every second.
+    pub fn schedule_interval(mut self, interval: Option<Duration>) -> Self {
+        self.schedule_interval = interval;
+        self
+    }
 }
 
 /// A running HTTP server. Dropping it stops it.
@@ -135,6 +145,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<JoinHandle<()>>,
+    firer: Option<crate::schedule::Firer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -231,6 +242,17 @@ impl Server {
         if config.admin_key.as_deref().is_some_and(|k| k.len() < 8) {
             return Err(Error::invalid("admin_key", "must be at least 8 characters"));
         }
+        let firer = match config.schedule_interval {
+            Some(interval) => Some(
+                crate::schedule::Firer::spawn(queue.unscoped(), interval).map_err(|e| {
+                    Error::Open {
+                        path: addr.to_string().into(),
+                        reason: format!("cannot start the thread that fires schedules: {e}"),
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let app = App {
             queue,
             admin_key: config.admin_key.clone(),
@@ -246,6 +268,7 @@ impl Server {
             addr: running.addr,
             stop: Some(running.stop),
             thread: Some(running.thread),
+            firer,
         })
     }
 
@@ -261,6 +284,7 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        drop(self.firer.take());
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }

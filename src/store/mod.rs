@@ -336,6 +336,48 @@ pub(crate) struct ReadyKind {
     pub oldest: i64,
 }
 
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ScheduleRow {
+    pub name: String,
+    pub owner: Option<String>,
+    pub cron: Option<String>,
+    pub every_ms: Option<i64>,
+    pub timezone: String,
+    pub kind: String,
+    pub input: String,
+    pub queue: String,
+    pub priority: i32,
+    pub max_attempts: Option<u32>,
+    pub catch_up: String,
+    pub paused: bool,
+    pub next_fire: i64,
+    pub last_fire: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A change to one schedule (named by its owner and name).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScheduleChange {
+    Pause,
+    /// Resume, next firing at this time.
+    Resume(i64),
+    Remove,
+}
+
+/// The firing of one schedule's due slots: its `next_fire` moves from `expected` to
+/// `next` (the statement that checks it makes the firing happen once), and `jobs` are
+/// enqueued, in one transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Firing<'a> {
+    pub owner: Option<&'a str>,
+    pub name: &'a str,
+    pub expected: i64,
+    pub next: i64,
+    pub last_fire: Option<i64>,
+    pub jobs: Vec<NewRow>,
+}
+
 /// The operations of a storage engine. See the module documentation.
 pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     /// `sqlite` or `postgres`.
@@ -513,6 +555,25 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     fn expire_workers(&self, now: i64) -> Result<usize>;
     /// Ready jobs due at `due_before` or earlier, by queue and kind.
     fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>>;
+
+    // ---- schedules
+
+    /// Inserts a new schedule; `Duplicate` when its owner has one of that name.
+    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()>;
+    /// The schedules this scope sees, by owner and name; with `due`, only those not paused
+    /// whose next firing is at `due` or earlier.
+    fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>>;
+    /// Pauses, resumes or removes the schedule `name` of `owner`; false when there is none.
+    fn change_schedule(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: ScheduleChange,
+        now: i64,
+    ) -> Result<bool>;
+    /// Fires a schedule's due slots; `None` when another process fired them first (or the
+    /// schedule was paused or removed meanwhile).
+    fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>>;
 
     // ---- changes made by others
 

@@ -144,6 +144,7 @@ pub struct WorkerPoolBuilder {
     stale: StaleTimeouts,
     maintenance_interval: Option<Duration>,
     prune_after: Option<Duration>,
+    schedule_interval: Option<Duration>,
     grace: Duration,
     worker_id: Option<String>,
     limit: Option<u64>,
@@ -269,6 +270,14 @@ impl WorkerPoolBuilder {
     /// maintenance off. Defaults to every 30 s.
     pub fn maintenance_interval(mut self, interval: Option<Duration>) -> Self {
         self.maintenance_interval = interval;
+        self
+    }
+
+    /// How often the pool fires the schedules that are due (every pool takes part; each
+    /// slot fires once however many run). `None` leaves it to other processes. Defaults to
+    /// every second.
+    pub fn schedule_interval(mut self, interval: Option<Duration>) -> Self {
+        self.schedule_interval = interval;
         self
     }
 
@@ -480,9 +489,20 @@ impl WorkerPoolBuilder {
                 maintainer::run(&engine, interval, stale, prune_after, stop)
             })
         });
+        let firer = match self.schedule_interval {
+            Some(interval) => Some(
+                crate::schedule::Firer::spawn(self.queue.clone(), interval).map_err(|e| {
+                    Error::Unavailable {
+                        reason: format!("cannot start the thread that fires schedules: {e}"),
+                    }
+                })?,
+            ),
+            None => None,
+        };
         Ok(WorkerPool {
             engine,
             grace: self.grace,
+            firer,
             dispatcher: Some(dispatcher),
             completer: Some(completer),
             helpers: [Some(heartbeat), maintainer]
@@ -566,6 +586,8 @@ pub struct InlineOutcome {
 pub struct WorkerPool {
     engine: Arc<Engine>,
     grace: Duration,
+    /// Fires due schedules; stopped first at shutdown.
+    firer: Option<crate::schedule::Firer>,
     dispatcher: Option<JoinHandle<()>>,
     completer: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
@@ -616,6 +638,7 @@ impl WorkerPool {
             stale: StaleTimeouts::default(),
             maintenance_interval: Some(Duration::from_secs(30)),
             prune_after: None,
+            schedule_interval: Some(Duration::from_secs(1)),
             grace: Duration::from_secs(10),
             worker_id: None,
             limit: None,
@@ -660,6 +683,7 @@ impl WorkerPool {
     }
 
     fn finish(&mut self) -> Summary {
+        drop(self.firer.take());
         let engine = &self.engine;
         engine.request_stop();
         if let Some(d) = self.dispatcher.take() {

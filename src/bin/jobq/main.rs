@@ -118,6 +118,9 @@ enum Command {
     /// Submit a flow: jobs that wait for each other, created in one transaction.
     #[command(subcommand)]
     Flow(FlowCommand),
+    /// Periodic jobs: add, list, pause, resume and remove schedules.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Create an API token for an owner.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -251,6 +254,66 @@ struct TimingArgs {
     by_kind: bool,
     #[arg(long)]
     queue: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ScheduleCommand {
+    /// Add a schedule: a job of KIND at each time of a cron expression, or every DUR.
+    Add(ScheduleAddArgs),
+    /// Every schedule: name, rule, kind, next and last fire, paused or not.
+    List,
+    /// Remove a schedule (the jobs it enqueued stay).
+    Remove { name: String },
+    /// Pause a schedule: it fires nothing until resumed.
+    Pause { name: String },
+    /// Resume a paused schedule from its next slot.
+    Resume { name: String },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("rule").required(true).args(["cron", "every"])))]
+struct ScheduleAddArgs {
+    /// Its name, unique per owner.
+    name: String,
+    /// A 5-field cron expression, or @hourly, @daily, @weekly, @monthly, @yearly.
+    #[arg(long)]
+    cron: Option<String>,
+    /// A fixed interval, e.g. 5m.
+    #[arg(long, value_parser = duration)]
+    every: Option<Duration>,
+    /// The kind of its jobs.
+    kind: String,
+    /// The input of its jobs, as JSON.
+    #[arg(long)]
+    input: Option<String>,
+    /// The queue of its jobs.
+    #[arg(long)]
+    queue: Option<String>,
+    /// The priority of its jobs.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// The attempts of its jobs.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// The time zone a cron expression is read in.
+    #[arg(long, default_value = "UTC")]
+    timezone: String,
+    /// What a start after missed slots enqueues.
+    #[arg(long, value_enum, default_value_t = CatchUpArg::One)]
+    catch_up: CatchUpArg,
+    /// The owner of the schedule and its jobs.
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CatchUpArg {
+    /// Nothing for missed slots.
+    None,
+    /// The last missed slot.
+    One,
+    /// Every missed slot (at most 1,000).
+    All,
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,6 +556,7 @@ fn run(cli: Cli) -> Outcome {
         }
         Command::Group(cmd) => group(db, json, cmd)?,
         Command::Flow(FlowCommand::Submit { file }) => flow_submit(db, json, &file)?,
+        Command::Schedule(cmd) => schedule(db, json, cmd)?,
         Command::Token(TokenCommand::Create { owner }) => {
             let queue = Queue::open(db)?;
             let token = queue.create_token(&owner)?;
@@ -586,6 +650,97 @@ fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
         println!("{} (already existed, {})", out.job_id, out.status);
     } else {
         println!("{}", out.job_id);
+    }
+    Ok(())
+}
+
+fn schedule(db: &Path, json: bool, cmd: ScheduleCommand) -> Outcome {
+    let show = |s: &jobq::Schedule| {
+        if json {
+            print_json(s);
+        } else {
+            println!(
+                "{}  {}  next {}",
+                clean(&s.name),
+                clean(&s.rule()),
+                s.next_fire.to_rfc3339()
+            );
+        }
+    };
+    match cmd {
+        ScheduleCommand::Add(a) => {
+            let rule = match (a.cron, a.every) {
+                (Some(cron), _) => jobq::Rule::Cron(cron),
+                (None, Some(every)) => jobq::Rule::Every(every),
+                (None, None) => return Err(Refused("give --cron or --every".into())),
+            };
+            let mut s = jobq::NewSchedule::new(a.name, rule, a.kind)
+                .priority(a.priority)
+                .timezone(a.timezone)
+                .catch_up(match a.catch_up {
+                    CatchUpArg::None => jobq::CatchUp::None,
+                    CatchUpArg::One => jobq::CatchUp::One,
+                    CatchUpArg::All => jobq::CatchUp::All,
+                });
+            if let Some(input) = &a.input {
+                s = s.input(json_arg("input", input)?);
+            }
+            if let Some(q) = a.queue {
+                s = s.queue(q);
+            }
+            if let Some(n) = a.max_attempts {
+                s = s.max_attempts(n);
+            }
+            if let Some(o) = a.owner {
+                s = s.owner(o);
+            }
+            let queue = Queue::open(db)?;
+            show(&queue.add_schedule(s)?);
+        }
+        ScheduleCommand::List => {
+            let queue = open_existing(db)?;
+            let list = queue.schedules()?;
+            if json {
+                print_json(&json!({ "schedules": list }));
+                return Ok(());
+            }
+            let mut table = Table::new([
+                "NAME",
+                "RULE",
+                "KIND",
+                "NEXT FIRE",
+                "LAST FIRE",
+                "PAUSED",
+                "OWNER",
+            ]);
+            for s in &list {
+                table.row([
+                    clean(&s.name).into_owned(),
+                    clean(&s.rule()).into_owned(),
+                    clean(&s.kind).into_owned(),
+                    if s.paused {
+                        "-".into()
+                    } else {
+                        s.next_fire.to_rfc3339()
+                    },
+                    s.last_fire.map_or_else(|| "-".into(), |t| t.to_rfc3339()),
+                    if s.paused { "yes" } else { "no" }.into(),
+                    fmt_opt(&s.owner),
+                ]);
+            }
+            table.print();
+        }
+        ScheduleCommand::Remove { name } => {
+            let queue = open_existing(db)?;
+            queue.remove_schedule(&name)?;
+            if json {
+                print_json(&json!({"success": true, "name": name}));
+            } else {
+                println!("removed {}", clean(&name));
+            }
+        }
+        ScheduleCommand::Pause { name } => show(&open_existing(db)?.pause_schedule(&name)?),
+        ScheduleCommand::Resume { name } => show(&open_existing(db)?.resume_schedule(&name)?),
     }
     Ok(())
 }

@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use super::{Postgres, deps, jobs, listen, stats, tenants, workers};
+use super::{Postgres, deps, jobs, listen, schedules, stats, tenants, workers};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
-    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
-    HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
-    QueueRows, ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
+    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
+    GroupRow, HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite,
+    Progress, QueueRows, ReadyKind, Recorded, Released, Report, ScheduleChange, ScheduleRow, Scope,
+    StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -307,6 +308,29 @@ impl Engine for Postgres {
 
     fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
         self.read(|conn| workers::ready_kinds(conn, due_before))
+    }
+
+    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.run(|c| schedules::insert(c, row))
+    }
+
+    fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {
+        self.snapshot(|c| schedules::list(c, scope, due))
+    }
+
+    fn change_schedule(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: ScheduleChange,
+        now: i64,
+    ) -> Result<bool> {
+        self.run(|c| schedules::change(c, owner, name, change, now))
+    }
+
+    fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>> {
+        let ids = jobs::new_ids(now, firing.jobs.len());
+        self.transaction(|conn| schedules::fire(conn, firing.clone(), ids.clone(), now))
     }
 
     fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {

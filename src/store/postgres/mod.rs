@@ -26,6 +26,7 @@ pub(crate) mod deps;
 mod engine;
 pub(crate) mod jobs;
 mod listen;
+mod schedules;
 pub(crate) mod schema;
 mod stats;
 mod tenants;

@@ -5,15 +5,16 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{Sqlite, deps, ids, jobs, stats, tenants, workers};
+use super::{Sqlite, deps, ids, jobs, schedules, stats, tenants, workers};
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
-    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, GroupRow,
-    HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress, QueueRows,
-    ReadyKind, Recorded, Released, Report, Scope, StaleCutoffs,
+    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
+    GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
+    QueueRows, ReadyKind, Recorded, Released, Report, ScheduleChange, ScheduleRow, Scope,
+    StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -290,6 +291,28 @@ impl Engine for Sqlite {
 
     fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
         self.read(|conn| workers::ready_kinds(conn, due_before))
+    }
+
+    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.write(|c| schedules::insert(c, row))
+    }
+
+    fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {
+        self.read(|c| schedules::list(c, scope, due))
+    }
+
+    fn change_schedule(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: ScheduleChange,
+        now: i64,
+    ) -> Result<bool> {
+        self.write(|c| schedules::change(c, owner, name, change, now))
+    }
+
+    fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>> {
+        self.write(|tx| schedules::fire(tx, firing.clone(), now))
     }
 
     fn changes(&self, _on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {

@@ -36,6 +36,7 @@ mod engine;
 pub(crate) mod ids;
 pub(crate) mod jobs;
 pub(crate) mod rows;
+pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod stats;
 pub(crate) mod tenants;

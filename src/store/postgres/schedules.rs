@@ -1,0 +1,143 @@
+//! Schedules on PostgreSQL: their rows, and the firing of due slots.
+
+use postgres::Row;
+use uuid::Uuid;
+
+use super::Conn;
+use crate::error::{Error, Result};
+use crate::job::Enqueued;
+use crate::store::{Firing, ScheduleChange, ScheduleRow, Scope};
+
+const INSERT: &str = "
+    INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
+                                priority, max_attempts, catch_up, paused, next_fire, last_fire,
+                                created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $14, $15, $15)
+    ON CONFLICT (coalesce(owner, ''), name) DO NOTHING";
+
+const LIST: &str = "
+    SELECT name, owner, cron, every_ms, timezone, kind, input::text, queue, priority,
+           max_attempts, catch_up, paused, next_fire, last_fire, created_at
+    FROM jobq_schedules
+    WHERE ($1::text IS NULL OR owner = $1)
+      AND ($2::bigint IS NULL OR (NOT paused AND next_fire <= $2))
+    ORDER BY coalesce(owner, ''), name";
+
+const REMOVE: &str =
+    "DELETE FROM jobq_schedules WHERE coalesce(owner, '') = coalesce($1::text, '') AND name = $2";
+
+const PAUSE: &str = "
+    UPDATE jobq_schedules SET paused = true, updated_at = $3
+    WHERE coalesce(owner, '') = coalesce($1::text, '') AND name = $2";
+
+const RESUME: &str = "
+    UPDATE jobq_schedules SET paused = false, next_fire = $4, updated_at = $3
+    WHERE coalesce(owner, '') = coalesce($1::text, '') AND name = $2";
+
+/// Moves `next_fire` on from the value this process read: one process wins each slot (a
+/// second one waits for the first to commit, then finds the value moved).
+const ADVANCE: &str = "
+    UPDATE jobq_schedules SET next_fire = $1, last_fire = coalesce($2, last_fire), updated_at = $3
+    WHERE coalesce(owner, '') = coalesce($4::text, '') AND name = $5
+      AND next_fire = $6 AND NOT paused";
+
+fn row(r: &Row) -> ScheduleRow {
+    ScheduleRow {
+        name: r.get(0),
+        owner: r.get(1),
+        cron: r.get(2),
+        every_ms: r.get(3),
+        timezone: r.get(4),
+        kind: r.get(5),
+        input: r.get(6),
+        queue: r.get(7),
+        priority: r.get(8),
+        max_attempts: r.get::<_, Option<i32>>(9).map(|n| n.max(0) as u32),
+        catch_up: r.get(10),
+        paused: r.get(11),
+        next_fire: r.get(12),
+        last_fire: r.get(13),
+        created_at: r.get(14),
+    }
+}
+
+pub(crate) fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<()> {
+    let max_attempts = s.max_attempts.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    let n = conn.execute(
+        INSERT,
+        &[
+            &s.name,
+            &s.owner,
+            &s.cron,
+            &s.every_ms,
+            &s.timezone,
+            &s.kind,
+            &s.input,
+            &s.queue,
+            &s.priority,
+            &max_attempts,
+            &s.catch_up,
+            &s.paused,
+            &s.next_fire,
+            &s.last_fire,
+            &s.created_at,
+        ],
+    )?;
+    if n == 0 {
+        return Err(Error::Duplicate {
+            what: "schedule",
+            id: s.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn list(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    due: Option<i64>,
+) -> Result<Vec<ScheduleRow>> {
+    Ok(conn.query(LIST, &[&scope, &due])?.iter().map(row).collect())
+}
+
+pub(crate) fn change(
+    conn: &mut Conn,
+    owner: Option<&str>,
+    name: &str,
+    change: ScheduleChange,
+    now: i64,
+) -> Result<bool> {
+    let n = match change {
+        ScheduleChange::Remove => conn.execute(REMOVE, &[&owner, &name])?,
+        ScheduleChange::Pause => conn.execute(PAUSE, &[&owner, &name, &now])?,
+        ScheduleChange::Resume(next) => conn.execute(RESUME, &[&owner, &name, &now, &next])?,
+    };
+    Ok(n > 0)
+}
+
+/// Fires a schedule's due slots in the caller's transaction.
+pub(crate) fn fire(
+    conn: &mut Conn,
+    firing: Firing<'_>,
+    ids: Vec<Uuid>,
+    now: i64,
+) -> Result<Option<Vec<Enqueued>>> {
+    let moved = conn.execute(
+        ADVANCE,
+        &[
+            &firing.next,
+            &firing.last_fire,
+            &now,
+            &firing.owner,
+            &firing.name,
+            &firing.expected,
+        ],
+    )?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    if firing.jobs.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    super::jobs::insert_jobs(conn, firing.owner, firing.jobs, ids, now).map(Some)
+}

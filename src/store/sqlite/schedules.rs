@@ -1,0 +1,126 @@
+//! Schedules on SQLite: their rows, and the firing of due slots.
+
+use rusqlite::{Connection, Row, named_params, params};
+
+use super::WriteTx;
+use crate::error::{Error, Result};
+use crate::job::Enqueued;
+use crate::store::{Firing, ScheduleChange, ScheduleRow, Scope};
+
+const COLUMNS: &str = "name, owner, cron, every_ms, timezone, kind, input, queue, priority,
+    max_attempts, catch_up, paused, next_fire, last_fire, created_at";
+
+const INSERT: &str = "
+    INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
+                                priority, max_attempts, catch_up, paused, next_fire, last_fire,
+                                created_at, updated_at)
+    VALUES (:name, :owner, :cron, :every_ms, :timezone, :kind, :input, :queue, :priority,
+            :max_attempts, :catch_up, :paused, :next_fire, :last_fire, :created_at, :created_at)
+    ON CONFLICT (coalesce(owner, ''), name) DO NOTHING";
+
+/// Moves `next_fire` on from the value this process read: one process wins each slot.
+const ADVANCE: &str = "
+    UPDATE jobq_schedules SET next_fire = :next, last_fire = coalesce(:last, last_fire),
+                              updated_at = :now
+    WHERE coalesce(owner, '') = coalesce(:owner, '') AND name = :name
+      AND next_fire = :expected AND paused = 0";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<ScheduleRow> {
+    Ok(ScheduleRow {
+        name: r.get(0)?,
+        owner: r.get(1)?,
+        cron: r.get(2)?,
+        every_ms: r.get(3)?,
+        timezone: r.get(4)?,
+        kind: r.get(5)?,
+        input: r.get(6)?,
+        queue: r.get(7)?,
+        priority: r.get(8)?,
+        max_attempts: r.get(9)?,
+        catch_up: r.get(10)?,
+        paused: r.get(11)?,
+        next_fire: r.get(12)?,
+        last_fire: r.get(13)?,
+        created_at: r.get(14)?,
+    })
+}
+
+pub(crate) fn insert(conn: &Connection, s: &ScheduleRow) -> Result<()> {
+    let n = conn.prepare_cached(INSERT)?.execute(named_params! {
+        ":name": s.name, ":owner": s.owner, ":cron": s.cron, ":every_ms": s.every_ms,
+        ":timezone": s.timezone, ":kind": s.kind, ":input": s.input, ":queue": s.queue,
+        ":priority": s.priority, ":max_attempts": s.max_attempts, ":catch_up": s.catch_up,
+        ":paused": s.paused, ":next_fire": s.next_fire, ":last_fire": s.last_fire,
+        ":created_at": s.created_at,
+    })?;
+    if n == 0 {
+        return Err(Error::Duplicate {
+            what: "schedule",
+            id: s.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn list(
+    conn: &Connection,
+    scope: Scope<'_>,
+    due: Option<i64>,
+) -> Result<Vec<ScheduleRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM jobq_schedules
+         WHERE (?1 IS NULL OR owner = ?1)
+           AND (?2 IS NULL OR (paused = 0 AND next_fire <= ?2))
+         ORDER BY coalesce(owner, ''), name"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![scope, due], row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub(crate) fn change(
+    conn: &Connection,
+    owner: Option<&str>,
+    name: &str,
+    change: ScheduleChange,
+    now: i64,
+) -> Result<bool> {
+    let which = "coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
+    let n = match change {
+        ScheduleChange::Remove => conn
+            .prepare_cached(&format!("DELETE FROM jobq_schedules WHERE {which}"))?
+            .execute(named_params! {":owner": owner, ":name": name})?,
+        ScheduleChange::Pause => conn
+            .prepare_cached(&format!(
+                "UPDATE jobq_schedules SET paused = 1, updated_at = :now WHERE {which}"
+            ))?
+            .execute(named_params! {":owner": owner, ":name": name, ":now": now})?,
+        ScheduleChange::Resume(next) => conn
+            .prepare_cached(&format!(
+                "UPDATE jobq_schedules SET paused = 0, next_fire = :next, updated_at = :now
+                 WHERE {which}"
+            ))?
+            .execute(named_params! {":owner": owner, ":name": name, ":now": now, ":next": next})?,
+    };
+    Ok(n > 0)
+}
+
+/// Fires a schedule's due slots in the writer's transaction.
+pub(crate) fn fire(
+    tx: &WriteTx<'_, '_>,
+    firing: Firing<'_>,
+    now: i64,
+) -> Result<Option<Vec<Enqueued>>> {
+    let moved = tx.prepare_cached(ADVANCE)?.execute(named_params! {
+        ":next": firing.next, ":last": firing.last_fire, ":now": now, ":owner": firing.owner,
+        ":name": firing.name, ":expected": firing.expected,
+    })?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    if firing.jobs.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let ids = super::ids::allocate_in(tx, now, firing.jobs.len())?;
+    super::jobs::insert_jobs(tx, firing.owner, firing.jobs, ids, now).map(Some)
+}
