@@ -548,7 +548,7 @@ async fn wait_count(
 }
 
 #[test]
-fn the_dashboard_shows_a_flow_by_level_and_a_jobs_dependencies() {
+fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
     if !browser_available() {
         return;
     }
@@ -569,6 +569,9 @@ fn the_dashboard_shows_a_flow_by_level_and_a_jobs_dependencies() {
         )
         .unwrap();
     let composite = created.jobs["composite"].clone();
+    queue
+        .add_schedule(jobq::NewSchedule::cron("nightly", "0 2 * * *", "report"))
+        .unwrap();
     let (_serve, addr) = serve(&db);
     let (_driver, port) = chromedriver();
     let profile = tempfile::tempdir().unwrap();
@@ -644,6 +647,44 @@ fn the_dashboard_shows_a_flow_by_level_and_a_jobs_dependencies() {
             text.contains("composite") && text.contains("blocked"),
             "{text}"
         );
+
+        // The Schedules tab: the schedule with its next fire; Pause pauses it.
+        client
+            .find(Locator::Css("[data-testid=close-job]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("[data-testid=schedules-tab]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let row = client
+            .wait()
+            .for_element(Locator::Css("tr[data-schedule=nightly]"))
+            .await
+            .unwrap();
+        let text = row.text().await.unwrap();
+        assert!(
+            text.contains("0 2 * * *") && text.contains("report"),
+            "{text}"
+        );
+        row.find(Locator::Css("[data-testid=pause-schedule]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .wait()
+            .for_element(Locator::Css("[data-testid=resume-schedule]"))
+            .await
+            .unwrap();
         client.close().await.unwrap();
     });
+    assert!(queue.schedule("nightly").unwrap().paused);
 }

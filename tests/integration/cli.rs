@@ -868,3 +868,62 @@ fn dependencies_flows_and_windows_from_the_command_line() {
     let stats = cli.ok(&["stats"]);
     assert!(stats.contains("blocked"), "{stats}");
 }
+
+#[test]
+fn schedules_from_the_command_line() {
+    let cli = Cli::new();
+    let added = cli.json(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "@daily",
+        "report",
+        "--input",
+        r#"{"full":true}"#,
+        "--timezone",
+        "Europe/Paris",
+        "--catch-up",
+        "none",
+    ]);
+    assert_eq!(added["cron"], "@daily");
+    assert_eq!(added["catch_up"], "none");
+    cli.ok(&["schedule", "add", "tick", "--every", "5m", "ping"]);
+    // A rule is required, and only one.
+    cli.refused(2, &["schedule", "add", "x", "ping"]);
+    cli.refused(
+        2,
+        &[
+            "schedule", "add", "x", "--cron", "@daily", "--every", "1m", "ping",
+        ],
+    );
+    let err = cli.refused(1, &["schedule", "add", "x", "--cron", "99 * * * *", "ping"]);
+    assert!(err.contains("cron"), "{err}");
+    let err = cli.refused(1, &["schedule", "add", "tick", "--every", "1m", "ping"]);
+    assert!(err.contains("already exists"), "{err}");
+    let text = cli.ok(&["schedule", "list"]);
+    for needle in [
+        "NEXT FIRE",
+        "LAST FIRE",
+        "nightly",
+        "@daily",
+        "every 5m",
+        "report",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    let paused = cli.json(&["schedule", "pause", "tick"]);
+    assert_eq!(paused["paused"], true);
+    let list = cli.json(&["schedule", "list"]);
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 2);
+    assert_eq!(cli.json(&["schedule", "resume", "tick"])["paused"], false);
+    cli.ok(&["schedule", "remove", "tick"]);
+    cli.refused(1, &["schedule", "remove", "tick"]);
+    assert_eq!(
+        cli.json(&["schedule", "list"])["schedules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -1091,3 +1091,102 @@ fn flows_dependencies_and_windows_over_http() {
     api.delete(&format!("/api/jobs/{scene}"), Auth::Admin)
         .error(409, "invalid_transition");
 }
+
+#[test]
+fn schedules_over_http_are_owner_scoped() {
+    let api = Api::start();
+    let dana = api.queue.create_token("dana").unwrap();
+    let erin = api.queue.create_token("erin").unwrap();
+    let created = api.post(
+        "/api/schedules",
+        Auth::Token(&dana),
+        json!({"name": "nightly", "cron": "0 2 * * *", "kind": "report", "timezone": "Europe/Paris",
+               "catch_up": "all", "input": {"full": true}}),
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["owner"], "dana");
+    assert_eq!(created.body["catch_up"], "all");
+    let every = api.post(
+        "/api/schedules",
+        Auth::Admin,
+        json!({"name": "tick", "every": "5m", "kind": "ping"}),
+    );
+    assert_eq!(
+        (every.status, every.body["every"].as_str()),
+        (201, Some("5m"))
+    );
+    // Each owner sees its own; the admin sees all.
+    let list = api.get("/api/schedules", Auth::Token(&dana));
+    assert_eq!(list.body["schedules"].as_array().unwrap().len(), 1);
+    assert!(
+        api.get("/api/schedules", Auth::Token(&erin)).body["schedules"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        api.get("/api/schedules", Auth::Admin).body["schedules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Another owner's schedule is 404, never 403.
+    api.post(
+        "/api/schedules/nightly",
+        Auth::Token(&erin),
+        json!({"action": "pause"}),
+    )
+    .error(404, "not_found");
+    api.delete("/api/schedules/nightly", Auth::Token(&erin))
+        .error(404, "not_found");
+    let paused = api.post(
+        "/api/schedules/nightly",
+        Auth::Token(&dana),
+        json!({"action": "pause"}),
+    );
+    assert_eq!(paused.body["paused"], true);
+    let resumed = api.post(
+        "/api/schedules/nightly",
+        Auth::Token(&dana),
+        json!({"action": "resume"}),
+    );
+    assert_eq!(resumed.body["paused"], false);
+    // Refusals change nothing.
+    let before = crate::common::dump(api.queue.path());
+    for body in [
+        json!({"name": "x", "kind": "k"}),
+        json!({"name": "x", "kind": "k", "cron": "* * * * *", "every": "1m"}),
+        json!({"name": "x", "kind": "k", "cron": "not cron"}),
+        json!({"name": "x", "kind": "k", "every": "1m", "timezone": "Nowhere/Else"}),
+        json!({"name": "x", "kind": "k", "every": "1m", "catch_up": "some"}),
+        json!({"name": "x", "kind": "k", "every": "1m", "colour": "red"}),
+    ] {
+        api.post("/api/schedules", Auth::Admin, body)
+            .error(400, "invalid_input");
+    }
+    api.post(
+        "/api/schedules",
+        Auth::Token(&dana),
+        json!({"name": "nightly", "every": "1m", "kind": "k"}),
+    )
+    .error(409, "duplicate");
+    api.post(
+        "/api/schedules/tick",
+        Auth::Admin,
+        json!({"action": "explode"}),
+    )
+    .error(400, "invalid_input");
+    assert_eq!(crate::common::dump(api.queue.path()), before);
+    assert_eq!(
+        api.delete("/api/schedules/nightly", Auth::Token(&dana))
+            .status,
+        204
+    );
+    assert!(
+        api.get("/api/schedules", Auth::Token(&dana)).body["schedules"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

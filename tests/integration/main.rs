@@ -35,6 +35,7 @@ mod open;
 mod owners_groups;
 mod registry;
 mod retry;
+mod schedules;
 mod security;
 mod snooze;
 mod sqlite_only;

@@ -57,6 +57,8 @@ mod postgres_only;
 mod registry;
 #[path = "../integration/retry.rs"]
 mod retry;
+#[path = "../integration/schedules.rs"]
+mod schedules;
 #[path = "../integration/security.rs"]
 mod security;
 #[path = "../integration/snooze.rs"]
