@@ -426,3 +426,35 @@ fn a_job_that_runs_anyway_counts_a_cancelled_dependency_as_ended_and_a_retry_as_
     assert_eq!(status(q, &c2), Status::Queued);
     assert!(q.dependency_outputs(&c2).unwrap()[d2.as_str()].is_null());
 }
+
+#[test]
+fn a_group_a_job_outside_it_waits_for_cannot_be_deleted() {
+    let env = Env::new();
+    let q = &env.queue;
+    let created = q
+        .submit_flow(Flow::new("upstream").job("fetch", NewJob::new("fetch")))
+        .unwrap();
+    let outside = q
+        .enqueue(NewJob::new("report").after(&created.jobs["fetch"]))
+        .unwrap()
+        .job_id;
+    let before = env.dump();
+    let err = q.delete_group(&created.group_id).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidTransition { .. })
+            && err.to_string().contains(outside.as_str()),
+        "{err}"
+    );
+    assert_eq!(env.dump(), before);
+    q.cancel(&outside).unwrap();
+    assert_eq!(q.delete_group(&created.group_id).unwrap(), 1);
+    // A flow whose jobs wait only for each other goes whole.
+    let inside = q
+        .submit_flow(
+            Flow::new("self-contained")
+                .job("a", NewJob::new("a"))
+                .job_after("b", NewJob::new("b"), ["a"]),
+        )
+        .unwrap();
+    assert_eq!(q.delete_group(&inside.group_id).unwrap(), 2);
+}

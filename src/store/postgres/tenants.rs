@@ -102,6 +102,27 @@ pub(crate) fn delete_group(conn: &mut Conn, scope: Scope<'_>, id: &str) -> Resul
             action: format!("delete its group {id} (cancel the job first)"),
         });
     }
+    // A job outside the group that waits for one of its jobs would wait for ever.
+    let waiting = conn.query_opt(
+        "SELECT w.id, d.id FROM jobq_jobs d
+         JOIN jobq_dependencies l ON l.dep_id = d.id
+         JOIN jobq_jobs w ON w.id = l.job_id
+         WHERE d.group_id = $1 AND d.dependents > 0 AND w.status = 'blocked'
+           AND w.group_id IS DISTINCT FROM $1
+         LIMIT 1",
+        &[&id],
+    )?;
+    if let Some(row) = waiting {
+        let name = |u: uuid::Uuid| u.hyphenated().to_string();
+        return Err(Error::InvalidTransition {
+            job: JobId::from_db(name(row.get(1))),
+            from: Status::Blocked,
+            action: format!(
+                "delete its group {id} (job {}, outside the group, waits for it: cancel that first)",
+                name(row.get(0))
+            ),
+        });
+    }
     let jobs = conn.execute("DELETE FROM jobq_jobs WHERE group_id = $1", &[&id])?;
     conn.execute("DELETE FROM jobq_groups WHERE id = $1", &[&id])?;
     Ok(jobs as usize)

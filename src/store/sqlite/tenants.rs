@@ -111,6 +111,27 @@ pub(crate) fn delete_group(conn: &Connection, scope: Scope<'_>, id: &str) -> Res
             action: format!("delete its group {id} (cancel the job first)"),
         });
     }
+    // A job outside the group that waits for one of its jobs would wait for ever.
+    let waiting: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT w.id, d.id FROM jobq_jobs d
+             JOIN jobq_dependencies l ON l.dep_key = d.id_key
+             JOIN jobq_jobs w ON w.id_key = l.job_key
+             WHERE d.group_id = ?1 AND d.dependents > 0 AND w.status = 'blocked'
+               AND w.group_id IS NOT ?1
+             LIMIT 1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((waiting, dependency)) = waiting {
+        return Err(Error::InvalidTransition {
+            job: JobId::from_db(dependency),
+            from: Status::Blocked,
+            action: format!(
+                "delete its group {id} (job {waiting}, outside the group, waits for it: cancel that first)"
+            ),
+        });
+    }
     conn.prepare_cached("DELETE FROM jobq_groups WHERE id = ?1")?
         .execute([id])?;
     Ok(jobs as usize)
