@@ -170,6 +170,41 @@ impl Queue {
         })
     }
 
+    /// [`Queue::submit_flow`] inside the caller's own PostgreSQL transaction, as
+    /// [`Queue::enqueue_pg_tx`]: the flow exists if and only if the caller's writes commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::submit_flow`]; [`Error::Unsupported`] on a queue kept in SQLite.
+    #[cfg(feature = "postgres")]
+    pub fn submit_flow_pg_tx(
+        &self,
+        client: &mut impl postgres::GenericClient,
+        flow: Flow,
+    ) -> Result<FlowCreated> {
+        use crate::store::postgres::{Foreign, jobs, tenants};
+        if self.engine().name() != "postgres" {
+            return Err(Error::Unsupported {
+                action: "submit a flow inside a PostgreSQL transaction",
+                engine: self.engine().name(),
+            });
+        }
+        let now = self.now_ms();
+        let checked = self.check_flow(flow, now)?;
+        let ids = jobs::new_ids(now, checked.rows.len());
+        let mut sql = Foreign(client);
+        tenants::insert_group_in(&mut sql, &checked.group)?;
+        let out = jobs::insert_all(&mut sql, self.owner(), checked.rows.clone(), ids, now)?;
+        let mut created = BTreeMap::new();
+        for (r, e) in checked.refs.into_iter().zip(out) {
+            created.insert(r, e.job_id);
+        }
+        Ok(FlowCreated {
+            group_id: checked.group.id,
+            jobs: created,
+        })
+    }
+
     fn after_flow(
         &self,
         checked: CheckedFlow,

@@ -1190,3 +1190,29 @@ fn schedules_over_http_are_owner_scoped() {
             .is_empty()
     );
 }
+
+#[test]
+fn jobq_serve_fires_the_schedules_that_are_due() {
+    let api = Api::start();
+    let added = api.post(
+        "/api/schedules",
+        Auth::Admin,
+        json!({"name": "tick", "every": "1s", "kind": "tick"}),
+    );
+    assert_eq!(added.status, 201, "{}", added.text);
+    // No worker runs: the server alone fires it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = api.get("/api/jobs?kind=tick", Auth::Admin);
+        if jobs.body["jobs"].as_array().is_some_and(|j| j.len() >= 2) {
+            let key = jobs.body["jobs"][0]["idempotency_key"].as_str().unwrap();
+            assert!(key.starts_with("schedule:tick:"), "{key}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server fired nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

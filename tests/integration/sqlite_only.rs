@@ -295,3 +295,42 @@ fn a_missing_folder_or_file_is_refused_and_a_read_creates_no_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!typo.exists(), "a read command does not create the file");
 }
+
+#[test]
+fn a_flow_submitted_in_the_callers_transaction_exists_only_if_it_commits() {
+    let env = Env::new();
+    let mut conn = env.conn();
+    let flow = || {
+        jobq::Flow::new("order")
+            .job("pick", NewJob::new("pick"))
+            .job_after("ship", NewJob::new("ship"), ["pick"])
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    let dropped = env.queue.submit_flow_tx(&tx, flow()).unwrap();
+    tx.rollback().unwrap();
+    assert!(
+        env.queue
+            .get_group(&dropped.group_id)
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        env.queue
+            .get(&dropped.jobs["ship"])
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    let kept = env.queue.submit_flow_tx(&tx, flow()).unwrap();
+    tx.commit().unwrap();
+    env.queue.notify();
+    let ship = env.queue.get(&kept.jobs["ship"]).unwrap();
+    assert_eq!(ship.status, jobq::Status::Blocked);
+    assert_eq!(ship.dependencies.unwrap()[0].id, kept.jobs["pick"]);
+    assert_eq!(env.queue.get_group(&kept.group_id).unwrap().total, 2);
+}

@@ -419,3 +419,46 @@ fn the_http_server_answers_again_after_the_database_comes_back() {
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
     http.shutdown();
 }
+
+#[test]
+fn a_flow_submitted_in_the_applications_postgres_transaction_exists_only_if_it_commits() {
+    let env = Env::new();
+    let mut client = env.pg();
+    let flow = || {
+        jobq::Flow::new("order")
+            .job("pick", NewJob::new("pick"))
+            .job_after("ship", NewJob::new("ship"), ["pick"])
+    };
+    let mut tx = client.transaction().unwrap();
+    let dropped = env.queue.submit_flow_pg_tx(&mut tx, flow()).unwrap();
+    tx.rollback().unwrap();
+    assert!(
+        env.queue
+            .get_group(&dropped.group_id)
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        env.queue
+            .get(&dropped.jobs["pick"])
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    let mut tx = client.transaction().unwrap();
+    let kept = env.queue.submit_flow_pg_tx(&mut tx, flow()).unwrap();
+    tx.commit().unwrap();
+    let ship = env.queue.get(&kept.jobs["ship"]).unwrap();
+    assert_eq!(ship.status, jobq::Status::Blocked);
+    assert_eq!(ship.dependencies.unwrap()[0].id, kept.jobs["pick"]);
+    // An unknown ref is refused before anything is sent.
+    let mut tx = client.transaction().unwrap();
+    let err = env
+        .queue
+        .submit_flow_pg_tx(
+            &mut tx,
+            jobq::Flow::new("bad").job_after("a", NewJob::new("a"), ["ghost"]),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("ghost"), "{err}");
+}

@@ -187,6 +187,23 @@ pub(crate) fn insert_jobs(
     Ok(out.into_iter().flatten().collect())
 }
 
+/// Inserts jobs one by one on any client (an application's own transaction, for a flow),
+/// each after the jobs of the batch it waits for.
+pub(crate) fn insert_all(
+    conn: &mut dyn Sql,
+    scope: Scope<'_>,
+    jobs: Vec<NewRow>,
+    ids: Vec<Uuid>,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    for (i, (job, id)) in jobs.into_iter().zip(ids).enumerate() {
+        let done = insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?;
+        out[i] = Some(done);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 /// The job holding `key` for `owner`, while its window holds; a job whose window has
 /// passed gives the key up (for the insert that follows).
 fn existing(

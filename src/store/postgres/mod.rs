@@ -29,7 +29,7 @@ mod listen;
 mod schedules;
 pub(crate) mod schema;
 mod stats;
-mod tenants;
+pub(crate) mod tenants;
 mod workers;
 
 pub(crate) use clock::ServerClock;

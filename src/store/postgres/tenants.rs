@@ -31,6 +31,22 @@ const GROUP_JOBS: &str = "
 const GROUPS: &str = "
     SELECT id FROM jobq_groups WHERE ($1::text IS NULL OR owner = $1) ORDER BY id DESC LIMIT $2";
 
+/// Inserts a group on any client (an application's own transaction, for a flow).
+pub(crate) fn insert_group_in(conn: &mut dyn super::Sql, group: &GroupRow) -> Result<()> {
+    conn.query_all(
+        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
+         VALUES ($1, $2, $3, $4::text::json, $5)",
+        &[
+            &group.id,
+            &group.owner,
+            &group.name,
+            &group.metadata,
+            &group.created_at,
+        ],
+    )?;
+    Ok(())
+}
+
 pub(crate) fn insert_group(conn: &mut Conn, group: &GroupRow) -> Result<()> {
     conn.execute(
         "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
