@@ -7,8 +7,23 @@ use crate::error::{Error, Result};
 use crate::job::Enqueued;
 use crate::store::{Firing, ScheduleChange, ScheduleRow, Scope};
 
-const COLUMNS: &str = "name, owner, cron, every_ms, timezone, kind, input, queue, priority,
-    max_attempts, catch_up, paused, next_fire, last_fire, created_at";
+const LIST: &str = "
+    SELECT name, owner, cron, every_ms, timezone, kind, input, queue, priority, max_attempts,
+           catch_up, paused, next_fire, last_fire, created_at
+    FROM jobq_schedules
+    WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR (paused = 0 AND next_fire <= ?2))
+    ORDER BY coalesce(owner, ''), name";
+
+const REMOVE: &str =
+    "DELETE FROM jobq_schedules WHERE coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
+
+const PAUSE: &str = "
+    UPDATE jobq_schedules SET paused = 1, updated_at = :now
+    WHERE coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
+
+const RESUME: &str = "
+    UPDATE jobq_schedules SET paused = 0, next_fire = :next, updated_at = :now
+    WHERE coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
 
 const INSERT: &str = "
     INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
@@ -67,13 +82,7 @@ pub(crate) fn list(
     scope: Scope<'_>,
     due: Option<i64>,
 ) -> Result<Vec<ScheduleRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM jobq_schedules
-         WHERE (?1 IS NULL OR owner = ?1)
-           AND (?2 IS NULL OR (paused = 0 AND next_fire <= ?2))
-         ORDER BY coalesce(owner, ''), name"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(LIST)?;
     let rows = stmt.query_map(params![scope, due], row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
@@ -85,21 +94,15 @@ pub(crate) fn change(
     change: ScheduleChange,
     now: i64,
 ) -> Result<bool> {
-    let which = "coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
     let n = match change {
         ScheduleChange::Remove => conn
-            .prepare_cached(&format!("DELETE FROM jobq_schedules WHERE {which}"))?
+            .prepare_cached(REMOVE)?
             .execute(named_params! {":owner": owner, ":name": name})?,
         ScheduleChange::Pause => conn
-            .prepare_cached(&format!(
-                "UPDATE jobq_schedules SET paused = 1, updated_at = :now WHERE {which}"
-            ))?
+            .prepare_cached(PAUSE)?
             .execute(named_params! {":owner": owner, ":name": name, ":now": now})?,
         ScheduleChange::Resume(next) => conn
-            .prepare_cached(&format!(
-                "UPDATE jobq_schedules SET paused = 0, next_fire = :next, updated_at = :now
-                 WHERE {which}"
-            ))?
+            .prepare_cached(RESUME)?
             .execute(named_params! {":owner": owner, ":name": name, ":now": now, ":next": next})?,
     };
     Ok(n > 0)
