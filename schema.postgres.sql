@@ -375,3 +375,41 @@ CREATE TABLE jobq_schedules (
 );
 CREATE UNIQUE INDEX jobq_schedules_name ON jobq_schedules (coalesce(owner, ''), name);
 CREATE INDEX jobq_schedules_due ON jobq_schedules (next_fire) WHERE NOT paused;
+
+-- migration 6
+
+-- Flow control, read by the claim itself (as in `schema.sql`). `controlled` says whether
+-- the claim must take the queue's limits into account: the ordinary claim statement leaves
+-- such a queue to the claim that locks this row, counts and takes in one transaction.
+CREATE TABLE jobq_queues (
+    name                text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 200),
+    paused              boolean NOT NULL DEFAULT false,
+    max_running         integer CHECK (max_running IS NULL OR max_running >= 0),
+    max_running_per_key integer CHECK (max_running_per_key IS NULL OR max_running_per_key >= 1),
+    rate_limit          integer CHECK (rate_limit IS NULL OR rate_limit >= 1),
+    rate_window_ms      bigint CHECK (rate_window_ms IS NULL OR rate_window_ms >= 1),
+    updated_at          bigint NOT NULL,
+    controlled          boolean GENERATED ALWAYS AS (paused OR max_running IS NOT NULL
+                            OR max_running_per_key IS NOT NULL OR rate_limit IS NOT NULL) STORED,
+    CHECK ((rate_limit IS NULL) = (rate_window_ms IS NULL))
+);
+
+CREATE TABLE jobq_queue_claims (
+    queue text NOT NULL,
+    at    bigint NOT NULL
+);
+CREATE INDEX jobq_queue_claims_at ON jobq_queue_claims (queue, at);
+
+ALTER TABLE jobq_job_options ADD COLUMN concurrency_key text;
+
+-- Wake-ups for flow control: a job of a controlled queue that stops running frees room
+-- for another, which idle workers on other hosts learn of at once.
+CREATE OR REPLACE FUNCTION jobq_notify_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jobq', q.queue)
+    FROM (SELECT DISTINCT queue FROM jobq_new
+          WHERE status IN ('queued', 'retry')
+             OR (status IN ('succeeded', 'failed', 'cancelled')
+                 AND queue IN (SELECT name FROM jobq_queues WHERE controlled))) AS q;
+    RETURN NULL;
+END $$;

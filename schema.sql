@@ -531,3 +531,33 @@ CREATE TABLE jobq_schedules (
 );
 CREATE UNIQUE INDEX jobq_schedules_name ON jobq_schedules (coalesce(owner, ''), name);
 CREATE INDEX jobq_schedules_due ON jobq_schedules (next_fire) WHERE paused = 0;
+
+-- migration 6
+
+-- Flow control, read by the claim itself. A queue with a row here may be paused, hold at
+-- most `max_running` running jobs (prefetched ones are running too: the claim marks them
+-- so), at most `max_running_per_key` running jobs per concurrency key, and hand out at most
+-- `rate_limit` claims per `rate_window_ms` (sliding). A queue without a row, or whose row
+-- sets nothing, is claimed as before.
+CREATE TABLE jobq_queues (
+    name                TEXT PRIMARY KEY NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    paused              INTEGER NOT NULL DEFAULT 0,
+    max_running         INTEGER CHECK (max_running IS NULL OR max_running >= 0),
+    max_running_per_key INTEGER CHECK (max_running_per_key IS NULL OR max_running_per_key >= 1),
+    rate_limit          INTEGER CHECK (rate_limit IS NULL OR rate_limit >= 1),
+    rate_window_ms      INTEGER CHECK (rate_window_ms IS NULL OR rate_window_ms >= 1),
+    updated_at          INTEGER NOT NULL,
+    CHECK ((rate_limit IS NULL) = (rate_window_ms IS NULL))
+);
+
+-- The claims of rate-limited queues within their window (older ones are deleted as the
+-- window slides).
+CREATE TABLE jobq_queue_claims (
+    queue TEXT NOT NULL,
+    at    INTEGER NOT NULL
+);
+CREATE INDEX jobq_queue_claims_at ON jobq_queue_claims (queue, at);
+
+-- A job's concurrency key, for the per-key running limit (only jobs that have one have a
+-- row of options).
+ALTER TABLE jobq_job_options ADD COLUMN concurrency_key TEXT;

@@ -41,6 +41,7 @@ mod duration;
 mod error;
 mod events;
 pub mod exec;
+mod flow_control;
 mod group;
 #[cfg(feature = "http")]
 pub mod http;
@@ -69,6 +70,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{MAX_DURATION, format_duration, parse_duration};
 pub use error::{DatabaseError, Error, Result};
 pub use events::{EventKind, JobEvent};
+pub use flow_control::{QueueInfo, QueueLimits, Rate};
 pub use group::Group;
 pub use job::{
     AttemptError, ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, MAX_COST_CENTS, NewJob,

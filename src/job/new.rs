@@ -85,6 +85,7 @@ pub struct NewJob {
     pub(crate) on_dependency_failure: OnDependencyFailure,
     pub(crate) unique_for: Option<Duration>,
     pub(crate) unique_while_active: bool,
+    pub(crate) concurrency_key: Option<String>,
 }
 
 impl NewJob {
@@ -106,6 +107,7 @@ impl NewJob {
             on_dependency_failure: OnDependencyFailure::Cancel,
             unique_for: None,
             unique_while_active: false,
+            concurrency_key: None,
         }
     }
 
@@ -215,6 +217,14 @@ impl NewJob {
     /// idempotency key.
     pub fn unique_while_active(mut self) -> NewJob {
         self.unique_while_active = true;
+        self
+    }
+
+    /// Its concurrency key: where its queue has a per-key running limit
+    /// (`max_running_per_key`), no more than that many running jobs share a key. Defaults
+    /// to none.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> NewJob {
+        self.concurrency_key = Some(key.into());
         self
     }
 

@@ -106,6 +106,9 @@ pub struct Job {
     /// The jobs that wait for it, with their statuses (as `dependencies`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependents: Option<Vec<JobLink>>,
+    /// Its concurrency key, if it has one (filled by [`Queue::get`](crate::Queue::get)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// A job another waits for, or that waits for another: its id and status.

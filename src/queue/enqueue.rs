@@ -241,6 +241,9 @@ impl Queue {
         if let Some(group) = &job.group_id {
             check_text("group_id", group, 200)?;
         }
+        if let Some(key) = &job.concurrency_key {
+            check_text("concurrency_key", key, 200)?;
+        }
         let owner = match (self.owner(), job.owner) {
             (Some(me), Some(other)) if other != me => {
                 return Err(Error::invalid(
@@ -332,6 +335,7 @@ impl Queue {
             after,
             run_on_dependency_failure: job.on_dependency_failure == OnDependencyFailure::Run,
             unique,
+            concurrency_key: job.concurrency_key,
         })
     }
 }

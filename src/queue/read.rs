@@ -101,9 +101,10 @@ impl Queue {
             .get_job(self.owner(), id)?
             .map(|job| job.read_at(now))
             .ok_or_else(|| Error::job_not_found(id))?;
-        if let Some((dependencies, dependents)) = self.engine().links(self.owner(), id)? {
+        if let Some((dependencies, dependents, key)) = self.engine().links(self.owner(), id)? {
             job.dependencies = Some(dependencies);
             job.dependents = Some(dependents);
+            job.concurrency_key = key;
         }
         Ok(job)
     }

@@ -50,15 +50,24 @@ pub(crate) struct NewRow {
     /// Runs anyway when a dependency fails (else it is cancelled with it).
     pub run_on_dependency_failure: bool,
     pub unique: Unique,
+    /// For the per-key running limit of its queue.
+    pub concurrency_key: Option<String>,
 }
 
 impl NewRow {
     /// Whether inserting it needs nothing but the insert: no key to look up, no group, no
     /// dependencies.
     pub(crate) fn is_plain(&self) -> bool {
-        self.key.is_none() && self.group_id.is_none() && self.after.is_empty()
+        self.key.is_none()
+            && self.group_id.is_none()
+            && self.after.is_empty()
+            && self.concurrency_key.is_none()
     }
 }
+
+/// What a job's page shows beside its row: the jobs it waits for, those that wait for it,
+/// and its concurrency key.
+pub(crate) type Links = (Vec<JobLink>, Vec<JobLink>, Option<String>);
 
 /// A job a new job waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +345,40 @@ pub(crate) struct ReadyKind {
     pub oldest: i64,
 }
 
+/// A queue's flow control, as stored: what the claim reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct QueueControl {
+    pub name: String,
+    pub paused: bool,
+    pub max_running: Option<u32>,
+    pub max_running_per_key: Option<u32>,
+    /// At most this many claims per this many milliseconds.
+    pub rate: Option<(u32, i64)>,
+}
+
+impl QueueControl {
+    /// Whether a claim must take it into account.
+    pub(crate) fn is_controlled(&self) -> bool {
+        self.paused
+            || self.max_running.is_some()
+            || self.max_running_per_key.is_some()
+            || self.rate.is_some()
+    }
+}
+
+/// A change to a queue's flow control: `Some(None)` clears a limit, `None` leaves it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueueWrite {
+    pub paused: Option<bool>,
+    pub max_running: Option<Option<u32>>,
+    pub max_running_per_key: Option<Option<u32>>,
+    pub rate: Option<Option<(u32, i64)>>,
+}
+
+/// Jobs of one queue in one status (of the statuses a queue listing shows), and how many
+/// of them wait for a `run_after` ahead.
+pub(crate) type QueueCount = (String, Status, i64, i64);
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ScheduleRow {
@@ -401,9 +444,9 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
         jobs: Vec<NewRow>,
         now: i64,
     ) -> Result<Vec<Enqueued>>;
-    /// The jobs `id` waits for and those that wait for it; `None` when the scope does not
-    /// see `id`.
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>>;
+    /// The jobs `id` waits for and those that wait for it, and its concurrency key; `None`
+    /// when the scope does not see `id`.
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Links>>;
     /// Each dependency of `id` with its output (JSON text).
     fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>>;
     /// Who waits for whom among the jobs of a group: `(job, dependency)`, the job in the
@@ -555,6 +598,21 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
     fn expire_workers(&self, now: i64) -> Result<usize>;
     /// Ready jobs due at `due_before` or earlier, by queue and kind.
     fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>>;
+
+    // ---- flow control
+
+    /// Every queue with a row of flow control.
+    fn queue_controls(&self) -> Result<Vec<QueueControl>>;
+    /// Changes a queue's flow control (creating its row); returns it as it now is.
+    fn write_queue(&self, name: &str, write: QueueWrite, now: i64) -> Result<QueueControl>;
+    /// Whether some queue is under flow control (as last seen): an idle pool then looks for
+    /// work at every poll, since room can come back without an event (a rate's window).
+    fn any_controlled(&self) -> bool {
+        false
+    }
+    /// Jobs by queue in the statuses a queue listing shows (blocked, queued, running,
+    /// retry), with the scheduled ones of `queued` and `retry`.
+    fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>>;
 
     // ---- schedules
 

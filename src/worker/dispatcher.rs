@@ -83,7 +83,10 @@ pub(super) fn run(
             default(wait) => {
                 let due = next_due.is_some_and(|d| engine.queue.now_ms() >= d);
                 let changed = seen_version.is_none() || changes.version() != seen_version;
-                if due || changed {
+                // Under flow control, room comes back without an event (a rate's window
+                // slides on): look at every poll.
+                let controlled = engine.queue.engine().any_controlled();
+                if due || changed || controlled {
                     engine.claimer.set_maybe_ready(true);
                 }
             }

@@ -22,6 +22,7 @@ mod embedding;
 mod enqueue;
 mod exec_worker;
 mod flow_chaos;
+mod flow_control;
 mod fuzz;
 mod guards;
 mod hostile_data;

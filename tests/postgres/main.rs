@@ -34,6 +34,8 @@ mod enqueue;
 mod exec_worker;
 #[path = "../integration/flow_chaos.rs"]
 mod flow_chaos;
+#[path = "../integration/flow_control.rs"]
+mod flow_control;
 #[path = "../integration/fuzz.rs"]
 mod fuzz;
 #[path = "../integration/guards.rs"]

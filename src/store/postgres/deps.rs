@@ -112,12 +112,19 @@ fn read_links(conn: &mut dyn Sql, sql: &'static str, id: Uuid) -> Result<Vec<Job
     Ok(out)
 }
 
-/// The jobs `id` waits for, and those that wait for it.
-pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<(Vec<JobLink>, Vec<JobLink>)> {
+/// The jobs `id` waits for, those that wait for it, and its concurrency key.
+pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::store::Links> {
     let uuid = uuid_of(id)?;
+    let key: Option<String> = conn
+        .query_opt(
+            "SELECT concurrency_key FROM jobq_job_options WHERE job_id = $1",
+            &[&uuid],
+        )?
+        .and_then(|r| r.get(0));
     Ok((
         read_links(conn, DEPENDENCIES, uuid)?,
         read_links(conn, DEPENDENTS, uuid)?,
+        key,
     ))
 }
 

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use super::{Postgres, deps, jobs, listen, schedules, stats, tenants, workers};
+use super::{Postgres, deps, jobs, listen, queues, schedules, stats, tenants, workers};
 use crate::error::{Error, Result};
-use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
     GroupRow, HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite,
-    Progress, QueueRows, ReadyKind, Recorded, Released, Report, ScheduleChange, ScheduleRow, Scope,
-    StaleCutoffs,
+    Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released,
+    Report, ScheduleChange, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -37,7 +37,8 @@ impl Engine for Postgres {
         // (after the look for its idempotency key, if any) is the only write.
         let alone = matches!(jobs.as_slice(), [job] if job.owner.is_none()
                 && job.group_id.is_none() && job.after.is_empty()
-                && job.unique == crate::store::Unique::Forever);
+                && job.unique == crate::store::Unique::Forever
+                && job.concurrency_key.is_none());
         if alone {
             return self.run(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now));
         }
@@ -58,7 +59,7 @@ impl Engine for Postgres {
         })
     }
 
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>> {
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<crate::store::Links>> {
         self.snapshot(|conn| {
             if jobs::get(conn, scope, id)?.is_none() {
                 return Ok(None);
@@ -76,7 +77,8 @@ impl Engine for Postgres {
     }
 
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {
-        self.run(|conn| jobs::claim(conn, scope, spec, now))
+        let claimed = self.run(|conn| jobs::claim(conn, scope, spec, now))?;
+        self.top_up(scope, spec, claimed, now)
     }
 
     fn record(
@@ -89,16 +91,26 @@ impl Engine for Postgres {
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         // The usual batch, successes and a refill, goes in one statement.
         if let Some(spec) = refill.filter(|s| s.limit > 0) {
-            if let Some(done) =
+            if let Some((results, claimed)) =
                 self.run(|conn| jobs::complete_and_claim(conn, scope, reports, spec, again, now))?
             {
-                return Ok(done);
+                let claimed = match self.top_up(scope, spec, claimed, now) {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "jobq: claiming after recording outcomes failed");
+                        Vec::new()
+                    }
+                };
+                return Ok((results, claimed));
             }
         }
         let results = self.run(|conn| jobs::record(conn, scope, reports, again, now))?;
         let claimed = match refill {
             Some(spec) if spec.limit > 0 => {
-                match self.run(|conn| jobs::claim(conn, scope, spec, now)) {
+                match self
+                    .run(|conn| jobs::claim(conn, scope, spec, now))
+                    .and_then(|claimed| self.top_up(scope, spec, claimed, now))
+                {
                     Ok(claimed) => claimed,
                     Err(e) => {
                         // The outcomes are recorded; the dispatcher claims again at its next turn.
@@ -310,6 +322,29 @@ impl Engine for Postgres {
         self.read(|conn| workers::ready_kinds(conn, due_before))
     }
 
+    fn queue_controls(&self) -> Result<Vec<QueueControl>> {
+        self.snapshot(queues::controls)
+    }
+
+    fn write_queue(&self, name: &str, write: QueueWrite, now: i64) -> Result<QueueControl> {
+        let control = self.run(|conn| queues::write(conn, name, write, now))?;
+        self.forget_controlled();
+        Ok(control)
+    }
+
+    fn any_controlled(&self) -> bool {
+        !self
+            .controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .is_empty()
+    }
+
+    fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>> {
+        self.snapshot(|conn| queues::counts(conn, now))
+    }
+
     fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {
         self.run(|c| schedules::insert(c, row))
     }
@@ -339,5 +374,70 @@ impl Engine for Postgres {
                 reason: format!("cannot start the thread that listens for wake-ups: {e}"),
             })?;
         Ok(Box::new(listener))
+    }
+}
+
+impl Postgres {
+    /// The queues under flow control, read again when the last read is a second old. (The
+    /// claim statement's own guard keeps a queue that became controlled since out of the
+    /// ordinary claim; this only says which queues the controlled claim should look at.)
+    fn controlled_queues(&self) -> Result<std::sync::Arc<std::collections::HashSet<String>>> {
+        {
+            let cached = self
+                .controlled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let (Some(at), set) = &*cached {
+                if at.elapsed() < std::time::Duration::from_secs(1) {
+                    return Ok(std::sync::Arc::clone(set));
+                }
+            }
+        }
+        let set: std::sync::Arc<std::collections::HashSet<String>> =
+            std::sync::Arc::new(self.run(queues::controlled)?.into_iter().collect());
+        *self
+            .controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (Some(std::time::Instant::now()), std::sync::Arc::clone(&set));
+        Ok(set)
+    }
+
+    fn forget_controlled(&self) {
+        self.controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 = None;
+    }
+
+    /// After the ordinary claim, the controlled queues of the filter, for the slots left.
+    fn top_up(
+        &self,
+        scope: Scope<'_>,
+        spec: ClaimSpec<'_>,
+        mut claimed: Vec<ClaimedJob>,
+        now: i64,
+    ) -> Result<Vec<ClaimedJob>> {
+        if claimed.len() >= spec.limit {
+            return Ok(claimed);
+        }
+        let controlled = self.controlled_queues()?;
+        let queues: Vec<String> = spec
+            .filter
+            .queue_names()
+            .iter()
+            .filter(|q| controlled.contains(q.as_str()))
+            .cloned()
+            .collect();
+        if queues.is_empty() {
+            return Ok(claimed);
+        }
+        let rest = ClaimSpec {
+            limit: spec.limit - claimed.len(),
+            ..spec
+        };
+        let more = self.transaction(|conn| queues::claim(conn, scope, &rest, &queues, now))?;
+        claimed.extend(more);
+        Ok(claimed)
     }
 }

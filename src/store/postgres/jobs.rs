@@ -77,8 +77,8 @@ const INSERT_FULL: &str = "
         RETURNING id),
     options AS (
         INSERT INTO jobq_job_options (job_id, waiting_on, run_on_dependency_failure,
-                                      unique_until, unique_while_active)
-        SELECT id, $18, $19, $20, $21 FROM job)
+                                      unique_until, unique_while_active, concurrency_key)
+        SELECT id, $18, $19, $20, $21, $22 FROM job)
     SELECT id FROM job";
 
 /// The key's window has passed: the job gives it up, for the new job to take.
@@ -264,7 +264,8 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    let plain = job.after.is_empty() && job.unique == Unique::Forever;
+    let plain =
+        job.after.is_empty() && job.unique == Unique::Forever && job.concurrency_key.is_none();
     let waits = if plain {
         Waits::default()
     } else {
@@ -323,6 +324,7 @@ pub(crate) fn insert(
                 &job.run_on_dependency_failure,
                 &until,
                 &while_active,
+                &job.concurrency_key,
             ],
         )?
     };
@@ -386,7 +388,8 @@ macro_rules! claim_update {
 }
 
 /// The ready jobs one queue ($1) hands out: the ready index in claim order, skipping rows
-/// other claimers hold locked, up to $5 rows.
+/// other claimers hold locked, up to $5 rows; none from a queue under flow control (the
+/// claim of `queues.rs` takes those).
 macro_rules! picked_from_one_queue {
     () => {
         "
@@ -394,6 +397,7 @@ macro_rules! picked_from_one_queue {
         SELECT id FROM jobq_jobs
         WHERE queue = $1 AND status IN ('queued', 'retry') AND run_after <= $2
           AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
+          AND NOT EXISTS (SELECT 1 FROM jobq_queues c WHERE c.name = $1 AND c.controlled)
         ORDER BY priority DESC, run_after, id
         LIMIT $5
         FOR UPDATE SKIP LOCKED)"
@@ -412,6 +416,7 @@ macro_rules! picked_from_queues {
             SELECT id, priority, run_after FROM jobq_jobs
             WHERE queue = q.name AND status IN ('queued', 'retry') AND run_after <= $2
               AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
+              AND NOT EXISTS (SELECT 1 FROM jobq_queues c WHERE c.name = q.name AND c.controlled)
             ORDER BY priority DESC, run_after, id
             LIMIT $5
             FOR UPDATE SKIP LOCKED) AS c),
@@ -1231,5 +1236,6 @@ fn job(row: &Row) -> Result<Job> {
         scheduled: false,
         dependencies: None,
         dependents: None,
+        concurrency_key: None,
     })
 }

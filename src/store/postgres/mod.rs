@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
@@ -26,6 +27,7 @@ pub(crate) mod deps;
 mod engine;
 pub(crate) mod jobs;
 mod listen;
+pub(crate) mod queues;
 mod schedules;
 pub(crate) mod schema;
 mod stats;
@@ -215,6 +217,9 @@ pub(crate) struct Postgres {
     clock: ServerClock,
     /// Dropped with the engine: the thread that follows the server's clock ends.
     _clock_thread: crossbeam_channel::Sender<()>,
+    /// The queues under flow control, as last read (at most a second ago), and when.
+    pub(crate) controlled:
+        std::sync::Mutex<(Option<Instant>, Arc<std::collections::HashSet<String>>)>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -277,6 +282,7 @@ impl Postgres {
             pool,
             clock,
             _clock_thread: clock_thread,
+            controlled: std::sync::Mutex::new((None, Arc::default())),
         })
     }
 

@@ -108,11 +108,17 @@ fn read_links(conn: &Connection, sql: &str, key: i64) -> Result<Vec<JobLink>> {
     Ok(out)
 }
 
-/// The jobs `id` waits for, and those that wait for it.
-pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<(Vec<JobLink>, Vec<JobLink>)> {
+/// The jobs `id` waits for, those that wait for it, and its concurrency key.
+pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::store::Links> {
+    let key: Option<String> = conn
+        .prepare_cached("SELECT concurrency_key FROM jobq_job_options WHERE job_key = ?1")?
+        .query_row([id.key()], |r| r.get(0))
+        .optional()?
+        .flatten();
     Ok((
         read_links(conn, DEPENDENCIES, id.key())?,
         read_links(conn, DEPENDENTS, id.key())?,
+        key,
     ))
 }
 

@@ -5,16 +5,16 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{Sqlite, deps, ids, jobs, schedules, stats, tenants, workers};
+use super::{Sqlite, deps, ids, jobs, queues, schedules, stats, tenants, workers};
 use crate::error::{Error, Result};
-use crate::job::{ClaimedJob, Enqueued, Job, JobId, JobLink, Lease, Status};
+use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
     GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
-    QueueRows, ReadyKind, Recorded, Released, Report, ScheduleChange, ScheduleRow, Scope,
-    StaleCutoffs,
+    QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released, Report,
+    ScheduleChange, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -52,7 +52,7 @@ impl Engine for Sqlite {
         })
     }
 
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<(Vec<JobLink>, Vec<JobLink>)>> {
+    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<crate::store::Links>> {
         self.read(|conn| {
             if jobs::status_of(conn, scope, id)?.is_none() {
                 return Ok(None);
@@ -291,6 +291,25 @@ impl Engine for Sqlite {
 
     fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
         self.read(|conn| workers::ready_kinds(conn, due_before))
+    }
+
+    fn queue_controls(&self) -> Result<Vec<QueueControl>> {
+        self.read(queues::controls)
+    }
+
+    fn write_queue(&self, name: &str, write: QueueWrite, now: i64) -> Result<QueueControl> {
+        self.write(|tx| {
+            tx.forget_controls();
+            queues::write(tx, name, write, now)
+        })
+    }
+
+    fn any_controlled(&self) -> bool {
+        super::ANY_CONTROLLED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>> {
+        self.read(|c| queues::counts(c, now))
     }
 
     fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {

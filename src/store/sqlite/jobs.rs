@@ -95,8 +95,8 @@ const INSERT_FULL: &str = "INSERT INTO jobq_jobs (id_key, id, queue, kind, statu
 
 const INSERT_OPTIONS: &str = "
     INSERT INTO jobq_job_options (job_key, waiting_on, run_on_dependency_failure, unique_until,
-                                  unique_while_active)
-    VALUES (?1, ?2, ?3, ?4, ?5)";
+                                  unique_while_active, concurrency_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
 
@@ -260,7 +260,7 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    if job.after.is_empty() && job.unique == Unique::Forever {
+    if job.after.is_empty() && job.unique == Unique::Forever && job.concurrency_key.is_none() {
         insert_row(conn, &job, &id, now)?;
         return Ok(Enqueued {
             job_id: JobId::from_db(id),
@@ -293,7 +293,8 @@ pub(crate) fn insert(
         waits.waiting,
         job.run_on_dependency_failure,
         until,
-        while_active
+        while_active,
+        job.concurrency_key
     ])?;
     let job_id = JobId::from_db(id);
     deps::link(conn, &job_id, &waits)?;
@@ -383,19 +384,28 @@ pub(crate) const CLAIM_IDS: &str = concat!(
 );
 
 pub(crate) fn claim(
-    conn: &Connection,
+    tx: &super::WriteTx<'_, '_>,
     scope: Scope<'_>,
     spec: ClaimSpec<'_>,
     now: i64,
 ) -> Result<Vec<ClaimedJob>> {
+    let conn: &Connection = tx;
     let ClaimSpec {
         worker,
         limit,
         filter,
     } = spec;
+    // Queues under flow control (known without a query while no other connection commits)
+    // take the controlled way; the others, the ordinary one.
+    let controls = tx.controls()?;
+    let controlled = !controls.is_empty()
+        && filter
+            .queue_names()
+            .iter()
+            .any(|q| controls.contains_key(q.as_str()));
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     let kinds = filter.kinds_json();
-    let mut jobs = if let [queue] = filter.queue_names() {
+    let mut jobs = if let ([queue], false) = (filter.queue_names(), controlled) {
         let mut stmt = conn.prepare_cached(CLAIM_ONE_QUEUE)?;
         let rows = stmt.query_map(
             named_params! {
@@ -406,11 +416,15 @@ pub(crate) fn claim(
         )?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     } else {
-        // Per queue, the index yields its best `limit` candidates in order; merge them and
-        // take the best `limit` overall.
+        // Per queue, the index yields its best `limit` candidates in order (a controlled
+        // queue, those its limits allow); merge them and take the best `limit` overall.
         let mut candidates: Vec<(i64, i32, i64)> = Vec::new();
-        let mut stmt = conn.prepare_cached(CANDIDATES)?;
         for queue in filter.queue_names() {
+            if let Some(control) = controls.get(queue.as_str()) {
+                candidates.extend(super::queues::candidates(conn, control, scope, &spec, now)?);
+                continue;
+            }
+            let mut stmt = conn.prepare_cached(CANDIDATES)?;
             let rows = stmt.query_map(
                 named_params! {
                     ":queue": queue, ":now": now, ":kinds": kinds,
@@ -435,7 +449,17 @@ pub(crate) fn claim(
             named_params! {":worker": worker, ":now": now, ":keys": keys},
             |r| claimed_from_row(r, worker),
         )?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+        let jobs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        // Claims from a rate-limited queue count against its window.
+        for (name, control) in controls.iter() {
+            if control.rate.is_some() {
+                let n = jobs.iter().filter(|j| &j.queue == name).count();
+                if n > 0 {
+                    super::queues::note_claims(conn, name, n, now)?;
+                }
+            }
+        }
+        jobs
     };
     // RETURNING gives rows in no promised order: restore claim order.
     jobs.sort_by(|a, b| {
@@ -1230,25 +1254,31 @@ mod tests {
         queue
             .enqueue_many((0..50).map(|_| crate::NewJob::new("k").queue("a")))
             .unwrap();
-        let conn = queue.sqlite().unwrap().connect().unwrap();
-        for limit in [1, 2, 3, 5, 8] {
-            for filter in [ClaimFilter::queues(["a"]), ClaimFilter::queues(["a", "b"])] {
-                let spec = ClaimSpec {
-                    worker: "w",
-                    limit,
-                    filter: &filter,
-                };
-                claim(&conn, None, spec, limit as i64).unwrap();
-            }
-        }
-        for sql in [CLAIM_ONE_QUEUE, CANDIDATES] {
-            let stmt = conn.prepare_cached(sql).unwrap();
-            assert_eq!(
-                stmt.get_status(rusqlite::StatementStatus::RePrepare),
-                0,
-                "re-prepared:\n{sql}"
-            );
-        }
+        queue
+            .sqlite()
+            .unwrap()
+            .write(|tx| {
+                for limit in [1, 2, 3, 5, 8] {
+                    for filter in [ClaimFilter::queues(["a"]), ClaimFilter::queues(["a", "b"])] {
+                        let spec = ClaimSpec {
+                            worker: "w",
+                            limit,
+                            filter: &filter,
+                        };
+                        claim(tx, None, spec, limit as i64).unwrap();
+                    }
+                }
+                for sql in [CLAIM_ONE_QUEUE, CANDIDATES] {
+                    let stmt = tx.prepare_cached(sql).unwrap();
+                    assert_eq!(
+                        stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                        0,
+                        "re-prepared:\n{sql}"
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! `synchronous=NORMAL` mode. The writer's own autocheckpoint stays on at a high mark as a
 //! backstop: under a write load that never pauses, it is what lets the WAL start over.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,6 +35,7 @@ pub(crate) mod deps;
 mod engine;
 pub(crate) mod ids;
 pub(crate) mod jobs;
+pub(crate) mod queues;
 pub(crate) mod rows;
 pub(crate) mod schedules;
 pub(crate) mod schema;
@@ -221,6 +222,7 @@ impl Sqlite {
             opts,
             pool,
             writer: Mutex::new(Writer {
+                controls: RefCell::new(None),
                 conn,
                 keys: Cell::new(KeyCache::default()),
             }),
@@ -243,7 +245,11 @@ impl Sqlite {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx<'_, '_>) -> Result<T>) -> Result<T> {
         set_busy_timeout(self.opts.busy_timeout);
         let mut writer = self.lock_writer();
-        let Writer { conn, keys } = &mut *writer;
+        let Writer {
+            conn,
+            keys,
+            controls,
+        } = &mut *writer;
         let out = {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -252,9 +258,13 @@ impl Sqlite {
             // if none came from another connection since its own last, what it knew of the
             // largest key still holds.
             let mut cache = keys.get();
-            cache.known &= data_version(&tx) == cache.version;
+            let others_committed = data_version(&tx) != cache.version;
+            cache.known &= !others_committed;
             keys.set(cache);
-            let tx = WriteTx { tx, keys };
+            if others_committed {
+                *controls.borrow_mut() = None;
+            }
+            let tx = WriteTx { tx, keys, controls };
             let done = f(&tx).and_then(|out| {
                 tx.tx.commit()?;
                 Ok(out)
@@ -263,6 +273,7 @@ impl Sqlite {
                 Ok(out) => out,
                 Err(e) => {
                     keys.set(KeyCache::default());
+                    *controls.borrow_mut() = None;
                     return Err(self.fix(e, "write"));
                 }
             }
@@ -309,7 +320,18 @@ impl Sqlite {
 struct Writer {
     conn: Connection,
     keys: Cell<KeyCache>,
+    /// The queues with flow control, as of the writer's last look: valid while no other
+    /// connection commits (as the key cache) and the writer does not change them.
+    controls: RefCell<Option<Controls>>,
 }
+
+/// Whether the last look at flow control (in any file of this process) found a controlled
+/// queue: what [`crate::store::Engine::any_controlled`] answers on SQLite.
+pub(crate) static ANY_CONTROLLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The queues under flow control, by name (queues without any are not in it).
+pub(crate) type Controls = Arc<std::collections::HashMap<String, crate::store::QueueControl>>;
 
 /// What the writer connection knows of the largest row key in `jobq_jobs`: when `known`, no
 /// key is larger than `largest` as of the connection's data version `version` (which any
@@ -327,6 +349,7 @@ struct KeyCache {
 pub(crate) struct WriteTx<'t, 'k> {
     tx: Transaction<'t>,
     keys: &'k Cell<KeyCache>,
+    controls: &'k RefCell<Option<Controls>>,
 }
 
 impl<'t> std::ops::Deref for WriteTx<'t, '_> {
@@ -356,6 +379,29 @@ impl WriteTx<'_, '_> {
             ..cache
         });
         Ok(largest)
+    }
+
+    /// The queues under flow control, read in this transaction or known from the writer's
+    /// last look while no other connection committed since.
+    pub(crate) fn controls(&self) -> Result<Controls> {
+        if let Some(known) = self.controls.borrow().as_ref() {
+            return Ok(Arc::clone(known));
+        }
+        let read: Controls = Arc::new(
+            queues::controls(&self.tx)?
+                .into_iter()
+                .filter(crate::store::QueueControl::is_controlled)
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+        );
+        *self.controls.borrow_mut() = Some(Arc::clone(&read));
+        ANY_CONTROLLED.store(!read.is_empty(), Ordering::Relaxed);
+        Ok(read)
+    }
+
+    /// This transaction changes flow control: read it again next time.
+    pub(crate) fn forget_controls(&self) {
+        *self.controls.borrow_mut() = None;
     }
 
     /// Records that this transaction inserted a job with the key `key`.

@@ -68,6 +68,7 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         scheduled: false,
         dependencies: None,
         dependents: None,
+        concurrency_key: None,
     })
 }
 
