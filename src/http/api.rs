@@ -8,6 +8,7 @@ use super::body::Body;
 use super::{App, Caller, Reply};
 use crate::duration::parse_duration;
 use crate::error::Error;
+use crate::flow_control::{QueueLimits, Rate};
 use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
 use crate::queue::flow::Flow;
 use crate::queue::{JobFilter, Queue};
@@ -26,6 +27,8 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "jobs"] => "GET, POST",
         ["api", "flows"] => "POST",
         ["api", "schedules"] => "GET, POST",
+        ["api", "queues"] => "GET",
+        ["api", "queues", _] => "POST",
         ["api", "schedules", _] => "POST, DELETE",
         ["api", "jobs", "running"] => "GET",
         ["api", "jobs", "dead"] => "GET, POST",
@@ -249,6 +252,15 @@ pub(crate) fn handle(
             ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
             ("POST", ["api", "flows"]) => submit_flow(&queue, body)?,
             ("GET", ["api", "schedules"]) => Reply::ok(&json!({ "schedules": queue.schedules()? })),
+            ("GET" | "POST", ["api", "queues", ..]) if !matches!(caller, Caller::Admin) => {
+                return Err(Reply::error(
+                    401,
+                    "unauthorized",
+                    "queues belong to every owner: they need the admin key",
+                ));
+            }
+            ("GET", ["api", "queues"]) => Reply::ok(&json!({ "queues": queue.queues()? })),
+            ("POST", ["api", "queues", name]) => queue_action(&queue, name, body)?,
             ("POST", ["api", "schedules"]) => add_schedule(&queue, body)?,
             ("DELETE", ["api", "schedules", name]) => {
                 queue.remove_schedule(name)?;
@@ -313,7 +325,8 @@ fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
     Ok(Reply::ok(&doc))
 }
 
-const ENQUEUE_FIELDS: [&str; 15] = [
+const ENQUEUE_FIELDS: [&str; 16] = [
+    "concurrency_key",
     "kind",
     "input",
     "queue",
@@ -332,7 +345,8 @@ const ENQUEUE_FIELDS: [&str; 15] = [
 ];
 
 /// The fields of a job of `POST /api/flows`: those of `POST /api/jobs` and its `ref`.
-const FLOW_JOB_FIELDS: [&str; 16] = [
+const FLOW_JOB_FIELDS: [&str; 17] = [
+    "concurrency_key",
     "ref",
     "kind",
     "input",
@@ -464,6 +478,9 @@ fn job_from(body: &Body<'_>) -> Result<NewJob, Reply> {
     if let Some(g) = body.string("group_id")? {
         job = job.group(g);
     }
+    if let Some(k) = body.string("concurrency_key")? {
+        job = job.concurrency_key(k);
+    }
     if let Some(c) = body.integer("cost_cents")? {
         job = job.cost_cents(c);
     }
@@ -574,6 +591,60 @@ fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
         added = queue.pause_schedule(&added.name)?;
     }
     Ok(Reply::json(201, &added))
+}
+
+/// `{"action": "pause" | "resume"}`, or limits: `{"max_running"?, "max_running_per_key"?,
+/// "rate"?}` where `null` clears one.
+fn queue_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(
+        &value,
+        &["action", "max_running", "max_running_per_key", "rate"],
+    )?;
+    if let Some(action) = body.string("action")? {
+        let info = match action {
+            "pause" => queue.pause_queue(name)?,
+            "resume" => queue.resume_queue(name)?,
+            other => {
+                return Err(Reply::error(
+                    400,
+                    "invalid_input",
+                    format!("field `action` must be \"pause\" or \"resume\", not {other:?}"),
+                ));
+            }
+        };
+        return Ok(Reply::ok(&info));
+    }
+    let given = |field: &str| value.as_object().is_some_and(|m| m.contains_key(field));
+    let mut limits = QueueLimits::new();
+    for field in ["max_running", "max_running_per_key"] {
+        if !given(field) {
+            continue;
+        }
+        let n = body.integer_in::<u32>(field, "a whole number from 0, or null")?;
+        limits = if field == "max_running" {
+            limits.max_running(n)
+        } else {
+            limits.max_running_per_key(n)
+        };
+    }
+    if given("rate") {
+        limits = limits.rate(match body.string("rate")? {
+            Some(r) => Some(r.parse::<Rate>()?),
+            None => None,
+        });
+    }
+    if !["max_running", "max_running_per_key", "rate"]
+        .iter()
+        .any(|f| given(f))
+    {
+        return Err(Reply::error(
+            400,
+            "invalid_input",
+            "give `action`, or one of `max_running`, `max_running_per_key`, `rate`",
+        ));
+    }
+    Ok(Reply::ok(&queue.set_queue_limits(name, limits)?))
 }
 
 fn schedule_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {

@@ -684,7 +684,35 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
             .for_element(Locator::Css("[data-testid=resume-schedule]"))
             .await
             .unwrap();
+
+        // The Queues tab: counts and limits; Pause pauses the queue for every process.
+        client
+            .find(Locator::Css("[data-testid=queues-tab]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let row = client
+            .wait()
+            .for_element(Locator::Css("tr[data-queue=default]"))
+            .await
+            .unwrap();
+        let text = row.text().await.unwrap();
+        assert!(text.contains("default"), "{text}");
+        row.find(Locator::Css("[data-testid=pause-queue]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .wait()
+            .for_element(Locator::Css("[data-testid=resume-queue]"))
+            .await
+            .unwrap();
         client.close().await.unwrap();
     });
     assert!(queue.schedule("nightly").unwrap().paused);
+    assert!(queue.queue_info("default").unwrap().paused);
 }

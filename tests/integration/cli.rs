@@ -927,3 +927,76 @@ fn schedules_from_the_command_line() {
         1
     );
 }
+
+#[test]
+fn queues_from_the_command_line() {
+    let cli = Cli::new();
+    cli.enqueue(&[
+        "render",
+        "--queue",
+        "gpu",
+        "--concurrency-key",
+        "customer-1",
+    ]);
+    cli.enqueue(&[
+        "render",
+        "--queue",
+        "gpu",
+        "--concurrency-key",
+        "customer-1",
+    ]);
+    let set = cli.json(&[
+        "queue",
+        "set",
+        "gpu",
+        "--max-running",
+        "2",
+        "--max-running-per-key",
+        "1",
+        "--rate",
+        "10/1s",
+    ]);
+    assert_eq!(
+        (set["max_running"].as_u64(), set["rate"].as_str()),
+        (Some(2), Some("10/1s"))
+    );
+    cli.ok(&["queue", "pause", "gpu"]);
+    let text = cli.ok(&["queue", "list"]);
+    for needle in [
+        "QUEUE",
+        "READY",
+        "BLOCKED",
+        "PAUSED",
+        "MAX RUNNING",
+        "gpu",
+        "yes",
+        "10/1s",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    // Paused: a worker claims nothing from it.
+    let out = cli.run(&["worker", "--exec", "cat", "--queue", "gpu", "--once"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Jobs processed: 0"));
+    cli.ok(&["queue", "resume", "gpu"]);
+    // One key, limit 1 per key: the two jobs run one after the other, both done.
+    let out = cli.run(&["worker", "--exec", "cat", "--queue", "gpu", "--once"]);
+    assert!(out.status.success());
+    let list = cli.json(&["queue", "list"]);
+    let gpu = &list["queues"][0];
+    assert_eq!(
+        (gpu["name"].as_str(), gpu["paused"].as_bool()),
+        (Some("gpu"), Some(false))
+    );
+    cli.ok(&[
+        "queue",
+        "set",
+        "gpu",
+        "--max-running",
+        "none",
+        "--rate",
+        "none",
+    ]);
+    let err = cli.refused(1, &["queue", "set", "gpu", "--rate", "lots"]);
+    assert!(err.contains("rate"), "{err}");
+    cli.refused(1, &["queue", "set", "gpu", "--max-running", "-3"]);
+}

@@ -1216,3 +1216,71 @@ fn jobq_serve_fires_the_schedules_that_are_due() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn queues_over_http_need_the_admin_key() {
+    let api = Api::start();
+    let token = api.queue.create_token("dana").unwrap();
+    api.post(
+        "/api/jobs",
+        Auth::Admin,
+        json!({"kind": "render", "queue": "gpu", "concurrency_key": "customer-1"}),
+    );
+    let limited = api.post(
+        "/api/queues/gpu",
+        Auth::Admin,
+        json!({"max_running": 2, "max_running_per_key": 1, "rate": "100/1m"}),
+    );
+    assert_eq!(limited.status, 200, "{}", limited.text);
+    assert_eq!(
+        (
+            limited.body["max_running"].as_u64(),
+            limited.body["max_running_per_key"].as_u64(),
+            limited.body["rate"].as_str()
+        ),
+        (Some(2), Some(1), Some("100/1m"))
+    );
+    let paused = api.post("/api/queues/gpu", Auth::Admin, json!({"action": "pause"}));
+    assert_eq!(paused.body["paused"], true);
+    let list = api.get("/api/queues", Auth::Admin);
+    let gpu = list.body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "gpu")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (gpu["ready"].as_i64(), gpu["paused"].as_bool()),
+        (Some(1), Some(true))
+    );
+    // `null` clears a limit; the others stay.
+    let cleared = api.post("/api/queues/gpu", Auth::Admin, json!({"max_running": null}));
+    assert_eq!(
+        (
+            cleared.body["max_running"].clone(),
+            cleared.body["max_running_per_key"].as_u64()
+        ),
+        (Value::Null, Some(1))
+    );
+    api.get("/api/queues", Auth::Token(&token))
+        .error(401, "unauthorized");
+    api.post(
+        "/api/queues/gpu",
+        Auth::Token(&token),
+        json!({"action": "resume"}),
+    )
+    .error(401, "unauthorized");
+    let before = crate::common::dump(api.queue.path());
+    for body in [
+        json!({"action": "stop"}),
+        json!({"rate": "fast"}),
+        json!({"max_running": -1}),
+        json!({}),
+        json!({"colour": 1}),
+    ] {
+        api.post("/api/queues/gpu", Auth::Admin, body)
+            .error(400, "invalid_input");
+    }
+    assert_eq!(crate::common::dump(api.queue.path()), before);
+}

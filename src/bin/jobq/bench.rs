@@ -37,6 +37,9 @@ pub enum Workload {
     Wakeup,
     /// Fan-in: from a flow's last dependency finishing to its dependent starting.
     Fanin,
+    /// The drain of a queue limited to one running job per key, over 1,000 keys, beside
+    /// the same drain without limits.
+    Limited,
     Raw,
     /// PostgreSQL: the drain beside a million finished jobs, and stats at that size.
     Size,
@@ -59,7 +62,18 @@ struct Report {
     raw_sqlite: Option<Raw>,
     wakeup_ms: Option<Wakeup>,
     fanin_ms: Option<Wakeup>,
+    limited: Option<Limited>,
     ratios: Option<Ratios>,
+}
+
+/// The per-key limited drain beside the unlimited one, same jobs, same handlers.
+#[derive(Serialize)]
+pub(crate) struct Limited {
+    pub workers: usize,
+    pub keys: u64,
+    pub unlimited_per_s: f64,
+    pub per_key_1_per_s: f64,
+    pub ratio: f64,
 }
 
 #[derive(Serialize)]
@@ -111,6 +125,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
             Workload::Drain,
             Workload::Wakeup,
             Workload::Fanin,
+            Workload::Limited,
             Workload::Raw,
         ];
     }
@@ -209,6 +224,18 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
         None
     };
 
+    let limited = if runs(Workload::Limited) {
+        say("drain limited to one running job per key over 1,000 keys, and without limits");
+        Some(limited_drain(
+            &open("unlimited.db")?,
+            &open("limited.db")?,
+            n,
+            args.workers,
+        )?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw SQLite loops with the same pragmas");
         Some(Raw {
@@ -249,6 +276,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
         raw_sqlite: raw,
         wakeup_ms: wakeup,
         fanin_ms: fanin,
+        limited,
     };
     if json {
         print_json(&report);
@@ -312,12 +340,75 @@ fn print_report(r: &Report) {
             w.p50, w.p99, w.samples
         );
     }
+    if let Some(l) = &r.limited {
+        print_limited(l);
+    }
     if let Some(w) = &r.fanin_ms {
         println!(
             "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
             w.p50, w.p99, w.samples
         );
     }
+}
+
+pub(crate) fn print_limited(l: &Limited) {
+    println!(
+        "drain, {} handlers, max_running_per_key 1 over {} keys: {:.0}/s against {:.0}/s without limits (ratio {:.2})",
+        l.workers, l.keys, l.per_key_1_per_s, l.unlimited_per_s, l.ratio
+    );
+}
+
+/// Drains `n` jobs spread over 1,000 concurrency keys twice: on `free` without limits,
+/// on `limited` with `max_running_per_key 1`.
+pub(crate) fn limited_drain(
+    free: &Queue,
+    limited: &Queue,
+    n: u64,
+    workers: usize,
+) -> Result<Limited, Refused> {
+    const KEYS: u64 = 1000;
+    let fill = |queue: &Queue| -> jobq::Result<()> {
+        let mut i = 0;
+        while i < n {
+            let chunk = (n - i).min(1000);
+            queue.enqueue_many(
+                (i..i + chunk)
+                    .map(|j| NewJob::new("noop").concurrency_key(format!("key-{}", j % KEYS))),
+            )?;
+            i += chunk;
+        }
+        Ok(())
+    };
+    let drain = |queue: &Queue| -> Result<f64, Refused> {
+        let started = Instant::now();
+        let summary = WorkerPool::builder(queue)
+            .concurrency(workers)
+            .handler("noop", noop)
+            .run_until_idle()?;
+        let took = started.elapsed();
+        if summary.succeeded != n {
+            return Err(Refused(format!(
+                "bench drain finished {} of {n} jobs",
+                summary.succeeded
+            )));
+        }
+        Ok(per_s(n, took))
+    };
+    fill(free)?;
+    fill(limited)?;
+    limited.set_queue_limits(
+        "default",
+        jobq::QueueLimits::new().max_running_per_key(Some(1)),
+    )?;
+    let unlimited_per_s = drain(free)?;
+    let per_key_1_per_s = drain(limited)?;
+    Ok(Limited {
+        workers,
+        keys: KEYS,
+        unlimited_per_s,
+        per_key_1_per_s,
+        ratio: (per_key_1_per_s / unlimited_per_s * 100.0).round() / 100.0,
+    })
 }
 
 /// The p50 and p99 of samples in milliseconds.

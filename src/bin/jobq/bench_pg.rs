@@ -28,6 +28,7 @@ struct Report {
     raw_postgres: Option<Raw>,
     wakeup_across_handles_ms: Option<Wakeup>,
     fanin_ms: Option<crate::bench::Wakeup>,
+    limited: Option<crate::bench::Limited>,
     size: Option<Size>,
     ratios: Option<Ratios>,
 }
@@ -219,6 +220,20 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
         None
     };
 
+    let limited = if runs(Workload::Limited) {
+        say("drain limited to one running job per key over 1,000 keys, and without limits");
+        let free = Scratch::new(base, "unlimited")?;
+        let limited = Scratch::new(base, "limited")?;
+        Some(crate::bench::limited_drain(
+            &free.queue()?,
+            &limited.queue()?,
+            n,
+            args.workers,
+        )?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw PostgreSQL loops");
         let scratch = Scratch::new(base, "raw")?;
@@ -270,6 +285,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
         raw_postgres: raw,
         wakeup_across_handles_ms: wakeup,
         fanin_ms: fanin,
+        limited,
         size,
         ratios,
     };
@@ -343,6 +359,9 @@ fn print_report(r: &Report) {
             "wake-up of an idle pool through LISTEN/NOTIFY: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
             w.p50, w.p99, w.samples
         );
+    }
+    if let Some(l) = &r.limited {
+        crate::bench::print_limited(l);
     }
     if let Some(w) = &r.fanin_ms {
         println!(
