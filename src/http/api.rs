@@ -344,27 +344,6 @@ const ENQUEUE_FIELDS: [&str; 16] = [
     "owner",
 ];
 
-/// The fields of a job of `POST /api/flows`: those of `POST /api/jobs` and its `ref`.
-const FLOW_JOB_FIELDS: [&str; 17] = [
-    "concurrency_key",
-    "ref",
-    "kind",
-    "input",
-    "queue",
-    "priority",
-    "run_after",
-    "max_attempts",
-    "idempotency_key",
-    "unique_for",
-    "unique_while_active",
-    "after",
-    "on_dependency_failure",
-    "group_id",
-    "cost_cents",
-    "external_id",
-    "owner",
-];
-
 fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &ENQUEUE_FIELDS)?;
@@ -522,8 +501,9 @@ pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
         ));
     };
     for (i, job) in jobs.iter().enumerate() {
-        let job = Body::new(job, &FLOW_JOB_FIELDS)
-            .map_err(|e| e.prefixed(&format!("job #{i} of the flow: ")))?;
+        let fields: Vec<&str> = std::iter::once("ref").chain(ENQUEUE_FIELDS).collect();
+        let job =
+            Body::new(job, &fields).map_err(|e| e.prefixed(&format!("job #{i} of the flow: ")))?;
         let r = job.required_string("ref")?;
         let new = job_from(&job).map_err(|e| e.prefixed(&format!("job {r:?} of the flow: ")))?;
         let after =

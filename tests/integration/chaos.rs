@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use jobq::{JobContext, JobFilter, NewJob, Queue, StaleTimeouts, StatsFilter, Status, WorkerPool};
+use jobq::{JobContext, NewJob, Queue, StaleTimeouts, StatsFilter, Status, WorkerPool};
 use serde_json::json;
 
 use crate::common::{Db, child_env, integrity, is_child, spawn_child};
@@ -119,16 +119,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
 
     // Nothing missing, everything succeeded, the file is sound.
     assert_eq!(integrity(&db), "ok");
-    let mut all = Vec::new();
-    let mut filter = JobFilter::new().limit(10_000);
-    loop {
-        let page = queue.list(&filter).unwrap();
-        all.extend(page.jobs);
-        match page.next {
-            Some(n) => filter = JobFilter::new().limit(10_000).after(n),
-            None => break,
-        }
-    }
+    let all = crate::common::all_jobs(&queue);
     assert_eq!(all.len(), jobs, "no job missing, none added");
     assert!(
         all.iter()

@@ -355,3 +355,17 @@ pub fn close(a: &serde_json::Value, b: f64) -> bool {
     a.as_f64()
         .is_some_and(|a| (a - b).abs() <= 1e-9 * b.abs().max(1.0))
 }
+
+/// Every job of the queue, page by page (newest first).
+pub fn all_jobs(queue: &jobq::Queue) -> Vec<jobq::Job> {
+    let mut all = Vec::new();
+    let mut filter = jobq::JobFilter::new().limit(10_000);
+    loop {
+        let page = queue.list(&filter).unwrap();
+        all.extend(page.jobs);
+        match page.next {
+            Some(n) => filter = jobq::JobFilter::new().limit(10_000).after(n),
+            None => return all,
+        }
+    }
+}

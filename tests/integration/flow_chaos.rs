@@ -13,8 +13,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use jobq::{
-    Flow, JobContext, JobError, JobFilter, NewJob, Queue, StaleTimeouts, StatsFilter, Status,
-    WorkerPool,
+    Flow, JobContext, JobError, NewJob, Queue, StaleTimeouts, StatsFilter, Status, WorkerPool,
 };
 use serde_json::{Value, json};
 
@@ -148,16 +147,7 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
     }
     assert_eq!(integrity(&db), "ok");
 
-    let mut all = Vec::new();
-    let mut filter = JobFilter::new().limit(10_000);
-    loop {
-        let page = queue.list(&filter).unwrap();
-        all.extend(page.jobs);
-        match page.next {
-            Some(n) => filter = JobFilter::new().limit(10_000).after(n),
-            None => break,
-        }
-    }
+    let all = crate::common::all_jobs(&queue);
     assert_eq!(all.len(), total, "no job missing, none added");
     let mut runs: HashMap<String, Vec<(u32, u32, String)>> = HashMap::new();
     for log in &logs {

@@ -560,21 +560,7 @@ pub(crate) fn complete_and_claim(
         if r.get::<_, &str>(0) == "done" {
             done.insert(r.get::<_, Uuid>(1), r.get::<_, i32>(4) > 0);
         } else {
-            jobs.push(ClaimedJob {
-                id: job_id(r.get(1)),
-                queue: r.get(2),
-                kind: r.get(3),
-                priority: r.get(4),
-                attempt: r.get::<_, i32>(5) as u32,
-                max_attempts: r.get::<_, i32>(6) as u32,
-                run_after: Timestamp::from_millis(r.get(7)),
-                created_at: Timestamp::from_millis(r.get(8)),
-                owner: r.get(9),
-                group_id: r.get(10),
-                worker: worker.to_string(),
-                input: r.get(11),
-                claim: r.get::<_, i32>(12) as u32,
-            });
+            jobs.push(claimed_from(r, 1, worker));
         }
     }
     let mut results = Vec::with_capacity(completes.len());
@@ -595,20 +581,25 @@ pub(crate) fn complete_and_claim(
 }
 
 fn claimed(r: &Row, worker: &str) -> ClaimedJob {
+    claimed_from(r, 0, worker)
+}
+
+/// A claimed job from the columns of `claim_update!`'s RETURNING, from column `at` on.
+pub(crate) fn claimed_from(r: &Row, at: usize, worker: &str) -> ClaimedJob {
     ClaimedJob {
-        id: job_id(r.get(0)),
-        queue: r.get(1),
-        kind: r.get(2),
-        priority: r.get(3),
-        attempt: r.get::<_, i32>(4) as u32,
-        max_attempts: r.get::<_, i32>(5) as u32,
-        run_after: Timestamp::from_millis(r.get(6)),
-        created_at: Timestamp::from_millis(r.get(7)),
-        owner: r.get(8),
-        group_id: r.get(9),
+        id: job_id(r.get(at)),
+        queue: r.get(at + 1),
+        kind: r.get(at + 2),
+        priority: r.get(at + 3),
+        attempt: r.get::<_, i32>(at + 4) as u32,
+        max_attempts: r.get::<_, i32>(at + 5) as u32,
+        run_after: Timestamp::from_millis(r.get(at + 6)),
+        created_at: Timestamp::from_millis(r.get(at + 7)),
+        owner: r.get(at + 8),
+        group_id: r.get(at + 9),
         worker: worker.to_string(),
-        input: r.get(10),
-        claim: r.get::<_, i32>(11) as u32,
+        input: r.get(at + 10),
+        claim: r.get::<_, i32>(at + 11) as u32,
     }
 }
 

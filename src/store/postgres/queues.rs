@@ -9,9 +9,8 @@ use postgres::Row;
 use uuid::Uuid;
 
 use super::Conn;
-use super::jobs::job_id;
 use crate::error::Result;
-use crate::job::{ClaimedJob, Timestamp};
+use crate::job::ClaimedJob;
 use crate::store::{ClaimSpec, QueueControl, QueueCount, QueueWrite, Scope};
 
 const CONTROLS: &str = "
@@ -216,21 +215,7 @@ pub(crate) fn claim(
     let rows = conn.query(CLAIM_IDS, &[&ids, &now, &spec.worker])?;
     let jobs: Vec<ClaimedJob> = rows
         .iter()
-        .map(|r| ClaimedJob {
-            id: job_id(r.get(0)),
-            queue: r.get(1),
-            kind: r.get(2),
-            priority: r.get(3),
-            attempt: r.get::<_, i32>(4) as u32,
-            max_attempts: r.get::<_, i32>(5) as u32,
-            run_after: Timestamp::from_millis(r.get(6)),
-            created_at: Timestamp::from_millis(r.get(7)),
-            owner: r.get(8),
-            group_id: r.get(9),
-            worker: spec.worker.to_string(),
-            input: r.get(10),
-            claim: r.get::<_, i32>(11) as u32,
-        })
+        .map(|r| super::jobs::claimed_from(r, 0, spec.worker))
         .collect();
     for c in rated {
         let n = jobs.iter().filter(|j| j.queue == c.name).count() as i32;
