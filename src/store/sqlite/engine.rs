@@ -305,7 +305,8 @@ impl Engine for Sqlite {
     }
 
     fn any_controlled(&self) -> bool {
-        super::ANY_CONTROLLED.load(std::sync::atomic::Ordering::Relaxed)
+        self.any_controlled
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>> {

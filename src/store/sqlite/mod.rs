@@ -94,6 +94,8 @@ pub(crate) struct Sqlite {
     writer: Mutex<Writer>,
     commits: Arc<AtomicU64>,
     checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
+    /// Whether the writer's last look at flow control found a controlled queue.
+    pub(crate) any_controlled: std::sync::atomic::AtomicBool,
 }
 
 /// WAL pages after which the writer checkpoints by itself, should the background
@@ -228,6 +230,7 @@ impl Sqlite {
             }),
             commits,
             checkpointer,
+            any_controlled: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -264,7 +267,12 @@ impl Sqlite {
             if others_committed {
                 *controls.borrow_mut() = None;
             }
-            let tx = WriteTx { tx, keys, controls };
+            let tx = WriteTx {
+                tx,
+                keys,
+                controls,
+                any_controlled: &self.any_controlled,
+            };
             let done = f(&tx).and_then(|out| {
                 tx.tx.commit()?;
                 Ok(out)
@@ -325,11 +333,6 @@ struct Writer {
     controls: RefCell<Option<Controls>>,
 }
 
-/// Whether the last look at flow control (in any file of this process) found a controlled
-/// queue: what [`crate::store::Engine::any_controlled`] answers on SQLite.
-pub(crate) static ANY_CONTROLLED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 /// The queues under flow control, by name (queues without any are not in it).
 pub(crate) type Controls = Arc<std::collections::HashMap<String, crate::store::QueueControl>>;
 
@@ -350,6 +353,7 @@ pub(crate) struct WriteTx<'t, 'k> {
     tx: Transaction<'t>,
     keys: &'k Cell<KeyCache>,
     controls: &'k RefCell<Option<Controls>>,
+    any_controlled: &'k std::sync::atomic::AtomicBool,
 }
 
 impl<'t> std::ops::Deref for WriteTx<'t, '_> {
@@ -395,7 +399,8 @@ impl WriteTx<'_, '_> {
                 .collect(),
         );
         *self.controls.borrow_mut() = Some(Arc::clone(&read));
-        ANY_CONTROLLED.store(!read.is_empty(), Ordering::Relaxed);
+        self.any_controlled
+            .store(!read.is_empty(), Ordering::Relaxed);
         Ok(read)
     }
 
