@@ -574,6 +574,8 @@ impl Queue {
         let catch_up: CatchUp = row.catch_up.parse()?;
         let (fire, next) = due(&slots, row.next_fire, now, row.created_at, catch_up);
         let mut jobs = Vec::with_capacity(fire.len());
+        // Checked as the schedule's owner's jobs (this handle may be an admin's).
+        let checker = self.unscoped();
         for slot in &fire {
             let mut job = NewJob::new(row.kind.clone())
                 .input_json(row.input.clone())
@@ -590,7 +592,7 @@ impl Queue {
             if let Some(owner) = &row.owner {
                 job = job.owner(owner.clone());
             }
-            jobs.push(self.unscoped().check(job, now)?);
+            jobs.push(checker.check(job, now)?);
         }
         let firing = Firing {
             owner: row.owner.as_deref(),

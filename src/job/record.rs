@@ -123,6 +123,17 @@ pub struct JobLink {
 }
 
 impl Job {
+    /// The job with what its page shows beside its row.
+    pub(crate) fn with_links(
+        mut self,
+        (dependencies, dependents, concurrency_key): crate::store::Links,
+    ) -> Job {
+        self.dependencies = Some(dependencies);
+        self.dependents = Some(dependents);
+        self.concurrency_key = concurrency_key;
+        self
+    }
+
     /// The job as read at `now`: scheduled if it waits for a `run_after` still ahead.
     pub(crate) fn read_at(mut self, now: i64) -> Job {
         self.scheduled = self.status.is_ready() && self.run_after.as_millis() > now;

@@ -120,6 +120,20 @@ pub(crate) struct CheckedFlow {
     pub refs: Vec<String>,
 }
 
+impl CheckedFlow {
+    /// What inserting it created: the group, and each ref's job.
+    fn created(self, out: Vec<crate::job::Enqueued>) -> FlowCreated {
+        FlowCreated {
+            jobs: self
+                .refs
+                .into_iter()
+                .zip(out.into_iter().map(|e| e.job_id))
+                .collect(),
+            group_id: self.group.id,
+        }
+    }
+}
+
 impl Queue {
     /// Creates a flow — its group and all its jobs — in one transaction: all of it or
     /// nothing. Jobs that wait for others start `blocked`.
@@ -160,14 +174,7 @@ impl Queue {
             checked.rows.clone(),
             now,
         )?;
-        let mut created = BTreeMap::new();
-        for (r, e) in checked.refs.into_iter().zip(out) {
-            created.insert(r, e.job_id);
-        }
-        Ok(FlowCreated {
-            group_id: checked.group.id,
-            jobs: created,
-        })
+        Ok(checked.created(out))
     }
 
     /// [`Queue::submit_flow`] inside the caller's own PostgreSQL transaction, as
@@ -195,14 +202,7 @@ impl Queue {
         let mut sql = Foreign(client);
         tenants::insert_group_in(&mut sql, &checked.group)?;
         let out = jobs::insert_all(&mut sql, self.owner(), checked.rows.clone(), ids, now)?;
-        let mut created = BTreeMap::new();
-        for (r, e) in checked.refs.into_iter().zip(out) {
-            created.insert(r, e.job_id);
-        }
-        Ok(FlowCreated {
-            group_id: checked.group.id,
-            jobs: created,
-        })
+        Ok(checked.created(out))
     }
 
     fn after_flow(
@@ -213,14 +213,7 @@ impl Queue {
     ) -> Result<FlowCreated> {
         self.after_enqueue(&out, now);
         tracing::info!(group_id = %checked.group.id, jobs = out.len(), "jobq: flow submitted");
-        let mut created = BTreeMap::new();
-        for (r, e) in checked.refs.into_iter().zip(out) {
-            created.insert(r, e.job_id);
-        }
-        Ok(FlowCreated {
-            group_id: checked.group.id,
-            jobs: created,
-        })
+        Ok(checked.created(out))
     }
 
     /// Checks a flow: refs, the graph, each job as an enqueue checks it.

@@ -96,17 +96,10 @@ impl Queue {
     pub fn get(&self, id: &JobId) -> Result<Job> {
         // With its dependencies and dependents.
         let now = self.now_ms();
-        let mut job = self
-            .engine()
+        self.engine()
             .get_job(self.owner(), id)?
             .map(|job| job.read_at(now))
-            .ok_or_else(|| Error::job_not_found(id))?;
-        if let Some((dependencies, dependents, key)) = self.engine().links(self.owner(), id)? {
-            job.dependencies = Some(dependencies);
-            job.dependents = Some(dependents);
-            job.concurrency_key = key;
-        }
-        Ok(job)
+            .ok_or_else(|| Error::job_not_found(id))
     }
 
     /// The outputs of the jobs `id` waits for, by their ids (`null` for one that has not
@@ -120,11 +113,12 @@ impl Queue {
         &self,
         id: &JobId,
     ) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
-        if self.engine().links(self.owner(), id)?.is_none() {
-            return Err(Error::job_not_found(id));
-        }
+        let outputs = self
+            .engine()
+            .dependency_outputs(self.owner(), id)?
+            .ok_or_else(|| Error::job_not_found(id))?;
         let mut out = std::collections::BTreeMap::new();
-        for (dep, output) in self.engine().dependency_outputs(id)? {
+        for (dep, output) in outputs {
             let value = match output {
                 Some(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
                 None => serde_json::Value::Null,

@@ -56,14 +56,33 @@ pub(crate) struct NewRow {
 
 impl NewRow {
     /// Whether inserting it needs nothing but the insert: no key to look up, no group, no
-    /// dependencies.
+    /// row of options.
     pub(crate) fn is_plain(&self) -> bool {
-        self.key.is_none()
-            && self.group_id.is_none()
-            && self.after.is_empty()
-            && self.concurrency_key.is_none()
+        self.key.is_none() && self.group_id.is_none() && !self.has_options()
+    }
+
+    /// Whether it gets a row of `jobq_job_options`: dependencies, a uniqueness window or a
+    /// concurrency key.
+    pub(crate) fn has_options(&self) -> bool {
+        !self.after.is_empty() || self.unique != Unique::Forever || self.concurrency_key.is_some()
     }
 }
+
+/// What the jobs of a batch add to each owner's spending: one budget check per owner.
+pub(crate) fn costs_by_owner<'a>(
+    jobs: impl IntoIterator<Item = &'a NewRow>,
+) -> BTreeMap<&'a str, i128> {
+    let mut costs: BTreeMap<&str, i128> = BTreeMap::new();
+    for job in jobs {
+        if let Some(owner) = &job.owner {
+            *costs.entry(owner).or_default() += i128::from(job.cost_cents);
+        }
+    }
+    costs
+}
+
+/// Each dependency of a job with its output (JSON text; none before it succeeded).
+pub(crate) type Outputs = Vec<(JobId, Option<String>)>;
 
 /// What a job's page shows beside its row: the jobs it waits for, those that wait for it,
 /// and its concurrency key.
@@ -444,11 +463,9 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
         jobs: Vec<NewRow>,
         now: i64,
     ) -> Result<Vec<Enqueued>>;
-    /// The jobs `id` waits for and those that wait for it, and its concurrency key; `None`
-    /// when the scope does not see `id`.
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Links>>;
-    /// Each dependency of `id` with its output (JSON text).
-    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>>;
+    /// Each dependency of `id` with its output (JSON text); `None` when the scope does not
+    /// see `id`.
+    fn dependency_outputs(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Outputs>>;
     /// Who waits for whom among the jobs of a group: `(job, dependency)`, the job in the
     /// group (the dependency may be outside it), at most `limit`.
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>>;
@@ -514,6 +531,8 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
 
     // ---- jobs: reads
 
+    /// The job, with the jobs it waits for, those that wait for it and its concurrency
+    /// key (one snapshot).
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>>;
     /// Up to `query.limit` jobs, newest first.
     fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>>;

@@ -46,6 +46,7 @@ fn child_flow_worker() {
         .handler("leaf", move |ctx: &JobContext| {
             let line = format!("{} {} {pid} -\n", ctx.id(), ctx.job().claim);
             (&*leaf_log).write_all(line.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
             let input: Value = ctx.input()?;
             Ok(json!({"pid": pid, "claim": ctx.job().claim, "i": input["i"]}))
         })
@@ -120,7 +121,8 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
     let deadline = started + Duration::from_secs(900);
     let mut kills = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(200 + random(300)));
+        // Often enough that the chaos always begins before the drain ends.
+        std::thread::sleep(Duration::from_millis(100 + random(200)));
         let stats = queue.stats(&StatsFilter::new()).unwrap();
         if stats.count(Status::Succeeded) == total as i64 {
             break;

@@ -212,7 +212,8 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
 
     let wakeup = if runs(Workload::Wakeup) {
         say("wake-up latency of an idle pool");
-        Some(wakeup(&open("wakeup.db")?)?)
+        let queue = open("wakeup.db")?;
+        Some(wakeup(&queue, &queue, Duration::from_millis(100))?)
     } else {
         None
     };
@@ -344,11 +345,15 @@ fn print_report(r: &Report) {
         print_limited(l);
     }
     if let Some(w) = &r.fanin_ms {
-        println!(
-            "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
-            w.p50, w.p99, w.samples
-        );
+        print_fanin(w);
     }
+}
+
+pub(crate) fn print_fanin(w: &Wakeup) {
+    println!(
+        "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+        w.p50, w.p99, w.samples
+    );
 }
 
 pub(crate) fn print_limited(l: &Limited) {
@@ -469,11 +474,16 @@ pub(crate) fn fanin(queue: &Queue) -> Result<Wakeup, Refused> {
     Ok(percentiles(samples))
 }
 
-/// From the start of an enqueue call to the start of its handler, on an idle pool whose
-/// poll interval is far longer than any wake-up.
-fn wakeup(queue: &Queue) -> Result<Wakeup, Refused> {
+/// From the start of an enqueue call on `enqueuer` to the start of its handler, on an idle
+/// pool of `pool_side` (the same handle, or another one, as another process would be, which
+/// only a notification can wake) whose poll interval is far longer than any wake-up.
+pub(crate) fn wakeup(
+    pool_side: &Queue,
+    enqueuer: &Queue,
+    settle: Duration,
+) -> Result<Wakeup, Refused> {
     let (tx, rx) = crossbeam_channel::unbounded::<Instant>();
-    let pool = WorkerPool::builder(queue)
+    let pool = WorkerPool::builder(pool_side)
         .concurrency(1)
         .poll_interval(Duration::from_secs(60))
         .handler("ping", move |_: &JobContext| {
@@ -482,10 +492,10 @@ fn wakeup(queue: &Queue) -> Result<Wakeup, Refused> {
         })
         .start()?;
     let mut samples = Vec::new();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(settle);
     for _ in 0..200 {
         let sent = Instant::now();
-        queue.enqueue(NewJob::new("ping"))?;
+        enqueuer.enqueue(NewJob::new("ping"))?;
         let ran = rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| Refused("bench: a wake-up took over 10 s".into()))?;

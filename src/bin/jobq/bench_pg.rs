@@ -10,7 +10,7 @@ use postgres::{Client, NoTls};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bench::{BenchArgs, Workload};
+use crate::bench::{BenchArgs, Wakeup, Workload, wakeup};
 use crate::output::print_json;
 use crate::{Outcome, Refused};
 
@@ -27,7 +27,7 @@ struct Report {
     drain: Vec<Drain>,
     raw_postgres: Option<Raw>,
     wakeup_across_handles_ms: Option<Wakeup>,
-    fanin_ms: Option<crate::bench::Wakeup>,
+    fanin_ms: Option<Wakeup>,
     limited: Option<crate::bench::Limited>,
     size: Option<Size>,
     ratios: Option<Ratios>,
@@ -45,13 +45,6 @@ struct Raw {
     insert_batch_per_s: f64,
     /// (workers, jobs/s) of the claim-32/complete-32 loop.
     drain_batch32: Vec<(usize, f64)>,
-}
-
-#[derive(Serialize)]
-struct Wakeup {
-    p50: f64,
-    p99: f64,
-    samples: usize,
 }
 
 #[derive(Serialize)]
@@ -207,7 +200,9 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
     let wakeup = if runs(Workload::Wakeup) {
         say("wake-up latency of an idle pool, through LISTEN/NOTIFY");
         let scratch = Scratch::new(base, "wakeup")?;
-        Some(wakeup(&scratch)?)
+        // Two handles, as two processes: only a notification can wake the pool.
+        let (pool_side, enqueuer) = (scratch.queue()?, scratch.queue()?);
+        Some(wakeup(&pool_side, &enqueuer, Duration::from_millis(300))?)
     } else {
         None
     };
@@ -364,10 +359,7 @@ fn print_report(r: &Report) {
         crate::bench::print_limited(l);
     }
     if let Some(w) = &r.fanin_ms {
-        println!(
-            "fan-in, last dependency's handler returning to its dependent's handler starting: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
-            w.p50, w.p99, w.samples
-        );
+        crate::bench::print_fanin(w);
     }
     if let Some(s) = &r.size {
         println!(
@@ -380,43 +372,6 @@ fn print_report(r: &Report) {
             s.metrics_ms
         );
     }
-}
-
-/// From the start of an enqueue on one handle to the start of its handler in a pool of
-/// another handle (as another process would be): only a notification can wake it.
-fn wakeup(scratch: &Scratch) -> Result<Wakeup, Refused> {
-    let pool_side = scratch.queue()?;
-    let enqueuer = scratch.queue()?;
-    let (tx, rx) = crossbeam_channel::unbounded::<Instant>();
-    let pool = WorkerPool::builder(&pool_side)
-        .concurrency(1)
-        .poll_interval(Duration::from_secs(60))
-        .handler("ping", move |_: &JobContext| {
-            let _ = tx.send(Instant::now());
-            Ok(Value::Null)
-        })
-        .start()?;
-    std::thread::sleep(Duration::from_millis(300));
-    let mut samples = Vec::new();
-    for _ in 0..200 {
-        let sent = Instant::now();
-        enqueuer.enqueue(NewJob::new("ping"))?;
-        let ran = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| Refused("bench: a wake-up took over 10 s".into()))?;
-        samples.push((ran - sent).as_secs_f64() * 1000.0);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    pool.shutdown();
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at =
-        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-    let round = |v: f64| (v * 1000.0).round() / 1000.0;
-    Ok(Wakeup {
-        p50: round(at(0.50)),
-        p99: round(at(0.99)),
-        samples: samples.len(),
-    })
 }
 
 const RAW_TABLE: &str = "

@@ -42,6 +42,8 @@ const GROUP_EDGES: &str = "
     JOIN jobq_jobs p ON p.id = d.dep_id
     WHERE j.group_id = $1 ORDER BY j.id, p.id LIMIT $2";
 
+const VISIBLE: &str = "SELECT 1 FROM jobq_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2)";
+
 const WAITING_DEPENDENT: &str = "
     SELECT j.id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
     WHERE d.dep_id = $1 AND j.status = 'blocked' LIMIT 1";
@@ -128,14 +130,25 @@ pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::store::Link
     ))
 }
 
-/// Each dependency of `id` with its output (JSON text).
-pub(crate) fn outputs(conn: &mut dyn Sql, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
-    let uuid = uuid_of(id)?;
-    Ok(conn
-        .query_all(OUTPUTS, &[&uuid])?
-        .iter()
-        .map(|r| (job_id(r.get(0)), r.get(1)))
-        .collect())
+/// Each dependency of `id` with its output (JSON text); `None` when the scope does not
+/// see `id`.
+pub(crate) fn outputs(
+    conn: &mut dyn Sql,
+    scope: Scope<'_>,
+    id: &JobId,
+) -> Result<Option<crate::store::Outputs>> {
+    let Ok(uuid) = uuid_of(id) else {
+        return Ok(None);
+    };
+    if conn.query_opt(VISIBLE, &[&uuid, &scope])?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        conn.query_all(OUTPUTS, &[&uuid])?
+            .iter()
+            .map(|r| (job_id(r.get(0)), r.get(1)))
+            .collect(),
+    ))
 }
 
 /// A job that waits for `id` and is still blocked, if any.

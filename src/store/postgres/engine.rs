@@ -35,10 +35,9 @@ impl Engine for Postgres {
         let ids = jobs::new_ids(now, jobs.len());
         // A job without an owner or a group has no budget or group to check: its insert
         // (after the look for its idempotency key, if any) is the only write.
-        let alone = matches!(jobs.as_slice(), [job] if job.owner.is_none()
-                && job.group_id.is_none() && job.after.is_empty()
-                && job.unique == crate::store::Unique::Forever
-                && job.concurrency_key.is_none());
+        // (Nor options: dependencies to lock, a window that could retire an older key.)
+        let alone = matches!(jobs.as_slice(),
+            [job] if job.owner.is_none() && job.group_id.is_none() && !job.has_options());
         if alone {
             return self.run(|conn| jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now));
         }
@@ -59,21 +58,16 @@ impl Engine for Postgres {
         })
     }
 
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<crate::store::Links>> {
-        self.snapshot(|conn| {
-            if jobs::get(conn, scope, id)?.is_none() {
-                return Ok(None);
-            }
-            deps::links(conn, id).map(Some)
-        })
-    }
-
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {
         self.snapshot(|conn| deps::group_edges(conn, group, limit))
     }
 
-    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
-        self.read(|conn| deps::outputs(conn, id))
+    fn dependency_outputs(
+        &self,
+        scope: Scope<'_>,
+        id: &JobId,
+    ) -> Result<Option<crate::store::Outputs>> {
+        self.snapshot(|conn| deps::outputs(conn, scope, id))
     }
 
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {
@@ -190,7 +184,10 @@ impl Engine for Postgres {
     }
 
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
-        self.read(|conn| jobs::get(conn, scope, id))
+        self.snapshot(|conn| match jobs::get(conn, scope, id)? {
+            Some(job) => Ok(Some(job.with_links(deps::links(conn, id)?))),
+            None => Ok(None),
+        })
     }
 
     fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>> {

@@ -14,7 +14,7 @@ use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status
 use crate::owner::saturate;
 use crate::store::{
     Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, Unique, Waits, at_index, key_holds,
+    StaleCutoffs, Waits, at_index, costs_by_owner, key_holds,
 };
 
 // ---- ids ----------------------------------------------------------------------------------
@@ -126,13 +126,7 @@ pub(crate) fn insert_jobs(
         .zip(ids)
         .enumerate()
         .partition(|(_, (job, _))| job.is_plain());
-    let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
-    for (_, (job, _)) in &plain {
-        if let Some(owner) = &job.owner {
-            *cost_by_owner.entry(owner).or_default() += i128::from(job.cost_cents);
-        }
-    }
-    for (owner, cost) in cost_by_owner {
+    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
         check_budget(conn, owner, cost)?;
     }
     if !plain.is_empty() {
@@ -264,8 +258,7 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    let plain =
-        job.after.is_empty() && job.unique == Unique::Forever && job.concurrency_key.is_none();
+    let plain = !job.has_options();
     let waits = if plain {
         Waits::default()
     } else {
@@ -278,55 +271,44 @@ pub(crate) fn insert(
         )?
     };
     let status = waits.status();
+    let max_attempts = int(job.max_attempts);
+    // The columns of the plain insert; a job with options adds its own after them.
+    let base: [&(dyn postgres::types::ToSql + Sync); 13] = [
+        &id,
+        &job.queue,
+        &job.kind,
+        &job.priority,
+        &max_attempts,
+        &job.run_after,
+        &job.input,
+        &job.key,
+        &job.cost_cents,
+        &job.owner,
+        &job.group_id,
+        &job.external_id,
+        &now,
+    ];
     let inserted = if plain {
-        conn.query_opt(
-            INSERT,
-            &[
-                &id,
-                &job.queue,
-                &job.kind,
-                &job.priority,
-                &int(job.max_attempts),
-                &job.run_after,
-                &job.input,
-                &job.key,
-                &job.cost_cents,
-                &job.owner,
-                &job.group_id,
-                &job.external_id,
-                &now,
-            ],
-        )?
+        conn.query_opt(INSERT, &base)?
     } else {
         let message = waits.failure_message();
+        let code = message.as_ref().map(|_| "DEPENDENCY_FAILED");
+        let completed = (status == Status::Cancelled).then_some(now);
+        let waiting = i32::try_from(waits.waiting).unwrap_or(i32::MAX);
         let (until, while_active) = job.unique.columns();
-        conn.query_opt(
-            INSERT_FULL,
-            &[
-                &id,
-                &job.queue,
-                &job.kind,
-                &job.priority,
-                &int(job.max_attempts),
-                &job.run_after,
-                &job.input,
-                &job.key,
-                &job.cost_cents,
-                &job.owner,
-                &job.group_id,
-                &job.external_id,
-                &now,
-                &status.as_str(),
-                &message.as_ref().map(|_| "DEPENDENCY_FAILED"),
-                &message,
-                &(status == Status::Cancelled).then_some(now),
-                &i32::try_from(waits.waiting).unwrap_or(i32::MAX),
-                &job.run_on_dependency_failure,
-                &until,
-                &while_active,
-                &job.concurrency_key,
-            ],
-        )?
+        let status = status.as_str();
+        let options: [&(dyn postgres::types::ToSql + Sync); 9] = [
+            &status,
+            &code,
+            &message,
+            &completed,
+            &waiting,
+            &job.run_on_dependency_failure,
+            &until,
+            &while_active,
+            &job.concurrency_key,
+        ];
+        conn.query_opt(INSERT_FULL, &[&base[..], &options[..]].concat())?
     };
     if inserted.is_none() {
         // Another transaction inserted the key first, and committed.

@@ -52,21 +52,21 @@ impl Engine for Sqlite {
         })
     }
 
-    fn links(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<crate::store::Links>> {
-        self.read(|conn| {
-            if jobs::status_of(conn, scope, id)?.is_none() {
-                return Ok(None);
-            }
-            deps::links(conn, id).map(Some)
-        })
-    }
-
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {
         self.read(|conn| deps::group_edges(conn, group, limit))
     }
 
-    fn dependency_outputs(&self, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
-        self.read(|conn| deps::outputs(conn, id))
+    fn dependency_outputs(
+        &self,
+        scope: Scope<'_>,
+        id: &JobId,
+    ) -> Result<Option<crate::store::Outputs>> {
+        self.read(|conn| {
+            if jobs::status_of(conn, scope, id)?.is_none() {
+                return Ok(None);
+            }
+            deps::outputs(conn, id).map(Some)
+        })
     }
 
     fn claim(&self, scope: Scope<'_>, spec: ClaimSpec<'_>, now: i64) -> Result<Vec<ClaimedJob>> {
@@ -165,7 +165,10 @@ impl Engine for Sqlite {
     }
 
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
-        self.read(|conn| jobs::get(conn, scope, id))
+        self.read(|conn| match jobs::get(conn, scope, id)? {
+            Some(job) => Ok(Some(job.with_links(deps::links(conn, id)?))),
+            None => Ok(None),
+        })
     }
 
     fn list_jobs(&self, query: &ListQuery<'_>) -> Result<Vec<Job>> {

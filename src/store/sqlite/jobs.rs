@@ -14,7 +14,7 @@ use crate::job::{
 use crate::owner::saturate;
 use crate::store::{
     Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, Unique, at_index, key_holds,
+    StaleCutoffs, at_index, costs_by_owner, key_holds,
 };
 
 // ---- inserts --------------------------------------------------------------------------
@@ -149,13 +149,7 @@ pub(crate) fn insert_jobs(
         .enumerate()
         .partition(|(_, (job, _))| job.is_plain());
 
-    let mut cost_by_owner: std::collections::BTreeMap<&str, i128> = Default::default();
-    for (_, (job, _)) in &plain {
-        if let Some(owner) = &job.owner {
-            *cost_by_owner.entry(owner).or_default() += i128::from(job.cost_cents);
-        }
-    }
-    for (owner, cost) in cost_by_owner {
+    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
         check_budget(conn, owner, cost)?;
     }
     let mut chunks = plain.chunks_exact(ROWS_PER_INSERT);
@@ -260,7 +254,7 @@ pub(crate) fn insert(
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
-    if job.after.is_empty() && job.unique == Unique::Forever && job.concurrency_key.is_none() {
+    if !job.has_options() {
         insert_row(conn, &job, &id, now)?;
         return Ok(Enqueued {
             job_id: JobId::from_db(id),
