@@ -410,16 +410,27 @@ impl Queue {
     }
 
     /// Refreshes the heartbeats of many jobs `worker` holds in one statement, each under its
-    /// lease's claim, and returns the ids it still holds. A job missing from the answer was
-    /// cancelled, released or claimed again: its handler should stop.
+    /// lease's claim, and returns the leases it still holds. A lease missing from the answer
+    /// was cancelled, released or claimed again (by another worker, or by this one after a
+    /// manual retry: a new claim is a new lease): its handler should stop.
     ///
     /// # Errors
     ///
     /// Only database errors.
-    pub fn heartbeat_many(&self, worker: &str, leases: &[Lease]) -> Result<Vec<JobId>> {
+    pub fn heartbeat_many(&self, worker: &str, leases: &[Lease]) -> Result<Vec<Lease>> {
         let held: Vec<(JobId, u32)> = leases.iter().map(|l| (l.job_id.clone(), l.claim)).collect();
-        self.engine()
-            .heartbeat_many(self.owner(), worker, &held, self.now_ms())
+        let still = self
+            .engine()
+            .heartbeat_many(self.owner(), worker, &held, self.now_ms())?;
+        Ok(leases
+            .iter()
+            .filter(|l| {
+                still
+                    .iter()
+                    .any(|(id, claim)| *id == l.job_id && *claim == l.claim)
+            })
+            .cloned()
+            .collect())
     }
 
     /// Sets the progress (0.0 to 1.0) of a job the worker holds, and its stage if given.

@@ -496,7 +496,7 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
         worker: &str,
         held: &[(JobId, u32)],
         now: i64,
-    ) -> Result<Vec<JobId>>;
+    ) -> Result<Vec<(JobId, u32)>>;
     /// Progress, stage and cost of the job `lease` holds; refuses a cost that would pass
     /// the job's bound.
     fn report(&self, scope: Scope<'_>, lease: &Lease, update: Progress<'_>, now: i64)

@@ -41,8 +41,11 @@ fn beat(engine: &Engine) {
     }
     match engine.queue.heartbeat_many(&engine.worker_id, &leases) {
         Ok(held) => {
-            let held: HashSet<JobId> = held.into_iter().collect();
-            for lease in leases.iter().filter(|l| !held.contains(&l.job_id)) {
+            let held: HashSet<(&JobId, u32)> = held.iter().map(|l| (&l.job_id, l.claim)).collect();
+            for lease in leases
+                .iter()
+                .filter(|l| !held.contains(&(&l.job_id, l.claim)))
+            {
                 engine.in_flight.cancel_claim(lease);
             }
         }

@@ -354,3 +354,51 @@ fn a_command_reads_its_dependencies_outputs_from_the_file_the_worker_names() {
         .collect();
     assert!(leftovers.is_empty(), "the file is removed: {leftovers:?}");
 }
+
+/// The pids a handler recorded, one a line, in order.
+fn pids_in(path: &std::path::Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_command_cancelled_then_retried_and_claimed_again_by_the_same_worker_is_killed() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["long"]);
+    let pids = cli.dir.path().join("pids");
+    // Each run records its pid, then runs for long.
+    let command = format!("echo $$ >> {}; sleep 40", pids.display());
+    let mut worker = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            &command,
+            "--concurrency",
+            "2",
+            "--poll-interval",
+            "50ms",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first run to start", || pids_in(&pids).len() == 1);
+    // Cancelled and retried from another process at once: the same worker claims the job
+    // again (attempt 1 again) before its heartbeat can tell the first run it lost it.
+    cli.ok(&["cancel", &id]);
+    cli.ok(&["retry", &id]);
+    wait_until("the second run to start", || pids_in(&pids).len() == 2);
+    let first = pids_in(&pids)[0];
+    wait_until("the cancelled run to be killed", || {
+        !crate::cli::alive(first)
+    });
+    assert!(crate::cli::alive(pids_in(&pids)[1]), "the new run lives on");
+    assert_eq!(cli.show(&id)["status"], "running");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}

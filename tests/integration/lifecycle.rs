@@ -252,9 +252,10 @@ fn heartbeat_many_refreshes_every_held_job_in_one_call() {
     env.queue.cancel(&held[1]).unwrap();
     env.advance(30);
     let still = env.queue.heartbeat_many("w1", &leases).unwrap();
-    let mut still_sorted = still.clone();
+    let mut still_sorted: Vec<_> = still.iter().map(|l| l.job_id.clone()).collect();
     still_sorted.sort();
     assert_eq!(still_sorted, vec![held[0].clone(), held[2].clone()]);
+    assert!(still.iter().all(|l| leases.contains(l)));
     assert_eq!(
         env.queue.get(&held[0]).unwrap().heartbeat_at,
         Some(Timestamp::from_millis(T0 + 30_000))

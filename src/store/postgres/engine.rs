@@ -132,7 +132,7 @@ impl Engine for Postgres {
         worker: &str,
         held: &[(JobId, u32)],
         now: i64,
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Vec<(JobId, u32)>> {
         if held.is_empty() {
             return Ok(Vec::new());
         }

@@ -667,7 +667,7 @@ const HEARTBEAT_MANY: &str = "
     FROM unnest($2::uuid[], $3::int[]) AS h(id, claim)
     WHERE j.id = h.id AND j.claims = h.claim AND j.status = 'running' AND j.locked_by = $4
       AND ($5::text IS NULL OR j.owner = $5)
-    RETURNING j.id";
+    RETURNING j.id, j.claims";
 
 /// What became of a job a lease was about: its status, its worker and claim, its cost.
 const LEASE_STATE: &str = "
@@ -855,7 +855,7 @@ pub(crate) fn heartbeat_many(
     worker: &str,
     held: &[(JobId, u32)],
     now: i64,
-) -> Result<Vec<JobId>> {
+) -> Result<Vec<(JobId, u32)>> {
     let ids: Vec<Uuid> = held
         .iter()
         .filter_map(|(id, _)| Uuid::parse_str(id.as_str()).ok())
@@ -866,7 +866,10 @@ pub(crate) fn heartbeat_many(
         .map(|(_, claim)| int(*claim))
         .collect();
     let rows = conn.query(HEARTBEAT_MANY, &[&now, &ids, &claims, &worker, &scope])?;
-    Ok(rows.iter().map(|r| job_id(r.get(0))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (job_id(r.get(0)), r.get::<_, i32>(1) as u32))
+        .collect())
 }
 
 pub(crate) fn report(

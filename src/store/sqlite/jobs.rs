@@ -625,7 +625,7 @@ const HEARTBEAT_MANY: &str = "
       AND jobq_jobs.claims = held.claim AND jobq_jobs.status = 'running'
       AND jobq_jobs.locked_by = :worker
       AND (:owner IS NULL OR jobq_jobs.owner = :owner)
-    RETURNING jobq_jobs.id";
+    RETURNING jobq_jobs.id, jobq_jobs.claims";
 
 /// Records one report inside the caller's transaction; `again` as in `Engine::record`.
 pub(crate) fn record(
@@ -807,7 +807,7 @@ pub(crate) fn heartbeat_many(
     worker: &str,
     held: &[(JobId, u32)],
     now: i64,
-) -> Result<Vec<JobId>> {
+) -> Result<Vec<(JobId, u32)>> {
     let held: Vec<(i64, &str, u32)> = held
         .iter()
         .map(|(id, claim)| (id.key(), id.as_str(), *claim))
@@ -816,7 +816,7 @@ pub(crate) fn heartbeat_many(
     let mut stmt = conn.prepare_cached(HEARTBEAT_MANY)?;
     let rows = stmt.query_map(
         named_params! {":held": held, ":worker": worker, ":now": now, ":owner": scope},
-        |r| r.get::<_, String>(0).map(JobId::from_db),
+        |r| Ok((JobId::from_db(r.get::<_, String>(0)?), r.get::<_, u32>(1)?)),
     )?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
