@@ -402,3 +402,161 @@ fn a_command_cancelled_then_retried_and_claimed_again_by_the_same_worker_is_kill
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
+
+/// A process as `/proc` shows it: pid, parent, name (`comm`) and command line.
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: i32,
+    parent: i32,
+    name: String,
+    command_line: String,
+}
+
+fn processes() -> Vec<Proc> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue; // a zombie has ended
+        }
+        let command_line = std::fs::read(entry.path().join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        all.push(Proc {
+            pid,
+            parent: fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+            name: stat[open + 1..close].to_string(),
+            command_line,
+        });
+    }
+    all
+}
+
+/// Kills with SIGKILL every process whose command line holds `pattern`, one after the
+/// other with nothing between, as `pkill -9 -f` does; returns their pids.
+fn kill_by_command_line(pattern: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let victims: Vec<i32> = processes()
+        .into_iter()
+        .filter(|p| p.pid != me && p.command_line.contains(pattern))
+        .map(|p| p.pid)
+        .collect();
+    for pid in &victims {
+        // SAFETY: signalling processes of this test.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    victims
+}
+
+/// The reaper of a worker process: its child that is not a command's `sh`.
+fn reaper_of(worker: i32) -> Option<Proc> {
+    processes()
+        .into_iter()
+        .find(|p| p.parent == worker && p.name != "sh")
+}
+
+/// A worker whose job starts a background child that appends to `grows` for ever.
+fn worker_with_a_growing_job(cli: &Cli, grows: &std::path::Path) -> std::process::Child {
+    cli.enqueue(&["grow"]);
+    let command = format!(
+        "(while :; do echo x >> {}; sleep 0.05; done) & sleep 300",
+        grows.display()
+    );
+    let worker = cli
+        .cmd(&["worker", "--exec", &command])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the handler's child to write", || file_len(grows) > 0);
+    worker
+}
+
+/// Whether the file stops growing: nothing the job started still runs.
+fn stops_growing(grows: &std::path::Path) -> bool {
+    std::thread::sleep(Duration::from_millis(500));
+    let before = file_len(grows);
+    std::thread::sleep(Duration::from_millis(1000));
+    file_len(grows) == before
+}
+
+#[test]
+fn the_reaper_has_a_name_of_its_own_and_a_kill_by_the_workers_name_leaves_it_to_do_its_work() {
+    let cli = Cli::new();
+    let grows = cli.dir.path().join("grows");
+    let mut worker = worker_with_a_growing_job(&cli, &grows);
+    let reaper = reaper_of(worker.id() as i32).expect("a reaper process");
+    assert_eq!(reaper.name, "jobq-reaper", "{reaper:?}");
+    assert_eq!(
+        reaper.command_line.trim_end(),
+        format!("jobq-reaper {}", worker.id()),
+        "{reaper:?}"
+    );
+    // What `pkill -9 -f` does with a pattern that names this worker: its database.
+    let killed = kill_by_command_line(&cli.db().display().to_string());
+    assert_eq!(killed, vec![worker.id() as i32], "only the worker matches");
+    worker.wait().unwrap();
+    assert!(
+        stops_growing(&grows),
+        "a process the job started still runs after its worker was killed by name"
+    );
+    wait_until("the reaper to exit", || !crate::cli::alive(reaper.pid));
+}
+
+#[test]
+fn a_reaper_that_dies_alone_is_replaced_and_the_next_one_kills_the_jobs_when_the_worker_dies() {
+    let cli = Cli::new();
+    let grows = cli.dir.path().join("grows");
+    let mut worker = worker_with_a_growing_job(&cli, &grows);
+    let pid = worker.id() as i32;
+    let first = reaper_of(pid).expect("a reaper process");
+    // SAFETY: signalling the test's own grandchild.
+    unsafe { libc::kill(first.pid, libc::SIGKILL) };
+    wait_until("another reaper to take its place", || {
+        reaper_of(pid).is_some_and(|r| r.pid != first.pid)
+    });
+    assert!(!stops_growing(&grows), "the job runs on meanwhile");
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+    assert!(
+        stops_growing(&grows),
+        "a process the job started still runs after its worker was killed"
+    );
+}
+
+#[test]
+fn the_jobs_die_whichever_of_the_worker_and_the_reaper_dies_first() {
+    for reaper_first in [true, false] {
+        let cli = Cli::new();
+        let grows = cli.dir.path().join("grows");
+        let mut worker = worker_with_a_growing_job(&cli, &grows);
+        let reaper = reaper_of(worker.id() as i32).expect("a reaper process");
+        let kill_reaper = || {
+            // SAFETY: signalling the test's own grandchild.
+            unsafe { libc::kill(reaper.pid, libc::SIGKILL) };
+        };
+        if reaper_first {
+            kill_reaper();
+            std::thread::sleep(Duration::from_millis(100));
+            worker.kill().unwrap();
+        } else {
+            worker.kill().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            kill_reaper();
+        }
+        worker.wait().unwrap();
+        assert!(
+            stops_growing(&grows),
+            "a process the job started still runs (reaper killed first: {reaper_first})"
+        );
+    }
+}

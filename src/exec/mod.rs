@@ -221,138 +221,7 @@ impl Drop for Group {
     }
 }
 
-/// One process per worker process that outlives nothing: it kills the process groups of the
-/// commands still running when the worker dies, however it dies (SIGKILL included).
-///
-/// `PR_SET_PDEATHSIG` reaches only a command's own `sh`; what the command started runs on.
-/// So the first command a process runs forks a reaper, which holds the read end of a pipe
-/// whose write end only the worker holds. Each command's process registers its group on
-/// the pipe before it executes (`+pgid`), and the worker unregisters it once the group is
-/// killed (`-pgid`). When the worker dies, the kernel closes the pipe; the reaper reads its
-/// end, kills every group still registered and exits. The reaper sits in a session of its
-/// own, ignoring the terminal's and GNU timeout's signals, so that only the end of the
-/// worker ends it. A command that leaves its group (`setsid`) escapes it.
-mod reaper {
-    use std::sync::OnceLock;
-
-    /// The most groups registered at once; later ones rely on `PR_SET_PDEATHSIG` alone.
-    const MAX_GROUPS: usize = 8192;
-
-    /// The write end of the pipe to the reaper, if one could be started.
-    static PIPE: OnceLock<Option<libc::c_int>> = OnceLock::new();
-
-    /// The pipe to write a group's registration to, starting the reaper on first use.
-    pub(super) fn pipe() -> Option<libc::c_int> {
-        *PIPE.get_or_init(start)
-    }
-
-    /// Writes one record: `pgid` to register a group, `-pgid` to forget it. Async-signal
-    /// safe: called between fork and exec.
-    pub(super) fn send(fd: libc::c_int, record: libc::pid_t) {
-        let bytes = record.to_ne_bytes();
-        // SAFETY: writes 4 bytes from a live local buffer; a pipe takes writes of up to
-        // PIPE_BUF bytes whole, so records never interleave.
-        unsafe {
-            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        }
-    }
-
-    pub(super) fn forget(pgid: libc::pid_t) {
-        if let Some(fd) = pipe() {
-            send(fd, -pgid);
-        }
-    }
-
-    fn start() -> Option<libc::c_int> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 fills the two fds of a valid array. O_CLOEXEC: no command inherits
-        // the write end, so the worker's death closes the pipe.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "jobq: no reaper for exec commands; they die with the worker only through PR_SET_PDEATHSIG");
-            return None;
-        }
-        let [read, write] = fds;
-        // SAFETY: the child runs only async-signal-safe calls (reap) and never returns.
-        match unsafe { libc::fork() } {
-            -1 => {
-                tracing::warn!(error = %std::io::Error::last_os_error(), "jobq: no reaper for exec commands; they die with the worker only through PR_SET_PDEATHSIG");
-                // SAFETY: closing the two fds we just made.
-                unsafe {
-                    libc::close(read);
-                    libc::close(write);
-                }
-                None
-            }
-            // SAFETY: in the forked child.
-            0 => unsafe { reap(read) },
-            _ => {
-                // SAFETY: the read end belongs to the reaper now.
-                unsafe { libc::close(read) };
-                Some(write)
-            }
-        }
-    }
-
-    /// The reaper's whole life, in the forked child of a possibly multithreaded process:
-    /// only async-signal-safe calls, no allocation, no panics.
-    unsafe fn reap(read: libc::c_int) -> ! {
-        // SAFETY: all of the calls below are async-signal-safe and take valid arguments.
-        unsafe {
-            libc::setsid();
-            for signal in [
-                libc::SIGINT,
-                libc::SIGTERM,
-                libc::SIGHUP,
-                libc::SIGQUIT,
-                libc::SIGPIPE,
-                libc::SIGTSTP,
-            ] {
-                libc::signal(signal, libc::SIG_IGN);
-            }
-            // Keep the pipe alone: the worker's files and sockets must not outlive it here.
-            if libc::dup2(read, 0) != 0 {
-                libc::_exit(1);
-            }
-            if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
-                for fd in 1..65_536 {
-                    libc::close(fd);
-                }
-            }
-            let mut groups = [0 as libc::pid_t; MAX_GROUPS];
-            let mut count = 0;
-            let mut buf = [0u8; 4 * 256];
-            loop {
-                let n = libc::read(0, buf.as_mut_ptr().cast(), buf.len());
-                if n == 0 {
-                    break;
-                }
-                if n < 0 {
-                    if *libc::__errno_location() == libc::EINTR {
-                        continue;
-                    }
-                    break;
-                }
-                for record in buf[..n as usize].chunks_exact(4) {
-                    let pgid =
-                        libc::pid_t::from_ne_bytes([record[0], record[1], record[2], record[3]]);
-                    if pgid > 0 {
-                        if count < MAX_GROUPS {
-                            groups[count] = pgid;
-                            count += 1;
-                        }
-                    } else if let Some(i) = groups[..count].iter().position(|g| *g == -pgid) {
-                        count -= 1;
-                        groups[i] = groups[count];
-                    }
-                }
-            }
-            for pgid in &groups[..count] {
-                libc::kill(-*pgid, libc::SIGKILL);
-            }
-            libc::_exit(0)
-        }
-    }
-}
+mod reaper;
 
 fn failure(status: ExitStatus, stderr_tail: &str) -> JobError {
     let (code, described) = match (status.code(), status.signal()) {
@@ -606,7 +475,7 @@ impl ExecHandler {
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
             .env("JOBQ_DB", &self.db)
             .process_group(0);
-        let reaper = reaper::pipe();
+        let reaper = reaper::socket();
         // SAFETY: between fork and exec only async-signal-safe calls are allowed: prctl,
         // getpid and write are. The command's `sh` dies with the worker thread that started
         // it (PR_SET_PDEATHSIG), and its whole group is registered with the reaper before
@@ -626,6 +495,7 @@ impl ExecHandler {
         let group = Group {
             pgid: child.id() as libc::pid_t,
         };
+        reaper::register(group.pgid);
 
         // Feed the input on a thread of its own: a command that never reads stdin must not
         // block us (its exit closes the pipe and ends the write).
