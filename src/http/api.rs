@@ -42,6 +42,18 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     })
 }
 
+/// What a route reads or changes when only the admin key may reach it (an owner's token
+/// gets 403, whatever the method), else `None`.
+fn admin_only(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["metrics"] => Some("metrics"),
+        ["api", "workers"] => Some("workers"),
+        ["api", "queues", ..] => Some("queues"),
+        ["api", "owners", ..] => Some("owners' budgets"),
+        _ => None,
+    }
+}
+
 /// Query parameters, percent-decoded.
 pub(crate) struct Query(Vec<(String, String)>);
 
@@ -89,7 +101,7 @@ impl Query {
 
 /// Percent-decoding of a query component (where `+` is a space) or a path segment (where it
 /// is itself); bad escapes are kept as they are.
-fn decode(s: &str, plus_is_space: bool) -> String {
+pub(crate) fn decode(s: &str, plus_is_space: bool) -> String {
     fn hex(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -138,33 +150,22 @@ pub(crate) fn handle(
     query: &Query,
     body: Option<&Value>,
 ) -> Reply {
+    if let (Caller::Owner(_), Some(what)) = (caller, admin_only(segments)) {
+        return Reply::error(
+            403,
+            "forbidden",
+            format!("{what} belong to every owner: they need the admin key"),
+        );
+    }
     let queue = app.queue_for(caller);
     let result: Result<Reply, Reply> = (|| {
         Ok(match (method, segments) {
-            ("GET", ["metrics"]) => match caller {
-                Caller::Admin => Reply::text(
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    queue.metrics()?,
-                ),
-                Caller::Owner(_) => {
-                    return Err(Reply::error(
-                        401,
-                        "unauthorized",
-                        "metrics need the admin key",
-                    ));
-                }
-            },
-            ("GET", ["api", "workers"]) => match caller {
-                Caller::Admin => Reply::ok(&json!({ "workers": queue.workers()? })),
-                Caller::Owner(_) => {
-                    return Err(Reply::error(
-                        401,
-                        "unauthorized",
-                        "the list of workers needs the admin key",
-                    ));
-                }
-            },
+            ("GET", ["metrics"]) => Reply::text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                queue.metrics()?,
+            ),
+            ("GET", ["api", "workers"]) => Reply::ok(&json!({ "workers": queue.workers()? })),
             ("GET", ["api", "stats"]) => Reply::ok(&overview(&queue)?),
             ("GET", ["api", "stats", "timing"]) => {
                 let mut filter = TimingFilter::new();
@@ -246,19 +247,12 @@ pub(crate) fn handle(
                     Some(Value::Null) => None,
                     Some(_) => body.integer("budget_cents")?,
                 };
-                Reply::ok(&queue.set_budget(&decode(owner, false), budget)?)
+                Reply::ok(&queue.set_budget(owner, budget)?)
             }
             ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
             ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
             ("POST", ["api", "flows"]) => submit_flow(&queue, body)?,
             ("GET", ["api", "schedules"]) => Reply::ok(&json!({ "schedules": queue.schedules()? })),
-            ("GET" | "POST", ["api", "queues", ..]) if !matches!(caller, Caller::Admin) => {
-                return Err(Reply::error(
-                    401,
-                    "unauthorized",
-                    "queues belong to every owner: they need the admin key",
-                ));
-            }
             ("GET", ["api", "queues"]) => Reply::ok(&json!({ "queues": queue.queues()? })),
             ("POST", ["api", "queues", name]) => queue_action(&queue, name, body)?,
             ("POST", ["api", "schedules"]) => add_schedule(&queue, body)?,

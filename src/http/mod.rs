@@ -17,7 +17,8 @@
 //! Auth: `X-Admin-Key: KEY` sees and changes everything; `Authorization: Bearer TOKEN` (from
 //! [`Queue::create_token`]; the scheme in any case) sees and changes only that owner's jobs
 //! and groups, and what it creates is owned by it. A wrong admin key is 401, whatever else
-//! the request carries. Another owner's job is 404, never 403. Errors are
+//! the request carries. Another owner's job is 404, never 403; a token on a route only the
+//! admin key may reach (queues, workers, budgets, metrics) is 403. Errors are
 //! `{"error": {"code": "…", "message": "…"}}`.
 
 mod api;

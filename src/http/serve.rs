@@ -257,7 +257,10 @@ async fn respond(
         Method::HEAD => "GET".to_string(),
         ref m => m.as_str().to_ascii_uppercase(),
     };
-    let route = App::route(&method, &segments_of(&path), &path)?;
+    // Each segment is percent-decoded here, once: `my%20queue` names the queue `my queue`,
+    // and `a%2Fb` one segment `a/b`.
+    let segments = segments_of(&path);
+    let route = App::route(&method, &as_strs(&segments), &path)?;
     if route == Route::Dashboard {
         return Ok(Reply::text(200, "text/html; charset=utf-8", api::DASHBOARD));
     }
@@ -284,16 +287,31 @@ async fn respond(
     };
     let app = Arc::clone(app);
     blocking(move || {
-        let segments = segments_of(&path);
         let query = api::Query::parse(&query);
-        api::handle(&app, &caller, &method, &segments, &query, body.as_ref())
+        api::handle(
+            &app,
+            &caller,
+            &method,
+            &as_strs(&segments),
+            &query,
+            body.as_ref(),
+        )
     })
     .await
 }
 
-/// The path's segments after the leading `/`, without a trailing empty one.
-fn segments_of(path: &str) -> Vec<&str> {
-    path.trim_end_matches('/').split('/').skip(1).collect()
+/// The path's segments after the leading `/`, without a trailing empty one, each
+/// percent-decoded.
+fn segments_of(path: &str) -> Vec<String> {
+    path.trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(|s| api::decode(s, false))
+        .collect()
+}
+
+fn as_strs(segments: &[String]) -> Vec<&str> {
+    segments.iter().map(String::as_str).collect()
 }
 
 /// A header's value as text (bytes that are not UTF-8 replaced, so that a malformed header

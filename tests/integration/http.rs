@@ -88,6 +88,7 @@ impl Api {
             "GET" => with_auth(self.agent.get(&url), auth).call(),
             "DELETE" => with_auth(self.agent.delete(&url), auth).call(),
             "PUT" => with_auth(self.agent.put(&url), auth)
+                .header("Content-Type", "application/json")
                 .send(body.map(|b| b.to_string()).unwrap_or_default()),
             "POST" => {
                 let req = with_auth(self.agent.post(&url), auth)
@@ -420,7 +421,7 @@ fn an_owners_token_reaches_only_that_owners_rows() {
     );
     assert_eq!(api.get("/api/stats", a).body["stats"]["total"], 1);
     assert_eq!(api.get("/api/jobs/dead", a).body["dead"], json!([]));
-    api.get("/metrics", a).error(401, "unauthorized");
+    api.get("/metrics", a).error(403, "forbidden");
     assert_eq!(
         crate::common::dump(api.queue.path()),
         before,
@@ -1264,13 +1265,13 @@ fn queues_over_http_need_the_admin_key() {
         (Value::Null, Some(1))
     );
     api.get("/api/queues", Auth::Token(&token))
-        .error(401, "unauthorized");
+        .error(403, "forbidden");
     api.post(
         "/api/queues/gpu",
         Auth::Token(&token),
         json!({"action": "resume"}),
     )
-    .error(401, "unauthorized");
+    .error(403, "forbidden");
     let before = crate::common::dump(api.queue.path());
     for body in [
         json!({"action": "stop"}),
@@ -1281,6 +1282,106 @@ fn queues_over_http_need_the_admin_key() {
     ] {
         api.post("/api/queues/gpu", Auth::Admin, body)
             .error(400, "invalid_input");
+    }
+    assert_eq!(crate::common::dump(api.queue.path()), before);
+}
+
+#[test]
+fn names_in_paths_are_percent_decoded_once() {
+    let api = Api::start();
+    for (name, path) in [
+        ("my queue", "my%20queue"),
+        ("café", "caf%C3%A9"),
+        ("a/b", "a%2Fb"),
+        ("100%", "100%25"),
+    ] {
+        api.post(
+            "/api/jobs",
+            Auth::Admin,
+            json!({"kind": "k", "queue": name}),
+        );
+        let paused = api.post(
+            &format!("/api/queues/{path}"),
+            Auth::Admin,
+            json!({"action": "pause"}),
+        );
+        assert_eq!(
+            (paused.status, paused.body["name"].as_str()),
+            (200, Some(name)),
+            "{}",
+            paused.text
+        );
+        let queues = api.get("/api/queues", Auth::Admin);
+        let all = queues.body["queues"].as_array().unwrap();
+        assert!(
+            all.iter().any(|q| q["name"] == name && q["paused"] == true),
+            "{name}: {all:?}"
+        );
+        assert!(
+            !all.iter().any(|q| q["name"] == path && path != name),
+            "a phantom queue {path}: {all:?}"
+        );
+        let added = api.post(
+            "/api/schedules",
+            Auth::Admin,
+            json!({"name": format!("nightly {name}"), "every": "1h", "kind": "report"}),
+        );
+        assert_eq!(added.status, 201, "{}", added.text);
+        let schedule = format!("/api/schedules/nightly%20{path}");
+        let paused = api.post(&schedule, Auth::Admin, json!({"action": "pause"}));
+        assert_eq!(
+            (paused.status, paused.body["paused"].as_bool()),
+            (200, Some(true)),
+            "{}",
+            paused.text
+        );
+        assert_eq!(api.delete(&schedule, Auth::Admin).status, 204);
+    }
+    assert!(
+        api.get("/api/schedules", Auth::Admin).body["schedules"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A budget for an owner whose id needs escaping.
+    let budget = api.call(
+        "PUT",
+        "/api/owners/acme%20corp/budget",
+        Auth::Admin,
+        Some(&json!({"budget_cents": 100})),
+    );
+    assert_eq!(
+        (budget.status, budget.body["id"].as_str()),
+        (200, Some("acme corp")),
+        "{}",
+        budget.text
+    );
+}
+
+#[test]
+fn every_admin_only_route_answers_a_token_with_403_and_changes_nothing() {
+    let api = Api::start();
+    let token = api.queue.create_token("dana").unwrap();
+    api.post(
+        "/api/jobs",
+        Auth::Admin,
+        json!({"kind": "k", "queue": "gpu"}),
+    );
+    let before = crate::common::dump(api.queue.path());
+    for (method, path, body) in [
+        ("GET", "/metrics", None),
+        ("GET", "/api/workers", None),
+        ("GET", "/api/queues", None),
+        ("POST", "/api/queues/gpu", Some(json!({"action": "pause"}))),
+        (
+            "PUT",
+            "/api/owners/dana/budget",
+            Some(json!({"budget_cents": 1})),
+        ),
+    ] {
+        let answer = api.call(method, path, Auth::Token(&token), body.as_ref());
+        let message = answer.error(403, "forbidden");
+        assert!(message.contains("admin key"), "{method} {path}: {message}");
     }
     assert_eq!(crate::common::dump(api.queue.path()), before);
 }

@@ -220,6 +220,6 @@ fn workers_are_listed_by_the_command_line_and_over_http_to_the_admin_only() {
     assert_eq!(answer.body["workers"][0]["id"], json!(pool.worker_id()));
     let token = api.queue.create_token("carol").unwrap();
     api.get("/api/workers", Auth::Token(&token))
-        .error(401, "unauthorized");
+        .error(403, "forbidden");
     pool.shutdown();
 }
