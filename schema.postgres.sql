@@ -413,3 +413,52 @@ BEGIN
                  AND queue IN (SELECT name FROM jobq_queues WHERE controlled))) AS q;
     RETURN NULL;
 END $$;
+
+-- migration 7
+
+-- Snoozes counted, flow refs and flow keys (as in `schema.sql`).
+ALTER TABLE jobq_jobs ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+ALTER TABLE jobq_job_options ADD COLUMN flow_ref text;
+ALTER TABLE jobq_groups ADD COLUMN flow_key text;
+CREATE UNIQUE INDEX jobq_groups_flow_key ON jobq_groups (coalesce(owner, ''), flow_key)
+    WHERE flow_key IS NOT NULL;
+
+-- A manual retry puts the dependents it cancelled (and theirs) back to `blocked` — unless
+-- another of their dependencies has failed or was cancelled too (they would wait for ever;
+-- the retry of that one brings them back) — and the dependents that run anyway count it as
+-- unsettled again. `revivable` is every job cancelled by the cascade below the retried
+-- job; `kept` those of them with a failed dependency outside it, and what waits for those
+-- within it.
+CREATE OR REPLACE FUNCTION jobq_dependencies_unsettle() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH revived AS (
+        UPDATE jobq_jobs
+        SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
+            updated_at = NEW.updated_at
+        WHERE id IN (
+            WITH RECURSIVE revivable(id) AS (
+                SELECT d.job_id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+                WHERE d.dep_id = NEW.id AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
+                UNION
+                SELECT d.job_id FROM revivable
+                JOIN jobq_dependencies d ON d.dep_id = revivable.id
+                JOIN jobq_jobs j ON j.id = d.job_id
+                WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'),
+            kept(id) AS (
+                SELECT r.id FROM revivable r
+                WHERE EXISTS (SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+                              WHERE d.job_id = r.id AND p.status IN ('failed', 'cancelled')
+                                AND p.id NOT IN (SELECT id FROM revivable))
+                UNION
+                SELECT d.job_id FROM kept JOIN jobq_dependencies d ON d.dep_id = kept.id
+                WHERE d.job_id IN (SELECT id FROM revivable))
+            SELECT id FROM revivable EXCEPT SELECT id FROM kept)
+        RETURNING id)
+    UPDATE jobq_job_options SET waiting_on = jobq_waiting(job_id)
+    WHERE job_id IN (SELECT id FROM revived);
+    UPDATE jobq_job_options o SET waiting_on = jobq_waiting(o.job_id)
+    FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+    WHERE d.dep_id = NEW.id AND o.job_id = d.job_id AND j.status = 'blocked'
+      AND o.run_on_dependency_failure;
+    RETURN NULL;
+END $$;

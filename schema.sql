@@ -561,3 +561,18 @@ CREATE INDEX jobq_queue_claims_at ON jobq_queue_claims (queue, at);
 -- A job's concurrency key, for the per-key running limit (only jobs that have one have a
 -- row of options).
 ALTER TABLE jobq_job_options ADD COLUMN concurrency_key TEXT;
+
+-- migration 7
+
+-- How many times a job snoozed: a job that snoozes for ever never finishes, so past the
+-- worker's limit the next snooze fails it for good (`SNOOZE_LIMIT`).
+ALTER TABLE jobq_jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0;
+
+-- A flow job's local name (`ref`), for its dependents' outputs, the flow view and `show`.
+ALTER TABLE jobq_job_options ADD COLUMN flow_ref TEXT;
+
+-- A flow's idempotency key: a flow submitted again with the same key (per owner) returns
+-- the first one.
+ALTER TABLE jobq_groups ADD COLUMN flow_key TEXT;
+CREATE UNIQUE INDEX jobq_groups_flow_key ON jobq_groups (coalesce(owner, ''), flow_key)
+    WHERE flow_key IS NOT NULL;

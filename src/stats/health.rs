@@ -44,8 +44,9 @@ impl std::fmt::Display for Health {
 /// One condition that made the queue less than healthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReason {
-    /// Which check: `dead_letter`, `stale_heartbeats`, `queue_wait`, `failure_rate` or
-    /// `unserved` (ready jobs no live worker serves).
+    /// Which check: `dead_letter`, `stale_heartbeats`, `queue_wait`, `failure_rate`,
+    /// `unserved` (ready jobs no live worker serves) or `blocked_behind_failure` (blocked
+    /// jobs waiting for a dependency that failed).
     pub check: &'static str,
     /// How bad.
     pub level: Health,
@@ -212,6 +213,21 @@ pub(crate) fn judge(
                 format!("the oldest ready job has waited {} s", waited.as_secs()),
             );
         }
+    }
+
+    let stuck = rows.blocked_behind_failure;
+    if stuck > 0 {
+        reason(
+            "blocked_behind_failure",
+            Health::Unhealthy,
+            format!(
+                "{stuck} job{} {} blocked behind a dependency that failed or was cancelled: {} never run unless that dependency is retried (or {} cancelled)",
+                plural(stuck),
+                if stuck == 1 { "is" } else { "are" },
+                if stuck == 1 { "it will" } else { "they will" },
+                if stuck == 1 { "it is" } else { "they are" },
+            ),
+        );
     }
 
     let (succeeded, failed) = (rows.finished_succeeded, rows.finished_failed);

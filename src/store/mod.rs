@@ -151,6 +151,21 @@ impl Waits {
     }
 }
 
+/// The refusal of a manual retry of `job` while its `dependency` has failed or was
+/// cancelled: the job would wait for ever.
+pub(crate) fn retry_refused(
+    job: &JobId,
+    from: Status,
+    dependency: &JobId,
+    status: Status,
+) -> crate::error::Error {
+    crate::error::Error::InvalidTransition {
+        job: job.clone(),
+        from,
+        action: format!("retry while its dependency {dependency} is {status} (retry that first)"),
+    }
+}
+
 /// Whether an idempotency key still holds its job: within its window (`until`), and for a
 /// key held while active, while the job has not ended.
 pub(crate) fn key_holds(until: Option<i64>, while_active: bool, status: Status, now: i64) -> bool {
@@ -296,6 +311,8 @@ pub(crate) struct HealthRows {
     pub oldest_ready: Option<i64>,
     pub finished_succeeded: i64,
     pub finished_failed: i64,
+    /// Blocked jobs waiting for a dependency that failed or was cancelled.
+    pub blocked_behind_failure: i64,
 }
 
 /// The cutoffs of the health checks.

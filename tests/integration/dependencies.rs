@@ -458,3 +458,140 @@ fn a_group_a_job_outside_it_waits_for_cannot_be_deleted() {
         .unwrap();
     assert_eq!(q.delete_group(&inside.group_id).unwrap(), 2);
 }
+
+/// `d` waits for `a` and `b`, `e` waits for `d`; `a` and `b` both fail for good: `d` and `e`
+/// are cancelled by the first failure.
+fn two_failed_dependencies(q: &Queue) -> (JobId, JobId, JobId, JobId) {
+    let a = q.enqueue(NewJob::new("a").max_attempts(1)).unwrap().job_id;
+    let b = q.enqueue(NewJob::new("b").max_attempts(1)).unwrap().job_id;
+    let d = q
+        .enqueue(NewJob::new("d").after(&a).after(&b))
+        .unwrap()
+        .job_id;
+    let e = q.enqueue(NewJob::new("e").after(&d)).unwrap().job_id;
+    for kind in ["a", "b"] {
+        let lease = claim_one(q, kind);
+        q.fail(&lease, &JobError::permanent("broken")).unwrap();
+    }
+    assert_eq!(status(q, &d), Status::Cancelled);
+    assert_eq!(status(q, &e), Status::Cancelled);
+    (a, b, d, e)
+}
+
+#[test]
+fn a_retry_of_one_failed_dependency_leaves_a_dependent_cancelled_while_another_has_failed() {
+    let env = Env::new();
+    let q = &env.queue;
+    let (a, b, d, e) = two_failed_dependencies(q);
+    // `b` has failed too: `d` would wait for ever. It stays cancelled, and so does `e`.
+    q.retry(&a).unwrap();
+    assert_eq!(status(q, &d), Status::Cancelled);
+    assert_eq!(status(q, &e), Status::Cancelled);
+    // The retry of the last failed one brings both back, in order.
+    q.retry(&b).unwrap();
+    assert_eq!(status(q, &d), Status::Blocked);
+    assert_eq!(status(q, &e), Status::Blocked);
+    for kind in ["a", "b"] {
+        let lease = claim_one(q, kind);
+        q.complete(&lease, json!(null)).unwrap();
+    }
+    assert_eq!(status(q, &d), Status::Queued);
+}
+
+#[test]
+fn a_retry_of_a_dependent_whose_dependency_failed_is_refused_naming_it() {
+    let env = Env::new();
+    let q = &env.queue;
+    let (a, b, d, e) = two_failed_dependencies(q);
+    let before = env.dump();
+    for (job, dependency) in [(&d, &a), (&e, &d)] {
+        let err = q.retry(job).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidTransition { job: j, .. } if j == job),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(dependency.as_str()) && message.contains("retry"),
+            "{message}"
+        );
+    }
+    assert_eq!(env.dump(), before, "a refused retry changes nothing");
+    q.retry(&a).unwrap();
+    q.retry(&b).unwrap();
+    assert_eq!(status(q, &d), Status::Blocked);
+}
+
+#[test]
+fn health_reports_jobs_blocked_behind_a_failed_dependency() {
+    let env = Env::new();
+    let q = &env.queue;
+    let a = q.enqueue(NewJob::new("a").max_attempts(1)).unwrap().job_id;
+    let d = q.enqueue(NewJob::new("d").after(&a)).unwrap().job_id;
+    let thresholds = jobq::HealthThresholds::default();
+    assert!(
+        q.health(&thresholds)
+            .unwrap()
+            .1
+            .iter()
+            .all(|r| r.check != "blocked_behind_failure")
+    );
+    // What an older jobq left behind: a dependent still blocked behind a failed job.
+    let lease = claim_one(q, "a");
+    q.fail(&lease, &JobError::permanent("broken")).unwrap();
+    crate::common::execute(
+        &env.path(),
+        &format!(
+            "UPDATE jobq_jobs SET status = 'blocked', error_code = NULL, completed_at = NULL WHERE id = '{d}'"
+        ),
+    );
+    let (health, reasons) = q.health(&thresholds).unwrap();
+    let reason = reasons
+        .iter()
+        .find(|r| r.check == "blocked_behind_failure")
+        .unwrap_or_else(|| panic!("{reasons:?}"));
+    assert_eq!(health, jobq::Health::Unhealthy);
+    assert!(
+        reason
+            .message
+            .contains("1 job is blocked behind a dependency that failed"),
+        "{}",
+        reason.message
+    );
+}
+
+#[test]
+fn a_cascade_names_its_root_at_every_level() {
+    let env = Env::new();
+    let q = &env.queue;
+    let a = q.enqueue(NewJob::new("a").max_attempts(1)).unwrap().job_id;
+    let b = q.enqueue(NewJob::new("b").after(&a)).unwrap().job_id;
+    let c = q.enqueue(NewJob::new("c").after(&b)).unwrap().job_id;
+    let d = q.enqueue(NewJob::new("d").after(&c)).unwrap().job_id;
+    let lease = claim_one(q, "a");
+    q.fail(&lease, &JobError::permanent("broken")).unwrap();
+    for id in [&b, &c, &d] {
+        let job = q.get(id).unwrap();
+        assert_eq!(
+            (job.status, job.last_error.as_deref()),
+            (
+                Status::Cancelled,
+                Some(format!("dependency {a} failed").as_str())
+            ),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn an_admins_move_to_succeeded_releases_the_dependents() {
+    let env = Env::new();
+    let q = &env.queue;
+    let a = q.enqueue(NewJob::new("a")).unwrap().job_id;
+    let b = q.enqueue(NewJob::new("b").after(&a)).unwrap().job_id;
+    q.transition(&a, Status::Running, None).unwrap();
+    assert_eq!(status(q, &b), Status::Blocked);
+    q.transition(&a, Status::Succeeded, None).unwrap();
+    assert_eq!(status(q, &b), Status::Queued);
+    assert_eq!(claim_one(q, "b").job_id, b);
+}

@@ -44,6 +44,13 @@ const GROUP_EDGES: &str = "
 
 const VISIBLE: &str = "SELECT 1 FROM jobq_jobs WHERE id = $1 AND ($2::text IS NULL OR owner = $2)";
 
+/// The first dependency of $1 that failed or was cancelled, when $1 does not run anyway.
+const FAILED_DEPENDENCY: &str = "
+    SELECT p.id, p.status FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    WHERE d.job_id = $1 AND p.status IN ('failed', 'cancelled')
+      AND NOT coalesce((SELECT run_on_dependency_failure FROM jobq_job_options WHERE job_id = $1), false)
+    ORDER BY p.id LIMIT 1";
+
 const WAITING_DEPENDENT: &str = "
     SELECT j.id FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
     WHERE d.dep_id = $1 AND j.status = 'blocked' LIMIT 1";
@@ -170,4 +177,12 @@ pub(crate) fn group_edges(
         .iter()
         .map(|r| (job_id(r.get(0)), job_id(r.get(1))))
         .collect())
+}
+
+/// The first dependency of `id` that failed or was cancelled, when `id` does not run
+/// anyway: a manual retry would leave it blocked for ever.
+pub(crate) fn failed_dependency(conn: &mut dyn Sql, id: Uuid) -> Result<Option<(JobId, Status)>> {
+    conn.query_opt(FAILED_DEPENDENCY, &[&id])?
+        .map(|r| Ok((job_id(r.get(0)), r.get::<_, String>(1).parse()?)))
+        .transpose()
 }

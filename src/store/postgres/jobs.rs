@@ -1010,6 +1010,11 @@ pub(crate) fn change(
             return Ok(from);
         }
     };
+    if sql == MANUAL_RETRY {
+        if let Some((dependency, status)) = deps::failed_dependency(conn, uuid)? {
+            return Err(crate::store::retry_refused(id, from, &dependency, status));
+        }
+    }
     conn.execute(sql, &[&now, &uuid])?;
     if sql == MANUAL_RETRY {
         // A job that waits for others counts them again.

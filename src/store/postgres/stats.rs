@@ -40,6 +40,15 @@ const STALE_RUNNING: &str = "
     SELECT count(*), count(*) FILTER (WHERE coalesce(heartbeat_at, locked_at) < $1)
     FROM jobq_jobs
     WHERE status = 'running' AND ($2::text IS NULL OR owner = $2)";
+/// Blocked jobs that wait for a dependency that failed or was cancelled (and do not run
+/// anyway): they would wait for ever.
+const BLOCKED_BEHIND_FAILURE: &str = "
+    SELECT count(*) FROM jobq_jobs j
+    WHERE j.status = 'blocked' AND ($1::text IS NULL OR j.owner = $1)
+      AND EXISTS (SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+                  WHERE d.job_id = j.id AND p.status IN ('failed', 'cancelled'))
+      AND NOT coalesce((SELECT run_on_dependency_failure FROM jobq_job_options o
+                        WHERE o.job_id = j.id), false)";
 const FINISHED_SINCE: &str = "
     SELECT status, count(*) FROM jobq_jobs
     WHERE status IN ('succeeded', 'failed') AND completed_at >= $1
@@ -144,10 +153,12 @@ pub(crate) fn counts(conn: &mut Conn, query: CountQuery<'_>, now: i64) -> Result
 pub(crate) fn health(conn: &mut Conn, scope: Scope<'_>, query: HealthQuery) -> Result<HealthRows> {
     let stale = conn.query_one(STALE_RUNNING, &[&query.stale_before, &scope])?;
     let oldest_ready: Option<i64> = conn.query_one(OLDEST_READY, &[&query.now, &scope])?.get(0);
+    let blocked_behind_failure: i64 = conn.query_one(BLOCKED_BEHIND_FAILURE, &[&scope])?.get(0);
     let mut rows = HealthRows {
         running: stale.get(0),
         stale: stale.get(1),
         oldest_ready,
+        blocked_behind_failure,
         ..HealthRows::default()
     };
     for r in conn.query(FINISHED_SINCE, &[&query.finished_since, &scope])? {

@@ -207,22 +207,52 @@ const CANCEL_DEPENDENTS: &str = "
     RETURNING id, dependents";
 
 /// A manual retry of ?1: the dependents its failure cancelled (and theirs) are `blocked`
-/// again. ?2 now.
+/// again — unless another of their dependencies has failed or was cancelled too (they would
+/// wait for ever; the retry of that one brings them back). ?2 now.
+///
+/// `revivable` is every job cancelled by the cascade below ?1; `kept` those of them with a
+/// failed dependency outside it, and whatever waits for those within it.
 const REVIVE_DEPENDENTS: &str = "
     UPDATE jobq_jobs
     SET status = 'blocked', error_code = NULL, last_error = NULL, completed_at = NULL,
         updated_at = ?2
     WHERE id_key IN (
-        WITH RECURSIVE revived(k) AS (
+        WITH RECURSIVE revivable(k) AS (
             SELECT d.job_key FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
             WHERE d.dep_key = ?1 AND j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'
             UNION
-            SELECT d.job_key FROM revived
-            JOIN jobq_dependencies d ON d.dep_key = revived.k
+            SELECT d.job_key FROM revivable
+            JOIN jobq_dependencies d ON d.dep_key = revivable.k
             JOIN jobq_jobs j ON j.id_key = d.job_key
-            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED')
-        SELECT k FROM revived)
+            WHERE j.status = 'cancelled' AND j.error_code = 'DEPENDENCY_FAILED'),
+        kept(k) AS (
+            SELECT r.k FROM revivable r
+            WHERE EXISTS (SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+                          WHERE d.job_key = r.k AND p.status IN ('failed', 'cancelled')
+                            AND p.id_key NOT IN (SELECT k FROM revivable))
+            UNION
+            SELECT d.job_key FROM kept JOIN jobq_dependencies d ON d.dep_key = kept.k
+            WHERE d.job_key IN (SELECT k FROM revivable))
+        SELECT k FROM revivable EXCEPT SELECT k FROM kept)
     RETURNING id, dependents";
+
+/// The first dependency of ?1 that failed or was cancelled, when ?1 does not run anyway.
+const FAILED_DEPENDENCY: &str = "
+    SELECT p.id, p.status FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+    WHERE d.job_key = ?1 AND p.status IN ('failed', 'cancelled')
+      AND coalesce((SELECT run_on_dependency_failure FROM jobq_job_options WHERE job_key = ?1), 0) = 0
+    ORDER BY p.id_key LIMIT 1";
+
+/// The first dependency of `id` that failed or was cancelled, when `id` does not run
+/// anyway: a manual retry would leave it blocked for ever.
+pub(crate) fn failed_dependency(conn: &Connection, id: &JobId) -> Result<Option<(JobId, Status)>> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(FAILED_DEPENDENCY)?
+        .query_row([id.key()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(dep, status)| Ok((JobId::from_db(dep), status.parse()?)))
+        .transpose()
+}
 
 /// The count of what the job ?1 waits for, taken again.
 pub(crate) const RECOUNT: &str = concat!(

@@ -953,6 +953,11 @@ pub(crate) fn change(
         Change::To(Status::Queued, _) => from != Status::Running,
         _ => false,
     };
+    if retried {
+        if let Some((dependency, status)) = deps::failed_dependency(conn, id)? {
+            return Err(crate::store::retry_refused(id, from, &dependency, status));
+        }
+    }
     let settled = match change {
         Change::Cancel | Change::To(Status::Cancelled, _) => {
             Some(Settled::Ended(Status::Cancelled))

@@ -59,6 +59,16 @@ const STALE_RUNNING: &str = "
     FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
       AND (:owner IS NULL OR owner = :owner)";
+/// Blocked jobs that wait for a dependency that failed or was cancelled (and do not run
+/// anyway): they would wait for ever.
+const BLOCKED_BEHIND_FAILURE: &str = "
+    SELECT count(*) FROM jobq_jobs j
+    WHERE j.status NOT IN ('queued', 'succeeded') AND j.status = 'blocked'
+      AND (:owner IS NULL OR j.owner = :owner)
+      AND EXISTS (SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+                  WHERE d.job_key = j.id_key AND p.status IN ('failed', 'cancelled'))
+      AND coalesce((SELECT run_on_dependency_failure FROM jobq_job_options o
+                    WHERE o.job_key = j.id_key), 0) = 0";
 /// Finished jobs of the failure window, by status.
 pub(crate) const FINISHED_SINCE: &str = "
     SELECT status, count(*) FROM jobq_jobs
@@ -206,10 +216,14 @@ pub(crate) fn health(
         .query_row(named_params! {":now": query.now, ":owner": scope}, |r| {
             r.get(0)
         })?;
+    let blocked_behind_failure: i64 = conn
+        .prepare_cached(BLOCKED_BEHIND_FAILURE)?
+        .query_row(named_params! {":owner": scope}, |r| r.get(0))?;
     let mut rows = HealthRows {
         running,
         stale,
         oldest_ready,
+        blocked_behind_failure,
         ..HealthRows::default()
     };
     let mut stmt = conn.prepare_cached(FINISHED_SINCE)?;
