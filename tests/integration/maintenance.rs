@@ -196,3 +196,45 @@ fn prune_handles_more_rows_than_one_chunk() {
         4500
     );
 }
+
+#[test]
+fn prune_keeps_the_jobs_that_a_job_not_yet_finished_waits_for() {
+    let env = Env::new();
+    let q = &env.queue;
+    let done = q.enqueue(NewJob::new("done")).unwrap().job_id;
+    let slow = q.enqueue(NewJob::new("slow")).unwrap().job_id;
+    let waits = q
+        .enqueue(NewJob::new("join").after(&done).after(&slow))
+        .unwrap()
+        .job_id;
+    let lease = q
+        .claim("w", 1, &ClaimFilter::default().kinds(["done"]))
+        .unwrap()
+        .remove(0)
+        .lease();
+    q.complete(&lease, json!({"part": 1})).unwrap();
+    env.advance(30 * 86_400);
+    // `join` is blocked on `slow` and will read `done`'s output: `done` stays.
+    assert_eq!(q.prune(Duration::from_secs(86_400), &[]).unwrap(), 0);
+    let lease = q
+        .claim("w", 1, &ClaimFilter::default().kinds(["slow"]))
+        .unwrap()
+        .remove(0)
+        .lease();
+    q.complete(&lease, json!({"part": 2})).unwrap();
+    // Queued now, not yet run: still kept.
+    env.advance(30 * 86_400);
+    assert_eq!(q.prune(Duration::from_secs(86_400), &[]).unwrap(), 0);
+    let job = q
+        .claim("w", 1, &ClaimFilter::default().kinds(["join"]))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        q.dependency_outputs(&waits).unwrap()[done.as_str()],
+        json!({"part": 1})
+    );
+    q.complete(&job.lease(), json!(null)).unwrap();
+    env.advance(30 * 86_400);
+    assert_eq!(q.prune(Duration::from_secs(86_400), &[]).unwrap(), 3);
+    assert!(q.get(&slow).unwrap_err().is_not_found());
+}

@@ -1068,10 +1068,15 @@ const RELEASE_STALE: &str = "
     RETURNING id, status, error_code, locked_by";
 
 /// One chunk of finished jobs to prune.
+/// One chunk of finished jobs past the cutoff, except those a job that has not finished
+/// waits for (it reads their output when it runs).
 const PRUNE_CHUNK: &str = "
     DELETE FROM jobq_jobs WHERE id IN (
-        SELECT id FROM jobq_jobs
-        WHERE status = ANY($1) AND completed_at < $2 AND ($3::text IS NULL OR owner = $3)
+        SELECT j.id FROM jobq_jobs j
+        WHERE j.status = ANY($1) AND j.completed_at < $2 AND ($3::text IS NULL OR j.owner = $3)
+          AND (j.dependents = 0 OR NOT EXISTS (
+              SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs w ON w.id = d.job_id
+              WHERE d.dep_id = j.id AND w.status IN ('blocked', 'queued', 'running', 'retry')))
         LIMIT 2000)";
 
 pub(crate) fn release_stale(

@@ -1093,11 +1093,17 @@ const RELEASE_STALE: &str = "
     RETURNING id, status, error_code, locked_by, dependents";
 
 /// One chunk of finished jobs to prune, oldest first by completion.
+/// One chunk of finished jobs past the cutoff, except those a job that has not finished
+/// waits for (it reads their output when it runs).
 pub(crate) const PRUNE_CHUNK: &str = "
     DELETE FROM jobq_jobs WHERE id_key IN (
         SELECT id_key FROM jobq_jobs
         WHERE status IN (SELECT value FROM json_each(:statuses)) AND completed_at < :cutoff
           AND (:owner IS NULL OR owner = :owner)
+          AND (dependents = 0 OR NOT EXISTS (
+              SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs w ON w.id_key = d.job_key
+              WHERE d.dep_key = jobq_jobs.id_key
+                AND w.status IN ('blocked', 'queued', 'running', 'retry')))
         LIMIT 2000)";
 
 pub(crate) fn release_stale(
