@@ -80,9 +80,12 @@ pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView};
-pub use queue::{ClaimFilter, JobError, JobFilter, Page, Queue, QueueBuilder, is_postgres_url};
+pub use queue::{
+    ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER, JobError, JobFilter, Page, Queue, QueueBuilder,
+    is_postgres_url,
+};
 pub use retry::RetryPolicy;
-pub use schedule::{CatchUp, MAX_CATCH_UP, NewSchedule, Rule, Schedule};
+pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};
 pub use stats::{
     CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,
     StageCount, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,

@@ -22,10 +22,20 @@ use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
 use crate::job::{NewJob, Timestamp};
 use crate::queue::Queue;
-use crate::store::{Firing, ScheduleChange, ScheduleRow};
+use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow};
 
-/// The most missed slots a start enqueues for a schedule whose catch-up is `all`.
-pub const MAX_CATCH_UP: usize = 1000;
+/// The most missed slots one firing enqueues for a schedule whose catch-up is `all` (the
+/// latest ones): a start after a long stop fires at most this many jobs of a schedule.
+pub const MAX_CATCH_UP: usize = 100;
+
+/// The shortest period of a schedule that fires at a fixed interval.
+pub const MIN_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest cron expression accepted.
+const MAX_CRON_LEN: usize = 256;
+
+/// The longest time zone name accepted (IANA names are at most 32 characters).
+const MAX_TIMEZONE_LEN: usize = 64;
 
 /// A slot fired within this of its time is on time; later, it was missed (what the
 /// catch-up rule `none` skips). Half the period instead, for a shorter period.
@@ -40,7 +50,7 @@ pub enum CatchUp {
     /// One job, for the last missed slot. The default.
     #[default]
     One,
-    /// One job per missed slot, up to [`MAX_CATCH_UP`] (the latest ones).
+    /// One job per missed slot, up to [`MAX_CATCH_UP`] of them (the latest ones).
     All,
 }
 
@@ -111,6 +121,7 @@ pub struct NewSchedule {
     timezone: String,
     catch_up: CatchUp,
     owner: Option<String>,
+    replace: bool,
 }
 
 impl NewSchedule {
@@ -145,6 +156,7 @@ impl NewSchedule {
             timezone: "UTC".into(),
             catch_up: CatchUp::One,
             owner: None,
+            replace: false,
         }
     }
 
@@ -188,6 +200,14 @@ impl NewSchedule {
     /// stamps its own).
     pub fn owner(mut self, owner: impl Into<String>) -> NewSchedule {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// Takes the place of the owner's schedule of the same name, if there is one: its rule
+    /// and jobs change, counted from now; it stays paused or not and keeps when it last
+    /// fired. Defaults to false: a name already taken is refused.
+    pub fn replace(mut self, replace: bool) -> NewSchedule {
+        self.replace = replace;
         self
     }
 }
@@ -245,8 +265,84 @@ enum Slots {
     Every(i64),
 }
 
+fn parse_cron(expression: &str) -> std::result::Result<Cron, croner::errors::CronError> {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+}
+
+/// The fields of a cron expression: name, and what it takes.
+const CRON_FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT, 0 and 7 both Sunday"),
+];
+
+const CRON_ALIASES: &str = "@yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly";
+
+/// Why `expression` is not a cron expression, in words: which field is wrong and what it
+/// takes.
+fn explain_cron(expression: &str, error: &croner::errors::CronError) -> String {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.is_empty() {
+        return "the expression is empty: give 5 fields (minute hour day-of-month month \
+                day-of-week), e.g. \"0 2 * * *\" for 02:00 every day, or an alias such as @daily"
+            .to_string();
+    }
+    if fields[0].starts_with('@') {
+        return format!(
+            "{:?} is not an alias this accepts ({CRON_ALIASES})",
+            fields[0]
+        );
+    }
+    if fields.len() != 5 {
+        let seconds = if fields.len() == 6 {
+            " (seconds are not supported: drop the first field)"
+        } else {
+            ""
+        };
+        return format!(
+            "it has {} field{}, and a cron expression has 5: minute hour day-of-month month \
+             day-of-week{seconds}",
+            fields.len(),
+            if fields.len() == 1 { "" } else { "s" }
+        );
+    }
+    for (i, (name, range)) in CRON_FIELDS.iter().enumerate() {
+        let mut alone = ["*"; 5];
+        alone[i] = fields[i];
+        if let Err(e) = parse_cron(&alone.join(" ")) {
+            let why = match &e {
+                croner::errors::CronError::ComponentError(m)
+                | croner::errors::CronError::IllegalCharacters(m)
+                | croner::errors::CronError::InvalidPattern(m) => {
+                    m.trim_end_matches('.').to_string()
+                }
+                other => other.to_string(),
+            };
+            return format!(
+                "the {name} field {:?} is not valid ({}): it takes {range}, as numbers, ranges \
+                 (a-b), lists (a,b), steps (*/n) or *",
+                fields[i],
+                why.to_lowercase()
+            );
+        }
+    }
+    error.to_string()
+}
+
 impl Slots {
     fn of(cron: Option<&str>, every_ms: Option<i64>, timezone: &str) -> Result<Slots> {
+        if timezone.len() > MAX_TIMEZONE_LEN {
+            return Err(Error::invalid(
+                "timezone",
+                format!("a time zone name is at most {MAX_TIMEZONE_LEN} characters"),
+            ));
+        }
         let tz: Tz = timezone.parse().map_err(|_| {
             Error::invalid(
                 "timezone",
@@ -255,17 +351,21 @@ impl Slots {
         })?;
         match (cron, every_ms) {
             (Some(expression), _) => {
-                let parsed = CronParser::builder()
-                    .seconds(Seconds::Disallowed)
-                    .year(Year::Disallowed)
-                    .build()
-                    .parse(expression)
-                    .map_err(|e| {
-                        Error::invalid(
-                            "cron",
-                            format!("{expression:?} is not a cron expression: {e}"),
-                        )
-                    })?;
+                if expression.len() > MAX_CRON_LEN {
+                    return Err(Error::invalid(
+                        "cron",
+                        format!("a cron expression is at most {MAX_CRON_LEN} characters"),
+                    ));
+                }
+                let parsed = parse_cron(expression).map_err(|e| {
+                    Error::invalid(
+                        "cron",
+                        format!(
+                            "{expression:?} is not a cron expression: {}",
+                            explain_cron(expression, &e)
+                        ),
+                    )
+                })?;
                 Ok(Slots::Cron(Box::new(parsed), tz))
             }
             (None, Some(ms)) if ms > 0 => Ok(Slots::Every(ms)),
@@ -399,11 +499,12 @@ impl Queue {
         };
         let (cron, every_ms) = match &s.rule {
             Rule::Cron(expression) => (Some(expression.trim().to_string()), None),
-            Rule::Every(period) if period.is_zero() || *period > MAX_DURATION => {
+            Rule::Every(period) if *period < MIN_EVERY || *period > MAX_DURATION => {
                 return Err(Error::invalid(
                     "every",
                     format!(
-                        "must be more than 0 and at most {}",
+                        "must be at least {} and at most {}",
+                        format_duration(MIN_EVERY),
                         format_duration(MAX_DURATION)
                     ),
                 ));
@@ -423,6 +524,10 @@ impl Queue {
         })?;
         let queue = s.queue.unwrap_or_else(|| "default".into());
         crate::queue::check_text("queue", &queue, 200)?;
+        let put = SchedulePut {
+            replace: s.replace,
+            max_per_owner: self.shared.max_schedules_per_owner,
+        };
         let row = ScheduleRow {
             name: s.name,
             owner,
@@ -440,9 +545,19 @@ impl Queue {
             last_fire: None,
             created_at: now,
         };
-        self.engine().insert_schedule(&row)?;
-        tracing::info!(schedule = %row.name, "jobq: schedule added");
-        Ok(schedule_of(row))
+        self.engine().insert_schedule(&row, put)?;
+        tracing::info!(schedule = %row.name, replace = put.replace, "jobq: schedule added");
+        if !put.replace {
+            return Ok(schedule_of(row));
+        }
+        // A replacement kept the old one's pause and last firing: read what is stored.
+        let stored = self
+            .engine()
+            .schedules(row.owner.as_deref(), None)?
+            .into_iter()
+            .find(|r| r.name == row.name && r.owner == row.owner)
+            .unwrap_or(row);
+        Ok(schedule_of(stored))
     }
 
     /// The schedules this handle sees, by owner and name.
@@ -474,10 +589,19 @@ impl Queue {
                 id: name.to_string(),
             }),
             1 => Ok(found.remove(0)),
-            _ => Err(Error::invalid(
-                "name",
-                format!("several owners have a schedule {name:?}: use a handle scoped to one"),
-            )),
+            _ => {
+                let owners: Vec<&str> = found
+                    .iter()
+                    .map(|s| s.owner.as_deref().unwrap_or("(none)"))
+                    .collect();
+                Err(Error::invalid(
+                    "name",
+                    format!(
+                        "several owners have a schedule {name:?} ({}): name the owner (a handle scoped to it, `--owner`, `?owner=`)",
+                        owners.join(", ")
+                    ),
+                ))
+            }
         }
     }
 
@@ -569,6 +693,26 @@ impl Queue {
         Ok(enqueued)
     }
 
+    /// Enqueues one job of the schedule `name` now, as a slot would (its kind, input, queue,
+    /// priority, attempts and owner), with the key `schedule:NAME:run:<now>`. Its slots are
+    /// unchanged: a run now is not a firing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when this handle sees no schedule of that name; as
+    /// [`Queue::enqueue`].
+    pub fn run_schedule_now(&self, name: &str) -> Result<crate::job::Enqueued> {
+        let row = self.schedule_row(name)?;
+        let now = self.now_ms();
+        let job = schedule_job(
+            &row,
+            format!("run:{}", Timestamp::from_millis(now).to_rfc3339()),
+        );
+        let enqueued = self.unscoped().enqueue(job)?;
+        tracing::info!(schedule = %row.name, job_id = %enqueued.job_id, "jobq: schedule run now");
+        Ok(enqueued)
+    }
+
     fn fire_one(&self, row: &ScheduleRow, now: i64) -> Result<usize> {
         let slots = Slots::of(row.cron.as_deref(), row.every_ms, &row.timezone)?;
         let catch_up: CatchUp = row.catch_up.parse()?;
@@ -577,21 +721,7 @@ impl Queue {
         // Checked as the schedule's owner's jobs (this handle may be an admin's).
         let checker = self.unscoped();
         for slot in &fire {
-            let mut job = NewJob::new(row.kind.clone())
-                .input_json(row.input.clone())
-                .queue(row.queue.clone())
-                .priority(row.priority)
-                .idempotency_key(format!(
-                    "schedule:{}:{}",
-                    row.name,
-                    Timestamp::from_millis(*slot).to_rfc3339()
-                ));
-            if let Some(n) = row.max_attempts {
-                job = job.max_attempts(n);
-            }
-            if let Some(owner) = &row.owner {
-                job = job.owner(owner.clone());
-            }
+            let job = schedule_job(row, Timestamp::from_millis(*slot).to_rfc3339());
             jobs.push(checker.check(job, now)?);
         }
         let firing = Firing {
@@ -612,6 +742,22 @@ impl Queue {
         }
         Ok(new)
     }
+}
+
+/// A job of the schedule `row`, keyed `schedule:NAME:<what>` (a slot's time, or a run now).
+fn schedule_job(row: &ScheduleRow, what: String) -> NewJob {
+    let mut job = NewJob::new(row.kind.clone())
+        .input_json(row.input.clone())
+        .queue(row.queue.clone())
+        .priority(row.priority)
+        .idempotency_key(format!("schedule:{}:{what}", row.name));
+    if let Some(n) = row.max_attempts {
+        job = job.max_attempts(n);
+    }
+    if let Some(owner) = &row.owner {
+        job = job.owner(owner.clone());
+    }
+    job
 }
 
 /// A thread that fires due schedules every `interval` until dropped (or stopped).

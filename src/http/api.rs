@@ -257,10 +257,12 @@ pub(crate) fn handle(
             ("POST", ["api", "queues", name]) => queue_action(&queue, name, body)?,
             ("POST", ["api", "schedules"]) => add_schedule(&queue, body)?,
             ("DELETE", ["api", "schedules", name]) => {
-                queue.remove_schedule(name)?;
+                schedule_owner(&queue, query)?.remove_schedule(name)?;
                 Reply::empty(204)
             }
-            ("POST", ["api", "schedules", name]) => schedule_action(&queue, name, body)?,
+            ("POST", ["api", "schedules", name]) => {
+                schedule_action(&schedule_owner(&queue, query)?, name, body)?
+            }
             ("GET", ["api", "jobs", id]) => Reply::ok(&queue.get(&job_id(id)?)?),
             ("POST", ["api", "jobs", id]) => job_action(&queue, &job_id(id)?, body)?,
             ("DELETE", ["api", "jobs", id]) => {
@@ -507,7 +509,7 @@ pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
     Ok(flow)
 }
 
-const SCHEDULE_FIELDS: [&str; 12] = [
+const SCHEDULE_FIELDS: [&str; 13] = [
     "name",
     "cron",
     "every",
@@ -520,6 +522,7 @@ const SCHEDULE_FIELDS: [&str; 12] = [
     "catch_up",
     "owner",
     "paused",
+    "replace",
 ];
 
 fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
@@ -560,9 +563,16 @@ fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     if let Some(o) = body.string("owner")? {
         schedule = schedule.owner(o);
     }
+    if body.value("replace") == Some(&Value::Bool(true)) {
+        schedule = schedule.replace(true);
+    }
     let mut added = queue.add_schedule(schedule)?;
     if body.value("paused") == Some(&Value::Bool(true)) {
-        added = queue.pause_schedule(&added.name)?;
+        let owners = match &added.owner {
+            Some(owner) => queue.scoped(owner.clone()),
+            None => queue.clone(),
+        };
+        added = owners.pause_schedule(&added.name)?;
     }
     Ok(Reply::json(201, &added))
 }
@@ -621,17 +631,38 @@ fn queue_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply
     Ok(Reply::ok(&queue.set_queue_limits(name, limits)?))
 }
 
+/// The handle that reaches a schedule named in a path: `?owner=` scopes an admin's to that
+/// owner (needed when several owners have a schedule of that name); an owner's token sees
+/// only its own.
+fn schedule_owner(queue: &Queue, query: &Query) -> Result<Queue, Reply> {
+    match (queue.owner(), query.get("owner")) {
+        (_, None) => Ok(queue.clone()),
+        (None, Some(owner)) => Ok(queue.scoped(owner)),
+        (Some(me), Some(owner)) if me == owner => Ok(queue.clone()),
+        (Some(_), Some(_)) => Err(Reply::error(404, "not_found", "no such schedule")),
+    }
+}
+
+/// `{"action": "pause" | "resume" | "run"}`: `run` enqueues one of its jobs now (its slots
+/// are unchanged) and answers the job.
 fn schedule_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &["action"])?;
     let schedule = match body.required_string("action")? {
         "pause" => queue.pause_schedule(name)?,
         "resume" => queue.resume_schedule(name)?,
+        "run" => {
+            let job = queue.run_schedule_now(name)?;
+            return Ok(Reply::json(
+                201,
+                &json!({"job_id": job.job_id, "status": job.status, "already_existed": job.already_existed}),
+            ));
+        }
         other => {
             return Err(Reply::error(
                 400,
                 "invalid_input",
-                format!("field `action` must be \"pause\" or \"resume\", not {other:?}"),
+                format!("field `action` must be \"pause\", \"resume\" or \"run\", not {other:?}"),
             ));
         }
     };

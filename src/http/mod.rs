@@ -67,6 +67,8 @@ pub struct ServerConfig {
     io_timeout: Duration,
     max_connections: usize,
     schedule_interval: Option<Duration>,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -93,7 +95,28 @@ impl ServerConfig {
             io_timeout: Duration::from_secs(10),
             max_connections: 1024,
             schedule_interval: Some(Duration::from_secs(1)),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
+    }
+
+    /// A `Host` name (without its port) a server without a key answers besides the
+    /// loopback ones (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`): without a key,
+    /// any other `Host` is refused (403), so that a web page cannot reach the server
+    /// through a name it controls (DNS rebinding). Defaults to none.
+    pub fn allow_host(mut self, host: impl Into<String>) -> Self {
+        self.allowed_hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
+
+    /// An origin (`scheme://host[:port]`) whose pages may send requests besides the
+    /// server's own: a request from any other origin (its `Origin` header) is refused
+    /// (403) when it changes something, and always on a server without a key. Defaults to
+    /// none.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.allowed_origins
+            .push(origin.into().trim_end_matches('/').to_ascii_lowercase());
+        self
     }
 
     /// The admin key, sent as `X-Admin-Key`. Required unless
@@ -157,6 +180,17 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// The name in a `Host` header, without its port (`[::1]:8080` → `[::1]`).
+fn host_name(host: &str) -> &str {
+    let host = host.trim();
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(name, _)| &host[..=name.len()]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
 /// Who is asking.
 #[derive(Debug, Clone)]
 pub(crate) enum Caller {
@@ -198,6 +232,8 @@ pub(crate) struct App {
     queue: Queue,
     admin_key: Option<String>,
     insecure: bool,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
 }
 
 impl Server {
@@ -258,6 +294,8 @@ impl Server {
             queue,
             admin_key: config.admin_key.clone(),
             insecure: config.insecure_no_auth && loopback,
+            allowed_hosts: config.allowed_hosts.clone(),
+            allowed_origins: config.allowed_origins.clone(),
         };
         let open_err = |reason: String| Error::Open {
             path: addr.to_string().into(),
@@ -410,6 +448,79 @@ impl From<Error> for Reply {
 }
 
 impl App {
+    /// Refuses a request a web page could have sent behind the operator's back, from what
+    /// its head says: on a server without a key, a `Host` that is not loopback (or
+    /// allowed) — DNS rebinding — and any request from another origin; with a key, a
+    /// request from another origin that changes something. A browser sends `Origin` on
+    /// every request that changes something, and on every cross-origin one.
+    fn refuse_foreign(
+        &self,
+        method: &str,
+        host: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<(), Reply> {
+        if self.insecure && !host.is_some_and(|h| self.host_allowed(h)) {
+            return Err(Reply::error(
+                403,
+                "forbidden",
+                format!(
+                    "host {:?} refused: a server without a key answers only loopback names (allow others with --allow-host)",
+                    host.unwrap_or("")
+                ),
+            ));
+        }
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let writes = !matches!(method, "GET" | "HEAD" | "OPTIONS");
+        if (writes || self.insecure) && !self.origin_allowed(origin, host) {
+            return Err(Reply::error(
+                403,
+                "forbidden",
+                format!(
+                    "a request from the origin {origin:?} refused: only the server's own pages may {} (allow others with --allow-origin)",
+                    if writes {
+                        "change anything"
+                    } else {
+                        "read it without a key"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A `Host` header (with or without its port) naming this machine's loopback, or one
+    /// allowed.
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host).to_ascii_lowercase();
+        if let Ok(ip) = name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            return ip.is_loopback();
+        }
+        name == "localhost"
+            || name.ends_with(".localhost")
+            || self.allowed_hosts.iter().any(|h| *h == name)
+    }
+
+    /// An `Origin` that is the server's own (the page came from the `Host` the request
+    /// names), or one allowed.
+    fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        if self.allowed_origins.contains(&origin) {
+            return true;
+        }
+        let Some(host) = host else {
+            return false;
+        };
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|o| o == host.trim().to_ascii_lowercase())
+    }
+
     /// What a path and method lead to, decided before anything is read or authenticated:
     /// the dashboard, an API route, or an error answer (404, 405). `HEAD` is `GET`.
     fn route(method: &str, segments: &[&str], path: &str) -> Result<Route, Reply> {

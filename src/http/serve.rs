@@ -261,6 +261,11 @@ async fn respond(
     // and `a%2Fb` one segment `a/b`.
     let segments = segments_of(&path);
     let route = App::route(&method, &as_strs(&segments), &path)?;
+    app.refuse_foreign(
+        &method,
+        header_text(&head.headers, "host").as_deref(),
+        header_text(&head.headers, "origin").as_deref(),
+    )?;
     if route == Route::Dashboard {
         return Ok(Reply::text(200, "text/html; charset=utf-8", api::DASHBOARD));
     }
@@ -279,6 +284,7 @@ async fn respond(
 
     let body = match head.method {
         Method::POST | Method::PUT | Method::PATCH => {
+            require_json(header_text(&head.headers, "content-type").as_deref())?;
             let json = read_body(body, settings.io_timeout).await?;
             unread.store(false, Ordering::Relaxed);
             Some(json)
@@ -312,6 +318,25 @@ fn segments_of(path: &str) -> Vec<String> {
 
 fn as_strs(segments: &[String]) -> Vec<&str> {
     segments.iter().map(String::as_str).collect()
+}
+
+/// Every write carries JSON, said so by its `Content-Type`: a form or `text/plain` body,
+/// which a web page can send anywhere without asking, is refused (415).
+fn require_json(content_type: Option<&str>) -> Result<(), Reply> {
+    let essence = content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        other => Err(Reply::error(
+            415,
+            "unsupported_media_type",
+            format!(
+                "a request that changes something must send JSON with `Content-Type: application/json`, not {}",
+                other.map_or("no Content-Type".to_string(), |t| format!("{t:?}"))
+            ),
+        )),
+    }
 }
 
 /// A header's value as text (bytes that are not UTF-8 replaced, so that a malformed header

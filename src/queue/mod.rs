@@ -52,7 +52,12 @@ pub struct QueueBuilder {
     clock: Option<Arc<dyn Clock>>,
     retry: RetryPolicies,
     default_max_attempts: u32,
+    max_schedules_per_owner: usize,
 }
+
+/// The most schedules an owner may have unless [`QueueBuilder::max_schedules_per_owner`]
+/// says otherwise.
+pub const DEFAULT_MAX_SCHEDULES_PER_OWNER: usize = 100;
 
 impl QueueBuilder {
     /// How much of each commit survives a crash. Defaults to [`Durability::Normal`].
@@ -110,6 +115,14 @@ impl QueueBuilder {
         self
     }
 
+    /// The most schedules one owner may have (a token holder cannot make the queue fire
+    /// more than this many jobs a second). Schedules without an owner (an admin's) are not
+    /// counted. Defaults to [`DEFAULT_MAX_SCHEDULES_PER_OWNER`] (100).
+    pub fn max_schedules_per_owner(mut self, n: usize) -> Self {
+        self.max_schedules_per_owner = n;
+        self
+    }
+
     /// Lets jobq add its tables to a SQLite file that already holds an application's own
     /// tables (which is what makes [`Queue::enqueue_tx`] useful). The application must leave
     /// `PRAGMA user_version` to jobq. Defaults to false: a file with foreign tables and no
@@ -144,6 +157,7 @@ impl QueueBuilder {
                 clock,
                 retry: self.retry,
                 default_max_attempts: self.default_max_attempts,
+                max_schedules_per_owner: self.max_schedules_per_owner,
                 events: EventBus::default(),
             }),
             owner: None,
@@ -208,6 +222,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry: RetryPolicies,
     pub(crate) default_max_attempts: u32,
+    pub(crate) max_schedules_per_owner: usize,
     pub(crate) events: EventBus,
 }
 
@@ -229,6 +244,7 @@ impl Queue {
             clock: None,
             retry: RetryPolicies::default(),
             default_max_attempts: 5,
+            max_schedules_per_owner: DEFAULT_MAX_SCHEDULES_PER_OWNER,
         }
     }
 

@@ -435,6 +435,24 @@ pub(crate) struct ScheduleRow {
     pub created_at: i64,
 }
 
+/// How a schedule is stored: a new one (refused when its owner has one of that name) or in
+/// place of the one of that name, and the most schedules its owner may have.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchedulePut {
+    pub replace: bool,
+    pub max_per_owner: usize,
+}
+
+/// The refusal of a schedule past its owner's allowance.
+pub(crate) fn too_many_schedules(owner: &str, max: usize) -> crate::error::Error {
+    crate::error::Error::invalid(
+        "name",
+        format!(
+            "owner {owner} already has {max} schedules, the most allowed (remove one, or raise the limit)"
+        ),
+    )
+}
+
 /// A change to one schedule (named by its owner and name).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ScheduleChange {
@@ -652,8 +670,10 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
 
     // ---- schedules
 
-    /// Inserts a new schedule; `Duplicate` when its owner has one of that name.
-    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()>;
+    /// Inserts a schedule, or replaces the one of that name (keeping whether it is paused
+    /// and when it last fired); `Duplicate` when its owner has one of that name and this
+    /// is no replacement, `InvalidInput` when the owner would have more than its allowance.
+    fn insert_schedule(&self, row: &ScheduleRow, put: SchedulePut) -> Result<()>;
     /// The schedules this scope sees, by owner and name; with `due`, only those not paused
     /// whose next firing is at `due` or earlier.
     fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>>;

@@ -1000,3 +1000,66 @@ fn queues_from_the_command_line() {
     assert!(err.contains("rate"), "{err}");
     cli.refused(1, &["queue", "set", "gpu", "--max-running", "-3"]);
 }
+
+#[test]
+fn schedules_are_replaced_run_and_named_by_owner_on_the_command_line() {
+    let cli = Cli::new();
+    for owner in ["acme", "globex"] {
+        cli.ok(&[
+            "schedule", "add", "nightly", "--every", "1h", "report", "--owner", owner,
+        ]);
+    }
+    let err = cli.refused(1, &["schedule", "pause", "nightly"]);
+    assert!(err.contains("acme") && err.contains("--owner"), "{err}");
+    let paused = cli.json(&["schedule", "pause", "nightly", "--owner", "acme"]);
+    assert_eq!(
+        (paused["owner"].as_str(), paused["paused"].as_bool()),
+        (Some("acme"), Some(true))
+    );
+    assert_eq!(
+        cli.json(&["schedule", "resume", "nightly", "--owner", "acme"])["paused"],
+        false
+    );
+    let err = cli.refused(
+        1,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "summary",
+            "--owner",
+            "acme",
+        ],
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let replaced = cli.json(&[
+        "schedule",
+        "add",
+        "nightly",
+        "--cron",
+        "0 3 * * *",
+        "summary",
+        "--owner",
+        "acme",
+        "--replace",
+    ]);
+    assert_eq!(
+        (replaced["cron"].as_str(), replaced["kind"].as_str()),
+        (Some("0 3 * * *"), Some("summary"))
+    );
+    let ran = cli.json(&["schedule", "run", "nightly", "--owner", "acme"]);
+    let job = cli.show(ran["job_id"].as_str().unwrap());
+    assert_eq!(
+        (job["kind"].as_str(), job["owner"].as_str()),
+        (Some("summary"), Some("acme"))
+    );
+    cli.ok(&["schedule", "remove", "nightly", "--owner", "globex"]);
+    // One left: its name alone reaches it now.
+    cli.ok(&["schedule", "remove", "nightly"]);
+    let err = cli.refused(1, &["schedule", "add", "x", "--every", "500ms", "k"]);
+    assert!(err.contains("at least 1s"), "{err}");
+    let err = cli.refused(1, &["schedule", "add", "x", "--cron", "0 25 * * *", "k"]);
+    assert!(err.contains("the hour field"), "{err}");
+}

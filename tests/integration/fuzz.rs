@@ -235,7 +235,7 @@ proptest! {
     fn any_json_input_posted_over_http_round_trips(input in json_value()) {
         let t = target();
         let body = json!({"kind": "fuzz", "input": input}).to_string();
-        let request = format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let request = format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         let mut stream = TcpStream::connect(t.server.addr()).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();

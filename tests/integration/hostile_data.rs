@@ -290,6 +290,7 @@ fn integers_past_64_bits_long_external_ids_and_a_zero_job_timeout_are_refused() 
         .agent
         .post(&api.url("/api/jobs"))
         .header("X-Admin-Key", crate::http::KEY)
+        .header("Content-Type", "application/json")
         .send(r#"{"kind": "k", "input": {"n": 99999999999999999999}}"#)
         .unwrap();
     assert_eq!(raw.status().as_u16(), 400);

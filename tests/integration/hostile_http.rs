@@ -224,7 +224,7 @@ fn clients_trickling_bodies_do_not_delay_anyone_and_meet_a_deadline() {
             let mut s = TcpStream::connect(addr).unwrap();
             s.write_all(
                 format!(
-                    "POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: 1000\r\n\r\n{{"
+                    "POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
                 )
                 .as_bytes(),
             )
@@ -380,7 +380,7 @@ fn duplicate_lengths_head_bearer_case_h2_prefaces_and_bare_newlines() {
     for (a, b) in [("2", "2"), ("2", "3")] {
         let (status, _) = exchange(
             addr,
-            format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n{{}}")
+            format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n{{}}")
                 .as_bytes(),
             Duration::from_secs(5),
         );

@@ -546,7 +546,7 @@ fn bodies_past_the_limit_are_refused_whole_whether_announced_or_chunked() {
     stream
         .write_all(
             format!(
-                "POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: {}\r\n\r\n{{",
+                "POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{",
                 jobq::http::MAX_BODY + 1
             )
             .as_bytes(),
@@ -565,7 +565,7 @@ fn bodies_past_the_limit_are_refused_whole_whether_announced_or_chunked() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let _ = stream.write_all(
-        format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     );
     for chunk in body.as_bytes().chunks(64 << 10) {
@@ -594,7 +594,7 @@ fn bodies_past_the_limit_are_refused_whole_whether_announced_or_chunked() {
         .unwrap();
     stream
         .write_all(
-            format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{fits}\r\n0\r\n\r\n", fits.len())
+            format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{fits}\r\n0\r\n\r\n", fits.len())
                 .as_bytes(),
         )
         .unwrap();
@@ -657,6 +657,7 @@ fn bad_requests_get_413_400_404_405_and_change_nothing() {
     let mut malformed = agent
         .post(&url)
         .header("X-Admin-Key", KEY)
+        .header("Content-Type", "application/json")
         .send("{\"kind\": ")
         .unwrap();
     assert_eq!(malformed.status().as_u16(), 400);
@@ -746,6 +747,7 @@ fn many_concurrent_clients_enqueue_and_list_without_error_or_loss() {
                         let mut r = agent
                             .post(&format!("{url}/api/jobs"))
                             .header("X-Admin-Key", KEY)
+                            .header("Content-Type", "application/json")
                             .send(json!({"kind": "load", "input": {"t": t, "i": i}}).to_string())
                             .unwrap();
                         assert_eq!(r.status().as_u16(), 201);
@@ -796,7 +798,7 @@ fn a_slow_client_does_not_hold_the_server() {
         .unwrap();
     let mut stalled = TcpStream::connect(api.server.addr()).unwrap();
     stalled
-        .write_all(format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Length: 100\r\n\r\n{{\"kind\"").as_bytes())
+        .write_all(format!("POST /api/jobs HTTP/1.1\r\nHost: x\r\nX-Admin-Key: {KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\"").as_bytes())
         .unwrap();
     let started = Instant::now();
     assert_eq!(
@@ -903,6 +905,7 @@ fn jobq_serve_starts_with_a_key_and_stops_on_sigterm() {
     let mut r = agent
         .post(&format!("http://{addr}/api/jobs"))
         .header("X-Admin-Key", KEY)
+        .header("Content-Type", "application/json")
         .send(r#"{"kind":"from-http"}"#)
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
@@ -1384,4 +1387,90 @@ fn every_admin_only_route_answers_a_token_with_403_and_changes_nothing() {
         assert!(message.contains("admin key"), "{method} {path}: {message}");
     }
     assert_eq!(crate::common::dump(api.queue.path()), before);
+}
+
+#[test]
+fn an_admin_names_a_schedules_owner_replaces_and_runs_it_over_http() {
+    let api = Api::start();
+    for owner in ["acme", "globex"] {
+        let added = api.post(
+            "/api/schedules",
+            Auth::Admin,
+            json!({"name": "nightly", "every": "1h", "kind": "report", "owner": owner}),
+        );
+        assert_eq!(added.status, 201, "{}", added.text);
+    }
+    // Two owners share the name: the admin says whose.
+    api.post(
+        "/api/schedules/nightly",
+        Auth::Admin,
+        json!({"action": "pause"}),
+    )
+    .error(400, "invalid_input");
+    let paused = api.post(
+        "/api/schedules/nightly?owner=acme",
+        Auth::Admin,
+        json!({"action": "pause"}),
+    );
+    assert_eq!(
+        (
+            paused.status,
+            paused.body["owner"].as_str(),
+            paused.body["paused"].as_bool()
+        ),
+        (200, Some("acme"), Some(true)),
+        "{}",
+        paused.text
+    );
+    // A token cannot reach another owner's through the parameter.
+    let token = api.queue.create_token("globex").unwrap();
+    api.post(
+        "/api/schedules/nightly?owner=acme",
+        Auth::Token(&token),
+        json!({"action": "resume"}),
+    )
+    .error(404, "not_found");
+    // Run now: one job, its slots unchanged.
+    let ran = api.post(
+        "/api/schedules/nightly?owner=globex",
+        Auth::Admin,
+        json!({"action": "run"}),
+    );
+    assert_eq!(ran.status, 201, "{}", ran.text);
+    let job = api.get(
+        &format!("/api/jobs/{}", ran.body["job_id"].as_str().unwrap()),
+        Auth::Admin,
+    );
+    assert_eq!(
+        (job.body["kind"].as_str(), job.body["owner"].as_str()),
+        (Some("report"), Some("globex"))
+    );
+    // Replace in place, for the token's owner.
+    let replaced = api.post(
+        "/api/schedules",
+        Auth::Token(&token),
+        json!({"name": "nightly", "cron": "0 3 * * *", "kind": "summary", "replace": true}),
+    );
+    assert_eq!(
+        (
+            replaced.status,
+            replaced.body["cron"].as_str(),
+            replaced.body["kind"].as_str()
+        ),
+        (201, Some("0 3 * * *"), Some("summary")),
+        "{}",
+        replaced.text
+    );
+    assert_eq!(
+        api.delete("/api/schedules/nightly?owner=acme", Auth::Admin)
+            .status,
+        204
+    );
+    assert_eq!(
+        api.get("/api/schedules", Auth::Admin).body["schedules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -156,6 +156,18 @@ fn bad_schedules_are_refused_and_change_nothing() {
             "timezone",
         ),
         (NewSchedule::every("a", Duration::ZERO, "k"), "every"),
+        (
+            NewSchedule::every("a", Duration::from_millis(999), "k"),
+            "every",
+        ),
+        (
+            NewSchedule::cron("a", format!("0 0 * * {}", "1,".repeat(300)), "k"),
+            "cron",
+        ),
+        (
+            NewSchedule::cron("a", "@hourly", "k").timezone("Europe/".repeat(20)),
+            "timezone",
+        ),
         (NewSchedule::every("", Duration::from_secs(1), "k"), "name"),
         (NewSchedule::every("a", Duration::from_secs(1), ""), "kind"),
         (
@@ -313,4 +325,175 @@ fn five_processes_fire_each_slot_exactly_once() {
     );
     assert_eq!(distinct.len(), keys.len());
     assert_eq!((count("tick"), count("cron")), (SLOTS, SLOTS));
+}
+
+#[test]
+fn catch_up_all_is_bounded_per_schedule_and_firing() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.add_schedule(
+        NewSchedule::every("tick", Duration::from_secs(1), "tick").catch_up(CatchUp::All),
+    )
+    .unwrap();
+    // A day without any process: 86,400 slots missed, at most MAX_CATCH_UP fired.
+    env.advance(86_400);
+    assert_eq!(q.fire_schedules().unwrap(), jobq::MAX_CATCH_UP);
+    assert_eq!(
+        q.fire_schedules().unwrap(),
+        0,
+        "the next firing starts after now"
+    );
+    let keys = keys(q);
+    assert_eq!(keys.len(), jobq::MAX_CATCH_UP);
+    // The latest ones.
+    let last = jobq::Timestamp::from_millis(T0 + 86_400_000).to_rfc3339();
+    assert!(keys.contains(&format!("schedule:tick:{last}")), "{keys:?}");
+}
+
+#[test]
+fn an_owner_has_at_most_its_allowance_of_schedules() {
+    let db = Db::fresh();
+    let admin = Queue::builder(db.path())
+        .max_schedules_per_owner(3)
+        .open()
+        .unwrap();
+    let acme = admin.scoped("acme");
+    for i in 0..3 {
+        acme.add_schedule(NewSchedule::every(
+            format!("s{i}"),
+            Duration::from_secs(60),
+            "k",
+        ))
+        .unwrap();
+    }
+    let before = crate::common::dump(admin.path());
+    let err = acme
+        .add_schedule(NewSchedule::every("s3", Duration::from_secs(60), "k"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { .. }) && err.to_string().contains("3 schedules"),
+        "{err}"
+    );
+    // Through an admin handle for that owner too.
+    assert!(
+        admin
+            .add_schedule(NewSchedule::every("s3", Duration::from_secs(60), "k").owner("acme"))
+            .is_err()
+    );
+    assert_eq!(crate::common::dump(admin.path()), before);
+    // Replacing one of the three is no fourth; another owner and the admin are not counted.
+    acme.add_schedule(NewSchedule::every("s0", Duration::from_secs(120), "k").replace(true))
+        .unwrap();
+    admin
+        .scoped("globex")
+        .add_schedule(NewSchedule::every("s0", Duration::from_secs(60), "k"))
+        .unwrap();
+    for i in 0..5 {
+        admin
+            .add_schedule(NewSchedule::every(
+                format!("admin{i}"),
+                Duration::from_secs(60),
+                "k",
+            ))
+            .unwrap();
+    }
+    acme.remove_schedule("s1").unwrap();
+    acme.add_schedule(NewSchedule::every("s3", Duration::from_secs(60), "k"))
+        .unwrap();
+}
+
+#[test]
+fn replace_changes_a_schedule_in_place() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.add_schedule(NewSchedule::every(
+        "report",
+        Duration::from_secs(MIN),
+        "report",
+    ))
+    .unwrap();
+    env.advance(MIN);
+    assert_eq!(q.fire_schedules().unwrap(), 1);
+    q.pause_schedule("report").unwrap();
+    let before = env.dump();
+    let err = q
+        .add_schedule(NewSchedule::cron("report", "0 2 * * *", "summary"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Duplicate { .. }), "{err}");
+    assert_eq!(env.dump(), before, "without replace nothing changes");
+    let replaced = q
+        .add_schedule(
+            NewSchedule::cron("report", "0 2 * * *", "summary")
+                .timezone("Europe/Paris")
+                .input(json!({"full": true}))
+                .replace(true),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            replaced.cron.as_deref(),
+            replaced.every.as_deref(),
+            replaced.kind.as_str(),
+            replaced.paused,
+            replaced.last_fire.map(|t| t.as_millis())
+        ),
+        (Some("0 2 * * *"), None, "summary", true, Some(T0 + 60_000))
+    );
+    assert_eq!(q.schedules().unwrap().len(), 1);
+    assert_eq!(q.schedule("report").unwrap(), replaced);
+    // Replace with a name not yet taken adds it.
+    q.add_schedule(NewSchedule::every("new", Duration::from_secs(MIN), "k").replace(true))
+        .unwrap();
+    assert_eq!(q.schedules().unwrap().len(), 2);
+}
+
+#[test]
+fn a_bad_cron_expression_is_explained_in_words() {
+    let env = Env::new();
+    let q = &env.queue;
+    for (expression, words) in [
+        ("61 * * * *", "the minute field \"61\" is not valid"),
+        ("0 25 * * *", "the hour field \"25\""),
+        ("0 0 32 * *", "the day-of-month field \"32\""),
+        ("0 0 * 13 *", "the month field \"13\""),
+        ("0 0 * * 9", "the day-of-week field \"9\""),
+        ("0 0 * * FUN", "the day-of-week field \"FUN\""),
+        ("*/0 * * * *", "step cannot be zero"),
+        ("0 0 * * * *", "has 6 fields"),
+        ("0 0 * * * *", "seconds are not supported"),
+        ("* *", "has 2 fields"),
+        ("@weekdays", "\"@weekdays\" is not an alias"),
+    ] {
+        let err = q
+            .add_schedule(NewSchedule::cron("x", expression, "k"))
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(words), "{expression}: {message}");
+    }
+    assert!(q.schedules().unwrap().is_empty());
+}
+
+#[test]
+fn an_admin_reaches_a_schedule_whose_name_two_owners_share_through_its_owner() {
+    let env = Env::new();
+    for owner in ["acme", "globex"] {
+        env.queue
+            .scoped(owner)
+            .add_schedule(NewSchedule::every("report", Duration::from_secs(MIN), "r"))
+            .unwrap();
+    }
+    let err = env.queue.pause_schedule("report").unwrap_err();
+    assert!(
+        err.to_string().contains("acme") && err.to_string().contains("globex"),
+        "{err}"
+    );
+    env.queue.scoped("acme").pause_schedule("report").unwrap();
+    env.queue
+        .scoped("globex")
+        .remove_schedule("report")
+        .unwrap();
+    // Now one owner has it: the admin's name alone reaches it.
+    assert!(env.queue.schedule("report").unwrap().paused);
+    env.queue.resume_schedule("report").unwrap();
+    assert!(!env.queue.schedule("report").unwrap().paused);
 }

@@ -351,3 +351,199 @@ fn serve_refuses_a_non_loopback_address_without_a_key() {
     let err = Server::start(queue, ServerConfig::new("0.0.0.0:0")).unwrap_err();
     assert!(err.to_string().contains("admin key"), "{err}");
 }
+
+/// Sends a raw request and returns its status and body.
+fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// A request with `Connection: close`, a body, and the extra header lines given.
+fn request(method: &str, path: &str, headers: &[&str], body: &str) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+#[test]
+fn a_server_without_a_key_cannot_be_driven_by_a_web_page() {
+    let fresh = Db::fresh();
+    let queue = Queue::open(fresh.path()).unwrap();
+    let server = Server::start(
+        queue.clone(),
+        ServerConfig::new("127.0.0.1:0")
+            .insecure_no_auth()
+            .allow_host("jobs.internal"),
+    )
+    .unwrap();
+    let addr = server.addr();
+    let host = format!("Host: {addr}");
+    let own = format!("Origin: http://{addr}");
+    let job = r#"{"kind": "deploy"}"#;
+    let before = dump(queue.path());
+    for (what, headers, body) in [
+        // A form a page posts anywhere, and text/plain, which needs no preflight.
+        (
+            "a form",
+            vec![
+                host.as_str(),
+                "Content-Type: application/x-www-form-urlencoded",
+                "Origin: http://evil.example",
+            ],
+            "kind=deploy",
+        ),
+        (
+            "text/plain",
+            vec![host.as_str(), "Content-Type: text/plain", own.as_str()],
+            job,
+        ),
+        ("no content type", vec![host.as_str(), own.as_str()], job),
+        // JSON, but from another origin.
+        (
+            "a foreign origin",
+            vec![
+                host.as_str(),
+                "Content-Type: application/json",
+                "Origin: http://evil.example",
+            ],
+            job,
+        ),
+        (
+            "a null origin",
+            vec![
+                host.as_str(),
+                "Content-Type: application/json",
+                "Origin: null",
+            ],
+            job,
+        ),
+        // DNS rebinding: the page's own name now points at 127.0.0.1.
+        (
+            "a rebound host",
+            vec!["Host: evil.example:8080", "Content-Type: application/json"],
+            job,
+        ),
+    ] {
+        let (status, answer) = raw(addr, &request("POST", "/api/jobs", &headers, body));
+        assert!(status == 403 || status == 415, "{what}: {status} {answer}");
+    }
+    assert_eq!(dump(queue.path()), before, "nothing was enqueued");
+    // Reads: a foreign origin or host reads nothing either.
+    for headers in [
+        vec![host.as_str(), "Origin: http://evil.example"],
+        vec!["Host: evil.example"],
+        vec!["Host: 10.0.0.7:8080"],
+    ] {
+        let (status, _) = raw(addr, &request("GET", "/api/jobs", &headers, ""));
+        assert_eq!(status, 403, "{headers:?}");
+    }
+    // The dashboard's own requests, and curl's (no Origin), work; so do localhost names
+    // and a host allowed by name.
+    for headers in [
+        vec![
+            host.as_str(),
+            "Content-Type: application/json",
+            own.as_str(),
+        ],
+        vec![
+            "Host: localhost:8080",
+            "Content-Type: application/json; charset=utf-8",
+        ],
+        vec!["Host: [::1]:8080", "Content-Type: application/json"],
+        vec!["Host: jobs.internal:8080", "Content-Type: application/json"],
+    ] {
+        let (status, answer) = raw(addr, &request("POST", "/api/jobs", &headers, job));
+        assert_eq!(status, 201, "{headers:?}: {answer}");
+    }
+    server.shutdown();
+}
+
+#[test]
+fn with_a_key_a_write_from_another_origin_is_refused() {
+    let api = Api::start();
+    let addr = api.server.addr();
+    let host = format!("Host: {addr}");
+    let key = format!("X-Admin-Key: {}", crate::http::KEY);
+    let job = r#"{"kind": "deploy"}"#;
+    let before = dump(api.queue.path());
+    for headers in [
+        vec![
+            host.as_str(),
+            key.as_str(),
+            "Content-Type: application/json",
+            "Origin: http://evil.example",
+        ],
+        vec![host.as_str(), key.as_str(), "Content-Type: text/plain"],
+    ] {
+        let (status, answer) = raw(addr, &request("POST", "/api/jobs", &headers, job));
+        assert!(
+            status == 403 || status == 415,
+            "{headers:?}: {status} {answer}"
+        );
+    }
+    let (status, answer) = raw(
+        addr,
+        &request(
+            "PUT",
+            "/api/owners/acme/budget",
+            &[host.as_str(), key.as_str(), "Content-Type: text/plain"],
+            r#"{"budget_cents": 5}"#,
+        ),
+    );
+    assert_eq!(status, 415, "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+    assert_eq!(dump(api.queue.path()), before);
+    // Any Host with a key (behind a proxy), and a read from another origin gets its answer
+    // (a browser keeps it from the page: no CORS header is sent).
+    let (status, _) = raw(
+        addr,
+        &request(
+            "GET",
+            "/api/stats",
+            &[
+                "Host: jobs.example.com",
+                key.as_str(),
+                "Origin: http://evil.example",
+            ],
+            "",
+        ),
+    );
+    assert_eq!(status, 200);
+    let (status, answer) = raw(
+        addr,
+        &request(
+            "POST",
+            "/api/jobs",
+            &[
+                "Host: jobs.example.com",
+                key.as_str(),
+                "Content-Type: application/json",
+                "Origin: http://jobs.example.com",
+            ],
+            job,
+        ),
+    );
+    assert_eq!(status, 201, "{answer}");
+}

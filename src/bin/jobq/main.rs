@@ -292,11 +292,33 @@ enum ScheduleCommand {
     /// Every schedule: name, rule, kind, next and last fire, paused or not.
     List,
     /// Remove a schedule (the jobs it enqueued stay).
-    Remove { name: String },
+    Remove(ScheduleName),
     /// Pause a schedule: it fires nothing until resumed.
-    Pause { name: String },
+    Pause(ScheduleName),
     /// Resume a paused schedule from its next slot.
-    Resume { name: String },
+    Resume(ScheduleName),
+    /// Enqueue one of the schedule's jobs now (its slots are unchanged); prints the job id.
+    Run(ScheduleName),
+}
+
+#[derive(Args, Debug)]
+struct ScheduleName {
+    /// The schedule's name.
+    name: String,
+    /// Its owner: needed when several owners have a schedule of that name.
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+impl ScheduleName {
+    /// A handle on `db` that reaches the schedule: scoped to its owner, when given.
+    fn queue(&self, db: &Path) -> Result<Queue, Refused> {
+        let queue = open_existing(db)?;
+        Ok(match &self.owner {
+            Some(owner) => queue.scoped(owner.clone()),
+            None => queue,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -333,6 +355,10 @@ struct ScheduleAddArgs {
     /// The owner of the schedule and its jobs.
     #[arg(long)]
     owner: Option<String>,
+    /// Change the schedule of that name in place (it stays paused or not, and keeps when
+    /// it last fired) instead of refusing a name already taken.
+    #[arg(long)]
+    replace: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -341,7 +367,7 @@ enum CatchUpArg {
     None,
     /// The last missed slot.
     One,
-    /// Every missed slot (at most 1,000).
+    /// Every missed slot (the latest 100 at most).
     All,
 }
 
@@ -402,9 +428,20 @@ struct ServeArgs {
     /// The admin key (X-Admin-Key).
     #[arg(long, env = "JOBQ_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
-    /// Serve without any key. Only on a loopback address.
+    /// Serve without any key. Only on a loopback address, answering only loopback host
+    /// names (and those of --allow-host).
     #[arg(long)]
     insecure_no_auth: bool,
+    /// A host name a server without a key answers besides localhost (repeatable).
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
+    /// An origin (http://host:port) whose pages may send requests besides the dashboard's
+    /// own (repeatable).
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// The most schedules one owner may have.
+    #[arg(long, env = "JOBQ_MAX_SCHEDULES_PER_OWNER", default_value_t = jobq::DEFAULT_MAX_SCHEDULES_PER_OWNER)]
+    max_schedules_per_owner: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -819,6 +856,7 @@ fn schedule(db: &Path, json: bool, cmd: ScheduleCommand) -> Outcome {
             if let Some(o) = a.owner {
                 s = s.owner(o);
             }
+            s = s.replace(a.replace);
             let queue = Queue::open(db)?;
             show(&queue.add_schedule(s)?);
         }
@@ -855,17 +893,26 @@ fn schedule(db: &Path, json: bool, cmd: ScheduleCommand) -> Outcome {
             }
             table.print();
         }
-        ScheduleCommand::Remove { name } => {
-            let queue = open_existing(db)?;
-            queue.remove_schedule(&name)?;
+        ScheduleCommand::Remove(which) => {
+            which.queue(db)?.remove_schedule(&which.name)?;
             if json {
-                print_json(&json!({"success": true, "name": name}));
+                print_json(&json!({"success": true, "name": which.name}));
             } else {
-                println!("removed {}", clean(&name));
+                println!("removed {}", clean(&which.name));
             }
         }
-        ScheduleCommand::Pause { name } => show(&open_existing(db)?.pause_schedule(&name)?),
-        ScheduleCommand::Resume { name } => show(&open_existing(db)?.resume_schedule(&name)?),
+        ScheduleCommand::Pause(which) => show(&which.queue(db)?.pause_schedule(&which.name)?),
+        ScheduleCommand::Resume(which) => show(&which.queue(db)?.resume_schedule(&which.name)?),
+        ScheduleCommand::Run(which) => {
+            let job = which.queue(db)?.run_schedule_now(&which.name)?;
+            if json {
+                print_json(
+                    &json!({"job_id": job.job_id, "status": job.status, "already_existed": job.already_existed}),
+                );
+            } else {
+                println!("{}", job.job_id);
+            }
+        }
     }
     Ok(())
 }
@@ -1289,8 +1336,16 @@ fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
 }
 
 fn serve(db: &Path, args: ServeArgs) -> Outcome {
-    let queue = Queue::open(db)?;
+    let queue = Queue::builder(db)
+        .max_schedules_per_owner(args.max_schedules_per_owner)
+        .open()?;
     let mut config = jobq::http::ServerConfig::new(&args.addr);
+    for host in args.allow_host {
+        config = config.allow_host(host);
+    }
+    for origin in args.allow_origin {
+        config = config.allow_origin(origin);
+    }
     if let Some(key) = args.admin_key.filter(|k| !k.is_empty()) {
         config = config.admin_key(key);
     }

@@ -13,7 +13,7 @@ use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
     GroupRow, HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite,
     Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released,
-    Report, ScheduleChange, ScheduleRow, Scope, StaleCutoffs,
+    Report, ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -342,8 +342,8 @@ impl Engine for Postgres {
         self.snapshot(|conn| queues::counts(conn, now))
     }
 
-    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {
-        self.run(|c| schedules::insert(c, row))
+    fn insert_schedule(&self, row: &ScheduleRow, put: SchedulePut) -> Result<()> {
+        self.transaction(|c| schedules::insert(c, row, put))
     }
 
     fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {

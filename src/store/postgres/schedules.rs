@@ -6,14 +6,38 @@ use uuid::Uuid;
 use super::Conn;
 use crate::error::{Error, Result};
 use crate::job::Enqueued;
-use crate::store::{Firing, ScheduleChange, ScheduleRow, Scope};
+use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope, too_many_schedules};
 
-const INSERT: &str = "
-    INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
+macro_rules! insert_schedule {
+    ($on_conflict:literal) => {
+        concat!(
+            "INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
                                 priority, max_attempts, catch_up, paused, next_fire, last_fire,
                                 created_at, updated_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $14, $15, $15)
-    ON CONFLICT (coalesce(owner, ''), name) DO NOTHING";
+    ON CONFLICT (coalesce(owner, ''), name) ",
+            $on_conflict
+        )
+    };
+}
+
+const INSERT: &str = insert_schedule!("DO NOTHING");
+
+/// In place of the schedule of that name (as on SQLite).
+const REPLACE: &str = insert_schedule!(
+    "DO UPDATE SET cron = excluded.cron, every_ms = excluded.every_ms,
+        timezone = excluded.timezone, kind = excluded.kind, input = excluded.input,
+        queue = excluded.queue, priority = excluded.priority,
+        max_attempts = excluded.max_attempts, catch_up = excluded.catch_up,
+        next_fire = excluded.next_fire, created_at = excluded.created_at,
+        updated_at = excluded.updated_at"
+);
+
+/// One owner's schedules are added one at a time, so that the count holds.
+const LOCK_OWNER: &str = "SELECT pg_advisory_xact_lock(hashtext('jobq_schedules'), hashtext($1))";
+
+/// The schedules of an owner but the one named (which a replacement takes the place of).
+const COUNT_OWNED: &str = "SELECT count(*) FROM jobq_schedules WHERE owner = $1 AND name <> $2";
 
 const LIST: &str = "
     SELECT name, owner, cron, every_ms, timezone, kind, input::text, queue, priority,
@@ -61,10 +85,17 @@ fn row(r: &Row) -> ScheduleRow {
     }
 }
 
-pub(crate) fn insert(conn: &mut Conn, s: &ScheduleRow) -> Result<()> {
+pub(crate) fn insert(conn: &mut Conn, s: &ScheduleRow, put: SchedulePut) -> Result<()> {
+    if let Some(owner) = &s.owner {
+        conn.query_one(LOCK_OWNER, &[owner])?;
+        let owned: i64 = conn.query_one(COUNT_OWNED, &[owner, &s.name])?.get(0);
+        if owned >= put.max_per_owner as i64 {
+            return Err(too_many_schedules(owner, put.max_per_owner));
+        }
+    }
     let max_attempts = s.max_attempts.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     let n = conn.execute(
-        INSERT,
+        if put.replace { REPLACE } else { INSERT },
         &[
             &s.name,
             &s.owner,

@@ -14,7 +14,7 @@ use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
     GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
     QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released, Report,
-    ScheduleChange, ScheduleRow, Scope, StaleCutoffs,
+    ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -316,8 +316,8 @@ impl Engine for Sqlite {
         self.read(|c| queues::counts(c, now))
     }
 
-    fn insert_schedule(&self, row: &ScheduleRow) -> Result<()> {
-        self.write(|c| schedules::insert(c, row))
+    fn insert_schedule(&self, row: &ScheduleRow, put: SchedulePut) -> Result<()> {
+        self.write(|c| schedules::insert(c, row, put))
     }
 
     fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {

@@ -5,7 +5,7 @@ use rusqlite::{Connection, Row, named_params, params};
 use super::WriteTx;
 use crate::error::{Error, Result};
 use crate::job::Enqueued;
-use crate::store::{Firing, ScheduleChange, ScheduleRow, Scope};
+use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope, too_many_schedules};
 
 const LIST: &str = "
     SELECT name, owner, cron, every_ms, timezone, kind, input, queue, priority, max_attempts,
@@ -25,13 +25,36 @@ const RESUME: &str = "
     UPDATE jobq_schedules SET paused = 0, next_fire = :next, updated_at = :now
     WHERE coalesce(owner, '') = coalesce(:owner, '') AND name = :name";
 
-const INSERT: &str = "
-    INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
+macro_rules! insert_schedule {
+    ($on_conflict:literal) => {
+        concat!(
+            "INSERT INTO jobq_schedules (name, owner, cron, every_ms, timezone, kind, input, queue,
                                 priority, max_attempts, catch_up, paused, next_fire, last_fire,
                                 created_at, updated_at)
     VALUES (:name, :owner, :cron, :every_ms, :timezone, :kind, :input, :queue, :priority,
             :max_attempts, :catch_up, :paused, :next_fire, :last_fire, :created_at, :created_at)
-    ON CONFLICT (coalesce(owner, ''), name) DO NOTHING";
+    ON CONFLICT (coalesce(owner, ''), name) ",
+            $on_conflict
+        )
+    };
+}
+
+const INSERT: &str = insert_schedule!("DO NOTHING");
+
+/// In place of the schedule of that name: its rule and jobs change, counted from now; it
+/// stays paused or not, and keeps when it last fired.
+const REPLACE: &str = insert_schedule!(
+    "DO UPDATE SET cron = excluded.cron, every_ms = excluded.every_ms,
+        timezone = excluded.timezone, kind = excluded.kind, input = excluded.input,
+        queue = excluded.queue, priority = excluded.priority,
+        max_attempts = excluded.max_attempts, catch_up = excluded.catch_up,
+        next_fire = excluded.next_fire, created_at = excluded.created_at,
+        updated_at = excluded.updated_at"
+);
+
+/// The schedules of an owner but the one named (which a replacement takes the place of).
+const COUNT_OWNED: &str =
+    "SELECT count(*) FROM jobq_schedules WHERE owner = :owner AND name <> :name";
 
 /// Moves `next_fire` on from the value this process read: one process wins each slot.
 const ADVANCE: &str = "
@@ -60,8 +83,19 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ScheduleRow> {
     })
 }
 
-pub(crate) fn insert(conn: &Connection, s: &ScheduleRow) -> Result<()> {
-    let n = conn.prepare_cached(INSERT)?.execute(named_params! {
+pub(crate) fn insert(conn: &Connection, s: &ScheduleRow, put: SchedulePut) -> Result<()> {
+    if let Some(owner) = &s.owner {
+        let owned: i64 = conn
+            .prepare_cached(COUNT_OWNED)?
+            .query_row(named_params! {":owner": owner, ":name": s.name}, |r| {
+                r.get(0)
+            })?;
+        if owned >= put.max_per_owner as i64 {
+            return Err(too_many_schedules(owner, put.max_per_owner));
+        }
+    }
+    let sql = if put.replace { REPLACE } else { INSERT };
+    let n = conn.prepare_cached(sql)?.execute(named_params! {
         ":name": s.name, ":owner": s.owner, ":cron": s.cron, ":every_ms": s.every_ms,
         ":timezone": s.timezone, ":kind": s.kind, ":input": s.input, ":queue": s.queue,
         ":priority": s.priority, ":max_attempts": s.max_attempts, ":catch_up": s.catch_up,
