@@ -503,7 +503,7 @@ impl App {
         }
         name == "localhost"
             || name.ends_with(".localhost")
-            || self.allowed_hosts.iter().any(|h| *h == name)
+            || self.allowed_hosts.contains(&name)
     }
 
     /// An `Origin` that is the server's own (the page came from the `Host` the request
