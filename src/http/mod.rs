@@ -501,9 +501,7 @@ impl App {
         {
             return ip.is_loopback();
         }
-        name == "localhost"
-            || name.ends_with(".localhost")
-            || self.allowed_hosts.contains(&name)
+        name == "localhost" || name.ends_with(".localhost") || self.allowed_hosts.contains(&name)
     }
 
     /// An `Origin` that is the server's own (the page came from the `Host` the request

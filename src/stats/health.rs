@@ -45,8 +45,9 @@ impl std::fmt::Display for Health {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthReason {
     /// Which check: `dead_letter`, `stale_heartbeats`, `queue_wait`, `failure_rate`,
-    /// `unserved` (ready jobs no live worker serves) or `blocked_behind_failure` (blocked
-    /// jobs waiting for a dependency that failed).
+    /// `unserved` (ready jobs no live worker serves), `blocked_behind_failure` (blocked
+    /// jobs waiting for a dependency that failed) or `database_file` (the SQLite file was
+    /// deleted or replaced under this process).
     pub check: &'static str,
     /// How bad.
     pub level: Health,
@@ -179,7 +180,8 @@ pub(crate) fn judge(
         );
     }
 
-    let HealthRows { running, stale, .. } = *rows;
+    let HealthRows { running, stale, .. } = rows;
+    let (running, stale) = (*running, *stale);
     if stale > 0 {
         let level = if stale == running {
             Health::Unhealthy
@@ -213,6 +215,10 @@ pub(crate) fn judge(
                 format!("the oldest ready job has waited {} s", waited.as_secs()),
             );
         }
+    }
+
+    if let Some(problem) = &rows.file_problem {
+        reason("database_file", Health::Unhealthy, problem.clone());
     }
 
     let stuck = rows.blocked_behind_failure;

@@ -304,7 +304,7 @@ pub(crate) struct Counts {
 }
 
 /// What the health checks read, beside the counts.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct HealthRows {
     pub running: i64,
     pub stale: i64,
@@ -313,6 +313,8 @@ pub(crate) struct HealthRows {
     pub finished_failed: i64,
     /// Blocked jobs waiting for a dependency that failed or was cancelled.
     pub blocked_behind_failure: i64,
+    /// The database file deleted or replaced under this process, in words.
+    pub file_problem: Option<String>,
 }
 
 /// The cutoffs of the health checks.
@@ -576,6 +578,11 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
 
     // ---- what the queue looks like
 
+    /// What is wrong with the database under this process (a SQLite file deleted or
+    /// replaced), if anything.
+    fn file_problem(&self) -> Option<String> {
+        None
+    }
     /// The counts of `query` and, in the same snapshot, the counts of every job and the
     /// health rows (for the overview, whose health covers the whole queue).
     fn overview(

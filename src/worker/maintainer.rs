@@ -17,6 +17,12 @@ pub(super) fn run(
     stop: Receiver<()>,
 ) {
     loop {
+        if let Some(problem) = engine.queue.engine().file_problem() {
+            tracing::error!(
+                problem,
+                "jobq: the database file is not the one this worker opened"
+            );
+        }
         match engine.queue.release_stale(&stale) {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "jobq: released stale jobs"),

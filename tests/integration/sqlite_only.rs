@@ -334,3 +334,67 @@ fn a_flow_submitted_in_the_callers_transaction_exists_only_if_it_commits() {
     assert_eq!(ship.dependencies.unwrap()[0].id, kept.jobs["pick"]);
     assert_eq!(env.queue.get_group(&kept.group_id).unwrap().total, 2);
 }
+
+fn file_reason(queue: &jobq::Queue) -> Option<(jobq::Health, String)> {
+    let (health, reasons) = queue.health(&jobq::HealthThresholds::default()).unwrap();
+    reasons
+        .into_iter()
+        .find(|r| r.check == "database_file")
+        .map(|r| (health, r.message))
+}
+
+#[test]
+fn a_database_file_deleted_or_replaced_under_a_process_makes_it_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let queue = jobq::Queue::open(&path).unwrap();
+    queue.enqueue(jobq::NewJob::new("k")).unwrap();
+    assert_eq!(file_reason(&queue), None);
+
+    // Deleted (with its WAL): the process writes on into a file no one else sees.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let (health, message) = file_reason(&queue).expect("a reason");
+    assert_eq!(health, jobq::Health::Unhealthy);
+    assert!(message.contains("was deleted"), "{message}");
+
+    // Replaced: another database now at the path.
+    let other = jobq::Queue::open(dir.path().join("other.db")).unwrap();
+    drop(other);
+    std::fs::rename(dir.path().join("other.db"), &path).unwrap();
+    let (_, message) = file_reason(&queue).expect("a reason");
+    assert!(message.contains("was replaced"), "{message}");
+    // A process that opens the path now sees a healthy file of its own.
+    assert_eq!(file_reason(&jobq::Queue::open(&path).unwrap()), None);
+}
+
+#[test]
+fn jobq_serve_says_so_when_its_file_is_deleted() {
+    let cli = crate::cli::Cli::new();
+    let mut serve = cli
+        .cmd(&["serve", "--addr", "127.0.0.1:0", "--insecure-no-auth"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    std::fs::remove_file(cli.db()).unwrap();
+    let stats: serde_json::Value = ureq::get(&format!("http://{addr}/api/stats"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    assert_eq!(stats["health"], "unhealthy", "{stats}");
+    let reasons = stats["reasons"].to_string();
+    assert!(reasons.contains("was deleted"), "{reasons}");
+}

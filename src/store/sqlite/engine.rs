@@ -179,6 +179,10 @@ impl Engine for Sqlite {
         self.read(|conn| jobs::next_run_after(conn, queues, now))
     }
 
+    fn file_problem(&self) -> Option<String> {
+        Sqlite::file_problem(self)
+    }
+
     fn overview(
         &self,
         scope: Scope<'_>,
@@ -197,7 +201,8 @@ impl Engine for Sqlite {
             } else {
                 stats::counts(conn, everything, health.now)?
             };
-            let rows = stats::health(conn, scope, health)?;
+            let mut rows = stats::health(conn, scope, health)?;
+            rows.file_problem = self.file_problem();
             Ok((counts, whole, rows))
         })
     }

@@ -96,6 +96,35 @@ pub(crate) struct Sqlite {
     checkpointer: Option<(Sender<()>, JoinHandle<()>)>,
     /// Whether the writer's last look at flow control found a controlled queue.
     pub(crate) any_controlled: std::sync::atomic::AtomicBool,
+    /// The file as it was opened, to notice it deleted or replaced under this process.
+    file: Option<FileIdentity>,
+}
+
+/// Which file a path named when the queue opened it: its absolute path, and (on Unix) its
+/// device and inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        let path = std::fs::canonicalize(path).ok()?;
+        let id = file_id(&std::fs::metadata(&path).ok()?);
+        Some(FileIdentity { path, id })
+    }
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// WAL pages after which the writer checkpoints by itself, should the background
@@ -231,7 +260,27 @@ impl Sqlite {
             commits,
             checkpointer,
             any_controlled: std::sync::atomic::AtomicBool::new(false),
+            file: FileIdentity::of(path),
         })
+    }
+
+    /// What is wrong with the database file under this process, if anything: deleted, or
+    /// replaced by another file (its path names another inode). Either way this process
+    /// goes on writing to a file that other processes no longer open: a split brain.
+    pub(crate) fn file_problem(&self) -> Option<String> {
+        let opened = self.file.as_ref()?;
+        match std::fs::metadata(&opened.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "the database file {} was deleted while this process had it open: what it writes goes to a file no other process sees (restart it)",
+                opened.path.display()
+            )),
+            Err(_) => None,
+            Ok(now) if opened.id.is_some() && file_id(&now) != opened.id => Some(format!(
+                "the database file {} was replaced by another file while this process had it open: what it writes goes to the old file, which no other process sees (restart it)",
+                opened.path.display()
+            )),
+            Ok(_) => None,
+        }
     }
 
     /// A new connection of its own, with the same pragmas (for long-lived readers such as
