@@ -79,10 +79,10 @@ pub use job::{
 pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
-pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView};
+pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView, MAX_FLOW_JOBS};
 pub use queue::{
-    ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER, JobError, JobFilter, Page, Queue, QueueBuilder,
-    is_postgres_url,
+    ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER, JobError, JobFilter, MAX_DEPENDENCIES, Page,
+    Queue, QueueBuilder, is_postgres_url,
 };
 pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};

@@ -15,6 +15,17 @@ use crate::store::{DepRef, NewRow, Unique};
 /// The most jobs one job may wait for.
 pub const MAX_DEPENDENCIES: usize = 10_000;
 
+/// Refuses a job that would wait for more than [`MAX_DEPENDENCIES`] jobs.
+pub(crate) fn check_dependency_count(n: usize) -> Result<()> {
+    if n > MAX_DEPENDENCIES {
+        return Err(Error::invalid(
+            "after",
+            format!("{n} dependencies: more than {MAX_DEPENDENCIES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A cost in cents must be within 0 to [`MAX_COST_CENTS`].
 pub(crate) fn check_cost(field: &'static str, cents: i64) -> Result<()> {
     if !(0..=MAX_COST_CENTS).contains(&cents) {
@@ -290,12 +301,7 @@ impl Queue {
                 after.push(dep);
             }
         }
-        if after.len() > MAX_DEPENDENCIES {
-            return Err(Error::invalid(
-                "after",
-                format!("more than {MAX_DEPENDENCIES} dependencies"),
-            ));
-        }
+        check_dependency_count(after.len())?;
         // The same bound however it is given; a time in the past means now, so that it
         // cannot jump ahead of older jobs of its priority.
         let latest = now.saturating_add(millis(MAX_DURATION));

@@ -305,6 +305,8 @@ impl Queue {
             let mut row = self.check(job, now).map_err(|e| name_ref(&r, e))?;
             row.after
                 .extend(inside[i].iter().map(|&j| DepRef::Earlier(position[j])));
+            // The bound counts the flow's own refs as well as the jobs outside it.
+            super::enqueue::check_dependency_count(row.after.len()).map_err(|e| name_ref(&r, e))?;
             rows.push(row);
             refs.push(r);
         }

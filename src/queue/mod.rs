@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub(crate) use crate::store::sqlite::ids::uuid_v7;
 pub use claim::ClaimFilter;
+pub use enqueue::MAX_DEPENDENCIES;
 pub(crate) use enqueue::check_text;
 pub use lease::JobError;
 pub(crate) use lease::{OUTCOME_TARGET, Report, Settled};

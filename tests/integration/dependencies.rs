@@ -595,3 +595,44 @@ fn an_admins_move_to_succeeded_releases_the_dependents() {
     assert_eq!(status(q, &b), Status::Queued);
     assert_eq!(claim_one(q, "b").job_id, b);
 }
+
+#[test]
+fn a_flow_cannot_pass_the_bound_on_dependencies_through_its_refs() {
+    let env = Env::new();
+    let q = &env.queue;
+    let outside = q.enqueue(NewJob::new("outside")).unwrap().job_id;
+    let n = jobq::MAX_DEPENDENCIES;
+    let mut flow = Flow::new("wide");
+    let mut after: Vec<String> = vec![outside.to_string()];
+    for i in 0..n {
+        flow = flow.job(format!("part-{i}"), NewJob::new("part"));
+        after.push(format!("part-{i}"));
+    }
+    let before = env.dump();
+    let err = q
+        .submit_flow(
+            flow.clone()
+                .job_after("join", NewJob::new("join"), after.clone()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field: "after", .. })
+            && err.to_string().contains("\"join\"")
+            && err.to_string().contains("10000"),
+        "{err}"
+    );
+    assert_eq!(env.dump(), before, "nothing was created");
+    // At the bound it is accepted.
+    after.pop();
+    let created = q
+        .submit_flow(flow.job_after("join", NewJob::new("join"), after))
+        .unwrap();
+    assert_eq!(
+        q.get(&created.jobs["join"])
+            .unwrap()
+            .dependencies
+            .unwrap()
+            .len(),
+        n
+    );
+}
