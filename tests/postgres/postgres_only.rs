@@ -462,3 +462,51 @@ fn a_flow_submitted_in_the_applications_postgres_transaction_exists_only_if_it_c
         .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
 }
+
+#[test]
+fn a_connection_the_server_refuses_is_reported_at_once_in_its_words() {
+    let db = Db::fresh();
+    let url = db.location().to_string();
+    // postgres://user@host:port/name?query → the parts to change.
+    let (before_db, query) = match url.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (url.clone(), String::new()),
+    };
+    let (server, name) = before_db.rsplit_once('/').unwrap();
+    let (scheme_user, host) = server.rsplit_once('@').unwrap();
+    let scheme = scheme_user.split("://").next().unwrap();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let role = format!("{name}_limited");
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
+        .unwrap();
+    for (what, url, words) in [
+        (
+            "a missing database",
+            format!("{server}/{name}_missing{query}"),
+            "does not exist",
+        ),
+        (
+            "an unknown role",
+            format!("{scheme}://nobody_{name}@{host}/{name}{query}"),
+            "role \"nobody_",
+        ),
+        (
+            "a role out of connections",
+            format!("{scheme}://{role}@{host}/{name}{query}"),
+            "too many connections",
+        ),
+    ] {
+        let err = Queue::builder(&url)
+            .busy_timeout(Duration::from_secs(120))
+            .open()
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Open { .. }), "{what}: {err:?}");
+        assert!(message.contains(words), "{what}: {message}");
+        assert!(message.contains("SQLSTATE"), "{what}: {message}");
+        // Not through the pool's wait: that would have said it timed out.
+        assert!(!message.contains("timed out"), "{what}: {message}");
+    }
+    admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
+}

@@ -171,11 +171,56 @@ impl<C: postgres::GenericClient> Sql for Foreign<'_, C> {
 #[derive(Debug)]
 struct Manager(PostgresConnectionManager<NoTls>);
 
+/// Why a connection could not be made, in the server's own words: what the driver's
+/// error says alone ("db error") names nothing.
+#[derive(Debug)]
+pub(crate) struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl From<postgres::Error> for ConnectError {
+    fn from(e: postgres::Error) -> ConnectError {
+        ConnectError(describe(&e))
+    }
+}
+
+/// A driver's error with what caused it: the server's message, code and hint for an error
+/// the server sent (a wrong password, a missing database or role, too many connections),
+/// else the chain of causes (a refused connection, a timeout).
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(": ");
+            text.push_str(detail);
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(" — ");
+            text.push_str(hint);
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 impl ManageConnection for Manager {
     type Connection = Conn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<Conn, postgres::Error> {
+    fn connect(&self) -> std::result::Result<Conn, ConnectError> {
         let mut client = self.0.connect()?;
         // jobq's statements are short: compiling them costs more than it saves.
         client.batch_execute("SET jit = off")?;
@@ -186,7 +231,7 @@ impl ManageConnection for Manager {
         })
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), postgres::Error> {
+    fn is_valid(&self, conn: &mut Conn) -> std::result::Result<(), ConnectError> {
         if conn.used.elapsed() < CHECK_IF_IDLE_FOR {
             return Ok(());
         }
@@ -251,6 +296,12 @@ impl Postgres {
             config.connect_timeout(opts.connect_timeout);
         }
         let manager = Manager(PostgresConnectionManager::new(config.clone(), NoTls));
+        // The first connection is made here, not through the pool: a server that refuses
+        // it (a wrong password, no such database or role, too many connections) is
+        // reported at once in its own words, not after the pool's timeout.
+        let mut conn = manager
+            .connect()
+            .map_err(|e| open_err(format!("cannot connect: {e}")))?;
         // No idle timeout and no max lifetime: r2d2 then schedules no reaper thread. Broken
         // connections are noticed when they are given back (or, idle, when taken), and
         // dropped.
@@ -262,9 +313,6 @@ impl Postgres {
             .test_on_check_out(true)
             .connection_timeout(opts.connect_timeout.max(Duration::from_secs(1)))
             .build_unchecked(manager);
-        let mut conn = pool
-            .get()
-            .map_err(|e| open_err(format!("cannot connect: {e}")))?;
         let clock = ServerClock::measure(&mut conn).map_err(|e| open_err(e.to_string()))?;
         tracing::debug!(
             database = location,
