@@ -96,6 +96,7 @@ impl Queue {
             name: name.to_string(),
             metadata: metadata.to_string(),
             created_at: now,
+            flow_key: None,
             by_status: Vec::new(),
         })
     }

@@ -223,23 +223,56 @@ impl Drop for Group {
 
 mod reaper;
 
+/// The exit status of a command the shell found but could not run (not executable).
+pub const EXIT_CANNOT_RUN: i32 = 126;
+
+/// The exit status of a command the shell did not find.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// The failure of a command that ended with `status`: its code names the exit status or
+/// the signal; its message is the last line of stderr that says something (where a Python
+/// traceback, say, names the error), and the end of stderr is kept as the detail. A
+/// command that could not run or was not found (126, 127) fails for good: no retry makes
+/// it appear.
 fn failure(status: ExitStatus, stderr_tail: &str) -> JobError {
     let (code, described) = match (status.code(), status.signal()) {
         (Some(n), _) => (format!("EXIT_{n}"), format!("exited with status {n}")),
         (None, Some(s)) => (format!("SIGNAL_{s}"), format!("killed by signal {s}")),
         (None, None) => ("EXIT_UNKNOWN".to_string(), "ended".to_string()),
     };
-    let message = if stderr_tail.trim().is_empty() {
-        format!("the command {described}")
-    } else {
-        stderr_tail.trim_end().to_string()
+    let last_line = stderr_tail
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && *l != "…");
+    let mut message = match last_line {
+        Some(line) => line.trim_start_matches('…').to_string(),
+        None => format!("the command {described}"),
     };
-    let error = if status.code() == Some(EXIT_PERMANENT) {
+    let permanent = match status.code() {
+        Some(EXIT_PERMANENT) => true,
+        Some(EXIT_CANNOT_RUN) => {
+            message =
+                format!("the command could not be run (exit 126, not executable?): {message}");
+            true
+        }
+        Some(EXIT_NOT_FOUND) => {
+            message = format!("the command was not found (exit 127): {message}");
+            true
+        }
+        _ => false,
+    };
+    let error = if permanent {
         JobError::permanent(message)
     } else {
         JobError::retryable(message)
     };
-    error.code(code)
+    let error = error.code(code);
+    let detail = stderr_tail.trim_end();
+    if detail.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+        error.detail(detail)
+    } else {
+        error
+    }
 }
 
 impl Handler for ExecHandler {
@@ -474,6 +507,8 @@ impl ExecHandler {
             .env("JOBQ_JOB_KIND", ctx.kind())
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
             .env("JOBQ_DB", &self.db)
+            // Python buffers a pipe's output: progress lines would wait for the end.
+            .env("PYTHONUNBUFFERED", "1")
             .process_group(0);
         let reaper = reaper::socket();
         // SAFETY: between fork and exec only async-signal-safe calls are allowed: prctl,
@@ -573,13 +608,30 @@ impl ExecHandler {
         // as inexact floats: then the text is kept as it is.
         let value = match crate::json::parse_json("output", text) {
             Ok(v) if !text.is_empty() => v,
-            _ => serde_json::json!({ "stdout": text }),
+            _ => {
+                warn_plain_output(ctx);
+                serde_json::json!({ "stdout": text })
+            }
         };
         if truncated {
             tracing::warn!(job_id = %ctx.id(), "jobq: command output over 1 MiB was cut");
         }
         Ok(value)
     }
+}
+
+/// Tells once per process that a command printed text that is neither report lines nor
+/// JSON: its output is then `{"stdout": "…"}`, which is rarely what was meant (a stray
+/// `print` in a handler, say).
+fn warn_plain_output(ctx: &JobContext) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            job_id = %ctx.id(),
+            kind = ctx.kind(),
+            "jobq: a command printed output that is neither report lines (@progress, @stage, @cost, @snooze) nor JSON: it is kept as {{\"stdout\": …}}. Print one JSON document as the output, and send other text to stderr (told once)"
+        );
+    });
 }
 
 #[cfg(test)]
@@ -639,9 +691,31 @@ mod tests {
     fn exit_statuses_map_to_codes() {
         let e = failure(ExitStatus::from_raw(1 << 8), "boom\n");
         assert_eq!(
-            (e.error_code(), e.message(), e.is_permanent()),
-            (Some("EXIT_1"), "boom", false)
+            (
+                e.error_code(),
+                e.message(),
+                e.is_permanent(),
+                e.error_detail()
+            ),
+            (Some("EXIT_1"), "boom", false, None)
         );
+        let traceback = "Traceback (most recent call last):\n  File \"h.py\", line 3, in <module>\n    raise ValueError(\"bad input\")\nValueError: bad input\n\n";
+        let e = failure(ExitStatus::from_raw(1 << 8), traceback);
+        assert_eq!(e.message(), "ValueError: bad input");
+        assert_eq!(e.error_detail(), Some(traceback.trim_end()));
+        for (status, words) in [(126, "could not be run"), (127, "was not found")] {
+            let e = failure(
+                ExitStatus::from_raw(status << 8),
+                "sh: 1: nope: not found\n",
+            );
+            assert!(e.is_permanent(), "{status}");
+            assert_eq!(e.error_code(), Some(format!("EXIT_{status}").as_str()));
+            assert!(
+                e.message().contains(words) && e.message().contains("nope"),
+                "{}",
+                e.message()
+            );
+        }
         let e = failure(ExitStatus::from_raw(65 << 8), "");
         assert_eq!(
             (e.error_code(), e.message(), e.is_permanent()),

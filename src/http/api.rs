@@ -471,7 +471,7 @@ fn job_from(body: &Body<'_>) -> Result<NewJob, Reply> {
 /// The flow a `POST /api/flows` body describes: `{"group": {"name", "metadata"?}?,
 /// "jobs": [{"ref", "kind", "after"?: [ref or id…], …any POST /api/jobs field}…]}`.
 pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
-    let body = Body::new(value, &["group", "jobs"])?;
+    let body = Body::new(value, &["key", "group", "jobs"])?;
     let mut flow = match body.value("group") {
         None => Flow::new("flow"),
         Some(group) => {
@@ -489,6 +489,9 @@ pub(crate) fn flow_from_json(value: &Value) -> Result<Flow, Reply> {
             flow
         }
     };
+    if let Some(key) = body.string("key")? {
+        flow = flow.key(key);
+    }
     let Some(Value::Array(jobs)) = body.value("jobs") else {
         return Err(Reply::error(
             400,
@@ -673,7 +676,8 @@ fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let flow = flow_from_json(&value)?;
     let created = queue.submit_flow(flow)?;
-    Ok(Reply::json(201, &created))
+    let status = if created.already_existed { 200 } else { 201 };
+    Ok(Reply::json(status, &created))
 }
 
 fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {

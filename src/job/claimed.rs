@@ -50,6 +50,9 @@ pub struct ClaimedJob {
     pub worker: String,
     /// Which claim of the job this is (see [`Lease::claim`]).
     pub claim: u32,
+    /// How many times it snoozed so far (a snooze spends no attempt; past the queue's
+    /// limit, the next one fails the job with `SNOOZE_LIMIT`).
+    pub snoozes: u32,
     /// JSON text, valid by the table's CHECK constraint.
     pub(crate) input: String,
 }
@@ -88,6 +91,7 @@ impl ClaimedJob {
             queue: self.queue.clone(),
             kind: self.kind.clone(),
             max_attempts: self.max_attempts,
+            snoozes: self.snoozes,
         }
     }
 }

@@ -14,6 +14,10 @@ pub struct AttemptError {
     pub code: Option<String>,
     /// The error message.
     pub message: String,
+    /// More than the message, when there is more: a traceback, the end of a command's
+    /// stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// When it failed.
     #[serde(serialize_with = "ser_ms", deserialize_with = "de_ms")]
     pub at: i64,
@@ -96,6 +100,8 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     /// When it reached its terminal status.
     pub completed_at: Option<Timestamp>,
+    /// How many times it snoozed (see [`JobError::snooze`](crate::JobError::snooze)).
+    pub snoozes: u32,
     /// True for a `queued` or `retry` job whose `run_after` lies ahead when it was read:
     /// shown as *scheduled* (not a stored status).
     pub scheduled: bool,
@@ -109,13 +115,20 @@ pub struct Job {
     /// Its concurrency key, if it has one (filled by [`Queue::get`](crate::Queue::get)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// Its local name in its flow, if it was submitted in one (filled by
+    /// [`Queue::get`](crate::Queue::get)).
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub flow_ref: Option<String>,
 }
 
-/// A job another waits for, or that waits for another: its id and status.
+/// A job another waits for, or that waits for another: its id, flow ref and status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobLink {
     /// The job.
     pub id: JobId,
+    /// Its local name in its flow, if it has one.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub flow_ref: Option<String>,
     /// Its kind.
     pub kind: String,
     /// Its status.
@@ -124,13 +137,11 @@ pub struct JobLink {
 
 impl Job {
     /// The job with what its page shows beside its row.
-    pub(crate) fn with_links(
-        mut self,
-        (dependencies, dependents, concurrency_key): crate::store::Links,
-    ) -> Job {
-        self.dependencies = Some(dependencies);
-        self.dependents = Some(dependents);
-        self.concurrency_key = concurrency_key;
+    pub(crate) fn with_links(mut self, links: crate::store::Links) -> Job {
+        self.dependencies = Some(links.dependencies);
+        self.dependents = Some(links.dependents);
+        self.concurrency_key = links.concurrency_key;
+        self.flow_ref = links.flow_ref;
         self
     }
 

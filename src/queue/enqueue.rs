@@ -342,6 +342,7 @@ impl Queue {
             run_on_dependency_failure: job.on_dependency_failure == OnDependencyFailure::Run,
             unique,
             concurrency_key: job.concurrency_key,
+            flow_ref: None,
         })
     }
 }

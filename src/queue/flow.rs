@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::{JobId, NewJob};
-use crate::store::{DepRef, GroupRow, NewRow};
+use crate::store::{DepRef, FlowInsert, GroupRow, NewRow};
 
 /// The most jobs one flow may hold.
 pub const MAX_FLOW_JOBS: usize = 100_000;
@@ -43,16 +43,21 @@ pub struct Flow {
     name: String,
     metadata: Option<Value>,
     owner: Option<String>,
+    key: Option<String>,
     jobs: Vec<(String, NewJob, Vec<String>)>,
 }
 
-/// What submitting a flow created: its group and each ref's job.
+/// What submitting a flow created (or, for a key used before, found): its group and each
+/// ref's job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FlowCreated {
     /// The flow's group.
     pub group_id: String,
     /// Each ref's job id.
     pub jobs: BTreeMap<String, JobId>,
+    /// True when the flow's key named a flow the owner had submitted before: that flow is
+    /// returned, and nothing was created.
+    pub already_existed: bool,
 }
 
 impl Flow {
@@ -62,8 +67,17 @@ impl Flow {
             name: name.into(),
             metadata: None,
             owner: None,
+            key: None,
             jobs: Vec::new(),
         }
+    }
+
+    /// An idempotency key (per owner): submitting a flow with a key the owner used before
+    /// creates nothing and returns the first flow (its group and jobs, with
+    /// `already_existed`), however its jobs have fared since. Defaults to none.
+    pub fn key(mut self, key: impl Into<String>) -> Flow {
+        self.key = Some(key.into());
+        self
     }
 
     /// The group's metadata, a JSON object.
@@ -121,15 +135,23 @@ pub(crate) struct CheckedFlow {
 }
 
 impl CheckedFlow {
-    /// What inserting it created: the group, and each ref's job.
-    fn created(self, out: Vec<crate::job::Enqueued>) -> FlowCreated {
-        FlowCreated {
-            jobs: self
-                .refs
-                .into_iter()
-                .zip(out.into_iter().map(|e| e.job_id))
-                .collect(),
-            group_id: self.group.id,
+    /// What inserting it did: the group, and each ref's job.
+    fn created(self, out: FlowInsert) -> FlowCreated {
+        match out {
+            FlowInsert::Created(out) => FlowCreated {
+                jobs: self
+                    .refs
+                    .into_iter()
+                    .zip(out.into_iter().map(|e| e.job_id))
+                    .collect(),
+                group_id: self.group.id,
+                already_existed: false,
+            },
+            FlowInsert::Existing { group_id, jobs } => FlowCreated {
+                group_id,
+                jobs: jobs.into_iter().collect(),
+                already_existed: true,
+            },
         }
     }
 }
@@ -200,19 +222,23 @@ impl Queue {
         let checked = self.check_flow(flow, now)?;
         let ids = jobs::new_ids(now, checked.rows.len());
         let mut sql = Foreign(client);
-        tenants::insert_group_in(&mut sql, &checked.group)?;
+        if let Some(found) = tenants::insert_flow_group(&mut sql, &checked.group)? {
+            return Ok(checked.created(found));
+        }
         let out = jobs::insert_all(&mut sql, self.owner(), checked.rows.clone(), ids, now)?;
-        Ok(checked.created(out))
+        Ok(checked.created(FlowInsert::Created(out)))
     }
 
-    fn after_flow(
-        &self,
-        checked: CheckedFlow,
-        out: Vec<crate::job::Enqueued>,
-        now: i64,
-    ) -> Result<FlowCreated> {
-        self.after_enqueue(&out, now);
-        tracing::info!(group_id = %checked.group.id, jobs = out.len(), "jobq: flow submitted");
+    fn after_flow(&self, checked: CheckedFlow, out: FlowInsert, now: i64) -> Result<FlowCreated> {
+        match &out {
+            FlowInsert::Created(jobs) => {
+                self.after_enqueue(jobs, now);
+                tracing::info!(group_id = %checked.group.id, jobs = jobs.len(), "jobq: flow submitted");
+            }
+            FlowInsert::Existing { group_id, .. } => {
+                tracing::info!(%group_id, "jobq: flow submitted again: its key names an existing flow");
+            }
+        }
         Ok(checked.created(out))
     }
 
@@ -227,7 +253,11 @@ impl Queue {
                 format!("more than {MAX_FLOW_JOBS} jobs in one flow"),
             ));
         }
-        let group = self.group_row(&flow.name, flow.metadata, flow.owner.as_deref(), now)?;
+        let mut group = self.group_row(&flow.name, flow.metadata, flow.owner.as_deref(), now)?;
+        if let Some(key) = flow.key {
+            super::check_text("key", &key, 500)?;
+            group.flow_key = Some(key);
+        }
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(flow.jobs.len());
         for (i, (r, _, _)) in flow.jobs.iter().enumerate() {
             if r.trim().is_empty() || r.chars().count() > 200 {
@@ -307,6 +337,7 @@ impl Queue {
                 .extend(inside[i].iter().map(|&j| DepRef::Earlier(position[j])));
             // The bound counts the flow's own refs as well as the jobs outside it.
             super::enqueue::check_dependency_count(row.after.len()).map_err(|e| name_ref(&r, e))?;
+            row.flow_ref = Some(r.clone());
             rows.push(row);
             refs.push(r);
         }
@@ -418,6 +449,9 @@ pub struct FlowNode {
     pub stage: Option<String>,
     /// Its progress, 0 to 1.
     pub progress: f64,
+    /// Its local name in the flow.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub flow_ref: Option<String>,
     /// 0 for a job that waits for no job of the flow.
     pub level: usize,
     /// The jobs it waits for (of the flow, or outside it).
@@ -440,6 +474,12 @@ impl Queue {
         )?;
         let truncated = page.next.is_some();
         let edges = self.engine().group_edges(group_id, SHOWN * 20)?;
+        let mut refs: HashMap<JobId, String> = self
+            .engine()
+            .flow_refs(group_id)?
+            .into_iter()
+            .map(|(r, id)| (id, r))
+            .collect();
         let mut after: HashMap<JobId, Vec<JobId>> = HashMap::new();
         for (job, dep) in edges {
             after.entry(job).or_default().push(dep);
@@ -474,6 +514,7 @@ impl Queue {
             .enumerate()
             .map(|(i, j)| FlowNode {
                 after: after.remove(&j.id).unwrap_or_default(),
+                flow_ref: refs.remove(&j.id),
                 shown_status: j.shown_status(),
                 id: j.id,
                 kind: j.kind,

@@ -16,6 +16,16 @@ use crate::events::{EventKind, JobEvent};
 use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status};
 use crate::store::{self, ClaimSpec, LeasedJob, Progress, Recorded};
 
+/// The shortest snooze: a shorter one (zero, say) snoozes this long, so that a job that
+/// snoozes at once is not taken again at once (and a `--once` run sees it scheduled).
+pub const MIN_SNOOZE: Duration = Duration::from_secs(1);
+
+/// How many times a job may snooze unless [`QueueBuilder::max_snoozes`] says otherwise:
+/// the next snooze fails it for good with `SNOOZE_LIMIT`.
+///
+/// [`QueueBuilder::max_snoozes`]: crate::QueueBuilder::max_snoozes
+pub const DEFAULT_MAX_SNOOZES: u32 = 1000;
+
 /// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
 ///
 /// A retryable error puts the job in `retry` with a backoff delay while attempts remain;
@@ -37,6 +47,7 @@ use crate::store::{self, ClaimSpec, LeasedJob, Progress, Recorded};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobError {
     message: String,
+    detail: Option<String>,
     code: Option<String>,
     permanent: bool,
     retry_after: Option<Duration>,
@@ -51,11 +62,16 @@ pub(crate) const OUTCOME_TARGET: &str = "jobq::outcome";
 /// Longest error message kept, in characters; the rest is cut.
 const MAX_MESSAGE_CHARS: usize = 8 * 1024;
 
+/// Longest error detail kept, in characters: its end (where a traceback says what
+/// happened).
+const MAX_DETAIL_CHARS: usize = 16 * 1024;
+
 impl JobError {
     /// A failure worth retrying (a timeout, a 503): retried with backoff while attempts remain.
     pub fn retryable(message: impl Into<String>) -> JobError {
         JobError {
             message: message.into(),
+            detail: None,
             code: None,
             permanent: false,
             retry_after: None,
@@ -94,6 +110,19 @@ impl JobError {
     pub fn code(mut self, code: impl Into<String>) -> JobError {
         self.code = Some(code.into());
         self
+    }
+
+    /// More than the message: a traceback, the end of a command's stderr. Kept with the
+    /// attempt in the job's `errors` history (the message stays one line to read at a
+    /// glance). Defaults to none.
+    pub fn detail(mut self, detail: impl Into<String>) -> JobError {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The detail, if any.
+    pub fn error_detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     /// Retry after exactly this delay instead of the policy's backoff. Defaults to the
@@ -140,6 +169,20 @@ impl JobError {
         message.replace('\0', "\u{fffd}")
     }
 
+    /// The detail as stored: at most [`MAX_DETAIL_CHARS`] (its end), NUL characters shown
+    /// as U+FFFD.
+    pub(crate) fn stored_detail(&self) -> Option<String> {
+        let detail = self.detail.as_ref()?;
+        let count = detail.chars().count();
+        let kept = match count.checked_sub(MAX_DETAIL_CHARS) {
+            Some(skip) if skip > 0 => {
+                format!("…{}", detail.chars().skip(skip).collect::<String>())
+            }
+            _ => detail.clone(),
+        };
+        Some(kept.replace('\0', "\u{fffd}"))
+    }
+
     /// The code as stored (NUL characters shown as U+FFFD).
     pub(crate) fn stored_code(&self) -> Option<String> {
         self.code.as_ref().map(|c| c.replace('\0', "\u{fffd}"))
@@ -180,8 +223,12 @@ pub(crate) enum Report {
     Complete { output: String, cost_cents: i64 },
     /// The attempt failed: retried or failed for good, as [`Queue::decide`] says.
     Fail(JobError),
-    /// Back to `queued` after this delay, without spending the attempt.
+    /// Back to `queued` after this delay (at least [`MIN_SNOOZE`]), without spending the
+    /// attempt; counted against the queue's snooze limit.
     Snooze(Duration),
+    /// Back to `queued` after this delay, unstarted and uncounted: a pool that will not run
+    /// the job again in this run (`run_until_idle`) gives it back for later.
+    Defer(Duration),
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
 }
@@ -272,7 +319,9 @@ impl Queue {
     ) -> Result<Status> {
         let job = match (job, &report) {
             (Some(job), _) => job,
-            (None, Report::Fail(_)) => self.engine().leased(self.owner(), lease)?,
+            (None, Report::Fail(_) | Report::Snooze(_)) => {
+                self.engine().leased(self.owner(), lease)?
+            }
             (None, _) => LeasedJob::default(),
         };
         let settled = Settled {
@@ -301,9 +350,22 @@ impl Queue {
         again: bool,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
+        // A snooze past the limit fails the job for good instead.
+        let over: Vec<Option<JobError>> = settled.iter().map(|s| self.past_snoozes(s)).collect();
         let reports: Vec<(&Lease, store::Report<'_>)> = settled
             .iter()
-            .map(|s| (&s.lease, self.decide(s, now)))
+            .zip(&over)
+            .map(|(s, over)| {
+                let report = match over {
+                    Some(error) => store::Report::Fail {
+                        error,
+                        status: Status::Failed,
+                        retry_at: now,
+                    },
+                    None => self.decide(s, now),
+                };
+                (&s.lease, report)
+            })
             .collect();
         let (results, claimed) =
             self.engine()
@@ -320,8 +382,9 @@ impl Queue {
             .collect();
         let snoozed: Vec<&JobId> = settled
             .iter()
-            .filter(|s| matches!(s.report, Report::Snooze(_)))
-            .map(|s| &s.lease.job_id)
+            .zip(&over)
+            .filter(|(s, over)| matches!(s.report, Report::Snooze(_)) && over.is_none())
+            .map(|(s, _)| &s.lease.job_id)
             .collect();
         let readied = results.iter().any(|r| r.as_ref().is_ok_and(|r| r.readied));
         self.after_record(&changed, &snoozed, readied, now);
@@ -329,6 +392,18 @@ impl Queue {
             self.after_claim(&claimed, spec.worker, now);
         }
         Ok((results, claimed))
+    }
+
+    /// The error of a snooze the job may not take: it snoozed as many times as the queue
+    /// allows ([`QueueBuilder::max_snoozes`](crate::QueueBuilder::max_snoozes)).
+    fn past_snoozes(&self, settled: &Settled) -> Option<JobError> {
+        let limit = self.shared.max_snoozes;
+        (matches!(settled.report, Report::Snooze(_)) && settled.job.snoozes >= limit).then(|| {
+            JobError::permanent(format!(
+                "the job snoozed {limit} times, the most a job may: a job that snoozes for ever never finishes (QueueBuilder::max_snoozes)"
+            ))
+            .code("SNOOZE_LIMIT")
+        })
     }
 
     /// What a report records: for a failure, `retry` at the error's delay or the retry
@@ -341,7 +416,12 @@ impl Queue {
             },
             Report::Release => store::Report::Release,
             Report::Snooze(delay) => store::Report::Snooze {
+                run_after: now.saturating_add(millis((*delay).clamp(MIN_SNOOZE, MAX_DURATION))),
+                counted: true,
+            },
+            Report::Defer(delay) => store::Report::Snooze {
                 run_after: now.saturating_add(millis((*delay).min(MAX_DURATION))),
+                counted: false,
             },
             Report::Fail(error) => {
                 let Settled { lease, job, .. } = settled;

@@ -18,7 +18,7 @@ pub(crate) use crate::store::sqlite::ids::uuid_v7;
 pub use claim::ClaimFilter;
 pub use enqueue::MAX_DEPENDENCIES;
 pub(crate) use enqueue::check_text;
-pub use lease::JobError;
+pub use lease::{DEFAULT_MAX_SNOOZES, JobError, MIN_SNOOZE};
 pub(crate) use lease::{OUTCOME_TARGET, Report, Settled};
 pub use read::{JobFilter, Page};
 
@@ -54,6 +54,7 @@ pub struct QueueBuilder {
     retry: RetryPolicies,
     default_max_attempts: u32,
     max_schedules_per_owner: usize,
+    max_snoozes: u32,
 }
 
 /// The most schedules an owner may have unless [`QueueBuilder::max_schedules_per_owner`]
@@ -124,6 +125,14 @@ impl QueueBuilder {
         self
     }
 
+    /// How many times a job may snooze (a snooze spends no attempt, so a job that snoozes
+    /// for ever would never finish): the next snooze fails it for good, error code
+    /// `SNOOZE_LIMIT`. Defaults to [`DEFAULT_MAX_SNOOZES`] (1,000).
+    pub fn max_snoozes(mut self, n: u32) -> Self {
+        self.max_snoozes = n;
+        self
+    }
+
     /// Lets jobq add its tables to a SQLite file that already holds an application's own
     /// tables (which is what makes [`Queue::enqueue_tx`] useful). The application must leave
     /// `PRAGMA user_version` to jobq. Defaults to false: a file with foreign tables and no
@@ -159,6 +168,7 @@ impl QueueBuilder {
                 retry: self.retry,
                 default_max_attempts: self.default_max_attempts,
                 max_schedules_per_owner: self.max_schedules_per_owner,
+                max_snoozes: self.max_snoozes,
                 events: EventBus::default(),
             }),
             owner: None,
@@ -224,6 +234,7 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicies,
     pub(crate) default_max_attempts: u32,
     pub(crate) max_schedules_per_owner: usize,
+    pub(crate) max_snoozes: u32,
     pub(crate) events: EventBus,
 }
 
@@ -246,6 +257,7 @@ impl Queue {
             retry: RetryPolicies::default(),
             default_max_attempts: 5,
             max_schedules_per_owner: DEFAULT_MAX_SCHEDULES_PER_OWNER,
+            max_snoozes: DEFAULT_MAX_SNOOZES,
         }
     }
 

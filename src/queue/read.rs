@@ -102,8 +102,9 @@ impl Queue {
             .ok_or_else(|| Error::job_not_found(id))
     }
 
-    /// The outputs of the jobs `id` waits for, by their ids (`null` for one that has not
-    /// succeeded). What a dependent reads of its dependencies; a handler has them from its
+    /// The outputs of the jobs `id` waits for, by their flow refs — by their ids for those
+    /// without one (or whose ref another of them has too) — `null` for one that has not
+    /// succeeded. What a dependent reads of its dependencies; a handler has them from its
     /// context, a command from the file named by `JOBQ_DEPENDENCIES_FILE`.
     ///
     /// # Errors
@@ -117,15 +118,46 @@ impl Queue {
             .engine()
             .dependency_outputs(self.owner(), id)?
             .ok_or_else(|| Error::job_not_found(id))?;
+        let mut shared_refs = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in outputs.iter().filter_map(|o| o.flow_ref.as_deref()) {
+            if !seen.insert(r) {
+                shared_refs.insert(r.to_string());
+            }
+        }
         let mut out = std::collections::BTreeMap::new();
-        for (dep, output) in outputs {
-            let value = match output {
+        for dep in outputs {
+            let value = match dep.output {
                 Some(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
                 None => serde_json::Value::Null,
             };
-            out.insert(dep.to_string(), value);
+            let name = match dep.flow_ref {
+                Some(r) if !shared_refs.contains(&r) => r,
+                _ => dep.id.to_string(),
+            };
+            out.insert(name, value);
         }
         Ok(out)
+    }
+
+    /// The output of the dependency of `id` named `name` (its flow ref or its id), or `None`
+    /// when no dependency has that name.
+    pub(crate) fn dependency_output(
+        &self,
+        id: &JobId,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let outputs = self
+            .engine()
+            .dependency_outputs(self.owner(), id)?
+            .ok_or_else(|| Error::job_not_found(id))?;
+        Ok(outputs
+            .into_iter()
+            .find(|o| o.flow_ref.as_deref() == Some(name) || o.id.as_str() == name)
+            .map(|o| match o.output {
+                Some(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                None => serde_json::Value::Null,
+            }))
     }
 
     /// Jobs matching `filter`, newest first, one page at a time.

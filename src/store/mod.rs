@@ -52,6 +52,8 @@ pub(crate) struct NewRow {
     pub unique: Unique,
     /// For the per-key running limit of its queue.
     pub concurrency_key: Option<String>,
+    /// Its local name in the flow it is submitted in.
+    pub flow_ref: Option<String>,
 }
 
 impl NewRow {
@@ -61,10 +63,13 @@ impl NewRow {
         self.key.is_none() && self.group_id.is_none() && !self.has_options()
     }
 
-    /// Whether it gets a row of `jobq_job_options`: dependencies, a uniqueness window or a
-    /// concurrency key.
+    /// Whether it gets a row of `jobq_job_options`: dependencies, a uniqueness window, a
+    /// concurrency key or a flow ref.
     pub(crate) fn has_options(&self) -> bool {
-        !self.after.is_empty() || self.unique != Unique::Forever || self.concurrency_key.is_some()
+        !self.after.is_empty()
+            || self.unique != Unique::Forever
+            || self.concurrency_key.is_some()
+            || self.flow_ref.is_some()
     }
 }
 
@@ -81,12 +86,39 @@ pub(crate) fn costs_by_owner<'a>(
     costs
 }
 
-/// Each dependency of a job with its output (JSON text; none before it succeeded).
-pub(crate) type Outputs = Vec<(JobId, Option<String>)>;
+/// What submitting a flow did: created it, or found the flow its key names.
+#[derive(Debug, Clone)]
+pub(crate) enum FlowInsert {
+    /// The group was created with these jobs (in the order given).
+    Created(Vec<Enqueued>),
+    /// The owner's flow of that key, made before: its group and its jobs by ref.
+    Existing {
+        group_id: String,
+        jobs: Vec<(String, JobId)>,
+    },
+}
+
+/// A dependency of a job, with its flow ref and its output (JSON text; none before it
+/// succeeded).
+#[derive(Debug, Clone)]
+pub(crate) struct Output {
+    pub id: JobId,
+    pub flow_ref: Option<String>,
+    pub output: Option<String>,
+}
+
+/// Each dependency of a job with its output.
+pub(crate) type Outputs = Vec<Output>;
 
 /// What a job's page shows beside its row: the jobs it waits for, those that wait for it,
-/// and its concurrency key.
-pub(crate) type Links = (Vec<JobLink>, Vec<JobLink>, Option<String>);
+/// its concurrency key and its flow ref.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links {
+    pub dependencies: Vec<JobLink>,
+    pub dependents: Vec<JobLink>,
+    pub concurrency_key: Option<String>,
+    pub flow_ref: Option<String>,
+}
 
 /// A job a new job waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,8 +249,9 @@ pub(crate) enum Report<'a> {
     },
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
-    /// Back to `queued`, runnable at `run_after`, without spending the attempt.
-    Snooze { run_after: i64 },
+    /// Back to `queued`, runnable at `run_after`, without spending the attempt; `counted`
+    /// adds one to the job's snoozes (a snooze the handler asked for, not a deferral).
+    Snooze { run_after: i64, counted: bool },
 }
 
 /// What recording one report did: the job's new status and, for a retry, when it runs
@@ -237,6 +270,8 @@ pub(crate) struct LeasedJob {
     pub queue: String,
     pub kind: String,
     pub max_attempts: u32,
+    /// How many times it snoozed before this claim.
+    pub snoozes: u32,
 }
 
 /// A report made while a job runs (counts as a heartbeat).
@@ -358,6 +393,8 @@ pub(crate) struct GroupRow {
     pub name: String,
     pub metadata: String,
     pub created_at: i64,
+    /// The idempotency key of the flow that made it, if it had one.
+    pub flow_key: Option<String>,
     /// Per status: jobs, the sum of their progress as a group counts it, and how many started.
     pub by_status: Vec<(Status, i64, f64, i64)>,
 }
@@ -499,10 +536,12 @@ pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
         group: &GroupRow,
         jobs: Vec<NewRow>,
         now: i64,
-    ) -> Result<Vec<Enqueued>>;
+    ) -> Result<FlowInsert>;
     /// Each dependency of `id` with its output (JSON text); `None` when the scope does not
     /// see `id`.
     fn dependency_outputs(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Outputs>>;
+    /// The jobs of a group that have a flow ref, with it.
+    fn flow_refs(&self, group: &str) -> Result<Vec<(String, JobId)>>;
     /// Who waits for whom among the jobs of a group: `(job, dependency)`, the job in the
     /// group (the dependency may be outside it), at most `limit`.
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>>;
@@ -747,9 +786,10 @@ impl Recorded {
         match *report {
             Report::Complete { .. } => Recorded::new(Status::Succeeded),
             Report::Release => Recorded::new(Status::Queued),
-            Report::Snooze { run_after } => Recorded {
+            Report::Snooze { run_after, counted } => Recorded {
                 status: Status::Queued,
-                retry_at: Some(run_after),
+                // A deferral is a release that waits a moment: told as a release.
+                retry_at: counted.then_some(run_after),
                 readied: false,
             },
             Report::Fail {

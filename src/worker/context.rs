@@ -37,9 +37,10 @@ impl JobContext {
         &self.job.id
     }
 
-    /// The outputs of the jobs this job waits for, by their ids: all of them succeeded
-    /// before it was queued (for a job that runs anyway after a failure, a failed one's
-    /// output is `null`). Empty for a job without dependencies.
+    /// The outputs of the jobs this job waits for, by their flow refs (by their ids for
+    /// those without one): all of them succeeded before it was queued (for a job that runs
+    /// anyway after a failure, a failed one's output is `null`). Empty for a job without
+    /// dependencies.
     ///
     /// # Errors
     ///
@@ -48,22 +49,27 @@ impl JobContext {
         self.queue.dependency_outputs(&self.job.id)
     }
 
-    /// The output of the one dependency `id`, deserialized.
+    /// The output of the one dependency named `name` — its flow ref or its id —
+    /// deserialized.
     ///
     /// # Errors
     ///
-    /// [`JobError`] (permanent) when `id` is not a dependency of this job or its output
-    /// does not deserialize into `T`.
+    /// [`JobError`] (permanent) when no dependency of this job has that ref or id, or its
+    /// output does not deserialize into `T`.
     pub fn dependency_output<T: DeserializeOwned>(
         &self,
-        id: &JobId,
+        name: impl AsRef<str>,
     ) -> std::result::Result<T, JobError> {
-        let outputs = self.dependencies().map_err(JobError::from)?;
-        let value = outputs.get(id.as_str()).ok_or_else(|| {
-            JobError::permanent(format!("job {id} is not a dependency of this job"))
-        })?;
-        serde_json::from_value(value.clone()).map_err(|e| {
-            JobError::permanent(format!("the output of dependency {id} does not fit: {e}"))
+        let name = name.as_ref();
+        let value = self
+            .queue
+            .dependency_output(&self.job.id, name)
+            .map_err(JobError::from)?
+            .ok_or_else(|| {
+                JobError::permanent(format!("{name} is not a dependency of this job"))
+            })?;
+        serde_json::from_value(value).map_err(|e| {
+            JobError::permanent(format!("the output of dependency {name} does not fit: {e}"))
         })
     }
 

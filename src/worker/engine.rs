@@ -49,6 +49,10 @@ pub(crate) struct Engine {
     pub stopping: AtomicBool,
     /// Set by [`StopHandle::stop_now`](super::StopHandle::stop_now): the grace period ends.
     pub hurry: AtomicBool,
+    /// With `stop_when_idle`: the jobs this run snoozed. A run takes a snoozed job at most
+    /// once: ready again, it is given back for the next run (a job that snoozes at once
+    /// would otherwise keep the run going for ever).
+    pub snoozed: Mutex<std::collections::HashSet<JobId>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -120,6 +124,9 @@ impl Engine {
         } = settled;
         self.counters
             .count(&lease.job_id, ran_for.is_some(), result);
+        if self.stop_when_idle && matches!(report, Report::Snooze(_)) && result.is_ok() {
+            lock(&self.snoozed).insert(lease.job_id.clone());
+        }
         if let Some(callback) = &self.on_outcome {
             let error = match report {
                 Report::Fail(error) => Some(error),
@@ -166,6 +173,7 @@ impl Engine {
             return;
         }
         self.in_flight.add(&jobs);
+        let jobs = self.first_takes(jobs);
         let tx = lock(&self.channels.job_tx);
         for job in jobs {
             // Never blocks: the channel holds the most jobs that can be in flight.
@@ -177,6 +185,27 @@ impl Engine {
                 self.settle(&job.lease(), Report::Release, None);
             }
         }
+    }
+
+    /// Of freshly claimed jobs, those this run may start: all of them, unless the pool
+    /// stops when idle and some of them snoozed in this run: those are given back
+    /// unstarted, runnable a moment later (for the next run).
+    fn first_takes(&self, jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
+        if !self.stop_when_idle {
+            return jobs;
+        }
+        let snoozed = lock(&self.snoozed);
+        if snoozed.is_empty() {
+            return jobs;
+        }
+        let (again, fresh): (Vec<_>, Vec<_>) =
+            jobs.into_iter().partition(|job| snoozed.contains(&job.id));
+        drop(snoozed);
+        for job in again {
+            tracing::debug!(job_id = %job.id, "jobq: the job snoozed in this run; it is left for the next run");
+            self.settle(&job.lease(), Report::Defer(crate::queue::MIN_SNOOZE), None);
+        }
+        fresh
     }
 
     /// No more jobs for the handlers: they drain the channel and end.

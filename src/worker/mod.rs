@@ -434,6 +434,7 @@ impl WorkerPoolBuilder {
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
             hurry: AtomicBool::new(false),
+            snoozed: std::sync::Mutex::default(),
         });
         engine.register();
         // A cancel in this process marks the job cancelled at once, on the cancelling thread.

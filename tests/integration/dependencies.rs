@@ -303,7 +303,8 @@ fn a_flow_is_created_whole_and_its_jobs_run_after_what_they_wait_for() {
     assert_eq!(finished.last().map(String::as_str), Some("composite"));
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 5);
-    let tracks = &seen[created.jobs["audio"].as_str()]["tracks"];
+    // By their refs.
+    let tracks = &seen["audio"]["tracks"];
     let mut tracks: Vec<&str> = tracks
         .as_array()
         .unwrap()
@@ -634,5 +635,132 @@ fn a_flow_cannot_pass_the_bound_on_dependencies_through_its_refs() {
             .unwrap()
             .len(),
         n
+    );
+}
+
+#[test]
+fn a_flows_refs_are_stored_and_name_its_jobs_everywhere() {
+    let env = Env::new();
+    let q = &env.queue;
+    let outside = q.enqueue(NewJob::new("outside")).unwrap().job_id;
+    let created = q
+        .submit_flow(
+            Flow::new("campaign")
+                .job("scene-1", NewJob::new("render"))
+                .job("voice", NewJob::new("voice"))
+                .job_after(
+                    "composite",
+                    NewJob::new("composite"),
+                    [
+                        "scene-1".to_string(),
+                        "voice".to_string(),
+                        outside.to_string(),
+                    ],
+                ),
+        )
+        .unwrap();
+    let composite = q.get(&created.jobs["composite"]).unwrap();
+    assert_eq!(composite.flow_ref.as_deref(), Some("composite"));
+    let mut refs: Vec<Option<String>> = composite
+        .dependencies
+        .unwrap()
+        .into_iter()
+        .map(|l| l.flow_ref)
+        .collect();
+    refs.sort();
+    assert_eq!(refs, [None, Some("scene-1".into()), Some("voice".into())]);
+    let json = serde_json::to_value(q.get(&created.jobs["voice"]).unwrap()).unwrap();
+    assert_eq!(json["ref"], "voice");
+    assert_eq!(json["dependents"][0]["ref"], "composite");
+    // Outputs by ref (by id for the job outside the flow).
+    for (kind, output) in [
+        ("render", json!({"frames": 24})),
+        ("voice", json!("v.wav")),
+        ("outside", json!(1)),
+    ] {
+        let lease = claim_one(q, kind);
+        q.complete(&lease, output).unwrap();
+    }
+    let outputs = q.dependency_outputs(&created.jobs["composite"]).unwrap();
+    assert_eq!(outputs["scene-1"], json!({"frames": 24}));
+    assert_eq!(outputs["voice"], json!("v.wav"));
+    assert_eq!(outputs[outside.as_str()], json!(1));
+    // The flow's page names them.
+    let view = q.flow_view(&created.group_id).unwrap();
+    let named: Vec<(Option<&str>, usize)> = view
+        .jobs
+        .iter()
+        .map(|n| (n.flow_ref.as_deref(), n.level))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (Some("scene-1"), 0),
+            (Some("voice"), 0),
+            (Some("composite"), 1)
+        ]
+    );
+    // A handler reads one by ref or by id.
+    let summary = jobq::WorkerPool::builder(q)
+        .handler("composite", |ctx: &JobContext| -> Result<Value, JobError> {
+            let scene: Value = ctx.dependency_output("scene-1")?;
+            let voice: String =
+                ctx.dependency_output(ctx.dependencies()?.keys().find(|k| *k == "voice").unwrap())?;
+            Ok(json!({"scene": scene, "voice": voice}))
+        })
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        q.get(&created.jobs["composite"]).unwrap().output.unwrap(),
+        json!({"scene": {"frames": 24}, "voice": "v.wav"})
+    );
+}
+
+#[test]
+fn a_flow_sent_again_with_its_key_returns_the_first() {
+    let env = Env::new();
+    let q = &env.queue;
+    let flow = || {
+        Flow::new("nightly")
+            .key("nightly-2026-01-01")
+            .job("a", NewJob::new("a"))
+            .job_after("b", NewJob::new("b"), ["a"])
+    };
+    let first = q.submit_flow(flow()).unwrap();
+    assert!(!first.already_existed);
+    let before = env.dump();
+    let again = q.submit_flow(flow()).unwrap();
+    assert!(again.already_existed);
+    assert_eq!(
+        (&again.group_id, &again.jobs),
+        (&first.group_id, &first.jobs)
+    );
+    assert_eq!(env.dump(), before, "no empty duplicate group, nothing else");
+    // Keys are per owner.
+    let other = q.scoped("acme").submit_flow(flow()).unwrap();
+    assert!(!other.already_existed);
+    assert_ne!(other.group_id, first.group_id);
+    // Racing submits of one key make one flow.
+    let key = "race";
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    q.submit_flow(Flow::new("race").key(key).job("x", NewJob::new("x")))
+                        .unwrap()
+                        .group_id
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(
+        q.list(&jobq::JobFilter::new().kind("x".to_string()))
+            .unwrap()
+            .jobs
+            .len(),
+        1
     );
 }

@@ -339,10 +339,9 @@ fn a_command_reads_its_dependencies_outputs_from_the_file_the_worker_names() {
     );
     let sum = cli.show(created["jobs"]["sum"].as_str().unwrap());
     assert_eq!(sum["status"], "succeeded", "{sum}");
-    let a = created["jobs"]["a"].as_str().unwrap();
-    let b = created["jobs"]["b"].as_str().unwrap();
-    assert_eq!(sum["output"][a], serde_json::json!({"n": 1}));
-    assert_eq!(sum["output"][b], serde_json::json!({"n": 2}));
+    // By their refs.
+    assert_eq!(sum["output"]["a"], serde_json::json!({"n": 1}));
+    assert_eq!(sum["output"]["b"], serde_json::json!({"n": 2}));
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(Result::ok)
@@ -559,4 +558,139 @@ fn the_jobs_die_whichever_of_the_worker_and_the_reaper_dies_first() {
             "a process the job started still runs (reaper killed first: {reaper_first})"
         );
     }
+}
+
+#[test]
+fn a_python_traceback_gives_its_last_line_as_the_message_and_keeps_the_rest() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["py", "--max-attempts", "1"]);
+    let script = cli.dir.path().join("handler.py");
+    std::fs::write(
+        &script,
+        "import json, sys\njob = json.load(sys.stdin)\ndef check(job):\n    raise ValueError('bad input: ' + str(job))\ncheck(job)\n",
+    )
+    .unwrap();
+    let command = format!("python3 {}", script.display());
+    let out = cli.run(&["worker", "--exec", &command, "--once"]);
+    assert!(out.status.success());
+    let job = cli.show(&id);
+    assert_eq!(job["last_error"], "ValueError: bad input: {}", "{job}");
+    let detail = job["errors"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Traceback (most recent call last):"),
+        "{detail}"
+    );
+    assert!(detail.contains("in check"), "{detail}");
+    let shown = cli.ok(&["show", &id]);
+    assert!(
+        shown.contains("| Traceback (most recent call last):"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_run_fails_at_once_saying_so() {
+    let cli = Cli::new();
+    let missing = cli.enqueue(&["missing", "--max-attempts", "5"]);
+    let out = cli.run(&["worker", "--exec", "no-such-command-jobq-test", "--once"]);
+    assert!(out.status.success());
+    let job = cli.show(&missing);
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["attempts"].as_u64(),
+            job["error_code"].as_str()
+        ),
+        (Some("failed"), Some(1), Some("EXIT_127")),
+        "{job}"
+    );
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("was not found"),
+        "{job}"
+    );
+    let not_executable = cli.dir.path().join("script.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").unwrap();
+    let id = cli.enqueue(&["noexec", "--max-attempts", "5"]);
+    let out = cli.run(&[
+        "worker",
+        "--exec",
+        not_executable.to_str().unwrap(),
+        "--once",
+    ]);
+    assert!(out.status.success());
+    let job = cli.show(&id);
+    assert_eq!(
+        (job["status"].as_str(), job["error_code"].as_str()),
+        (Some("failed"), Some("EXIT_126")),
+        "{job}"
+    );
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be run"),
+        "{job}"
+    );
+}
+
+#[test]
+fn a_python_handlers_progress_shows_while_it_runs_without_a_flush() {
+    let cli = Cli::new();
+    let id = cli.enqueue(&["py"]);
+    let gate = cli.dir.path().join("gate");
+    let script = cli.dir.path().join("handler.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import os, time\nprint('@progress 0.4 thinking')\nwhile not os.path.exists({:?}):\n    time.sleep(0.02)\nprint('{{\"done\": true}}')\n",
+            gate.display().to_string()
+        ),
+    )
+    .unwrap();
+    let command = format!("python3 {}", script.display());
+    let worker = cli
+        .cmd(&["worker", "--exec", &command, "--once"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the progress to show while the handler runs", || {
+        let job = cli.show(&id);
+        job["progress"].as_f64() == Some(0.4) && job["status"] == "running"
+    });
+    std::fs::write(&gate, "").unwrap();
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(cli.show(&id)["output"], serde_json::json!({"done": true}));
+}
+
+#[test]
+fn plain_text_output_is_kept_and_told_once() {
+    let cli = Cli::new();
+    let first = cli.enqueue(&["k"]);
+    cli.enqueue(&["k"]);
+    let out = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            "echo hello from a stray print",
+            "--once",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        cli.show(&first)["output"],
+        serde_json::json!({"stdout": "hello from a stray print"})
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("neither report lines").count(),
+        1,
+        "told once: {stderr}"
+    );
 }

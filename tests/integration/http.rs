@@ -1474,3 +1474,55 @@ fn an_admin_names_a_schedules_owner_replaces_and_runs_it_over_http() {
         1
     );
 }
+
+#[test]
+fn a_flow_posted_again_with_its_key_answers_the_first_with_200() {
+    let api = Api::start();
+    let flow = json!({"key": "campaign-7", "group": {"name": "campaign"},
+                      "jobs": [{"ref": "scene", "kind": "render"},
+                               {"ref": "final", "kind": "composite", "after": ["scene"]}]});
+    let first = api.post("/api/flows", Auth::Admin, flow.clone());
+    assert_eq!(
+        (first.status, first.body["already_existed"].as_bool()),
+        (201, Some(false)),
+        "{}",
+        first.text
+    );
+    let again = api.post("/api/flows", Auth::Admin, flow);
+    assert_eq!(
+        (again.status, again.body["already_existed"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        again.text
+    );
+    assert_eq!(again.body["group_id"], first.body["group_id"]);
+    assert_eq!(again.body["jobs"], first.body["jobs"]);
+    let view = api.get(
+        &format!(
+            "/api/groups/{}/flow",
+            first.body["group_id"].as_str().unwrap()
+        ),
+        Auth::Admin,
+    );
+    let refs: Vec<&str> = view.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["ref"].as_str())
+        .collect();
+    assert_eq!(refs, ["scene", "final"]);
+    let job = api.get(
+        &format!(
+            "/api/jobs/{}",
+            first.body["jobs"]["final"].as_str().unwrap()
+        ),
+        Auth::Admin,
+    );
+    assert_eq!(
+        (
+            job.body["ref"].as_str(),
+            job.body["dependencies"][0]["ref"].as_str()
+        ),
+        (Some("final"), Some("scene"))
+    );
+}

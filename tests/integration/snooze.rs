@@ -41,7 +41,10 @@ fn a_snoozed_job_waits_its_delay_and_keeps_its_attempt() {
     // Snoozed again and again, it never uses up its two attempts.
     let mut current = again[0].lease();
     for _ in 0..5 {
+        // A snooze of nothing is the shortest snooze there is: a second.
         q.snooze(&current, Duration::ZERO).unwrap();
+        assert!(q.claim("w", 1, &ClaimFilter::default()).unwrap().is_empty());
+        env.advance(1);
         let next = q.claim("w", 1, &ClaimFilter::default()).unwrap();
         assert_eq!(next[0].attempt, 1);
         current = next[0].lease();
@@ -126,4 +129,80 @@ fn a_command_snoozes_with_exit_75_and_its_last_snooze_line() {
         (job["status"].as_str(), run_after - updated),
         (Some("queued"), 30_000)
     );
+}
+
+#[test]
+fn a_job_that_snoozes_past_the_limit_fails_for_good_with_snooze_limit() {
+    let db = crate::common::Db::fresh();
+    let q = jobq::Queue::builder(db.path())
+        .max_snoozes(3)
+        .open()
+        .unwrap();
+    let id = q.enqueue(NewJob::new("poll")).unwrap().job_id;
+    let summary = WorkerPool::builder(&q)
+        .poll_interval(Duration::from_millis(20))
+        .handler("poll", |_: &JobContext| -> Result<(), JobError> {
+            Err(JobError::snooze(Duration::ZERO))
+        })
+        .start()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while q.get(&id).unwrap().status != Status::Failed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            q.get(&id).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    summary.shutdown();
+    let job = q.get(&id).unwrap();
+    assert_eq!(
+        (job.error_code.as_deref(), job.snoozes, job.attempts),
+        (Some("SNOOZE_LIMIT"), 3, 1)
+    );
+    assert!(job.last_error.unwrap().contains("snoozed 3 times"));
+}
+
+#[test]
+fn worker_once_takes_a_job_that_snoozes_at_once_only_once_and_exits() {
+    let cli = crate::cli::Cli::new();
+    let polls = [cli.enqueue(&["poll"]), cli.enqueue(&["poll"])];
+    // A slow job keeps the run going past the snoozes' second: the snoozed jobs are ready
+    // again meanwhile, and left for the next run.
+    let slow = cli.enqueue(&["slow"]);
+    let runs = cli.dir.path().join("runs");
+    let command = format!(
+        "if [ \"$JOBQ_JOB_KIND\" = slow ]; then sleep 3; exit 0; fi; echo \"$JOBQ_JOB_ID\" >> {}; echo '@snooze 0s'; exit 75",
+        runs.display()
+    );
+    let out = cli
+        .cmd(&[
+            "worker",
+            "--exec",
+            &command,
+            "--once",
+            "--concurrency",
+            "3",
+            "--poll-interval",
+            "50ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = std::fs::read_to_string(&runs).unwrap();
+    for id in &polls {
+        assert_eq!(runs.lines().filter(|l| l == id).count(), 1, "{runs}");
+        let job = cli.show(id);
+        assert_eq!(
+            (job["status"].as_str(), job["snoozes"].as_u64()),
+            (Some("queued"), Some(1)),
+            "{job}"
+        );
+    }
+    assert_eq!(cli.show(&slow)["status"], "succeeded");
 }

@@ -187,6 +187,9 @@ pub fn print_job(job: &Job) {
     }
     println!("priority         {}", job.priority);
     println!("attempts         {}/{}", job.attempts, job.max_attempts);
+    if job.snoozes > 0 {
+        println!("snoozes          {}", job.snoozes);
+    }
     println!("stage            {}", fmt_opt(&job.stage));
     println!("progress         {:.0}%", job.progress * 100.0);
     println!("run after        {}", job.run_after.to_rfc3339());
@@ -194,6 +197,12 @@ pub fn print_job(job: &Job) {
     println!("heartbeat at     {}", ts(job.heartbeat_at));
     println!("owner            {}", fmt_opt(&job.owner));
     println!("group            {}", fmt_opt(&job.group_id));
+    if let Some(r) = &job.flow_ref {
+        println!("flow ref         {}", clean(r));
+    }
+    if let Some(key) = &job.concurrency_key {
+        println!("concurrency key  {}", clean(key));
+    }
     println!("idempotency key  {}", fmt_opt(&job.idempotency_key));
     println!("external id      {}", fmt_opt(&job.external_id));
     println!("cost             {} cents", job.cost_cents);
@@ -223,7 +232,17 @@ pub fn print_job(job: &Job) {
         if let Some(links) = links.as_ref().filter(|l| !l.is_empty()) {
             println!("{title:<17}{}", links.len());
             for link in links {
-                println!("  {}  {:<10} {}", link.id, link.status, clean(&link.kind));
+                let name = link
+                    .flow_ref
+                    .as_deref()
+                    .map(|r| format!("  ({})", clean(r)))
+                    .unwrap_or_default();
+                println!(
+                    "  {}  {:<10} {}{name}",
+                    link.id,
+                    link.status,
+                    clean(&link.kind)
+                );
             }
         }
     }
@@ -237,6 +256,11 @@ pub fn print_job(job: &Job) {
                 e.attempt,
                 clean(e.code.as_deref().unwrap_or("-"))
             );
+            if let Some(detail) = &e.detail {
+                for line in detail.lines() {
+                    println!("        | {}", clean(line));
+                }
+            }
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct WorkerArgs {
     /// The longest backoff.
     #[arg(long, value_parser = duration, default_value = "1h")]
     retry_max: Duration,
+    /// How many times a job may snooze (exit 75); the next snooze fails it for good with
+    /// SNOOZE_LIMIT.
+    #[arg(long, default_value_t = jobq::DEFAULT_MAX_SNOOZES)]
+    max_snoozes: u32,
 }
 
 pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
@@ -66,6 +70,7 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
     }
     let queue = Queue::builder(db)
         .retry_policy(RetryPolicy::exponential(args.retry_base, args.retry_max))
+        .max_snoozes(args.max_snoozes)
         .open()?;
     let handler = ExecHandler::new(&args.exec, db)
         .timeout(args.job_timeout)

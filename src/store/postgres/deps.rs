@@ -25,15 +25,21 @@ const LINK: &str = "
     UPDATE jobq_jobs SET dependents = dependents + 1 WHERE id IN (SELECT dep_id FROM linked)";
 
 const DEPENDENCIES: &str = "
-    SELECT p.id, p.kind, p.status FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    SELECT p.id, p.kind, p.status, o.flow_ref
+    FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    LEFT JOIN jobq_job_options o ON o.job_id = p.id
     WHERE d.job_id = $1 ORDER BY p.id";
 
 const DEPENDENTS: &str = "
-    SELECT j.id, j.kind, j.status FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+    SELECT j.id, j.kind, j.status, o.flow_ref
+    FROM jobq_dependencies d JOIN jobq_jobs j ON j.id = d.job_id
+    LEFT JOIN jobq_job_options o ON o.job_id = j.id
     WHERE d.dep_id = $1 ORDER BY j.id";
 
 const OUTPUTS: &str = "
-    SELECT p.id, p.output::text FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    SELECT p.id, o.flow_ref, p.output::text
+    FROM jobq_dependencies d JOIN jobq_jobs p ON p.id = d.dep_id
+    LEFT JOIN jobq_job_options o ON o.job_id = p.id
     WHERE d.job_id = $1 ORDER BY p.id";
 
 const GROUP_EDGES: &str = "
@@ -114,6 +120,7 @@ fn read_links(conn: &mut dyn Sql, sql: &'static str, id: Uuid) -> Result<Vec<Job
     for r in conn.query_all(sql, &[&id])? {
         out.push(JobLink {
             id: job_id(r.get(0)),
+            flow_ref: r.get(3),
             kind: r.get(1),
             status: r.get::<_, String>(2).parse()?,
         });
@@ -124,17 +131,19 @@ fn read_links(conn: &mut dyn Sql, sql: &'static str, id: Uuid) -> Result<Vec<Job
 /// The jobs `id` waits for, those that wait for it, and its concurrency key.
 pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::store::Links> {
     let uuid = uuid_of(id)?;
-    let key: Option<String> = conn
+    let (concurrency_key, flow_ref) = conn
         .query_opt(
-            "SELECT concurrency_key FROM jobq_job_options WHERE job_id = $1",
+            "SELECT concurrency_key, flow_ref FROM jobq_job_options WHERE job_id = $1",
             &[&uuid],
         )?
-        .and_then(|r| r.get(0));
-    Ok((
-        read_links(conn, DEPENDENCIES, uuid)?,
-        read_links(conn, DEPENDENTS, uuid)?,
-        key,
-    ))
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_default();
+    Ok(crate::store::Links {
+        dependencies: read_links(conn, DEPENDENCIES, uuid)?,
+        dependents: read_links(conn, DEPENDENTS, uuid)?,
+        concurrency_key,
+        flow_ref,
+    })
 }
 
 /// Each dependency of `id` with its output (JSON text); `None` when the scope does not
@@ -153,7 +162,11 @@ pub(crate) fn outputs(
     Ok(Some(
         conn.query_all(OUTPUTS, &[&uuid])?
             .iter()
-            .map(|r| (job_id(r.get(0)), r.get(1)))
+            .map(|r| crate::store::Output {
+                id: job_id(r.get(0)),
+                flow_ref: r.get(1),
+                output: r.get(2),
+            })
             .collect(),
     ))
 }

@@ -11,9 +11,9 @@ use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
-    GroupRow, HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow, OwnerWrite,
-    Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released,
-    Report, ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
+    FlowInsert, GroupRow, HealthQuery, HealthRows, Histogram, LeasedJob, ListQuery, NewRow,
+    OwnerWrite, Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded,
+    Released, Report, ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -50,12 +50,18 @@ impl Engine for Postgres {
         group: &GroupRow,
         jobs: Vec<NewRow>,
         now: i64,
-    ) -> Result<Vec<Enqueued>> {
+    ) -> Result<FlowInsert> {
         let ids = jobs::new_ids(now, jobs.len());
         self.transaction(|conn| {
-            tenants::insert_group(conn, group)?;
-            jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now)
+            if let Some(found) = tenants::insert_flow_group(conn, group)? {
+                return Ok(found);
+            }
+            jobs::insert_jobs(conn, scope, jobs.clone(), ids.clone(), now).map(FlowInsert::Created)
         })
+    }
+
+    fn flow_refs(&self, group: &str) -> Result<Vec<(String, JobId)>> {
+        self.snapshot(|conn| tenants::flow_refs(conn, group))
     }
 
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {

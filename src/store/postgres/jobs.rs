@@ -77,8 +77,9 @@ const INSERT_FULL: &str = "
         RETURNING id),
     options AS (
         INSERT INTO jobq_job_options (job_id, waiting_on, run_on_dependency_failure,
-                                      unique_until, unique_while_active, concurrency_key)
-        SELECT id, $18, $19, $20, $21, $22 FROM job)
+                                      unique_until, unique_while_active, concurrency_key,
+                                      flow_ref)
+        SELECT id, $18, $19, $20, $21, $22, $23 FROM job)
     SELECT id FROM job";
 
 /// The key's window has passed: the job gives it up, for the new job to take.
@@ -297,7 +298,7 @@ pub(crate) fn insert(
         let waiting = i32::try_from(waits.waiting).unwrap_or(i32::MAX);
         let (until, while_active) = job.unique.columns();
         let status = status.as_str();
-        let options: [&(dyn postgres::types::ToSql + Sync); 9] = [
+        let options: [&(dyn postgres::types::ToSql + Sync); 10] = [
             &status,
             &code,
             &message,
@@ -307,6 +308,7 @@ pub(crate) fn insert(
             &until,
             &while_active,
             &job.concurrency_key,
+            &job.flow_ref,
         ];
         conn.query_opt(INSERT_FULL, &[&base[..], &options[..]].concat())?
     };
@@ -365,7 +367,7 @@ macro_rules! claim_update {
         progress = 0, updated_at = $2
     FROM picked WHERE j.id = picked.id
     RETURNING j.id, j.queue, j.kind, j.priority, j.attempts, j.max_attempts, j.run_after,
-              j.created_at, j.owner, j.group_id, j.input::text, j.claims"
+              j.created_at, j.owner, j.group_id, j.input::text, j.claims, j.snoozes"
     };
 }
 
@@ -582,6 +584,7 @@ pub(crate) fn claimed_from(r: &Row, at: usize, worker: &str) -> ClaimedJob {
         worker: worker.to_string(),
         input: r.get(at + 10),
         claim: r.get::<_, i32>(at + 11) as u32,
+        snoozes: r.get::<_, i32>(at + 12).max(0) as u32,
     }
 }
 
@@ -626,7 +629,9 @@ const FAIL: &str = concat!(
         run_after = CASE WHEN $5::text = 'retry' THEN $6 ELSE run_after END,
         last_error = $7::text, error_code = $8::text,
         errors = errors || jsonb_build_array(jsonb_build_object(
-            'attempt', attempts, 'code', $8::text, 'message', $7::text, 'at', $9::bigint)),
+            'attempt', attempts, 'code', $8::text, 'message', $7::text, 'at', $9::bigint)
+            || CASE WHEN $10::text IS NULL THEN '{}'::jsonb
+                    ELSE jsonb_build_object('detail', $10::text) END),
         completed_at = CASE WHEN $5::text = 'failed' THEN $9 END,
         updated_at = $9
     WHERE ",
@@ -634,11 +639,13 @@ const FAIL: &str = concat!(
     " RETURNING dependents > 0"
 );
 
-/// A release ($5 now) or a snooze ($5 later): back to `queued`, the attempt unspent. $6 now.
+/// A release ($5 now) or a snooze ($5 later): back to `queued`, the attempt unspent. $6 now;
+/// $7 added to the snoozes (1 for a snooze, 0 for a release).
 const RELEASE: &str = concat!(
     "UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = $5, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $6
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = $6,
+        snoozes = snoozes + $7
     WHERE ",
     held!()
 );
@@ -657,7 +664,7 @@ const REPORT: &str = concat!(
 );
 
 const LEASED_JOB: &str = concat!(
-    "SELECT queue, kind, max_attempts FROM jobq_jobs WHERE ",
+    "SELECT queue, kind, max_attempts, snoozes FROM jobq_jobs WHERE ",
     held!()
 );
 
@@ -734,12 +741,22 @@ pub(crate) fn record(
             [&id, &lease.worker, &claim_of(lease), &scope];
         let mut readied = false;
         let n = match report {
-            Report::Release => {
-                conn.execute(sql, &[held[0], held[1], held[2], held[3], &now, &now])?
-            }
-            Report::Snooze { run_after } => {
-                conn.execute(sql, &[held[0], held[1], held[2], held[3], run_after, &now])?
-            }
+            Report::Release => conn.execute(
+                sql,
+                &[held[0], held[1], held[2], held[3], &now, &now, &0i32],
+            )?,
+            Report::Snooze { run_after, counted } => conn.execute(
+                sql,
+                &[
+                    held[0],
+                    held[1],
+                    held[2],
+                    held[3],
+                    run_after,
+                    &now,
+                    &i32::from(*counted),
+                ],
+            )?,
             Report::Fail {
                 error,
                 status,
@@ -756,6 +773,7 @@ pub(crate) fn record(
                     &error.stored_message(),
                     &error.stored_code(),
                     &now,
+                    &error.stored_detail(),
                 ],
             )? {
                 Some(row) => {
@@ -832,6 +850,7 @@ pub(crate) fn leased(conn: &mut Conn, scope: Scope<'_>, lease: &Lease) -> Result
             queue: r.get(0),
             kind: r.get(1),
             max_attempts: r.get::<_, i32>(2) as u32,
+            snoozes: r.get::<_, i32>(3).max(0) as u32,
         }),
         None => explain(conn, scope, lease, None, 0).map(|_| LeasedJob::default()),
     }
@@ -1124,7 +1143,7 @@ macro_rules! job_columns {
         "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
          locked_at, heartbeat_at, stage, progress, input::text, output::text, idempotency_key, \
          last_error, error_code, errors::text, cost_cents, owner, group_id, external_id, \
-         created_at, updated_at, started_at, completed_at"
+         created_at, updated_at, started_at, completed_at, snoozes"
     };
 }
 
@@ -1219,9 +1238,11 @@ fn job(row: &Row) -> Result<Job> {
         updated_at: Timestamp::from_millis(row.get(24)),
         started_at: ts(25),
         completed_at: ts(26),
+        snoozes: row.get::<_, i32>(27).max(0) as u32,
         scheduled: false,
         dependencies: None,
         dependents: None,
         concurrency_key: None,
+        flow_ref: None,
     })
 }

@@ -77,7 +77,7 @@ const CLAIM_IDS: &str = "
         progress = 0, updated_at = $2
     WHERE j.id = ANY($1) AND j.status IN ('queued', 'retry')
     RETURNING j.id, j.queue, j.kind, j.priority, j.attempts, j.max_attempts, j.run_after,
-              j.created_at, j.owner, j.group_id, j.input::text, j.claims";
+              j.created_at, j.owner, j.group_id, j.input::text, j.claims, j.snoozes";
 
 fn control(r: &Row) -> QueueControl {
     let rate: Option<i32> = r.get(4);

@@ -4,7 +4,7 @@ use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
 use crate::owner::{Owner, saturate};
-use crate::store::{GroupRow, OwnerWrite, Scope};
+use crate::store::{FlowInsert, GroupRow, OwnerWrite, Scope};
 
 /// What an owner's jobs have cost so far, in cents (every job but those cancelled before
 /// they ever started), summed exactly in `numeric` and read as text.
@@ -31,32 +31,81 @@ const GROUP_JOBS: &str = "
 const GROUPS: &str = "
     SELECT id FROM jobq_groups WHERE ($1::text IS NULL OR owner = $1) ORDER BY id DESC LIMIT $2";
 
-/// Inserts a group on any client (an application's own transaction, for a flow).
-pub(crate) fn insert_group_in(conn: &mut dyn super::Sql, group: &GroupRow) -> Result<()> {
-    conn.query_all(
-        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
-         VALUES ($1, $2, $3, $4::text::json, $5)",
+/// A group; one of a flow with a key the owner used already is not inserted (and the
+/// statement returns no row): two racing submits of one key make one flow.
+const INSERT_GROUP: &str = "
+    INSERT INTO jobq_groups (id, owner, name, metadata, created_at, flow_key)
+    VALUES ($1, $2, $3, $4::text::json, $5, $6)
+    ON CONFLICT (coalesce(owner, ''), flow_key) WHERE flow_key IS NOT NULL DO NOTHING
+    RETURNING id";
+
+/// The group of the owner's flow made with a key, and its jobs by ref.
+const FLOW_BY_KEY: &str = "
+    SELECT id FROM jobq_groups WHERE coalesce(owner, '') = coalesce($1::text, '') AND flow_key = $2";
+const FLOW_JOBS: &str = "
+    SELECT o.flow_ref, j.id FROM jobq_jobs j JOIN jobq_job_options o ON o.job_id = j.id
+    WHERE j.group_id = $1 AND o.flow_ref IS NOT NULL ORDER BY j.id";
+
+/// Inserts a flow's group, or finds the owner's flow of its key: `Some` when that flow
+/// exists (made before, or by a submit that committed first).
+pub(crate) fn insert_flow_group(
+    conn: &mut dyn super::Sql,
+    group: &GroupRow,
+) -> Result<Option<FlowInsert>> {
+    if let Some(key) = &group.flow_key {
+        if let Some(found) = flow_of_key(conn, group.owner.as_deref(), key)? {
+            return Ok(Some(found));
+        }
+    }
+    let inserted = conn.query_all(
+        INSERT_GROUP,
         &[
             &group.id,
             &group.owner,
             &group.name,
             &group.metadata,
             &group.created_at,
+            &group.flow_key,
         ],
     )?;
-    Ok(())
+    match (&group.flow_key, inserted.is_empty()) {
+        (Some(key), true) => flow_of_key(conn, group.owner.as_deref(), key),
+        _ => Ok(None),
+    }
+}
+
+fn flow_of_key(
+    conn: &mut dyn super::Sql,
+    owner: Option<&str>,
+    key: &str,
+) -> Result<Option<FlowInsert>> {
+    let Some(row) = conn.query_opt(FLOW_BY_KEY, &[&owner, &key])? else {
+        return Ok(None);
+    };
+    let group_id: String = row.get(0);
+    let jobs = flow_refs(conn, &group_id)?;
+    Ok(Some(FlowInsert::Existing { group_id, jobs }))
+}
+
+/// The jobs of a group that have a flow ref, with it.
+pub(crate) fn flow_refs(conn: &mut dyn super::Sql, group_id: &str) -> Result<Vec<(String, JobId)>> {
+    Ok(conn
+        .query_all(FLOW_JOBS, &[&group_id])?
+        .iter()
+        .map(|r| (r.get::<_, String>(0), super::jobs::job_id(r.get(1))))
+        .collect())
 }
 
 pub(crate) fn insert_group(conn: &mut Conn, group: &GroupRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
-         VALUES ($1, $2, $3, $4::text::json, $5)",
+        INSERT_GROUP,
         &[
             &group.id,
             &group.owner,
             &group.name,
             &group.metadata,
             &group.created_at,
+            &group.flow_key,
         ],
     )?;
     Ok(())
@@ -78,6 +127,7 @@ pub(crate) fn group(conn: &mut Conn, scope: Scope<'_>, id: &str) -> Result<Optio
         metadata: row.get(3),
         created_at: row.get(4),
         by_status,
+        flow_key: None,
     }))
 }
 

@@ -18,15 +18,21 @@ const COUNT_DEPENDENT: &str =
     "UPDATE jobq_jobs SET dependents = dependents + 1 WHERE id_key = ?1 AND id = ?2";
 
 const DEPENDENCIES: &str = "
-    SELECT p.id, p.kind, p.status FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+    SELECT p.id, p.kind, p.status, o.flow_ref
+    FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+    LEFT JOIN jobq_job_options o ON o.job_key = p.id_key
     WHERE d.job_key = ?1 ORDER BY p.id_key";
 
 const DEPENDENTS: &str = "
-    SELECT j.id, j.kind, j.status FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+    SELECT j.id, j.kind, j.status, o.flow_ref
+    FROM jobq_dependencies d JOIN jobq_jobs j ON j.id_key = d.job_key
+    LEFT JOIN jobq_job_options o ON o.job_key = j.id_key
     WHERE d.dep_key = ?1 ORDER BY j.id_key";
 
 const OUTPUTS: &str = "
-    SELECT p.id, p.output FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+    SELECT p.id, o.flow_ref, p.output
+    FROM jobq_dependencies d JOIN jobq_jobs p ON p.id_key = d.dep_key
+    LEFT JOIN jobq_job_options o ON o.job_key = p.id_key
     WHERE d.job_key = ?1 ORDER BY p.id_key";
 
 const GROUP_EDGES: &str = "
@@ -94,13 +100,15 @@ fn read_links(conn: &Connection, sql: &str, key: i64) -> Result<Vec<JobLink>> {
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, kind, status) = row?;
+        let (id, kind, status, flow_ref) = row?;
         out.push(JobLink {
             id: JobId::from_db(id),
+            flow_ref,
             kind,
             status: status.parse()?,
         });
@@ -110,23 +118,30 @@ fn read_links(conn: &Connection, sql: &str, key: i64) -> Result<Vec<JobLink>> {
 
 /// The jobs `id` waits for, those that wait for it, and its concurrency key.
 pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::store::Links> {
-    let key: Option<String> = conn
-        .prepare_cached("SELECT concurrency_key FROM jobq_job_options WHERE job_key = ?1")?
-        .query_row([id.key()], |r| r.get(0))
+    let (concurrency_key, flow_ref): (Option<String>, Option<String>) = conn
+        .prepare_cached(
+            "SELECT concurrency_key, flow_ref FROM jobq_job_options WHERE job_key = ?1",
+        )?
+        .query_row([id.key()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
-        .flatten();
-    Ok((
-        read_links(conn, DEPENDENCIES, id.key())?,
-        read_links(conn, DEPENDENTS, id.key())?,
-        key,
-    ))
+        .unwrap_or_default();
+    Ok(crate::store::Links {
+        dependencies: read_links(conn, DEPENDENCIES, id.key())?,
+        dependents: read_links(conn, DEPENDENTS, id.key())?,
+        concurrency_key,
+        flow_ref,
+    })
 }
 
 /// Each dependency of `id` with its output (JSON text; none before it succeeded).
-pub(crate) fn outputs(conn: &Connection, id: &JobId) -> Result<Vec<(JobId, Option<String>)>> {
+pub(crate) fn outputs(conn: &Connection, id: &JobId) -> Result<crate::store::Outputs> {
     let mut stmt = conn.prepare_cached(OUTPUTS)?;
     let rows = stmt.query_map([id.key()], |r| {
-        Ok((JobId::from_db(r.get(0)?), r.get::<_, Option<String>>(1)?))
+        Ok(crate::store::Output {
+            id: JobId::from_db(r.get(0)?),
+            flow_ref: r.get(1)?,
+            output: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

@@ -12,9 +12,9 @@ use crate::owner::Owner;
 use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 use crate::store::{
     Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
-    GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite, Progress,
-    QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released, Report,
-    ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
+    FlowInsert, GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite,
+    Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released,
+    Report, ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
 };
 use crate::workers::WorkerInfo;
 
@@ -44,12 +44,19 @@ impl Engine for Sqlite {
         group: &GroupRow,
         jobs: Vec<NewRow>,
         now: i64,
-    ) -> Result<Vec<Enqueued>> {
+    ) -> Result<FlowInsert> {
         self.write(|tx| {
+            if let Some(found) = tenants::existing_flow(tx, group)? {
+                return Ok(found);
+            }
             tenants::insert_group(tx, group)?;
             let ids = ids::allocate_in(tx, now, jobs.len())?;
-            jobs::insert_jobs(tx, scope, jobs, ids, now)
+            jobs::insert_jobs(tx, scope, jobs, ids, now).map(FlowInsert::Created)
         })
+    }
+
+    fn flow_refs(&self, group: &str) -> Result<Vec<(String, JobId)>> {
+        self.read(|conn| tenants::flow_refs(conn, group))
     }
 
     fn group_edges(&self, group: &str, limit: usize) -> Result<Vec<(JobId, JobId)>> {

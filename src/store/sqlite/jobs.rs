@@ -95,8 +95,8 @@ const INSERT_FULL: &str = "INSERT INTO jobq_jobs (id_key, id, queue, kind, statu
 
 const INSERT_OPTIONS: &str = "
     INSERT INTO jobq_job_options (job_key, waiting_on, run_on_dependency_failure, unique_until,
-                                  unique_while_active, concurrency_key)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+                                  unique_while_active, concurrency_key, flow_ref)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
 
@@ -189,10 +189,13 @@ pub(crate) fn insert_flow(
     group: &crate::store::GroupRow,
     jobs: Vec<NewRow>,
     now: i64,
-) -> Result<Vec<Enqueued>> {
+) -> Result<crate::store::FlowInsert> {
+    if let Some(found) = super::tenants::existing_flow(conn, group)? {
+        return Ok(found);
+    }
     super::tenants::insert_group(conn, group)?;
     let ids = super::ids::allocate(conn, now, jobs.len())?;
-    insert_jobs(conn, scope, jobs, ids, now)
+    insert_jobs(conn, scope, jobs, ids, now).map(crate::store::FlowInsert::Created)
 }
 
 /// Inserts one job: the existing job for a repeated idempotency key (while its window
@@ -288,7 +291,8 @@ pub(crate) fn insert(
         job.run_on_dependency_failure,
         until,
         while_active,
-        job.concurrency_key
+        job.concurrency_key,
+        job.flow_ref
     ])?;
     let job_id = JobId::from_db(id);
     deps::link(conn, &job_id, &waits)?;
@@ -339,7 +343,7 @@ macro_rules! claim_returning {
     () => {
         "
     RETURNING id, queue, kind, priority, attempts, max_attempts, run_after, created_at, owner,
-              group_id, input, claims"
+              group_id, input, claims, snoozes"
     };
 }
 
@@ -480,6 +484,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<Cla
         worker: worker.to_string(),
         input: r.get(10)?,
         claim: r.get(11)?,
+        snoozes: r.get(12)?,
     })
 }
 
@@ -575,8 +580,9 @@ macro_rules! fail {
     SET status = ?6,
         run_after = CASE WHEN ?6 = 'retry' THEN ?7 ELSE run_after END,
         last_error = ?8, error_code = ?9,
-        errors = json_insert(errors, '$[#]',
-            json_object('attempt', attempts, 'code', ?9, 'message', ?8, 'at', ?10)),
+        errors = json_insert(errors, '$[#]', json_patch(
+            json_object('attempt', attempts, 'code', ?9, 'message', ?8, 'at', ?10),
+            CASE WHEN ?11 IS NULL THEN '{}' ELSE json_object('detail', ?11) END)),
         completed_at = CASE WHEN ?6 = 'failed' THEN ?10 END,
         updated_at = ?10
     WHERE "
@@ -588,11 +594,13 @@ const FAIL: &str = concat!(fail!(), held!(), " AND dependents = 0");
 
 const FAIL_WAITED_ON: &str = concat!(fail!(), held!(), " AND dependents > 0");
 
-/// A release (?6 now) or a snooze (?6 later): back to `queued`, the attempt unspent. ?7 now.
+/// A release (?6 now) or a snooze (?6 later): back to `queued`, the attempt unspent. ?7 now;
+/// ?8 added to the snoozes (1 for a snooze, 0 for a release).
 const RELEASE: &str = concat!(
     "UPDATE jobq_jobs
     SET status = 'queued', attempts = attempts - 1, run_after = ?6, stage = NULL,
-        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = ?7
+        progress = 0, heartbeat_at = NULL, started_at = NULL, updated_at = ?7,
+        snoozes = snoozes + ?8
     WHERE ",
     held!()
 );
@@ -610,7 +618,7 @@ const REPORT: &str = concat!(
 );
 
 const LEASED_JOB: &str = concat!(
-    "SELECT queue, kind, max_attempts, cost_cents FROM jobq_jobs WHERE ",
+    "SELECT queue, kind, max_attempts, cost_cents, snoozes FROM jobq_jobs WHERE ",
     held!()
 );
 
@@ -682,11 +690,17 @@ fn record_once(
             (n, Recorded::new(Status::Succeeded))
         }
         Report::Release => {
-            let n = execute_held(conn, RELEASE, lease, scope, &[&now, &now])?;
+            let n = execute_held(conn, RELEASE, lease, scope, &[&now, &now, &0])?;
             (n, Recorded::new(Status::Queued))
         }
-        Report::Snooze { run_after } => {
-            let n = execute_held(conn, RELEASE, lease, scope, &[&run_after, &now])?;
+        Report::Snooze { run_after, counted } => {
+            let n = execute_held(
+                conn,
+                RELEASE,
+                lease,
+                scope,
+                &[&run_after, &now, &i64::from(counted)],
+            )?;
             (n, Recorded::of(&report))
         }
         Report::Fail {
@@ -694,12 +708,13 @@ fn record_once(
             status,
             retry_at,
         } => {
-            let values: [&dyn rusqlite::ToSql; 5] = [
+            let values: [&dyn rusqlite::ToSql; 6] = [
                 &status.as_str(),
                 &retry_at,
                 &error.stored_message(),
                 &error.stored_code(),
                 &now,
+                &error.stored_detail(),
             ];
             let mut n = execute_held(conn, FAIL, lease, scope, &values)?;
             if n == 0 {
@@ -737,6 +752,7 @@ pub(crate) fn leased(conn: &Connection, scope: Scope<'_>, lease: &Lease) -> Resu
             queue: r.get(0)?,
             kind: r.get(1)?,
             max_attempts: r.get(2)?,
+            snoozes: r.get(4)?,
         }),
         None => {
             drop(rows);

@@ -14,7 +14,7 @@ macro_rules! job_columns {
         "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
          locked_at, heartbeat_at, stage, progress, input, output, idempotency_key, last_error, \
          error_code, errors, cost_cents, owner, group_id, external_id, created_at, updated_at, \
-         started_at, completed_at"
+         started_at, completed_at, snoozes"
     };
 }
 pub(crate) use job_columns;
@@ -65,10 +65,12 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         updated_at: Timestamp::from_millis(row.get(24)?),
         started_at: ts(25)?,
         completed_at: ts(26)?,
+        snoozes: row.get(27)?,
         scheduled: false,
         dependencies: None,
         dependents: None,
         concurrency_key: None,
+        flow_ref: None,
     })
 }
 

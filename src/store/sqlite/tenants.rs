@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, named_params, params};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
 use crate::owner::{Owner, exact_sum, saturate};
-use crate::store::{GroupRow, OwnerWrite, Scope};
+use crate::store::{FlowInsert, GroupRow, OwnerWrite, Scope};
 
 /// What an owner's jobs have cost so far, in cents: every job but those cancelled before
 /// they ever started. The one definition behind budgets and cost reports. The sum comes in
@@ -35,14 +35,50 @@ const GROUP_JOBS: &str = "
 
 pub(crate) fn insert_group(conn: &Connection, group: &GroupRow) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at)
-         VALUES (:id, :owner, :name, :metadata, :now)",
+        "INSERT INTO jobq_groups (id, owner, name, metadata, created_at, flow_key)
+         VALUES (:id, :owner, :name, :metadata, :now, :flow_key)",
     )?
     .execute(named_params! {
         ":id": group.id, ":owner": group.owner, ":name": group.name,
-        ":metadata": group.metadata, ":now": group.created_at,
+        ":metadata": group.metadata, ":now": group.created_at, ":flow_key": group.flow_key,
     })?;
     Ok(())
+}
+
+/// The group of the owner's flow made with `key`, if there is one.
+const FLOW_BY_KEY: &str = "
+    SELECT id FROM jobq_groups WHERE coalesce(owner, '') = coalesce(?1, '') AND flow_key = ?2";
+
+/// Its jobs, by ref.
+const FLOW_JOBS: &str = "
+    SELECT o.flow_ref, j.id FROM jobq_jobs j JOIN jobq_job_options o ON o.job_key = j.id_key
+    WHERE j.group_id = ?1 AND o.flow_ref IS NOT NULL ORDER BY j.id_key";
+
+/// The owner's flow made with the key of `group`, if it has a key and there is one.
+pub(crate) fn existing_flow(conn: &Connection, group: &GroupRow) -> Result<Option<FlowInsert>> {
+    let Some(key) = &group.flow_key else {
+        return Ok(None);
+    };
+    let found: Option<String> = conn
+        .prepare_cached(FLOW_BY_KEY)?
+        .query_row(params![group.owner, key], |r| r.get(0))
+        .optional()?;
+    let Some(group_id) = found else {
+        return Ok(None);
+    };
+    let jobs = flow_refs(conn, &group_id)?;
+    Ok(Some(FlowInsert::Existing { group_id, jobs }))
+}
+
+/// The jobs of a group that have a flow ref, with it.
+pub(crate) fn flow_refs(conn: &Connection, group_id: &str) -> Result<Vec<(String, JobId)>> {
+    let mut stmt = conn.prepare_cached(FLOW_JOBS)?;
+    let jobs = stmt
+        .query_map([group_id], |r| {
+            Ok((r.get::<_, String>(0)?, JobId::from_db(r.get(1)?)))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(jobs)
 }
 
 pub(crate) fn group(conn: &Connection, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>> {
@@ -69,6 +105,7 @@ pub(crate) fn group(conn: &Connection, scope: Scope<'_>, id: &str) -> Result<Opt
         metadata,
         created_at,
         by_status,
+        flow_key: None,
     }))
 }
 
