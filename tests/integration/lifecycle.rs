@@ -486,3 +486,23 @@ fn a_lease_from_before_a_manual_retry_never_matches_a_later_claim() {
     env.queue.complete(&new, json!("fresh")).unwrap();
     assert_eq!(env.queue.get(&id).unwrap().output, Some(json!("fresh")));
 }
+
+#[test]
+fn a_failed_attempt_shows_where_it_failed_not_claimed() {
+    let env = Env::new();
+    let q = &env.queue;
+    let quiet = q.enqueue(NewJob::new("k").max_attempts(2)).unwrap().job_id;
+    let lease = claim_one(&env);
+    q.fail(&lease, &JobError::retryable("boom")).unwrap();
+    assert_eq!(q.get(&quiet).unwrap().stage.as_deref(), Some("retry"));
+    env.advance(60);
+    let lease = claim_one(&env);
+    q.fail(&lease, &JobError::retryable("boom")).unwrap();
+    assert_eq!(q.get(&quiet).unwrap().stage.as_deref(), Some("failed"));
+    // A stage the handler named stays: it tells where the job failed.
+    let named = q.enqueue(NewJob::new("k").max_attempts(1)).unwrap().job_id;
+    let lease = claim_one(&env);
+    q.set_stage(&lease, "uploading").unwrap();
+    q.fail(&lease, &JobError::retryable("boom")).unwrap();
+    assert_eq!(q.get(&named).unwrap().stage.as_deref(), Some("uploading"));
+}

@@ -627,6 +627,7 @@ const FAIL: &str = concat!(
     "UPDATE jobq_jobs
     SET status = $5::text,
         run_after = CASE WHEN $5::text = 'retry' THEN $6 ELSE run_after END,
+        stage = CASE WHEN stage = 'claimed' THEN $5::text ELSE stage END,
         last_error = $7::text, error_code = $8::text,
         errors = errors || jsonb_build_array(jsonb_build_object(
             'attempt', attempts, 'code', $8::text, 'message', $7::text, 'at', $9::bigint)

@@ -579,6 +579,7 @@ macro_rules! fail {
         "UPDATE jobq_jobs
     SET status = ?6,
         run_after = CASE WHEN ?6 = 'retry' THEN ?7 ELSE run_after END,
+        stage = CASE WHEN stage = 'claimed' THEN ?6 ELSE stage END,
         last_error = ?8, error_code = ?9,
         errors = json_insert(errors, '$[#]', json_patch(
             json_object('attempt', attempts, 'code', ?9, 'message', ?8, 'at', ?10),
