@@ -423,6 +423,11 @@ ALTER TABLE jobq_groups ADD COLUMN flow_key text;
 CREATE UNIQUE INDEX jobq_groups_flow_key ON jobq_groups (coalesce(owner, ''), flow_key)
     WHERE flow_key IS NOT NULL;
 
+-- Finding a job by its external id or its idempotency key, whoever owns it (as in
+-- `schema.sql`).
+CREATE INDEX jobq_jobs_external_id ON jobq_jobs (external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX jobq_jobs_key ON jobq_jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
 -- A manual retry puts the dependents it cancelled (and theirs) back to `blocked` — unless
 -- another of their dependencies has failed or was cancelled too (they would wait for ever;
 -- the retry of that one brings them back) — and the dependents that run anyway count it as

@@ -576,3 +576,9 @@ ALTER TABLE jobq_job_options ADD COLUMN flow_ref TEXT;
 ALTER TABLE jobq_groups ADD COLUMN flow_key TEXT;
 CREATE UNIQUE INDEX jobq_groups_flow_key ON jobq_groups (coalesce(owner, ''), flow_key)
     WHERE flow_key IS NOT NULL;
+
+-- Finding a job by what an outside system knows of it (`list --search`, `?q=`): its
+-- external id or its idempotency key, whoever owns it. Partial: jobs without one cost
+-- nothing.
+CREATE INDEX jobq_jobs_external_id ON jobq_jobs (external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX jobq_jobs_key ON jobq_jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;

@@ -81,8 +81,9 @@ pub use maintenance::StaleTimeouts;
 pub use owner::Owner;
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView, MAX_FLOW_JOBS};
 pub use queue::{
-    ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER, DEFAULT_MAX_SNOOZES, JobError, JobFilter,
-    MAX_DEPENDENCIES, MIN_SNOOZE, Page, Queue, QueueBuilder, is_postgres_url,
+    BulkAction, BulkOutcome, BulkRefusal, ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER,
+    DEFAULT_MAX_SNOOZES, JobError, JobFilter, MAX_DEPENDENCIES, MAX_REFUSALS_SHOWN, MIN_SNOOZE,
+    Page, Queue, QueueBuilder, is_postgres_url,
 };
 pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::flow_control::{QueueLimits, Rate};
 use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
 use crate::queue::flow::Flow;
-use crate::queue::{JobFilter, Queue};
+use crate::queue::{BulkAction, JobFilter, Queue};
 use crate::schedule::{NewSchedule, Rule};
 use crate::stats::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
 
@@ -31,6 +31,7 @@ pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         ["api", "queues", _] => "POST",
         ["api", "schedules", _] => "POST, DELETE",
         ["api", "jobs", "running"] => "GET",
+        ["api", "jobs", "bulk"] => "POST",
         ["api", "jobs", "dead"] => "GET, POST",
         ["api", "jobs", _] => "GET, POST, DELETE",
         ["api", "groups"] => "GET, POST",
@@ -54,6 +55,21 @@ fn admin_only(segments: &[&str]) -> Option<&'static str> {
     }
 }
 
+/// The query parameters a route reads; any other is refused (400), so that a mistyped one
+/// (`?staus=failed`) is not silently ignored.
+fn known_parameters(method: &str, segments: &[&str]) -> &'static [&'static str] {
+    match (method, segments) {
+        ("GET", ["api", "jobs"]) => &[
+            "status", "queue", "kind", "group_id", "owner", "q", "limit", "after", "stats",
+        ],
+        ("GET", ["api", "jobs", "dead"]) | ("GET", ["api", "groups"]) => &["limit"],
+        ("GET", ["api", "stats", "timing"]) => &["since", "by_kind", "queue"],
+        ("GET", ["api", "stats", "costs"]) => &["by"],
+        (_, ["api", "schedules", _]) => &["owner"],
+        _ => &[],
+    }
+}
+
 /// Query parameters, percent-decoded.
 pub(crate) struct Query(Vec<(String, String)>);
 
@@ -69,6 +85,25 @@ impl Query {
                 })
                 .collect(),
         )
+    }
+
+    /// Refuses a parameter not in `known`, naming it.
+    fn only(&self, known: &[&str]) -> Result<(), Reply> {
+        match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some((unknown, _)) => Err(Reply::error(
+                400,
+                "invalid_input",
+                if known.is_empty() {
+                    format!("unknown query parameter {unknown:?}: this route takes none")
+                } else {
+                    format!(
+                        "unknown query parameter {unknown:?} (this route takes {})",
+                        known.join(", ")
+                    )
+                },
+            )),
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -157,9 +192,13 @@ pub(crate) fn handle(
             format!("{what} belong to every owner: they need the admin key"),
         );
     }
+    if let Err(reply) = query.only(known_parameters(method, segments)) {
+        return reply;
+    }
     let queue = app.queue_for(caller);
     let result: Result<Reply, Reply> = (|| {
         Ok(match (method, segments) {
+            ("POST", ["api", "jobs", "bulk"]) => bulk(&queue, body)?,
             ("GET", ["metrics"]) => Reply::text(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -296,7 +335,10 @@ pub(crate) fn handle(
 fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
     let mut filter = JobFilter::new().limit(query.number("limit")?.unwrap_or(50));
     if let Some(s) = query.get("status") {
-        filter = filter.status(s.parse::<Status>()?);
+        filter = status_filter(filter, s)?;
+    }
+    if let Some(text) = query.get("q") {
+        filter = filter.search(text);
     }
     if let Some(q) = query.get("queue") {
         filter = filter.queue(q);
@@ -339,6 +381,59 @@ const ENQUEUE_FIELDS: [&str; 16] = [
     "external_id",
     "owner",
 ];
+
+/// A listing's status filter: a stored status, or `scheduled`.
+fn status_filter(filter: JobFilter, status: &str) -> Result<JobFilter, Error> {
+    Ok(match status {
+        "scheduled" => filter.scheduled(),
+        other => filter.status(other.parse::<Status>()?),
+    })
+}
+
+/// `{"action": "cancel" | "retry" | "delete", "ids"?: [id…], "filter"?: {"status"?,
+/// "queue"?, "kind"?}}`, ids or a filter: `{"changed", "refused": [{"job_id", "reason"}…],
+/// "refused_total"}`.
+fn bulk(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &["action", "ids", "filter"])?;
+    let action: BulkAction = body.required_string("action")?.parse()?;
+    let outcome = match (body.value("ids"), body.value("filter")) {
+        (Some(_), None) => {
+            let ids: Vec<JobId> = strings(&body, "ids")?
+                .into_iter()
+                .map(|id| {
+                    id.parse().map_err(|_| {
+                        Reply::error(400, "invalid_input", format!("{id:?} is not a job id"))
+                    })
+                })
+                .collect::<Result<_, Reply>>()?;
+            queue.bulk(action, &ids)?
+        }
+        (None, Some(filter_value)) => {
+            let f = Body::new(filter_value, &["status", "queue", "kind"])
+                .map_err(|e| e.prefixed("field `filter`: "))?;
+            let mut filter = JobFilter::new();
+            if let Some(s) = f.string("status")? {
+                filter = status_filter(filter, s)?;
+            }
+            if let Some(q) = f.string("queue")? {
+                filter = filter.queue(q);
+            }
+            if let Some(k) = f.string("kind")? {
+                filter = filter.kind(k);
+            }
+            queue.bulk_matching(action, &filter)?
+        }
+        _ => {
+            return Err(Reply::error(
+                400,
+                "invalid_input",
+                "give `ids` or `filter`, one of them",
+            ));
+        }
+    };
+    Ok(Reply::ok(&outcome))
+}
 
 fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);

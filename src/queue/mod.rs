@@ -4,6 +4,7 @@
 //! job it holds), `admin.rs` (cancel, retry, delete, transition), `read.rs` (get, list).
 
 mod admin;
+mod bulk;
 mod claim;
 mod enqueue;
 pub(crate) mod flow;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use crate::store::sqlite::ids::uuid_v7;
+pub use bulk::{BulkAction, BulkOutcome, BulkRefusal, MAX_REFUSALS_SHOWN};
 pub use claim::ClaimFilter;
 pub use enqueue::MAX_DEPENDENCIES;
 pub(crate) use enqueue::check_text;

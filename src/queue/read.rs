@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Status};
-use crate::store::ListQuery;
+use crate::store::{ListQuery, Search};
 
 /// Which jobs [`Queue::list`] returns. Every filter is optional; they combine with AND.
 ///
@@ -20,6 +20,8 @@ use crate::store::ListQuery;
 #[must_use]
 pub struct JobFilter {
     status: Option<Status>,
+    scheduled: bool,
+    search: Option<String>,
     queue: Option<String>,
     kind: Option<String>,
     group_id: Option<String>,
@@ -37,6 +39,20 @@ impl JobFilter {
     /// Only jobs with this status.
     pub fn status(mut self, status: Status) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Only jobs shown as *scheduled*: `queued` or `retry` with a `run_after` still ahead
+    /// (what `status=scheduled` asks for).
+    pub fn scheduled(mut self) -> Self {
+        self.scheduled = true;
+        self
+    }
+
+    /// Only jobs that `text` finds: by id or the start of one (at least 4 hex digits,
+    /// dashes optional), by idempotency key, or by external id (whole).
+    pub fn search(mut self, text: impl Into<String>) -> Self {
+        self.search = Some(text.into());
         self
     }
 
@@ -73,6 +89,12 @@ impl JobFilter {
     /// The page after this cursor (the `next` of the previous [`Page`]).
     pub fn after(mut self, cursor: impl Into<String>) -> Self {
         self.after = Some(cursor.into());
+        self
+    }
+
+    /// The first page again (no cursor).
+    pub(crate) fn from_start(mut self) -> Self {
+        self.after = None;
         self
     }
 }
@@ -210,8 +232,18 @@ impl Queue {
             (Some(me), _) => Some(me),
             (None, other) => other,
         };
+        let now = self.now_ms();
+        let search = match filter.search.as_deref().map(str::trim) {
+            Some("") | None => None,
+            Some(text) => {
+                crate::queue::check_text("search", text, 500)?;
+                Some(Search::of(text))
+            }
+        };
         let query = ListQuery {
             status: filter.status,
+            scheduled_after: filter.scheduled.then_some(now),
+            search,
             queue: filter.queue.as_deref(),
             kind: filter.kind.as_deref(),
             group_id: filter.group_id.as_deref(),
@@ -219,7 +251,6 @@ impl Queue {
             before,
             limit: limit + 1,
         };
-        let now = self.now_ms();
         let mut jobs: Vec<Job> = self
             .engine()
             .list_jobs(&query)?

@@ -314,6 +314,10 @@ pub(crate) struct Released {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListQuery<'a> {
     pub status: Option<Status>,
+    /// Only `queued` or `retry` jobs whose `run_after` is after this time.
+    pub scheduled_after: Option<i64>,
+    /// Only the jobs a search finds.
+    pub search: Option<Search>,
     pub queue: Option<&'a str>,
     pub kind: Option<&'a str>,
     pub group_id: Option<&'a str>,
@@ -321,6 +325,51 @@ pub(crate) struct ListQuery<'a> {
     /// Only jobs older than the job with this row key (the cursor), if any.
     pub before: Option<JobId>,
     pub limit: usize,
+}
+
+/// What a search looks for: the whole text (an id, an idempotency key or an external id)
+/// and, when it reads as the start of an id, that start as hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Search {
+    pub text: String,
+    /// Lowercase hex digits (4 to 32), dashes removed, when the text is one.
+    pub id_prefix: Option<String>,
+}
+
+impl Search {
+    pub(crate) fn of(text: &str) -> Search {
+        let hex: String = text
+            .chars()
+            .filter(|c| *c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let id_prefix =
+            (hex.len() >= 4 && hex.len() <= 32 && hex.chars().all(|c| c.is_ascii_hexdigit()))
+                .then_some(hex);
+        Search {
+            text: text.to_string(),
+            id_prefix,
+        }
+    }
+
+    /// The first 64 bits of the ids the prefix covers (a row key range on SQLite).
+    pub(crate) fn key_range(&self) -> Option<(i64, i64)> {
+        let hex = self.id_prefix.as_deref()?;
+        let head = &hex[..hex.len().min(16)];
+        let lo = format!("{head:0<16}");
+        let hi = format!("{head:f<16}");
+        Some((
+            u64::from_str_radix(&lo, 16).ok()? as i64,
+            u64::from_str_radix(&hi, 16).ok()? as i64,
+        ))
+    }
+
+    /// The lowest and highest UUIDs the prefix covers.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn uuid_range(&self) -> Option<(String, String)> {
+        let hex = self.id_prefix.as_deref()?;
+        Some((format!("{hex:0<32}"), format!("{hex:f<32}")))
+    }
 }
 
 /// Which jobs a count covers.

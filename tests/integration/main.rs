@@ -37,6 +37,7 @@ mod owners_groups;
 mod registry;
 mod retry;
 mod schedules;
+mod search_bulk;
 mod security;
 mod snooze;
 mod sqlite_only;

@@ -61,6 +61,8 @@ mod registry;
 mod retry;
 #[path = "../integration/schedules.rs"]
 mod schedules;
+#[path = "../integration/search_bulk.rs"]
+mod search_bulk;
 #[path = "../integration/security.rs"]
 mod security;
 #[path = "../integration/snooze.rs"]

@@ -59,18 +59,13 @@ enum Command {
     List(ListArgs),
     /// Show one job with every field and its errors history.
     Show { id: String },
-    /// Cancel queued, retrying or running jobs.
-    Cancel {
-        #[arg(required = true, value_name = "ID")]
-        ids: Vec<String>,
-    },
-    /// Put failed or cancelled jobs back in the queue (or the whole dead letter).
+    /// Cancel queued, retrying or running jobs (or --all that match).
+    Cancel(BulkArgs),
+    /// Put failed or cancelled jobs back in the queue (or the whole dead letter, or --all
+    /// that match).
     Retry(RetryArgs),
-    /// Delete jobs that are not running.
-    Delete {
-        #[arg(required = true, value_name = "ID")]
-        ids: Vec<String>,
-    },
+    /// Delete jobs that are not running (or --all that match).
+    Delete(BulkArgs),
     /// Counts by status, health and summary.
     Stats(StatsArgs),
     /// Running jobs with stage, progress, running time and heartbeat age.
@@ -201,22 +196,53 @@ enum DependencyFailure {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("every").args(["all"])))]
+struct BulkArgs {
+    /// The jobs.
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    ids: Vec<String>,
+    /// Every job that matches --status, --queue and --kind (every job, without them).
+    #[arg(long)]
+    all: bool,
+    /// With --all: only jobs of this status (or `scheduled`).
+    #[arg(long, requires = "every")]
+    status: Option<String>,
+    /// With --all: only jobs of this queue.
+    #[arg(long, requires = "every")]
+    queue: Option<String>,
+    /// With --all: only jobs of this kind.
+    #[arg(long, requires = "every")]
+    kind: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("every").args(["all", "all_dead"])))]
 struct RetryArgs {
     /// The jobs to retry.
     #[arg(
         value_name = "ID",
-        required_unless_present = "all_dead",
-        conflicts_with = "all_dead"
+        required_unless_present_any = ["all_dead", "all"],
+        conflicts_with_all = ["all_dead", "all"]
     )]
     ids: Vec<String>,
     /// Every failed job (the dead letter), or only those of --kind and --queue.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     all_dead: bool,
-    /// With --all-dead: only jobs of this kind.
-    #[arg(long, requires = "all_dead")]
+    /// Every job that matches --status, --queue and --kind.
+    #[arg(long)]
+    all: bool,
+    /// With --all: only jobs of this status (or `scheduled`).
+    #[arg(long, requires = "all")]
+    status: Option<String>,
+    /// With --all or --all-dead: only jobs of this kind.
+    #[arg(long, requires = "every")]
     kind: Option<String>,
-    /// With --all-dead: only jobs of this queue.
-    #[arg(long, requires = "all_dead")]
+    /// With --all or --all-dead: only jobs of this queue.
+    #[arg(long, requires = "every")]
     queue: Option<String>,
 }
 
@@ -238,6 +264,9 @@ struct ListArgs {
     /// The page after this cursor (the `next` of the previous page).
     #[arg(long)]
     after: Option<String>,
+    /// Only the jobs this finds: an id or its start, an idempotency key, an external id.
+    #[arg(long)]
+    search: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -561,7 +590,21 @@ fn run(cli: Cli) -> Outcome {
                 output::print_job(&job);
             }
         }
-        Command::Cancel { ids } => admin_action(db, json, &ids, "cancelled", |q, id| q.cancel(id))?,
+        Command::Cancel(args) if args.all => bulk_matching(
+            db,
+            json,
+            jobq::BulkAction::Cancel,
+            (args.status, args.queue, args.kind),
+        )?,
+        Command::Cancel(args) => {
+            admin_action(db, json, &args.ids, "cancelled", |q, id| q.cancel(id))?
+        }
+        Command::Retry(args) if args.all => bulk_matching(
+            db,
+            json,
+            jobq::BulkAction::Retry,
+            (args.status, args.queue, args.kind),
+        )?,
         Command::Retry(args) if args.all_dead => {
             let queue = open_existing(db)?;
             let retried = queue.retry_dead(args.kind.as_deref(), args.queue.as_deref())?;
@@ -574,7 +617,15 @@ fn run(cli: Cli) -> Outcome {
         Command::Retry(args) => {
             admin_action(db, json, &args.ids, "queued again", |q, id| q.retry(id))?
         }
-        Command::Delete { ids } => admin_action(db, json, &ids, "deleted", |q, id| q.delete(id))?,
+        Command::Delete(args) if args.all => bulk_matching(
+            db,
+            json,
+            jobq::BulkAction::Delete,
+            (args.status, args.queue, args.kind),
+        )?,
+        Command::Delete(args) => {
+            admin_action(db, json, &args.ids, "deleted", |q, id| q.delete(id))?
+        }
         Command::Stats(args) => stats(db, json, args)?,
         Command::Running => running(db, json)?,
         Command::Workers => workers(db, json)?,
@@ -944,8 +995,14 @@ fn flow_submit(db: &Path, json: bool, file: &str) -> Outcome {
 
 fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
     let mut filter = JobFilter::new().limit(a.limit);
-    if let Some(s) = &a.status {
-        filter = filter.status(s.parse()?);
+    if let Some(s) = a.status.as_deref() {
+        filter = match s {
+            "scheduled" => filter.scheduled(),
+            other => filter.status(other.parse()?),
+        };
+    }
+    if let Some(text) = a.search {
+        filter = filter.search(text);
     }
     if let Some(q) = a.queue {
         filter = filter.queue(q);
@@ -993,6 +1050,54 @@ fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
 
 /// One admin action on each of `ids`, in order: every id is tried; those refused are named
 /// on stderr, one line each, and make the command exit 1.
+/// `cancel|retry|delete --all`: the action on every job that matches; prints how many
+/// changed and which were refused.
+fn bulk_matching(
+    db: &Path,
+    json: bool,
+    action: jobq::BulkAction,
+    (status, queue_name, kind): (Option<String>, Option<String>, Option<String>),
+) -> Outcome {
+    let mut filter = JobFilter::new();
+    if let Some(s) = status.as_deref() {
+        filter = match s {
+            "scheduled" => filter.scheduled(),
+            other => filter.status(other.parse()?),
+        };
+    }
+    if let Some(q) = queue_name {
+        filter = filter.queue(q);
+    }
+    if let Some(k) = kind {
+        filter = filter.kind(k);
+    }
+    let queue = open_existing(db)?;
+    let outcome = queue.bulk_matching(action, &filter)?;
+    if json {
+        print_json(&outcome);
+        return Ok(());
+    }
+    let done = match action {
+        jobq::BulkAction::Cancel => "cancelled",
+        jobq::BulkAction::Retry => "queued again",
+        jobq::BulkAction::Delete => "deleted",
+    };
+    println!("{} {done}", jobs(outcome.changed));
+    if outcome.refused_total > 0 {
+        println!("{} refused:", jobs(outcome.refused_total));
+        for r in &outcome.refused {
+            println!("  {}  {}", r.job_id, clean(&r.reason));
+        }
+        if outcome.refused_total > outcome.refused.len() {
+            println!(
+                "  … and {} more",
+                outcome.refused_total - outcome.refused.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn admin_action(
     db: &Path,
     json: bool,

@@ -1163,6 +1163,24 @@ const LIST: &str = concat!(
       AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
       AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR group_id = $5)
       AND ($6::text IS NULL OR owner = $6)
+      AND ($8::bigint IS NULL OR (status IN ('queued', 'retry') AND run_after > $8))
+    ORDER BY id DESC LIMIT $7"
+);
+
+/// A search: the ids between two UUIDs (the start of an id), an idempotency key, an
+/// external id — each through its own index — with the listing's other filters.
+const LIST_SEARCH: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobq_jobs
+    WHERE id IN (SELECT id FROM jobq_jobs WHERE id BETWEEN $9::uuid AND $10::uuid
+                 UNION SELECT id FROM jobq_jobs WHERE idempotency_key = $11
+                 UNION SELECT id FROM jobq_jobs WHERE external_id = $11)
+      AND ($1::uuid IS NULL OR id < $1)
+      AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
+      AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR group_id = $5)
+      AND ($6::text IS NULL OR owner = $6)
+      AND ($8::bigint IS NULL OR (status IN ('queued', 'retry') AND run_after > $8))
     ORDER BY id DESC LIMIT $7"
 );
 
@@ -1181,18 +1199,27 @@ pub(crate) fn list(conn: &mut Conn, query: &ListQuery<'_>) -> Result<Vec<Job>> {
         None => None,
     };
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-    let rows = conn.query(
-        LIST,
-        &[
-            &before,
-            &query.status.map(Status::as_str),
-            &query.queue,
-            &query.kind,
-            &query.group_id,
-            &query.owner,
-            &limit,
-        ],
-    )?;
+    let status = query.status.map(Status::as_str);
+    let filters: [&(dyn postgres::types::ToSql + Sync); 8] = [
+        &before,
+        &status,
+        &query.queue,
+        &query.kind,
+        &query.group_id,
+        &query.owner,
+        &limit,
+        &query.scheduled_after,
+    ];
+    let rows = match &query.search {
+        None => conn.query(LIST, &filters)?,
+        Some(search) => {
+            let (lo, hi) = search.uuid_range().unzip();
+            let lo = lo.and_then(|u| Uuid::parse_str(&u).ok());
+            let hi = hi.and_then(|u| Uuid::parse_str(&u).ok());
+            let found: [&(dyn postgres::types::ToSql + Sync); 3] = [&lo, &hi, &search.text];
+            conn.query(LIST_SEARCH, &[&filters[..], &found[..]].concat())?
+        }
+    };
     rows.iter().map(job).collect()
 }
 

@@ -1191,6 +1191,8 @@ macro_rules! list_sql {
               AND (:status IS NULL OR status = :status) AND (:queue IS NULL OR queue = :queue)
               AND (:kind IS NULL OR kind = :kind) AND (:group_id IS NULL OR group_id = :group_id)
               AND (:owner IS NULL OR owner = :owner)
+              AND (:scheduled_after IS NULL
+                   OR ((status = 'queued' OR status = 'retry') AND run_after > :scheduled_after))
             ORDER BY id_key DESC LIMIT :limit + 0"
         )
     };
@@ -1203,6 +1205,15 @@ pub(crate) const LIST_BY_OWNER: &str = list_sql!("owner = :owner");
 pub(crate) const LIST_BY_STATUS: &str =
     list_sql!("status = :status AND status NOT IN ('queued', 'succeeded')");
 pub(crate) const LIST_ALL: &str = list_sql!("1");
+/// A search: the ids in a row key range (the start of an id; :prefix checks its digits past
+/// the first 16), an idempotency key, an external id — each through its own index.
+pub(crate) const LIST_SEARCH: &str = list_sql!(
+    "id_key IN (SELECT id_key FROM jobq_jobs WHERE id_key BETWEEN :lo AND :hi
+                UNION SELECT id_key FROM jobq_jobs WHERE idempotency_key = :q
+                UNION SELECT id_key FROM jobq_jobs WHERE external_id = :q)
+     AND (:lo IS NULL OR idempotency_key = :q OR external_id = :q
+          OR replace(id, '-', '') LIKE :prefix || '%')"
+);
 
 const GET: &str = concat!(
     "SELECT ",
@@ -1221,6 +1232,26 @@ pub(crate) fn get(conn: &Connection, scope: Scope<'_>, id: &JobId) -> Result<Opt
 }
 
 pub(crate) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>> {
+    let after = query.before.as_ref().map_or(i64::MAX, JobId::key);
+    if let Some(search) = &query.search {
+        let (lo, hi) = search.key_range().unzip();
+        let mut stmt = conn.prepare_cached(LIST_SEARCH)?;
+        let rows = stmt.query_map(
+            named_params! {
+                ":after": after,
+                ":status": query.status.map(Status::as_str),
+                ":queue": query.queue,
+                ":kind": query.kind,
+                ":group_id": query.group_id,
+                ":owner": query.owner,
+                ":scheduled_after": query.scheduled_after,
+                ":limit": query.limit as i64,
+                ":lo": lo, ":hi": hi, ":q": search.text, ":prefix": search.id_prefix,
+            },
+            rows::job,
+        )?;
+        return Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
     let sql = if query.group_id.is_some() {
         LIST_BY_GROUP
     } else if query.owner.is_some() {
@@ -1233,7 +1264,6 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>>
     } else {
         LIST_ALL
     };
-    let after = query.before.as_ref().map_or(i64::MAX, JobId::key);
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(
         named_params! {
@@ -1243,6 +1273,7 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>>
             ":kind": query.kind,
             ":group_id": query.group_id,
             ":owner": query.owner,
+            ":scheduled_after": query.scheduled_after,
             ":limit": query.limit as i64,
         },
         rows::job,
@@ -1391,6 +1422,44 @@ mod prune_tests {
         assert!(
             plan.contains("jobq_jobs_finished (status=? AND completed_at<?)"),
             "{plan}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+    use crate::Queue;
+
+    #[test]
+    fn a_search_seeks_the_key_the_external_id_and_the_row_key_and_never_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path().join("q.db")).unwrap();
+        let conn = queue.sqlite().unwrap().connect().unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {LIST_SEARCH}"))
+            .unwrap()
+            .query_map(
+                named_params! {":after": i64::MAX, ":lo": 1, ":hi": 2, ":q": "k", ":prefix": "01", ":limit": 10},
+                |r| r.get(3),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        println!("{plan}");
+        for index in [
+            "jobq_jobs_key",
+            "jobq_jobs_external_id",
+            "INTEGER PRIMARY KEY",
+        ] {
+            assert!(plan.contains(index), "{index} not used:\n{plan}");
+        }
+        assert!(
+            !plan
+                .lines()
+                .any(|l| l.starts_with("SCAN jobq_jobs") && !l.contains("INDEX")),
+            "a search scans the table:\n{plan}"
         );
     }
 }
