@@ -98,7 +98,7 @@ impl Queue {
     /// [`Error::InvalidInput`] for a filter the listing refuses; database errors.
     pub fn bulk_matching(&self, action: BulkAction, filter: &JobFilter) -> Result<BulkOutcome> {
         let mut outcome = BulkOutcome::default();
-        let mut page_filter = filter.clone().limit(PAGE).from_start();
+        let mut page_filter = filter.clone().limit(PAGE).first_page();
         loop {
             let page = self.list(&page_filter)?;
             for job in &page.jobs {

@@ -93,7 +93,7 @@ impl JobFilter {
     }
 
     /// The first page again (no cursor).
-    pub(crate) fn from_start(mut self) -> Self {
+    pub(crate) fn first_page(mut self) -> Self {
         self.after = None;
         self
     }

@@ -694,3 +694,32 @@ fn plain_text_output_is_kept_and_told_once() {
         "told once: {stderr}"
     );
 }
+
+#[test]
+fn a_once_run_that_found_nothing_says_where_the_ready_jobs_are() {
+    let cli = Cli::new();
+    cli.enqueue(&["mail", "--queue", "mail"]);
+    cli.enqueue(&["mail", "--queue", "mail"]);
+    cli.enqueue(&["video", "--queue", "video"]);
+    cli.enqueue(&["later", "--run-after", "1h"]);
+    let out = cli.run(&["worker", "--exec", "true", "--once"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Jobs processed: 0"), "{stdout}");
+    assert!(stdout.contains("No job was ready in default."), "{stdout}");
+    assert!(
+        stdout.contains("Ready in other queues: mail (2 ready), video (1 ready)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Queue default has 1 scheduled for later."),
+        "{stdout}"
+    );
+    cli.ok(&["queue", "pause", "mail"]);
+    let out = cli.run(&["worker", "--exec", "true", "--once", "--queue", "mail"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Queue mail is paused with 2 ready"),
+        "{stdout}"
+    );
+}

@@ -42,7 +42,7 @@ fn a_search_finds_a_job_by_id_its_start_its_key_or_its_external_id() {
         &upper[..23],
         &target.replace('-', "")[..26],
     ] {
-        assert_eq!(find(prefix), [target.clone()], "{prefix}");
+        assert_eq!(find(prefix), std::slice::from_ref(target), "{prefix}");
     }
     // A short start finds every job it names, newest first.
     let shared = &target[..8];
@@ -145,7 +145,7 @@ fn bulk_actions_change_what_they_may_and_name_what_they_refuse() {
     // Another owner's jobs are refused as not found.
     let outcome = q
         .scoped("acme")
-        .bulk(BulkAction::Cancel, &[other.clone()])
+        .bulk(BulkAction::Cancel, std::slice::from_ref(&other))
         .unwrap();
     assert_eq!((outcome.changed, outcome.refused_total), (0, 1));
     assert_eq!(q.get(&other).unwrap().status, Status::Queued);

@@ -147,8 +147,69 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         if summary.lost > 0 {
             say!("Outcomes refused: {}", summary.lost);
         }
+        if args.once && summary.processed == 0 {
+            say!("{}", nothing_ready_here(&queue, &args.queues, &args.kinds));
+        }
     }
     Ok(())
+}
+
+/// Why a `--once` run found nothing to do, and where ready jobs are: in a queue it does not
+/// serve, of a kind it does not take, paused, or scheduled for later.
+fn nothing_ready_here(queue: &Queue, served: &[String], kinds: &[String]) -> String {
+    let queues = match queue.queues() {
+        Ok(q) => q,
+        Err(e) => return format!("No job was ready (the queues could not be read: {e})"),
+    };
+    let served: Vec<&str> = if served.is_empty() {
+        vec!["default"]
+    } else {
+        served.iter().map(String::as_str).collect()
+    };
+    let mut lines = vec![format!("No job was ready in {}.", served.join(", "))];
+    let elsewhere: Vec<String> = queues
+        .iter()
+        .filter(|q| q.ready > 0 && !served.contains(&q.name.as_str()))
+        .map(|q| format!("{} ({} ready)", clean(&q.name), q.ready))
+        .collect();
+    if !elsewhere.is_empty() {
+        lines.push(format!(
+            "Ready in other queues: {} — serve them with --queue NAME.",
+            elsewhere.join(", ")
+        ));
+    }
+    for q in queues.iter().filter(|q| served.contains(&q.name.as_str())) {
+        if q.paused && q.ready > 0 {
+            lines.push(format!(
+                "Queue {} is paused with {} ready: jobq queue resume {}.",
+                clean(&q.name),
+                q.ready,
+                clean(&q.name)
+            ));
+        } else if q.ready > 0 && !kinds.is_empty() {
+            lines.push(format!(
+                "Queue {} has {} ready of other kinds than {}.",
+                clean(&q.name),
+                q.ready,
+                kinds.join(", ")
+            ));
+        }
+        if q.scheduled > 0 {
+            lines.push(format!(
+                "Queue {} has {} scheduled for later.",
+                clean(&q.name),
+                q.scheduled
+            ));
+        }
+        if q.blocked > 0 {
+            lines.push(format!(
+                "Queue {} has {} waiting for their dependencies.",
+                clean(&q.name),
+                q.blocked
+            ));
+        }
+    }
+    lines.join("\n")
 }
 
 /// How long after a first SIGINT or SIGTERM a second one is the same request, delivered
