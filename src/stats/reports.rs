@@ -39,6 +39,8 @@ pub struct RunningJob {
     pub running_seconds: f64,
     /// Seconds since its last heartbeat.
     pub heartbeat_age_seconds: f64,
+    /// Its concurrency key, if it has one (the per-key running limit counts it).
+    pub concurrency_key: Option<String>,
 }
 
 /// A job in the dead letter.

@@ -716,3 +716,244 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
     assert!(queue.schedule("nightly").unwrap().paused);
     assert!(queue.queue_info("default").unwrap().paused);
 }
+
+/// The text of the first element `css` finds, once it is there.
+async fn text_of(client: &fantoccini::Client, css: &str) -> String {
+    client
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn click(client: &fantoccini::Client, css: &str) {
+    client
+        .wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until `check` holds of the database.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn the_dashboard_finds_selects_and_acts_on_jobs_and_reads_at_a_glance() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let queue = Queue::open(&db).unwrap();
+    let picked: Vec<_> = (0..2)
+        .map(|i| {
+            queue
+                .enqueue(NewJob::new("bulk").input(json!({"i": i})))
+                .unwrap()
+                .job_id
+        })
+        .collect();
+    let keyed = queue
+        .enqueue(NewJob::new("mail").idempotency_key("welcome-ada"))
+        .unwrap()
+        .job_id;
+    // A failed job with a traceback, in no group.
+    let failed = queue
+        .enqueue(NewJob::new("py").max_attempts(1))
+        .unwrap()
+        .job_id;
+    let lease = queue
+        .claim("w", 1, &ClaimFilter::default().kinds(["py"]))
+        .unwrap()[0]
+        .lease();
+    queue
+        .fail(
+            &lease,
+            &JobError::permanent("ValueError: bad input")
+                .code("ValueError")
+                .detail("Traceback (most recent call last):\n  File \"h.py\", line 3\nValueError: bad input"),
+        )
+        .unwrap();
+    // A running job with a concurrency key.
+    queue
+        .enqueue(
+            NewJob::new("render")
+                .queue("gpu")
+                .concurrency_key("customer-7"),
+        )
+        .unwrap();
+    queue
+        .claim("gpu-worker", 1, &ClaimFilter::queues(["gpu"]))
+        .unwrap();
+    let created = queue
+        .submit_flow(
+            jobq::Flow::new("launch")
+                .job("scene", NewJob::new("scene").queue("flows"))
+                .job("music", NewJob::new("music").queue("flows"))
+                .job_after(
+                    "final",
+                    NewJob::new("composite").queue("flows"),
+                    ["scene", "music"],
+                ),
+        )
+        .unwrap();
+    queue
+        .add_schedule(jobq::NewSchedule::cron("nightly", "0 2 * * *", "report"))
+        .unwrap();
+
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = session(port, profile.path(), 1400, 900).await;
+        sign_in(&client, &format!("http://{addr}/")).await;
+
+        // Health reasons in words; a count opens its list.
+        let reason = text_of(&client, "[data-testid=reason]").await;
+        assert!(reason.contains("Jobs in the dead letter"), "{reason}");
+        click(&client, "[data-testid=count-failed]").await;
+        wait_count(&client, "#jobs tr[data-job-id]", 1).await;
+        let row = text_of(&client, "#jobs tr[data-job-id]").await;
+        assert!(row.contains("py") && row.contains("failed"), "{row}");
+        // Times read relative, the exact time on hover.
+        let time = client.find(Locator::Css("#jobs time")).await.unwrap();
+        let shown = time.text().await.unwrap();
+        assert!(shown.ends_with("ago") || shown == "now", "{shown}");
+        assert!(
+            time.attr("title")
+                .await
+                .unwrap()
+                .is_some_and(|t| !t.is_empty())
+        );
+
+        // The failed job's page: the error and its traceback in <pre>, no stray null.
+        click(&client, &format!("#jobs tr[data-job-id='{failed}']")).await;
+        let error = text_of(&client, "[data-testid=attempt-error]").await;
+        assert!(
+            error.contains("ValueError: bad input") && error.contains("Traceback"),
+            "{error}"
+        );
+        let drawer = text_of(&client, "[data-testid=job-detail]").await;
+        assert!(!drawer.contains("null"), "{drawer}");
+        click(&client, "[data-testid=close-job]").await;
+
+        // Search by idempotency key.
+        click(&client, "[data-testid=count-total]").await;
+        let search = client
+            .find(Locator::Css("[data-testid=search]"))
+            .await
+            .unwrap();
+        search.send_keys("welcome-ada\n").await.unwrap();
+        let rows = wait_count(&client, "#jobs tr[data-job-id]", 1).await;
+        assert_eq!(
+            rows[0].attr("data-job-id").await.unwrap().as_deref(),
+            Some(keyed.as_str())
+        );
+        search.clear().await.unwrap();
+
+        // Multi-select two jobs, cancel them together.
+        click(&client, "[data-testid=count-queued]").await;
+        for id in &picked {
+            click(&client, &format!("input.pick[data-job-id='{id}']")).await;
+        }
+        let count = text_of(&client, "#selected-count").await;
+        assert_eq!(count, "2 jobs selected");
+        click(&client, "[data-testid=bulk-cancel]").await;
+        until("both jobs cancelled", || {
+            picked
+                .iter()
+                .all(|id| queue.get(id).unwrap().status == Status::Cancelled)
+        })
+        .await;
+
+        // The running list shows the concurrency key.
+        click(&client, "#tabs button[data-tab=running]").await;
+        assert_eq!(
+            text_of(&client, "[data-testid=running-key]").await,
+            "customer-7"
+        );
+
+        // Limits set from the Queues tab.
+        click(&client, "[data-testid=queues-tab]").await;
+        click(&client, "tr[data-queue=gpu] [data-testid=edit-limits]").await;
+        let max = client
+            .wait()
+            .for_element(Locator::Css("[data-testid=limit-max_running]"))
+            .await
+            .unwrap();
+        max.send_keys("3").await.unwrap();
+        client
+            .find(Locator::Css("[data-testid=limit-rate]"))
+            .await
+            .unwrap()
+            .send_keys("100/1m")
+            .await
+            .unwrap();
+        click(&client, "[data-testid=save-limits]").await;
+        until("the limits saved", || {
+            let q = queue.queue_info("gpu").unwrap();
+            q.max_running == Some(3) && q.rate.is_some()
+        })
+        .await;
+
+        // A schedule run now.
+        click(&client, "[data-testid=schedules-tab]").await;
+        click(
+            &client,
+            "tr[data-schedule=nightly] [data-testid=run-schedule]",
+        )
+        .await;
+        until("the schedule's job", || {
+            !queue
+                .list(&jobq::JobFilter::new().kind("report"))
+                .unwrap()
+                .jobs
+                .is_empty()
+        })
+        .await;
+
+        // A flow draws its edges, its nodes named by ref.
+        client
+            .goto(&format!(
+                "http://{addr}/#tab=flow&flow={}",
+                created.group_id
+            ))
+            .await
+            .unwrap();
+        let edges = wait_count(&client, "[data-testid=flow-edges] path", 2).await;
+        let mut to: Vec<String> = Vec::new();
+        for e in &edges {
+            to.push(e.attr("data-to").await.unwrap().unwrap());
+        }
+        assert!(
+            to.iter().all(|t| *t == created.jobs["final"].to_string()),
+            "{to:?}"
+        );
+        let nodes = client
+            .find_all(Locator::Css("[data-testid=flow-node]"))
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        for n in nodes {
+            names.push(n.text().await.unwrap());
+        }
+        assert!(names.iter().any(|n| n.contains("final")), "{names:?}");
+        client.close().await.unwrap();
+    });
+}

@@ -83,7 +83,8 @@ const STAGES: &str = "
 
 const RUNNING: &str = "
     SELECT id, queue, kind, stage, progress, locked_by, attempts, started_at,
-           coalesce(heartbeat_at, locked_at)
+           coalesce(heartbeat_at, locked_at),
+           (SELECT concurrency_key FROM jobq_job_options o WHERE o.job_id = jobq_jobs.id)
     FROM jobq_jobs
     WHERE status = 'running' AND ($1::text IS NULL OR owner = $1)
     ORDER BY started_at, id";
@@ -249,6 +250,7 @@ pub(crate) fn running(conn: &mut Conn, scope: Scope<'_>, now: i64) -> Result<Vec
                 attempt: r.get::<_, i32>(6) as u32,
                 running_seconds: secs(now - started.unwrap_or(now)),
                 heartbeat_age_seconds: secs(now - beat.unwrap_or(now)),
+                concurrency_key: r.get(9),
             }
         })
         .collect())

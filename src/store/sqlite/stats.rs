@@ -100,7 +100,8 @@ const STAGES: &str = "
 
 pub(crate) const RUNNING: &str = "
     SELECT id, queue, kind, stage, progress, locked_by, attempts, started_at,
-           coalesce(heartbeat_at, locked_at)
+           coalesce(heartbeat_at, locked_at),
+           (SELECT concurrency_key FROM jobq_job_options o WHERE o.job_key = jobq_jobs.id_key)
     FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND status = 'running'
       AND (:owner IS NULL OR owner = :owner)
@@ -296,6 +297,7 @@ pub(crate) fn running(conn: &Connection, scope: Scope<'_>, now: i64) -> Result<V
             attempt: r.get(6)?,
             running_seconds: secs(now - started.unwrap_or(now)),
             heartbeat_age_seconds: secs(now - beat.unwrap_or(now)),
+            concurrency_key: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
