@@ -547,3 +547,47 @@ fn with_a_key_a_write_from_another_origin_is_refused() {
     );
     assert_eq!(status, 201, "{answer}");
 }
+
+#[test]
+fn another_owners_flow_and_dependency_outputs_are_not_found() {
+    let api = Api::start();
+    let bob = api.queue.scoped("bob");
+    let flow = bob
+        .submit_flow(
+            jobq::Flow::new("bob's flow")
+                .job("a", NewJob::new("a"))
+                .job_after("b", NewJob::new("b"), ["a"]),
+        )
+        .unwrap();
+    let lease = bob
+        .claim("w", 1, &jobq::ClaimFilter::default().kinds(["a"]))
+        .unwrap()[0]
+        .lease();
+    bob.complete(&lease, json!({"secret": 42})).unwrap();
+    let alice = api.queue.scoped("alice");
+    // The library.
+    assert!(alice.flow_view(&flow.group_id).unwrap_err().is_not_found());
+    assert!(
+        alice
+            .dependency_outputs(&flow.jobs["b"])
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert_eq!(
+        bob.dependency_outputs(&flow.jobs["b"]).unwrap()["a"],
+        json!({"secret": 42})
+    );
+    // HTTP.
+    let token = api.queue.create_token("alice").unwrap();
+    api.get(
+        &format!("/api/groups/{}/flow", flow.group_id),
+        Auth::Token(&token),
+    )
+    .error(404, "not_found");
+    let mine = api.queue.create_token("bob").unwrap();
+    let view = api.get(
+        &format!("/api/groups/{}/flow", flow.group_id),
+        Auth::Token(&mine),
+    );
+    assert_eq!(view.status, 200, "{}", view.text);
+}

@@ -934,3 +934,57 @@ fn a_job_coming_due_between_a_claim_and_the_next_look_is_still_claimed() {
     }
     pool.shutdown();
 }
+
+#[test]
+fn a_late_success_of_a_run_whose_job_was_claimed_again_is_refused_with_the_refill() {
+    let (_db, queue) = fresh(RetryPolicy::fixed(Duration::from_secs(1)));
+    let job = queue
+        .enqueue(NewJob::new("slow").priority(10))
+        .unwrap()
+        .job_id;
+    let other = queue.enqueue(NewJob::new("slow")).unwrap().job_id;
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(1);
+    let pool = WorkerPool::builder(&queue)
+        .worker_id("first")
+        .concurrency(1)
+        .prefetch(0)
+        .poll_interval(Duration::from_millis(20))
+        .heartbeat_interval(Duration::from_secs(20))
+        .handler("slow", move |ctx: &JobContext| -> Result<Value, JobError> {
+            if ctx.attempt() == 1 && ctx.job().priority == 10 {
+                let _ = started_tx.send(());
+                let _ = gate_rx.recv_timeout(Duration::from_secs(30));
+            }
+            Ok(json!({"by": "first"}))
+        })
+        .start()
+        .unwrap();
+    started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // Taken from the first worker while its handler runs: cancelled, retried and claimed
+    // by another worker (its claim counter moves on).
+    queue.cancel(&job).unwrap();
+    queue.retry(&job).unwrap();
+    let second = queue
+        .claim("second", 1, &jobq::ClaimFilter::default())
+        .unwrap();
+    assert_eq!(second[0].id, job);
+    // The first handler returns: its success is recorded with the refill of its slot, and
+    // must not land on the job the second worker now holds.
+    gate_tx.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue.get(&other).unwrap().status != Status::Succeeded {
+        assert!(
+            Instant::now() < deadline,
+            "the refill never ran the other job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = queue.get(&job).unwrap();
+    assert_eq!(
+        (held.status, held.locked_by.as_deref(), held.output),
+        (Status::Running, Some("second"), None),
+        "a released worker's late success was applied"
+    );
+    pool.shutdown();
+}

@@ -437,7 +437,7 @@ macro_rules! complete_and_claim {
             claim_update!(),
             ")
     SELECT 'done', id, NULL, NULL, dependents, NULL::int, NULL::int, NULL::bigint, NULL::bigint,
-           NULL, NULL, NULL, NULL::int
+           NULL, NULL, NULL, NULL::int, NULL::int
     FROM done
     UNION ALL
     SELECT 'claimed', * FROM claimed"
