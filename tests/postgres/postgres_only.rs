@@ -510,3 +510,114 @@ fn a_connection_the_server_refuses_is_reported_at_once_in_its_words() {
     }
     admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
 }
+
+/// Backends of this database waiting for a lock.
+fn waiting_for_locks(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn an_enqueue_that_reads_its_dependency_running_is_not_left_blocked_by_its_success_meanwhile() {
+    let env = Env::new();
+    let q = &env.queue;
+    let dependency = q.enqueue(NewJob::new("dep")).unwrap().job_id;
+    let lease = q
+        .claim("w", 1, &jobq::ClaimFilter::default().kinds(["dep"]))
+        .unwrap()[0]
+        .lease();
+    let url = env.path().display().to_string();
+    // A reader holds the dependency's row (FOR SHARE) so that what follows queues up.
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut hold = holder.transaction().unwrap();
+    hold.execute(
+        "SELECT 1 FROM jobq_jobs WHERE id = $1::text::uuid FOR SHARE",
+        &[&dependency.as_str()],
+    )
+    .unwrap();
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // First in line: the dependency's success.
+    let completer = {
+        let q = q.clone();
+        std::thread::spawn(move || q.complete(&lease, json!({"done": true})))
+    };
+    wait_for("the success to wait", Duration::from_secs(30), || {
+        waiting_for_locks(&mut watch) == 1
+    });
+    // Second: an enqueue of a job that waits for it, in the application's transaction.
+    let enqueuer = {
+        let q = q.clone();
+        let url = url.clone();
+        let dependency = dependency.clone();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            let job = q
+                .enqueue_pg_tx(&mut tx, NewJob::new("after").after(&dependency))
+                .unwrap();
+            tx.commit().unwrap();
+            job.job_id
+        })
+    };
+    wait_for("the enqueue to wait", Duration::from_secs(30), || {
+        waiting_for_locks(&mut watch) == 2
+    });
+    hold.commit().unwrap();
+    completer.join().unwrap().unwrap();
+    let dependent = enqueuer.join().unwrap();
+    // The enqueue read the dependency only once it held it: after its success. Had it read
+    // it running before, the success would have missed the new dependent for ever.
+    assert_eq!(q.get(&dependent).unwrap().status, Status::Queued);
+}
+
+#[test]
+fn a_dependent_enqueued_in_an_open_transaction_is_released_when_its_dependency_succeeds_meanwhile()
+{
+    let env = Env::new();
+    let q = &env.queue;
+    let dependency = q.enqueue(NewJob::new("dep")).unwrap().job_id;
+    let lease = q
+        .claim("w", 1, &jobq::ClaimFilter::default().kinds(["dep"]))
+        .unwrap()[0]
+        .lease();
+    // The application's transaction enqueues the dependent, waiting for a running job.
+    let url = env.path().display().to_string();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut tx = client.transaction().unwrap();
+    let dependent = q
+        .enqueue_pg_tx(&mut tx, NewJob::new("after").after(&dependency))
+        .unwrap();
+    assert_eq!(dependent.status, Status::Blocked);
+    // The dependency succeeds from another connection before that transaction commits.
+    let completer = {
+        let q = q.clone();
+        std::thread::spawn(move || q.complete(&lease, json!({"done": true})))
+    };
+    let mut watch = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    wait_for(
+        "the completion to finish or wait for the enqueue",
+        Duration::from_secs(30),
+        || {
+            completer.is_finished()
+                || watch
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+        },
+    );
+    tx.commit().unwrap();
+    completer.join().unwrap().unwrap();
+    // Whichever came first, the dependent is not left waiting for a job that succeeded.
+    assert_eq!(q.get(&dependent.job_id).unwrap().status, Status::Queued);
+}
