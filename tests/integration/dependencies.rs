@@ -764,3 +764,31 @@ fn a_flow_sent_again_with_its_key_returns_the_first() {
         1
     );
 }
+
+#[test]
+fn a_retry_of_a_failed_dependency_counts_it_again_for_a_dependent_that_runs_anyway() {
+    let env = Env::new();
+    let q = &env.queue;
+    let a = q.enqueue(NewJob::new("a").max_attempts(1)).unwrap().job_id;
+    let b = q.enqueue(NewJob::new("b")).unwrap().job_id;
+    let report = q
+        .enqueue(
+            NewJob::new("report")
+                .after(&a)
+                .after(&b)
+                .on_dependency_failure(OnDependencyFailure::Run),
+        )
+        .unwrap()
+        .job_id;
+    let lease = claim_one(q, "a");
+    q.fail(&lease, &JobError::permanent("broken")).unwrap();
+    assert_eq!(status(q, &report), Status::Blocked, "b has not run");
+    // `a` is retried: the report waits for it again.
+    q.retry(&a).unwrap();
+    let lease = claim_one(q, "b");
+    q.complete(&lease, json!(null)).unwrap();
+    assert_eq!(status(q, &report), Status::Blocked, "a runs again first");
+    let lease = claim_one(q, "a");
+    q.complete(&lease, json!(null)).unwrap();
+    assert_eq!(status(q, &report), Status::Queued);
+}

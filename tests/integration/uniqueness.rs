@@ -132,3 +132,31 @@ fn racing_enqueues_of_a_key_whose_window_passed_still_yield_one_new_job() {
     }
     assert_eq!(q.stats(&Default::default()).unwrap().total, 6);
 }
+
+#[test]
+fn a_key_held_while_active_holds_while_its_job_waits_to_run_again() {
+    let env = Env::new();
+    let q = &env.queue;
+    let first = q
+        .enqueue(keyed("k").unique_while_active().max_attempts(3))
+        .unwrap();
+    let lease = q.claim("w", 1, &ClaimFilter::default()).unwrap()[0].lease();
+    q.fail(&lease, &jobq::JobError::retryable("flaky")).unwrap();
+    assert_eq!(q.get(&first.job_id).unwrap().status, Status::Retry);
+    let again = q.enqueue(keyed("k").unique_while_active()).unwrap();
+    assert_eq!(
+        (again.job_id.clone(), again.status, again.already_existed),
+        (first.job_id.clone(), Status::Retry, true),
+        "a job waiting in retry is still active"
+    );
+    // Snoozed and blocked are active too.
+    let gate = q.enqueue(NewJob::new("gate")).unwrap().job_id;
+    let waiting = q
+        .enqueue(keyed("b").unique_while_active().after(&gate))
+        .unwrap();
+    let again = q.enqueue(keyed("b").unique_while_active()).unwrap();
+    assert_eq!(
+        (again.job_id, again.already_existed),
+        (waiting.job_id, true)
+    );
+}
