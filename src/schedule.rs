@@ -687,9 +687,7 @@ impl Queue {
                 }
             }
         }
-        if enqueued > 0 {
-            self.shared.events.wake_dispatchers();
-        }
+        // Each firing woke this process's pools itself (as any enqueue does).
         Ok(enqueued)
     }
 

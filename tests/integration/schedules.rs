@@ -497,3 +497,31 @@ fn an_admin_reaches_a_schedule_whose_name_two_owners_share_through_its_owner() {
     env.queue.resume_schedule("report").unwrap();
     assert!(!env.queue.schedule("report").unwrap().paused);
 }
+
+#[test]
+fn a_schedule_fired_by_a_pool_wakes_that_pool_at_once() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.add_schedule(NewSchedule::every("tick", Duration::from_secs(1), "tick"))
+        .unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&ran);
+    // An hour between polls: only the firing's own wake-up can make it claim.
+    let pool = WorkerPool::builder(q)
+        .poll_interval(Duration::from_secs(3600))
+        .schedule_interval(Some(Duration::from_millis(10)))
+        .handler("tick", move |_: &jobq::JobContext| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(serde_json::Value::Null)
+        })
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    env.advance(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ran.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the fired job was never run");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pool.shutdown();
+}

@@ -621,3 +621,81 @@ fn a_dependent_enqueued_in_an_open_transaction_is_released_when_its_dependency_s
     // Whichever came first, the dependent is not left waiting for a job that succeeded.
     assert_eq!(q.get(&dependent.job_id).unwrap().status, Status::Queued);
 }
+
+/// A pool in this process that polls once an hour: only a wake-up makes it run a job.
+fn hourly_pool(queue: &Queue, ran: &Arc<AtomicU64>) -> WorkerPool {
+    let ran = Arc::clone(ran);
+    WorkerPool::builder(queue)
+        .poll_interval(Duration::from_secs(3600))
+        .handler("wake", move |_: &JobContext| -> Result<Value, JobError> {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(Value::Null)
+        })
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn a_broken_listening_connection_is_made_again() {
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = hourly_pool(&queue, &ran);
+    let mut admin = postgres::Client::connect(db.location(), postgres::NoTls).unwrap();
+    let listening = |admin: &mut postgres::Client| -> Vec<i32> {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND query = 'LISTEN jobq'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    wait_for("the pool to listen", Duration::from_secs(30), || {
+        !listening(&mut admin).is_empty()
+    });
+    let before = listening(&mut admin);
+    for pid in &before {
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .unwrap();
+    }
+    wait_for("the pool to listen again", Duration::from_secs(30), || {
+        let now = listening(&mut admin);
+        !now.is_empty() && now.iter().all(|p| !before.contains(p))
+    });
+    // Another process's enqueue (a handle of its own) wakes it through the new connection.
+    let other = Queue::open(db.path()).unwrap();
+    other.enqueue(NewJob::new("wake")).unwrap();
+    wait_for("the job to run", Duration::from_secs(30), || {
+        ran.load(Ordering::SeqCst) == 1
+    });
+    pool.shutdown();
+}
+
+#[test]
+fn a_job_of_a_controlled_queue_that_finishes_notifies_the_other_hosts() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.set_queue_limits("gpu", jobq::QueueLimits::new().max_running(Some(1)))
+        .unwrap();
+    q.enqueue(NewJob::new("render").queue("gpu")).unwrap();
+    let lease = q
+        .claim("w", 1, &jobq::ClaimFilter::queues(["gpu"]))
+        .unwrap()[0]
+        .lease();
+    let mut listener =
+        postgres::Client::connect(&env.path().display().to_string(), postgres::NoTls).unwrap();
+    listener.batch_execute("LISTEN jobq").unwrap();
+    q.complete(&lease, json!(null)).unwrap();
+    // Room for another: the queue's name on the channel.
+    let mut notifications = listener.notifications();
+    let mut iter = notifications.timeout_iter(Duration::from_secs(30));
+    let got = postgres::fallible_iterator::FallibleIterator::next(&mut iter)
+        .unwrap()
+        .expect("a notification");
+    assert_eq!((got.channel(), got.payload()), ("jobq", "gpu"));
+}
