@@ -525,3 +525,49 @@ fn a_schedule_fired_by_a_pool_wakes_that_pool_at_once() {
     }
     pool.shutdown();
 }
+
+#[test]
+fn two_processes_racing_a_schedule_with_different_clocks_fire_each_slot_once() {
+    let db = Db::fresh();
+    let setup = Queue::builder(db.path())
+        .clock(jobq::ManualClock::new(T0))
+        .open()
+        .unwrap();
+    setup
+        .add_schedule(
+            NewSchedule::every("tick", Duration::from_secs(MIN), "tick").catch_up(CatchUp::All),
+        )
+        .unwrap();
+    // One handle's clock runs two minutes ahead of the other's, as hosts' clocks do.
+    let behind_clock = jobq::ManualClock::new(T0);
+    let ahead_clock = jobq::ManualClock::new(T0 + 120_000);
+    let behind = Queue::builder(db.path()).clock(behind_clock.clone()).open().unwrap();
+    let ahead = Queue::builder(db.path()).clock(ahead_clock.clone()).open().unwrap();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for _ in 0..60 {
+        behind_clock.advance(Duration::from_secs(180));
+        ahead_clock.advance(Duration::from_secs(180));
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for q in [&behind, &ahead] {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    q.fire_schedules().unwrap();
+                });
+            }
+        });
+        // Each slot's job is deleted once seen: only the moving of `next_fire` keeps a
+        // slot from firing twice, not its key.
+        for key in keys(&setup) {
+            *seen.entry(key).or_default() += 1;
+        }
+        let jobs = setup.list(&JobFilter::new().limit(10_000)).unwrap().jobs;
+        for job in jobs {
+            setup.delete(&job.id).unwrap();
+        }
+    }
+    let twice: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k).collect();
+    assert!(twice.is_empty(), "slots fired more than once: {twice:?}");
+    assert!(seen.len() > 100, "{} slots fired", seen.len());
+}
