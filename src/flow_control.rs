@@ -17,7 +17,9 @@ use crate::job::Status;
 use crate::queue::Queue;
 use crate::store::{QueueControl, QueueWrite};
 
-/// At most `limit` claims from a queue per `window`, sliding.
+/// At most `limit` claims from a queue per `window`, sliding: a claim made at time `t`
+/// counts against the claims made from `t` until `t + window`, exclusive — at exactly
+/// `t + window` it no longer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     /// Claims allowed per window.

@@ -380,3 +380,29 @@ fn five_processes_never_run_more_than_the_per_key_limit() {
         },
     );
 }
+
+#[test]
+fn a_rates_window_ends_exactly_its_length_after_a_claim() {
+    let env = Env::new();
+    let q = &env.queue;
+    q.set_queue_limits(
+        "gpu",
+        jobq::QueueLimits::new().rate(Some(Rate::new(2, Duration::from_secs(10)).unwrap())),
+    )
+    .unwrap();
+    for _ in 0..4 {
+        q.enqueue(job(None)).unwrap();
+    }
+    assert_eq!(q.claim("w", 5, &gpu()).unwrap().len(), 2);
+    env.clock.advance(Duration::from_millis(9_999));
+    assert!(
+        q.claim("w", 5, &gpu()).unwrap().is_empty(),
+        "a millisecond before the end"
+    );
+    env.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        q.claim("w", 5, &gpu()).unwrap().len(),
+        2,
+        "at the end exactly"
+    );
+}

@@ -541,8 +541,14 @@ fn two_processes_racing_a_schedule_with_different_clocks_fire_each_slot_once() {
     // One handle's clock runs two minutes ahead of the other's, as hosts' clocks do.
     let behind_clock = jobq::ManualClock::new(T0);
     let ahead_clock = jobq::ManualClock::new(T0 + 120_000);
-    let behind = Queue::builder(db.path()).clock(behind_clock.clone()).open().unwrap();
-    let ahead = Queue::builder(db.path()).clock(ahead_clock.clone()).open().unwrap();
+    let behind = Queue::builder(db.path())
+        .clock(behind_clock.clone())
+        .open()
+        .unwrap();
+    let ahead = Queue::builder(db.path())
+        .clock(ahead_clock.clone())
+        .open()
+        .unwrap();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for _ in 0..60 {
         behind_clock.advance(Duration::from_secs(180));
@@ -567,7 +573,11 @@ fn two_processes_racing_a_schedule_with_different_clocks_fire_each_slot_once() {
             setup.delete(&job.id).unwrap();
         }
     }
-    let twice: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| k).collect();
+    let twice: Vec<&String> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
     assert!(twice.is_empty(), "slots fired more than once: {twice:?}");
     assert!(seen.len() > 100, "{} slots fired", seen.len());
 }

@@ -699,3 +699,38 @@ fn a_job_of_a_controlled_queue_that_finishes_notifies_the_other_hosts() {
         .expect("a notification");
     assert_eq!((got.channel(), got.payload()), ("jobq", "gpu"));
 }
+
+#[test]
+fn the_queue_keeps_the_servers_time_when_the_servers_clock_is_off() {
+    let db = Db::fresh();
+    let mut admin = postgres::Client::connect(db.location(), postgres::NoTls).unwrap();
+    // The server's clock, as its sessions see it here, is an hour ahead of this host's.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql AS
+             $$ SELECT pg_catalog.clock_timestamp() + interval '1 hour' $$",
+        )
+        .unwrap();
+    let sep = if db.location().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!(
+        "{}{sep}options=-c%20search_path%3Dpublic%2Cpg_catalog",
+        db.location()
+    );
+    let queue = Queue::open(&url).unwrap();
+    let host = jobq::SystemClock.now_ms();
+    let ahead = queue.now().as_millis() - host;
+    assert!(
+        (3_540_000..3_660_000).contains(&ahead),
+        "the queue's clock is {ahead} ms from this host's, not the server's hour"
+    );
+    let id = queue.enqueue(NewJob::new("k")).unwrap().job_id;
+    let created = queue.get(&id).unwrap().created_at.as_millis();
+    assert!(
+        (created - host - 3_600_000).abs() < 60_000,
+        "{created} vs {host}"
+    );
+}

@@ -374,6 +374,13 @@ macro_rules! claim_update {
 /// The ready jobs one queue ($1) hands out: the ready index in claim order, skipping rows
 /// other claimers hold locked, up to $5 rows; none from a queue under flow control (the
 /// claim of `queues.rs` takes those).
+///
+/// `SKIP LOCKED` is for speed alone, not for correctness, and no test can tell it missing
+/// from the jobs' outcomes: without it a second claimer waits for the first one's commit
+/// and then finds the row no longer `queued` or `retry` (READ COMMITTED re-checks an
+/// updated row against the statement's conditions), so no job is claimed twice either
+/// way; it is the claimers queueing up behind each other's rows that it spares (what
+/// `jobq bench` and the contention tests measure).
 macro_rules! picked_from_one_queue {
     () => {
         "
