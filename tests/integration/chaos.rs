@@ -8,13 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use jobq::{JobContext, NewJob, Queue, StaleTimeouts, StatsFilter, Status, WorkerPool};
 use serde_json::json;
 
-use crate::common::{Db, child_env, integrity, is_child, spawn_child};
+use crate::common::{Db, Spawned, child_env, integrity, is_child, spawn_child};
 
 /// A worker process: runs until it is killed. Each run of the handler appends
 /// `<job id> <claim> <pid>` to this process's own log with one unbuffered write, so what was
@@ -80,7 +79,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
         .map(|e| e.job_id.to_string())
         .collect();
     let mut logs = Vec::new();
-    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Child {
+    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Spawned {
         let log = dir.path().join(format!("worker-{}.log", logs.len()));
         logs.push(log.clone());
         spawn_child(
@@ -91,7 +90,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
             ],
         )
     };
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&mut logs)).collect();
+    let mut workers: Vec<Spawned> = (0..3).map(|_| spawn(&mut logs)).collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
     let mut kills = 0;

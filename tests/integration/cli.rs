@@ -711,12 +711,16 @@ fn a_worker_killed_mid_job_is_released_by_release_stale_and_finished_by_another(
 fn sigterm_lets_the_running_job_finish_and_prints_the_summary() {
     let cli = Cli::new();
     let id = cli.enqueue(&["slowish"]);
+    let started = cli.dir.path().join("started");
+    let command = format!("touch {}; sleep 1; echo '{{}}'", started.display());
     let worker = cli
-        .cmd(&["worker", "--exec", "sleep 1; echo '{}'"])
+        .cmd(&["worker", "--exec", &command])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    // `running` in the table is the claim; the command itself must have started (a job
+    // claimed and not yet started is released at SIGTERM, as the contract says).
+    wait_until("the command to start", || started.exists());
     // SAFETY: sending SIGTERM to our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     let out = worker.wait_with_output().unwrap();

@@ -185,9 +185,44 @@ pub fn rows(conn: &Connection, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
         .collect()
 }
 
+/// A child process that is killed (and reaped) when dropped, so that a test that fails
+/// half-way leaves no process of its own running.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// The child, no longer killed when dropped.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("a child")
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a child")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // A child already reaped is not signalled again (its pid may be another's).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs one test function of this binary in a child process, with extra environment.
-/// The function must return at once unless `JOBQ_TEST_CHILD` is set.
-pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Child {
+/// The function must return at once unless `JOBQ_TEST_CHILD` is set. The child is killed
+/// if the handle is dropped first (a failing test).
+pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Spawned {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("JOBQ_TEST_CHILD", "1")
@@ -195,13 +230,13 @@ pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Spawned(Some(cmd.spawn().unwrap()))
 }
 
 /// Waits for a child started by [`spawn_child`], checks that it succeeded, and returns what
 /// it printed.
-pub fn child_output(child: Child) -> String {
-    let out = child.wait_with_output().unwrap();
+pub fn child_output(child: Spawned) -> String {
+    let out = child.into_inner().wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "the child failed: {text}");
     text
@@ -209,7 +244,7 @@ pub fn child_output(child: Child) -> String {
 
 /// The rest of the first line after `marker` in what a successful child printed (the test
 /// harness may have printed the test's name before it on the same line).
-pub fn child_report(child: Child, marker: &str) -> String {
+pub fn child_report(child: Spawned, marker: &str) -> String {
     let text = child_output(child);
     text.lines()
         .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.to_string()))

@@ -82,7 +82,14 @@ fn three_processes_claim_from_one_file_each_job_exactly_once() {
         })
         .collect();
     for child in children {
-        assert!(child.wait_with_output().unwrap().status.success());
+        assert!(
+            child
+                .into_inner()
+                .wait_with_output()
+                .unwrap()
+                .status
+                .success()
+        );
     }
     let per_process: Vec<Vec<String>> = outs
         .iter()

@@ -108,12 +108,14 @@ fn sigint_twice_from_gnu_timeout_lets_the_job_finish_and_leaves_nothing_running(
 fn a_second_signal_a_moment_after_the_first_is_not_an_exit_at_once() {
     let cli = Cli::new();
     let id = cli.enqueue(&["slow"]);
+    let started = cli.dir.path().join("started");
+    let command = format!("touch {}; sleep 2; echo '{{}}'", started.display());
     let worker = cli
-        .cmd(&["worker", "--exec", "sleep 2; echo '{}'"])
+        .cmd(&["worker", "--exec", &command])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    wait_until("the command to start", || started.exists());
     for _ in 0..2 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(worker.id() as i32, libc::SIGINT) };
@@ -130,12 +132,14 @@ fn a_second_signal_a_moment_after_the_first_is_not_an_exit_at_once() {
 fn a_second_signal_later_releases_the_running_job_at_once_and_says_so() {
     let cli = Cli::new();
     let id = cli.enqueue(&["long"]);
+    let started = cli.dir.path().join("started");
+    let command = format!("touch {}; sleep 60; echo '{{}}'", started.display());
     let worker = cli
-        .cmd(&["worker", "--exec", "sleep 60; echo '{}'"])
+        .cmd(&["worker", "--exec", &command])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the job to run", || cli.show(&id)["status"] == "running");
+    wait_until("the command to start", || started.exists());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(1500));

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use jobq::{
@@ -17,7 +16,7 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Db, child_env, integrity, is_child, spawn_child};
+use crate::common::{Db, Spawned, child_env, integrity, is_child, spawn_child};
 
 /// A worker process: runs until it is killed, logging `<job id> <claim> <pid> <ok>` for
 /// each run with one unbuffered write (`ok`: for a join, whether all ten dependencies had
@@ -105,7 +104,7 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
     assert_eq!(created.jobs.len(), total);
 
     let mut logs = Vec::new();
-    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Child {
+    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Spawned {
         let log = dir.path().join(format!("worker-{}.log", logs.len()));
         logs.push(log.clone());
         spawn_child(
@@ -116,16 +115,29 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
             ],
         )
     };
-    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&mut logs)).collect();
+    let mut workers: Vec<Spawned> = (0..3).map(|_| spawn(&mut logs)).collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(900);
     let mut kills = 0;
+    let (mut done_before, mut progress_at, mut idle_looks) = (0, Instant::now(), 0);
     loop {
         // Often enough that the chaos always begins before the drain ends.
         std::thread::sleep(Duration::from_millis(100 + random(200)));
         let stats = queue.stats(&StatsFilter::new()).unwrap();
-        if stats.count(Status::Succeeded) == total as i64 {
+        let done = stats.count(Status::Succeeded);
+        if done == total as i64 {
             break;
+        }
+        if done > done_before {
+            (done_before, progress_at) = (done, Instant::now());
+        }
+        // Fail fast, saying what is stuck: jobs blocked with nothing left to run that
+        // could release them, or no job finishing for two minutes.
+        let movable =
+            stats.count(Status::Queued) + stats.count(Status::Running) + stats.count(Status::Retry);
+        idle_looks = if movable == 0 { idle_looks + 1 } else { 0 };
+        if idle_looks >= 10 || progress_at.elapsed() > Duration::from_secs(120) {
+            panic!("{}", stuck(&queue, &stats));
         }
         assert!(
             Instant::now() < deadline,
@@ -206,4 +218,31 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
         kills >= 3,
         "the drain ended before the chaos began ({kills} kills)"
     );
+}
+
+/// What keeps a flow from draining: the counts, and a few blocked jobs with what they wait
+/// for.
+fn stuck(queue: &Queue, stats: &jobq::Stats) -> String {
+    let blocked = queue
+        .list(&jobq::JobFilter::new().status(Status::Blocked).limit(5))
+        .unwrap()
+        .jobs;
+    let mut text = format!("the flow is stuck: {stats:?}");
+    for job in blocked {
+        let job = queue.get(&job.id).unwrap();
+        let waits: Vec<String> = job
+            .dependencies
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| d.status != Status::Succeeded)
+            .map(|d| format!("{} ({})", d.id, d.status))
+            .collect();
+        text.push_str(&format!(
+            "\n  {} ({}) waits for {}",
+            job.id,
+            job.kind,
+            waits.join(", ")
+        ));
+    }
+    text
 }

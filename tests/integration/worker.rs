@@ -137,7 +137,14 @@ fn two_pools_in_two_processes_run_each_job_exactly_once() {
     }
     std::fs::write(&go, "").unwrap();
     for child in children {
-        assert!(child.wait_with_output().unwrap().status.success());
+        assert!(
+            child
+                .into_inner()
+                .wait_with_output()
+                .unwrap()
+                .status
+                .success()
+        );
     }
     let mut runs: HashMap<String, usize> = HashMap::new();
     let mut per_process = Vec::new();
@@ -633,7 +640,14 @@ fn an_enqueue_in_another_process_is_noticed_within_the_poll_interval() {
         "worker::child_enqueue_one",
         &[("JOBQ_TEST_DB", queue.path().display().to_string())],
     );
-    assert!(child.wait_with_output().unwrap().status.success());
+    assert!(
+        child
+            .into_inner()
+            .wait_with_output()
+            .unwrap()
+            .status
+            .success()
+    );
     let input = ran_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(input, json!({"from": "another process"}));
     pool.shutdown();
