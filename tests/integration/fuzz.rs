@@ -197,12 +197,18 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
             .prop_map(|(v, k)| json!({"kind": k, "input": v}).to_string().into_bytes()),
         proptest::collection::vec(any::<u8>(), 0..200),
     ];
+    // Mostly JSON, as the server asks of every write; sometimes not.
+    let content_type = prop_oneof![
+        4 => Just("Content-Type: application/json\r\n".to_string()),
+        1 => Just("Content-Type: text/plain\r\n".to_string()),
+        1 => Just(String::new()),
+    ];
     let length = prop_oneof![Just(None), (0usize..300).prop_map(Some)];
     let garbage = proptest::collection::vec(any::<u8>(), 0..100);
     prop_oneof![
-        9 => (method, path(), auth, body, length).prop_map(|(m, p, a, b, len)| {
+        9 => (method, path(), auth, content_type, body, length).prop_map(|(m, p, a, t, b, len)| {
             let len = len.unwrap_or(b.len());
-            let mut bytes = format!("{m} {p} HTTP/1.1\r\nHost: fuzz\r\n{a}Content-Length: {len}\r\n\r\n").into_bytes();
+            let mut bytes = format!("{m} {p} HTTP/1.1\r\nHost: fuzz\r\n{a}{t}Content-Length: {len}\r\n\r\n").into_bytes();
             bytes.extend(b);
             bytes
         }),
@@ -210,8 +216,8 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-const ANSWERS: [u16; 15] = [
-    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 422, 431, 505,
+const ANSWERS: [u16; 16] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 422, 431, 505,
 ];
 
 proptest! {
