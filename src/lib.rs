@@ -36,6 +36,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod clock;
 mod duration;
 mod error;

@@ -5,14 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::{Durability, JobContext, JobError, NewJob, Queue, WorkerPool};
 use clap::{Args, ValueEnum};
-use jobq::{Durability, JobContext, JobError, NewJob, Queue, WorkerPool};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::output::print_json;
-use crate::{Outcome, Refused};
+use super::output::print_json;
+use super::{Outcome, Refused};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -129,8 +129,8 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
             Workload::Raw,
         ];
     }
-    if let Some(url) = db.to_str().filter(|d| jobq::is_postgres_url(d)) {
-        return crate::bench_pg::run(url, json, &args);
+    if let Some(url) = db.to_str().filter(|d| crate::is_postgres_url(d)) {
+        return super::bench_pg::run(url, json, &args);
     }
     if args.only.contains(&Workload::Size) {
         return Err(Refused(
@@ -154,7 +154,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
             .durability(durability)
             .open()
     };
-    let fill = |queue: &Queue| -> jobq::Result<()> {
+    let fill = |queue: &Queue| -> crate::Result<()> {
         let mut left = n;
         while left > 0 {
             let chunk = left.min(1000);
@@ -372,7 +372,7 @@ pub(crate) fn limited_drain(
     workers: usize,
 ) -> Result<Limited, Refused> {
     const KEYS: u64 = 1000;
-    let fill = |queue: &Queue| -> jobq::Result<()> {
+    let fill = |queue: &Queue| -> crate::Result<()> {
         let mut i = 0;
         while i < n {
             let chunk = (n - i).min(1000);
@@ -403,7 +403,7 @@ pub(crate) fn limited_drain(
     fill(limited)?;
     limited.set_queue_limits(
         "default",
-        jobq::QueueLimits::new().max_running_per_key(Some(1)),
+        crate::QueueLimits::new().max_running_per_key(Some(1)),
     )?;
     let unlimited_per_s = drain(free)?;
     let per_key_1_per_s = drain(limited)?;
@@ -453,7 +453,7 @@ pub(crate) fn fanin(queue: &Queue) -> Result<Wakeup, Refused> {
     let mut samples = Vec::new();
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..200 {
-        let mut flow = jobq::Flow::new("fan-in");
+        let mut flow = crate::Flow::new("fan-in");
         for p in 0..4 {
             flow = flow.job(format!("part-{p}"), NewJob::new("part"));
         }

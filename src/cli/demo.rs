@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use jobq::{
+use crate::{
     CostGrouping, Flow, HealthThresholds, JobContext, JobError, NewJob, Queue, RetryPolicy,
     StatsFilter, Status, TimingFilter, WorkerPool,
 };
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::output::{Table, fmt_secs, print_json};
-use crate::{Outcome, Refused};
+use super::output::{Table, fmt_secs, print_json};
+use super::{Outcome, Refused};
 
 const DB: &str = "jobq-demo.db";
 
@@ -363,7 +363,7 @@ pub fn run(json: bool) -> Outcome {
 
 /// The flow as it ran: each job with when it started and ended, the composite last, and
 /// the time from the last part's success to the composite's start.
-fn print_flow(queue: &Queue, created: &jobq::FlowCreated) -> Outcome {
+fn print_flow(queue: &Queue, created: &crate::FlowCreated) -> Outcome {
     let mut rows = Vec::new();
     for (r, id) in &created.jobs {
         let job = queue.get(id)?;
@@ -373,7 +373,7 @@ fn print_flow(queue: &Queue, created: &jobq::FlowCreated) -> Outcome {
     let Some(start) = rows.iter().filter_map(|(_, j)| j.created_at.into()).min() else {
         return Ok(());
     };
-    let at = |t: Option<jobq::Timestamp>| {
+    let at = |t: Option<crate::Timestamp>| {
         t.map_or_else(
             || "-".to_string(),
             |t| {
@@ -439,7 +439,7 @@ fn progress(queue: &Queue, group_id: &str, done: &AtomicBool, bars: bool, quiet:
                 .with_prefix("campaign"),
         );
         let whole = multi.add(ProgressBar::new(1).with_style(style).with_prefix("queue"));
-        crate::output::show_bars(&multi);
+        super::output::show_bars(&multi);
         loop {
             if let Some((pct, stage, finished, total)) = read() {
                 campaign.set_position(pct.round() as u64);
@@ -455,7 +455,7 @@ fn progress(queue: &Queue, group_id: &str, done: &AtomicBool, bars: bool, quiet:
         }
         campaign.finish();
         whole.finish();
-        crate::output::hide_bars();
+        super::output::hide_bars();
         return;
     }
     let mut last = String::new();

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
 
+use crate::Job;
 use indicatif::MultiProgress;
-use jobq::Job;
 use serde::Serialize;
 
 /// The progress bars on the screen now, if any: log lines are written around them.
@@ -176,7 +176,7 @@ impl Table {
 
 /// One job, every field, for `jobq show`.
 pub fn print_job(job: &Job) {
-    let ts = |t: Option<jobq::Timestamp>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+    let ts = |t: Option<crate::Timestamp>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
     println!("id               {}", job.id);
     println!("kind             {}", clean(&job.kind));
     println!("queue            {}", clean(&job.queue));
@@ -249,7 +249,7 @@ pub fn print_job(job: &Job) {
     if !job.errors.is_empty() {
         println!("errors           {} failed attempt(s):", job.errors.len());
         for e in &job.errors {
-            let at = jobq::Timestamp::from_millis(e.at).to_rfc3339();
+            let at = crate::Timestamp::from_millis(e.at).to_rfc3339();
             let first_line = clean(e.message.lines().next().unwrap_or(""));
             println!(
                 "  #{:<3} {at}  {:<18} {first_line}",

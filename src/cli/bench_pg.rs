@@ -5,14 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use jobq::{JobContext, JobError, NewJob, Queue, StatsFilter, WorkerPool};
+use crate::{JobContext, JobError, NewJob, Queue, StatsFilter, WorkerPool};
 use postgres::{Client, NoTls};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bench::{BenchArgs, Wakeup, Workload, wakeup};
-use crate::output::print_json;
-use crate::{Outcome, Refused};
+use super::bench::{BenchArgs, Wakeup, Workload, wakeup};
+use super::output::print_json;
+use super::{Outcome, Refused};
 
 /// Finished jobs the `size` workload puts under the claim.
 const BIG: i64 = 1_000_000;
@@ -28,7 +28,7 @@ struct Report {
     raw_postgres: Option<Raw>,
     wakeup_across_handles_ms: Option<Wakeup>,
     fanin_ms: Option<Wakeup>,
-    limited: Option<crate::bench::Limited>,
+    limited: Option<super::bench::Limited>,
     size: Option<Size>,
     ratios: Option<Ratios>,
 }
@@ -128,7 +128,7 @@ fn run_on(client: &mut Client, template: &str, ident: &str) -> Result<(), postgr
     client.batch_execute(&sql)
 }
 
-fn fill(queue: &Queue, n: u64) -> jobq::Result<()> {
+fn fill(queue: &Queue, n: u64) -> crate::Result<()> {
     let mut left = n;
     while left > 0 {
         let chunk = left.min(1000);
@@ -210,7 +210,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
     let fanin = if runs(Workload::Fanin) {
         say("fan-in latency of an idle pool");
         let scratch = Scratch::new(base, "fanin")?;
-        Some(crate::bench::fanin(&scratch.queue()?)?)
+        Some(super::bench::fanin(&scratch.queue()?)?)
     } else {
         None
     };
@@ -219,7 +219,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
         say("drain limited to one running job per key over 1,000 keys, and without limits");
         let free = Scratch::new(base, "unlimited")?;
         let limited = Scratch::new(base, "limited")?;
-        Some(crate::bench::limited_drain(
+        Some(super::bench::limited_drain(
             &free.queue()?,
             &limited.queue()?,
             n,
@@ -356,10 +356,10 @@ fn print_report(r: &Report) {
         );
     }
     if let Some(l) = &r.limited {
-        crate::bench::print_limited(l);
+        super::bench::print_limited(l);
     }
     if let Some(w) = &r.fanin_ms {
-        crate::bench::print_fanin(w);
+        super::bench::print_fanin(w);
     }
     if let Some(s) = &r.size {
         println!(
@@ -502,7 +502,7 @@ fn size(base: &str, n: u64, workers: usize) -> Result<Size, Refused> {
         .map_err(pg)?;
     fill(&queue, n)?;
     let drain_big = drain(&queue, workers, n)?;
-    let median = |mut f: Box<dyn FnMut() -> jobq::Result<()>>| -> Result<f64, Refused> {
+    let median = |mut f: Box<dyn FnMut() -> crate::Result<()>>| -> Result<f64, Refused> {
         let mut took = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
@@ -514,7 +514,7 @@ fn size(base: &str, n: u64, workers: usize) -> Result<Size, Refused> {
     };
     let q = queue.clone();
     let stats_ms = median(Box::new(move || {
-        q.overview(&StatsFilter::new(), &jobq::HealthThresholds::default())
+        q.overview(&StatsFilter::new(), &crate::HealthThresholds::default())
             .map(|_| ())
     }))?;
     let q = queue.clone();

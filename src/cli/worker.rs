@@ -3,14 +3,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::exec::{ExecEvent, ExecHandler};
+use crate::{OutcomeKind, Queue, RetryPolicy, WorkerPool};
 use clap::Args;
-use jobq::exec::{ExecEvent, ExecHandler};
-use jobq::{OutcomeKind, Queue, RetryPolicy, WorkerPool};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::output::{clean, print_json, say};
-use crate::{Outcome, Refused, duration};
+use super::output::{clean, print_json, say};
+use super::{Outcome, Refused, duration};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -54,7 +54,7 @@ pub struct WorkerArgs {
     retry_max: Duration,
     /// How many times a job may snooze (exit 75); the next snooze fails it for good with
     /// SNOOZE_LIMIT.
-    #[arg(long, default_value_t = jobq::DEFAULT_MAX_SNOOZES)]
+    #[arg(long, default_value_t = crate::DEFAULT_MAX_SNOOZES)]
     max_snoozes: u32,
 }
 
@@ -219,7 +219,7 @@ const SAME_REQUEST: Duration = Duration::from_secs(1);
 /// SIGINT or SIGTERM: stop claiming and let the running commands finish within the grace
 /// period. Another signal later (not the echo of the first): end the grace period now —
 /// the commands are killed and their jobs released unharmed, without spending an attempt.
-fn watch_signals(stop: jobq::StopHandle, grace: Duration) -> Result<(), Refused> {
+fn watch_signals(stop: crate::StopHandle, grace: Duration) -> Result<(), Refused> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| Refused(format!("cannot handle signals: {e}")))?;
     std::thread::spawn(move || {
@@ -230,7 +230,7 @@ fn watch_signals(stop: jobq::StopHandle, grace: Duration) -> Result<(), Refused>
                     first = Some(Instant::now());
                     eprintln!(
                         "jobq: stopping: no new jobs; running jobs have {} to finish (signal again to release them now)",
-                        jobq::format_duration(grace)
+                        crate::format_duration(grace)
                     );
                     stop.stop();
                 }
@@ -246,12 +246,12 @@ fn watch_signals(stop: jobq::StopHandle, grace: Duration) -> Result<(), Refused>
 }
 
 /// One line for a recorded outcome.
-fn describe(o: &jobq::Outcome) -> String {
+fn describe(o: &crate::Outcome) -> String {
     let took = o
         .ran_for
         .map(|d| format!(" in {:.1}s", d.as_secs_f64()))
         .unwrap_or_default();
-    let code = |e: &jobq::JobError| clean(e.error_code().unwrap_or("ERROR")).into_owned();
+    let code = |e: &crate::JobError| clean(e.error_code().unwrap_or("ERROR")).into_owned();
     let id = &o.job_id;
     match &o.recorded {
         OutcomeKind::Succeeded => format!("Job {id} succeeded{took}"),
@@ -279,6 +279,5 @@ fn describe(o: &jobq::Outcome) -> String {
         OutcomeKind::Refused { now: None } => {
             format!("Job {id} ended{took} but was deleted meanwhile: outcome not recorded")
         }
-        _ => format!("Job {id}: {:?}", o.recorded),
     }
 }
