@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::exec::{ExecEvent, ExecHandler};
-use crate::{OutcomeKind, Queue, RetryPolicy, WorkerPool};
+use crate::exec::{ExecEvent, ExecHandler, JsonlHandler};
+use crate::{Handler, OutcomeKind, Queue, RetryPolicy, WorkerPool};
 use clap::Args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -14,9 +14,18 @@ use super::{Outcome, Refused, duration};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// The command, run with `sh -c` once per job.
+    /// The command, run with `sh -c` once per job (or, with `--protocol jsonl`, once per
+    /// slot, and kept).
     #[arg(long)]
     exec: String,
+    /// How jobs reach the command: `oneshot`, a process per job (input on stdin, exit code
+    /// as the outcome), or `jsonl`, a warm process per slot taking jobs and answering as
+    /// JSON lines.
+    #[arg(long, value_enum, default_value_t = Protocol::Oneshot)]
+    protocol: Protocol,
+    /// With `--protocol jsonl`: replace a handler process after it ran this many jobs.
+    #[arg(long, value_name = "N")]
+    max_jobs_per_child: Option<u64>,
     /// Queues to take jobs from (repeatable).
     #[arg(long = "queue", default_value = "default")]
     queues: Vec<String>,
@@ -58,7 +67,36 @@ pub struct WorkerArgs {
     max_snoozes: u32,
 }
 
+/// How jobs reach the command.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// A process per job.
+    Oneshot,
+    /// A warm process per slot, speaking JSON lines.
+    Jsonl,
+}
+
+/// The command as a handler, by its protocol.
+enum Exec {
+    Oneshot(ExecHandler),
+    Jsonl(JsonlHandler),
+}
+
+impl Handler for Exec {
+    fn handle(&self, ctx: &crate::JobContext) -> Result<serde_json::Value, crate::JobError> {
+        match self {
+            Exec::Oneshot(h) => h.handle(ctx),
+            Exec::Jsonl(h) => h.handle(ctx),
+        }
+    }
+}
+
 pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
+    if args.max_jobs_per_child.is_some() && args.protocol != Protocol::Jsonl {
+        return Err(Refused(
+            "--max-jobs-per-child needs --protocol jsonl (a oneshot process runs one job)".into(),
+        ));
+    }
     if args.concurrency == 0 {
         return Err(Refused("invalid concurrency: must be at least 1".into()));
     }
@@ -72,24 +110,35 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         .retry_policy(RetryPolicy::exponential(args.retry_base, args.retry_max))
         .max_snoozes(args.max_snoozes)
         .open()?;
-    let handler = ExecHandler::new(&args.exec, db)
-        .timeout(args.job_timeout)
-        .on_event(move |event| {
-            if let ExecEvent::Started {
-                job,
-                kind,
-                attempt,
-                max_attempts,
-            } = event
-            {
-                if !json {
-                    say!(
-                        "Processing job {job} (attempt {attempt}/{max_attempts}): {}",
-                        clean(&kind)
-                    );
-                }
+    let tell = move |event| {
+        if let ExecEvent::Started {
+            job,
+            kind,
+            attempt,
+            max_attempts,
+        } = event
+        {
+            if !json {
+                say!(
+                    "Processing job {job} (attempt {attempt}/{max_attempts}): {}",
+                    clean(&kind)
+                );
             }
-        });
+        }
+    };
+    let handler = match args.protocol {
+        Protocol::Oneshot => Exec::Oneshot(
+            ExecHandler::new(&args.exec, db)
+                .timeout(args.job_timeout)
+                .on_event(tell),
+        ),
+        Protocol::Jsonl => Exec::Jsonl(
+            JsonlHandler::new(&args.exec, db)
+                .timeout(args.job_timeout)
+                .max_jobs_per_child(args.max_jobs_per_child)
+                .on_event(tell),
+        ),
+    };
     let mut builder = WorkerPool::builder(&queue)
         .concurrency(args.concurrency)
         // Claim nothing ahead: `running` in the database means a command runs it.

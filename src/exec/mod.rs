@@ -207,6 +207,34 @@ fn kill_group(pgid: libc::pid_t) {
     }
 }
 
+/// Starts `command` in a process group of its own that dies with the worker: its `sh` dies
+/// with the thread that started it (`PR_SET_PDEATHSIG`), and its whole group is registered
+/// with the reaper before `sh` runs, so that nothing it starts outlives the worker either.
+/// Python's output is unbuffered (progress lines would otherwise wait for the end).
+fn spawn_in_group(command: &mut Command) -> Result<(std::process::Child, Group), JobError> {
+    command.env("PYTHONUNBUFFERED", "1").process_group(0);
+    let reaper = reaper::socket();
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed: prctl,
+    // getpid and send are.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(fd) = reaper {
+                reaper::send(fd, libc::getpid());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| JobError::retryable(format!("could not start sh -c: {e}")).code("SPAWN"))?;
+    let group = Group {
+        pgid: child.id() as libc::pid_t,
+    };
+    reaper::register(group.pgid);
+    Ok((child, group))
+}
+
 /// The process group of a running command: registered with the [`reaper`] before the
 /// command starts (by the command's own process, between fork and exec), and killed whole
 /// and unregistered when it is dropped, however the run ends.
@@ -221,7 +249,10 @@ impl Drop for Group {
     }
 }
 
+mod jsonl;
 mod reaper;
+
+pub use jsonl::JsonlHandler;
 
 /// The exit status of a command the shell found but could not run (not executable).
 pub const EXIT_CANNOT_RUN: i32 = 126;
@@ -506,31 +537,8 @@ impl ExecHandler {
             .env("JOBQ_JOB_ID", ctx.id().as_str())
             .env("JOBQ_JOB_KIND", ctx.kind())
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
-            .env("JOBQ_DB", &self.db)
-            // Python buffers a pipe's output: progress lines would wait for the end.
-            .env("PYTHONUNBUFFERED", "1")
-            .process_group(0);
-        let reaper = reaper::socket();
-        // SAFETY: between fork and exec only async-signal-safe calls are allowed: prctl,
-        // getpid and write are. The command's `sh` dies with the worker thread that started
-        // it (PR_SET_PDEATHSIG), and its whole group is registered with the reaper before
-        // `sh` runs, so nothing it starts outlives the worker either.
-        unsafe {
-            command.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if let Some(fd) = reaper {
-                    reaper::send(fd, libc::getpid());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| {
-            JobError::retryable(format!("could not start sh -c: {e}")).code("SPAWN")
-        })?;
-        let group = Group {
-            pgid: child.id() as libc::pid_t,
-        };
-        reaper::register(group.pgid);
+            .env("JOBQ_DB", &self.db);
+        let (mut child, group) = spawn_in_group(&mut command)?;
 
         // Feed the input on a thread of its own: a command that never reads stdin must not
         // block us (its exit closes the pipe and ends the write).

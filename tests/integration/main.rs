@@ -28,6 +28,7 @@ mod guards;
 mod hostile_data;
 mod hostile_http;
 pub mod http;
+mod jsonl;
 mod lifecycle;
 mod maintenance;
 mod model;

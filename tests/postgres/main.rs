@@ -44,6 +44,8 @@ mod guards;
 mod hostile_data;
 #[path = "../integration/http.rs"]
 pub mod http;
+#[path = "../integration/jsonl.rs"]
+mod jsonl;
 #[path = "../integration/lifecycle.rs"]
 mod lifecycle;
 #[path = "../integration/maintenance.rs"]
