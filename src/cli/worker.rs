@@ -32,6 +32,9 @@ pub struct WorkerArgs {
     /// Only jobs of these kinds (repeatable); any kind when absent.
     #[arg(long = "kind")]
     kinds: Vec<String>,
+    /// Only this owner's jobs (as a queue scoped to it); every owner's when absent.
+    #[arg(long)]
+    owner: Option<String>,
     /// Commands running at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -110,6 +113,10 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
         .retry_policy(RetryPolicy::exponential(args.retry_base, args.retry_max))
         .max_snoozes(args.max_snoozes)
         .open()?;
+    let queue = match &args.owner {
+        Some(owner) => queue.scoped(owner.clone()),
+        None => queue,
+    };
     let tell = move |event| {
         if let ExecEvent::Started {
             job,
