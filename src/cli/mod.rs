@@ -507,17 +507,27 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    ExitCode::from(exit_code(args))
+}
+
+/// [`run`], with the exit code as a number (for a host that exits by itself, such as the
+/// Python package's `jobq` command).
+pub fn exit_code<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            return u8::try_from(e.exit_code()).unwrap_or(2);
         }
     };
     // The worker and the demo print each job's outcome themselves.
     let reports_outcomes = matches!(cli.command, Command::Worker(_) | Command::Demo);
     init_tracing(if reports_outcomes {
-        "jobq=warn,crate::outcome=off"
+        "jobq=warn,jobq::outcome=off"
     } else {
         "jobq=warn"
     });
@@ -530,11 +540,11 @@ where
         }
     }
     match command(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(Refused(message)) => {
             let line = message.replace('\n', " ");
             eprintln!("jobq: {}", output::clean(&line));
-            ExitCode::from(1)
+            1
         }
     }
 }

@@ -13,8 +13,10 @@ use crate::queue::{JobError, Queue};
 ///
 /// Every report (`set_stage`, `set_progress`, `add_cost`, `heartbeat`) is written at once,
 /// guarded by the job's lease; it counts as a heartbeat. A report refused because the job
-/// was cancelled or released marks the context cancelled.
-#[derive(Debug)]
+/// was cancelled or released marks the context cancelled. A clone is the same job's context
+/// (its cancel flag shared): for a handler that must hold it past the call, as a handler in
+/// another language does.
+#[derive(Debug, Clone)]
 pub struct JobContext {
     job: ClaimedJob,
     lease: Lease,
