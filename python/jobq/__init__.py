@@ -680,12 +680,38 @@ class Queue:
         pydantic model) and the options of ``jobq enqueue``: a repeated ``key`` returns the
         first job (``already_existed``); ``after`` makes it wait for other jobs; ``run_after``
         is a delay or a ``datetime``. Durations are ``"30s"`` strings or ``timedelta``s."""
-        input_json, opts = self._enqueue_args(kind, input, dict(
-            queue=queue, priority=priority or None, run_after=run_after, max_attempts=max_attempts, key=key,
-            unique_for=unique_for, unique_while_active=unique_while_active or None, after=list(after) or None,
-            on_dependency_failure=on_dependency_failure, concurrency_key=concurrency_key, group=group,
-            cost_cents=cost_cents or None, external_id=external_id, owner=owner))
-        id, status, existed = self._native.enqueue(kind, input_json, opts)
+        # Only the options given are looked at (this is the hot path of enqueueing).
+        given: dict = {}
+        if queue is not None:
+            given["queue"] = queue
+        if priority:
+            given["priority"] = priority
+        if run_after is not None:
+            given["run_after"] = run_after
+        if max_attempts is not None:
+            given["max_attempts"] = max_attempts
+        if key is not None:
+            given["key"] = key
+        if unique_for is not None:
+            given["unique_for"] = unique_for
+        if unique_while_active:
+            given["unique_while_active"] = True
+        if after:
+            given["after"] = after
+        if on_dependency_failure is not None:
+            given["on_dependency_failure"] = on_dependency_failure
+        if concurrency_key is not None:
+            given["concurrency_key"] = concurrency_key
+        if group is not None:
+            given["group"] = group
+        if cost_cents:
+            given["cost_cents"] = cost_cents
+        if external_id is not None:
+            given["external_id"] = external_id
+        if owner is not None:
+            given["owner"] = owner
+        input_json, opts = self._enqueue_args(kind, input, given)
+        id, status, existed = self._native.enqueue(kind, input_json, opts or None)
         return JobHandle(self, id, status, existed)
 
     def enqueue_many(self, jobs: Iterable[Union[tuple, "Sequence[Any]"]]) -> list[JobHandle]:
@@ -862,6 +888,7 @@ _running: "weakref.WeakSet[Worker]" = weakref.WeakSet()
 
 @atexit.register
 def _stop_running_workers() -> None:
+    _jobq.interpreter_exiting()
     for worker in list(_running):
         if worker._native is not None and worker._summary is None:
             worker._native.stop_now()

@@ -11,6 +11,9 @@ def cli_main(argv: list[str]) -> int:
 def parse_duration(text: str) -> float:
     """``30s``, ``5m``, ``1h30m``, ``500ms`` in seconds; ``ValueError`` otherwise."""
 
+def interpreter_exiting() -> None:
+    """Tells the extension that the interpreter is exiting (the package's atexit hook)."""
+
 def drain_inline(
     queue: "Queue",
     handlers: Sequence[tuple[str, Callable[["Job"], tuple], Optional[float]]],

@@ -42,5 +42,6 @@ fn _jobq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(parse_duration, m)?)?;
     m.add_function(wrap_pyfunction!(worker::drain_inline, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::interpreter_exiting, m)?)?;
     Ok(())
 }
