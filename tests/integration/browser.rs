@@ -717,27 +717,84 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
     assert!(queue.queue_info("default").unwrap().paused);
 }
 
-/// The text of the first element `css` finds, once it is there.
-async fn text_of(client: &fantoccini::Client, css: &str) -> String {
-    client
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// Whether a command failed because the page redrew the element meanwhile (the dashboard
+/// re-renders a list when it refreshes): the element is looked up again.
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(
+        e,
+        fantoccini::error::CmdError::Standard(w)
+            if w.error == fantoccini::error::ErrorStatus::StaleElementReference
+    )
 }
 
+/// The text of the first element `css` finds, once it is there (found again if the page
+/// redraws it in between).
+async fn text_of(client: &fantoccini::Client, css: &str) -> String {
+    for _ in 0..100 {
+        let element = client.wait().for_element(Locator::Css(css)).await.unwrap();
+        match element.text().await {
+            Ok(text) => return text,
+            Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being redrawn");
+}
+
+/// An attribute of every element `css` finds, read again whole if the page redraws one of
+/// them in between.
+async fn attrs_of(client: &fantoccini::Client, css: &str, name: &str) -> Vec<Option<String>> {
+    'again: for _ in 0..100 {
+        let elements = client.find_all(Locator::Css(css)).await.unwrap();
+        let mut values = Vec::with_capacity(elements.len());
+        for e in &elements {
+            match e.attr(name).await {
+                Ok(v) => values.push(v),
+                Err(err) if is_stale(&err) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue 'again;
+                }
+                Err(err) => panic!("reading {name} of {css}: {err}"),
+            }
+        }
+        return values;
+    }
+    panic!("{css} kept being redrawn");
+}
+
+/// The text of every element `css` finds, read again whole if the page redraws one of them
+/// in between.
+async fn texts_of(client: &fantoccini::Client, css: &str) -> Vec<String> {
+    'again: for _ in 0..100 {
+        let elements = client.find_all(Locator::Css(css)).await.unwrap();
+        let mut texts = Vec::with_capacity(elements.len());
+        for e in &elements {
+            match e.text().await {
+                Ok(t) => texts.push(t),
+                Err(err) if is_stale(&err) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue 'again;
+                }
+                Err(err) => panic!("reading {css}: {err}"),
+            }
+        }
+        return texts;
+    }
+    panic!("{css} kept being redrawn");
+}
+
+/// Clicks the first element `css` finds, once it is there (found again if the page
+/// redraws it in between).
 async fn click(client: &fantoccini::Client, css: &str) {
-    client
-        .wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    for _ in 0..100 {
+        let element = client.wait().for_element(Locator::Css(css)).await.unwrap();
+        match element.click().await {
+            Ok(_) => return,
+            Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being redrawn");
 }
 
 /// Waits until `check` holds of the database.
@@ -832,14 +889,12 @@ fn the_dashboard_finds_selects_and_acts_on_jobs_and_reads_at_a_glance() {
         let row = text_of(&client, "#jobs tr[data-job-id]").await;
         assert!(row.contains("py") && row.contains("failed"), "{row}");
         // Times read relative, the exact time on hover.
-        let time = client.find(Locator::Css("#jobs time")).await.unwrap();
-        let shown = time.text().await.unwrap();
+        let shown = text_of(&client, "#jobs time").await;
         assert!(shown.ends_with("ago") || shown == "now", "{shown}");
+        let exact = attrs_of(&client, "#jobs time", "title").await;
         assert!(
-            time.attr("title")
-                .await
-                .unwrap()
-                .is_some_and(|t| !t.is_empty())
+            exact[0].as_ref().is_some_and(|t| !t.is_empty()),
+            "{exact:?}"
         );
 
         // The failed job's page: the error and its traceback in <pre>, no stray null.
@@ -860,10 +915,10 @@ fn the_dashboard_finds_selects_and_acts_on_jobs_and_reads_at_a_glance() {
             .await
             .unwrap();
         search.send_keys("welcome-ada\n").await.unwrap();
-        let rows = wait_count(&client, "#jobs tr[data-job-id]", 1).await;
+        wait_count(&client, "#jobs tr[data-job-id]", 1).await;
         assert_eq!(
-            rows[0].attr("data-job-id").await.unwrap().as_deref(),
-            Some(keyed.as_str())
+            attrs_of(&client, "#jobs tr[data-job-id]", "data-job-id").await,
+            vec![Some(keyed.to_string())]
         );
         search.clear().await.unwrap();
 
@@ -936,23 +991,16 @@ fn the_dashboard_finds_selects_and_acts_on_jobs_and_reads_at_a_glance() {
             ))
             .await
             .unwrap();
-        let edges = wait_count(&client, "[data-testid=flow-edges] path", 2).await;
-        let mut to: Vec<String> = Vec::new();
-        for e in &edges {
-            to.push(e.attr("data-to").await.unwrap().unwrap());
-        }
+        wait_count(&client, "[data-testid=flow-edges] path", 2).await;
+        let to = attrs_of(&client, "[data-testid=flow-edges] path", "data-to").await;
         assert!(
-            to.iter().all(|t| *t == created.jobs["final"].to_string()),
+            to.len() == 2
+                && to
+                    .iter()
+                    .all(|t| t.as_deref() == Some(created.jobs["final"].as_str())),
             "{to:?}"
         );
-        let nodes = client
-            .find_all(Locator::Css("[data-testid=flow-node]"))
-            .await
-            .unwrap();
-        let mut names = Vec::new();
-        for n in nodes {
-            names.push(n.text().await.unwrap());
-        }
+        let names = texts_of(&client, "[data-testid=flow-node]").await;
         assert!(names.iter().any(|n| n.contains("final")), "{names:?}");
         client.close().await.unwrap();
     });
