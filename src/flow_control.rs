@@ -14,8 +14,8 @@ use crate::clock::millis;
 use crate::duration::{MAX_DURATION, format_duration, parse_duration};
 use crate::error::{Error, Result};
 use crate::job::Status;
+use crate::model::{QueueControl, QueueWrite};
 use crate::queue::Queue;
-use crate::store::{QueueControl, QueueWrite};
 
 /// At most `limit` claims from a queue per `window`, sliding: a claim made at time `t`
 /// counts against the claims made from `t` until `t + window`, exclusive — at exactly

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::job::{Status, Timestamp};
+use crate::model::GroupRow;
 use crate::queue::Queue;
-use crate::store::GroupRow;
 
 /// A group with what its jobs say about it: counts by status, a stage and a progress.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,7 +91,7 @@ impl Queue {
             (None, owner) => owner,
         };
         Ok(GroupRow {
-            id: crate::queue::uuid_v7(now),
+            id: crate::job::uuid_v7(now),
             owner: owner.map(str::to_string),
             name: name.to_string(),
             metadata: metadata.to_string(),

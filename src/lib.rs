@@ -50,8 +50,10 @@ pub mod http;
 mod job;
 mod json;
 mod maintenance;
+mod model;
 mod owner;
 mod queue;
+mod random;
 mod retry;
 mod schedule;
 mod stats;
@@ -80,18 +82,21 @@ pub use job::{
 };
 pub use json::parse_json;
 pub use maintenance::StaleTimeouts;
-pub use owner::Owner;
+pub use model::{
+    ClaimFilter, CostGrouping, CostRow, DeadJob, JobError, Owner, RunningJob, StageCount,
+    WorkerInfo,
+};
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView, MAX_FLOW_JOBS};
 pub use queue::{
-    BulkAction, BulkOutcome, BulkRefusal, ClaimFilter, DEFAULT_MAX_SCHEDULES_PER_OWNER,
-    DEFAULT_MAX_SNOOZES, JobError, JobFilter, MAX_DEPENDENCIES, MAX_REFUSALS_SHOWN, MIN_SNOOZE,
-    Page, Queue, QueueBuilder, is_postgres_url,
+    BulkAction, BulkOutcome, BulkRefusal, DEFAULT_MAX_SCHEDULES_PER_OWNER, DEFAULT_MAX_SNOOZES,
+    JobFilter, MAX_DEPENDENCIES, MAX_REFUSALS_SHOWN, MIN_SNOOZE, Page, Queue, QueueBuilder,
+    is_postgres_url,
 };
 pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};
 pub use stats::{
-    CostGrouping, CostRow, DeadJob, Health, HealthReason, HealthThresholds, Overview, RunningJob,
-    StageCount, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,
+    Health, HealthReason, HealthThresholds, Overview, Stats, StatsFilter, StatsSummary, Timing,
+    TimingFilter,
 };
 pub use store::Durability;
 pub use store::sqlite::schema::schema_version;
@@ -99,7 +104,6 @@ pub use worker::{
     Handler, InlineOutcome, JobContext, Outcome, OutcomeKind, StopHandle, Summary, WorkerPool,
     WorkerPoolBuilder, default_worker_id,
 };
-pub use workers::WorkerInfo;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

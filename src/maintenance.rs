@@ -6,8 +6,8 @@ use crate::clock::millis;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::Status;
+use crate::model::StaleCutoffs;
 use crate::queue::Queue;
-use crate::store::StaleCutoffs;
 
 /// When a running job counts as abandoned by its worker.
 ///

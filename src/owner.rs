@@ -1,40 +1,11 @@
 //! Owners: budgets and API tokens.
 
-use serde::Serialize;
+use crate::model::Owner;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::job::Timestamp;
+use crate::model::OwnerWrite;
 use crate::queue::Queue;
-use crate::store::OwnerWrite;
-
-/// A sum of costs from its two parts, `sum(cost_cents >> 20)` and
-/// `sum(cost_cents & 1048575)`: each part of each cost is below 2^20, so neither sum can
-/// overflow SQLite's 64-bit integers for any number of jobs a file can hold, and the whole
-/// is put together in 128 bits.
-pub(crate) fn exact_sum(high: i64, low: i64) -> i128 {
-    (i128::from(high) << 20) + i128::from(low)
-}
-
-/// A 128-bit sum as an `i64` for reports, saturating (only a sum of over 9 million jobs at
-/// the largest cost gets there).
-pub(crate) fn saturate(sum: i128) -> i64 {
-    i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// An owner: a tenant of the queue, with an optional budget.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Owner {
-    /// The id.
-    pub id: String,
-    /// The spending limit in cents, if any. An enqueue that would pass it is refused.
-    pub budget_cents: Option<i64>,
-    /// What the owner's jobs have cost so far (all jobs but those cancelled unstarted).
-    pub spent_cents: i64,
-    /// When the owner was created.
-    pub created_at: Timestamp,
-}
 
 fn check_owner_id(id: &str) -> Result<()> {
     crate::queue::check_text("owner", id, 200)

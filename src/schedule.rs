@@ -21,8 +21,8 @@ use crate::clock::millis;
 use crate::duration::{MAX_DURATION, format_duration};
 use crate::error::{Error, Result};
 use crate::job::{NewJob, Timestamp};
+use crate::model::{Firing, ScheduleChange, SchedulePut, ScheduleRow};
 use crate::queue::Queue;
-use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow};
 
 /// The most missed slots one firing enqueues for a schedule whose catch-up is `all` (the
 /// latest ones): a start after a long stop fires at most this many jobs of a schedule.

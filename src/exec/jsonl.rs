@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ExecEvent, Group, spawn_in_group};
 use crate::duration::parse_duration;
-use crate::queue::JobError;
+use crate::model::JobError;
 use crate::worker::{Handler, JobContext};
 
 /// The longest line a child may answer with: 64 MiB (an output of a job can be large).

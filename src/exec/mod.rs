@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::queue::JobError;
+use crate::model::JobError;
 use crate::worker::{Handler, JobContext};
 
 /// The exit code of a permanent failure: `EX_DATAERR` from `sysexits.h`.

@@ -10,10 +10,11 @@ use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::flow_control::{QueueLimits, Rate};
 use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
+use crate::model::CostGrouping;
 use crate::queue::flow::Flow;
 use crate::queue::{BulkAction, JobFilter, Queue};
 use crate::schedule::{NewSchedule, Rule};
-use crate::stats::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
+use crate::stats::{HealthThresholds, StatsFilter, TimingFilter};
 
 /// The dashboard: one page, HTML, CSS and plain JavaScript, no build step.
 pub(crate) const DASHBOARD: &str = include_str!("dashboard.html");

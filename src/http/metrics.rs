@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 
 use crate::error::Result;
 use crate::job::Status;
+use crate::model::QueueRows;
 use crate::queue::Queue;
 use crate::stats::{HealthThresholds, StatsFilter};
-use crate::store::QueueRows;
 
 /// Bucket bounds of the duration histograms, in seconds.
 const BUCKETS: [f64; 16] = [

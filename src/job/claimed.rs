@@ -86,12 +86,22 @@ impl ClaimedJob {
 
 impl ClaimedJob {
     /// What a failure's decision needs of this job.
-    pub(crate) fn leased(&self) -> crate::store::LeasedJob {
-        crate::store::LeasedJob {
+    pub(crate) fn leased(&self) -> crate::job::LeasedJob {
+        crate::job::LeasedJob {
             queue: self.queue.clone(),
             kind: self.kind.clone(),
             max_attempts: self.max_attempts,
             snoozes: self.snoozes,
         }
     }
+}
+
+/// What a failure's decision needs to know of the job a lease holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LeasedJob {
+    pub queue: String,
+    pub kind: String,
+    pub max_attempts: u32,
+    /// How many times it snoozed before this claim.
+    pub snoozes: u32,
 }

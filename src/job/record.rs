@@ -137,7 +137,7 @@ pub struct JobLink {
 
 impl Job {
     /// The job with what its page shows beside its row.
-    pub(crate) fn with_links(mut self, links: crate::store::Links) -> Job {
+    pub(crate) fn with_links(mut self, links: crate::job::Links) -> Job {
         self.dependencies = Some(links.dependencies);
         self.dependents = Some(links.dependents);
         self.concurrency_key = links.concurrency_key;
@@ -160,4 +160,14 @@ impl Job {
             self.status.as_str()
         }
     }
+}
+
+/// What a job's page shows beside its row: the jobs it waits for, those that wait for it,
+/// its concurrency key and its flow ref.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Links {
+    pub dependencies: Vec<JobLink>,
+    pub dependents: Vec<JobLink>,
+    pub concurrency_key: Option<String>,
+    pub flow_ref: Option<String>,
 }

@@ -4,7 +4,7 @@ use super::Queue;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::{JobId, Status};
-use crate::store::Change;
+use crate::model::Change;
 
 impl Queue {
     /// Cancels a job that is `queued`, `retry` or `running`.

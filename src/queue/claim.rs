@@ -4,81 +4,8 @@ use super::Queue;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::{ClaimedJob, Status};
-use crate::store::ClaimSpec;
-
-/// Which jobs a worker takes: the queues it serves and, optionally, only some kinds.
-///
-/// # Examples
-///
-/// ```
-/// use jobq::ClaimFilter;
-///
-/// let all_of_default = ClaimFilter::default();
-/// let mail = ClaimFilter::queues(["mail", "mail-bulk"]).kinds(["send_email"]);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ClaimFilter {
-    queues: Vec<String>,
-    /// The kinds, or `None` for any kind.
-    kinds: Option<Vec<String>>,
-    /// The same as a JSON array (for SQLite's `json_each`).
-    kinds_json: Option<String>,
-}
-
-impl Default for ClaimFilter {
-    /// The queue `"default"`, any kind.
-    fn default() -> Self {
-        ClaimFilter::queues(["default"])
-    }
-}
-
-impl ClaimFilter {
-    /// Jobs of these queues (the queue `"default"` when empty), of any kind.
-    pub fn queues<I, S>(queues: I) -> ClaimFilter
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut queues: Vec<String> = queues.into_iter().map(Into::into).collect();
-        if queues.is_empty() {
-            queues.push("default".into());
-        }
-        queues.sort();
-        queues.dedup();
-        ClaimFilter {
-            queues,
-            kinds: None,
-            kinds_json: None,
-        }
-    }
-
-    /// Only jobs of these kinds.
-    pub fn kinds<I, S>(mut self, kinds: I) -> ClaimFilter
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let kinds: Vec<String> = kinds.into_iter().map(Into::into).collect();
-        self.kinds_json = Some(serde_json::to_string(&kinds).unwrap_or_else(|_| "[]".into()));
-        self.kinds = Some(kinds);
-        self
-    }
-
-    /// The kinds taken, or `None` for any kind.
-    pub fn kind_names(&self) -> Option<&[String]> {
-        self.kinds.as_deref()
-    }
-
-    /// The kinds as a JSON array, or `None` for any kind.
-    pub(crate) fn kinds_json(&self) -> Option<&str> {
-        self.kinds_json.as_deref()
-    }
-
-    /// The queues served.
-    pub fn queue_names(&self) -> &[String] {
-        &self.queues
-    }
-}
+use crate::model::ClaimFilter;
+use crate::model::ClaimSpec;
 
 impl Queue {
     /// Claims up to `limit` ready jobs for `worker`: jobs of the filter's queues (and kinds)

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::{Enqueued, MAX_COST_CENTS, NewJob, OnDependencyFailure, RunAfter};
 use crate::json::check_integers;
+use crate::model::{DepRef, NewRow, Unique};
 use crate::store::sqlite::{ids, jobs};
-use crate::store::{DepRef, NewRow, Unique};
 
 /// The most jobs one job may wait for.
 pub const MAX_DEPENDENCIES: usize = 10_000;
@@ -109,7 +109,7 @@ impl Queue {
             .enumerate()
             .map(|(i, job)| {
                 self.check(job, now)
-                    .map_err(|e| crate::store::at_index(i, e))
+                    .map_err(|e| crate::store::rules::at_index(i, e))
             })
             .collect::<Result<Vec<_>>>()?;
         if checked.is_empty() {

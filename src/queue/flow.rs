@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::{JobId, NewJob};
-use crate::store::{DepRef, FlowInsert, GroupRow, NewRow};
+use crate::model::{DepRef, FlowInsert, GroupRow, NewRow};
 
 /// The most jobs one flow may hold.
 pub const MAX_FLOW_JOBS: usize = 100_000;

@@ -2,7 +2,8 @@
 //! (status `running`, the same `locked_by`, the same attempt): a report from a worker that
 //! lost the job changes nothing and is refused with [`Error::LockLost`].
 
-use std::fmt;
+use crate::model;
+use crate::model::JobError;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,8 +14,9 @@ use crate::clock::millis;
 use crate::duration::MAX_DURATION;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
+use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status};
-use crate::store::{self, ClaimSpec, LeasedJob, Progress, Recorded};
+use crate::model::{ClaimSpec, Progress, Recorded};
 
 /// The shortest snooze: a shorter one (zero, say) snoozes this long, so that a job that
 /// snoozes at once is not taken again at once (and a `--once` run sees it scheduled).
@@ -26,195 +28,10 @@ pub const MIN_SNOOZE: Duration = Duration::from_secs(1);
 /// [`QueueBuilder::max_snoozes`]: crate::QueueBuilder::max_snoozes
 pub const DEFAULT_MAX_SNOOZES: u32 = 1000;
 
-/// Why a job's attempt failed, as a handler (or anyone failing a job) reports it.
-///
-/// A retryable error puts the job in `retry` with a backoff delay while attempts remain;
-/// a permanent one fails it at once (the dead letter).
-///
-/// Any error converts into a retryable `JobError` (see its `From` impl), so `?` works in
-/// handlers.
-///
-/// # Examples
-///
-/// ```
-/// use jobq::JobError;
-/// use std::time::Duration;
-///
-/// let transient = JobError::retryable("upstream 503").code("UPSTREAM").retry_after(Duration::from_secs(30));
-/// let fatal = JobError::permanent("the video file is corrupt").code("BAD_INPUT");
-/// assert!(fatal.is_permanent() && !transient.is_permanent());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobError {
-    message: String,
-    detail: Option<String>,
-    code: Option<String>,
-    permanent: bool,
-    retry_after: Option<Duration>,
-    snooze: Option<Duration>,
-}
-
 /// The `tracing` target of the events about jobs' outcomes (succeeded, retrying, failed,
 /// released): a program that reports outcomes itself can turn them off
 /// (`jobq::outcome=off`) and keep the rest.
 pub(crate) const OUTCOME_TARGET: &str = "jobq::outcome";
-
-/// Longest error message kept, in characters; the rest is cut.
-const MAX_MESSAGE_CHARS: usize = 8 * 1024;
-
-/// Longest error detail kept, in characters: its end (where a traceback says what
-/// happened).
-const MAX_DETAIL_CHARS: usize = 16 * 1024;
-
-impl JobError {
-    /// A failure worth retrying (a timeout, a 503): retried with backoff while attempts remain.
-    pub fn retryable(message: impl Into<String>) -> JobError {
-        JobError {
-            message: message.into(),
-            detail: None,
-            code: None,
-            permanent: false,
-            retry_after: None,
-            snooze: None,
-        }
-    }
-
-    /// Not a failure but an outcome of its own: the job goes back to `queued`, to run again
-    /// after `delay`, and the attempt is not spent (a rate-limited API asking to come back
-    /// later, a resource not ready yet). Return it as the handler's error:
-    /// `Err(JobError::snooze(Duration::from_secs(60)))`.
-    pub fn snooze(delay: Duration) -> JobError {
-        JobError {
-            snooze: Some(delay),
-            ..JobError::retryable(format!(
-                "snoozed for {}",
-                crate::duration::format_duration(delay)
-            ))
-        }
-    }
-
-    /// The delay, when this is a snooze rather than a failure.
-    pub fn snoozed_for(&self) -> Option<Duration> {
-        self.snooze
-    }
-
-    /// A failure that will not go away (bad input): the job fails at once, no retry.
-    pub fn permanent(message: impl Into<String>) -> JobError {
-        JobError {
-            permanent: true,
-            ..JobError::retryable(message)
-        }
-    }
-
-    /// A machine-readable code, stored as the job's `error_code`. Defaults to none.
-    pub fn code(mut self, code: impl Into<String>) -> JobError {
-        self.code = Some(code.into());
-        self
-    }
-
-    /// More than the message: a traceback, the end of a command's stderr. Kept with the
-    /// attempt in the job's `errors` history (the message stays one line to read at a
-    /// glance). Defaults to none.
-    pub fn detail(mut self, detail: impl Into<String>) -> JobError {
-        self.detail = Some(detail.into());
-        self
-    }
-
-    /// The detail, if any.
-    pub fn error_detail(&self) -> Option<&str> {
-        self.detail.as_deref()
-    }
-
-    /// Retry after exactly this delay instead of the policy's backoff. Defaults to the
-    /// retry policy of the job's kind or queue.
-    pub fn retry_after(mut self, delay: Duration) -> JobError {
-        self.retry_after = Some(delay);
-        self
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The code, if any.
-    pub fn error_code(&self) -> Option<&str> {
-        self.code.as_deref()
-    }
-
-    /// True when no retry is wanted.
-    pub fn is_permanent(&self) -> bool {
-        self.permanent
-    }
-
-    /// The delay asked for, if any.
-    pub fn requested_delay(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    pub(crate) fn with_default_delay(mut self, delay: impl FnOnce() -> Duration) -> JobError {
-        if self.retry_after.is_none() {
-            self.retry_after = Some(delay());
-        }
-        self
-    }
-
-    /// The message as stored: at most [`MAX_MESSAGE_CHARS`], NUL characters (which
-    /// PostgreSQL's text cannot hold) shown as U+FFFD.
-    pub(crate) fn stored_message(&self) -> String {
-        let message = match self.message.char_indices().nth(MAX_MESSAGE_CHARS) {
-            Some((cut, _)) => format!("{}… (cut)", &self.message[..cut]),
-            None => self.message.clone(),
-        };
-        message.replace('\0', "\u{fffd}")
-    }
-
-    /// The detail as stored: at most [`MAX_DETAIL_CHARS`] (its end), NUL characters shown
-    /// as U+FFFD.
-    pub(crate) fn stored_detail(&self) -> Option<String> {
-        let detail = self.detail.as_ref()?;
-        let count = detail.chars().count();
-        let kept = match count.checked_sub(MAX_DETAIL_CHARS) {
-            Some(skip) if skip > 0 => {
-                format!("…{}", detail.chars().skip(skip).collect::<String>())
-            }
-            _ => detail.clone(),
-        };
-        Some(kept.replace('\0', "\u{fffd}"))
-    }
-
-    /// The code as stored (NUL characters shown as U+FFFD).
-    pub(crate) fn stored_code(&self) -> Option<String> {
-        self.code.as_ref().map(|c| c.replace('\0', "\u{fffd}"))
-    }
-}
-
-impl fmt::Display for JobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{code}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-/// Any error a handler meets converts into a retryable `JobError`, so that `?` works on it:
-/// every `std::error::Error + Send + Sync`, `Box<dyn Error + Send + Sync>`, anyhow- and
-/// eyre-style error types (which convert into that box), and plain `&str` or `String`
-/// messages. The message is the error's, followed by its sources.
-impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for JobError {
-    fn from(err: E) -> JobError {
-        let err: Box<dyn std::error::Error + Send + Sync> = err.into();
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        JobError::retryable(message)
-    }
-}
 
 /// What a worker reports for one job it holds.
 #[derive(Debug, Clone)]
@@ -352,12 +169,12 @@ impl Queue {
         let now = self.now_ms();
         // A snooze past the limit fails the job for good instead.
         let over: Vec<Option<JobError>> = settled.iter().map(|s| self.past_snoozes(s)).collect();
-        let reports: Vec<(&Lease, store::Report<'_>)> = settled
+        let reports: Vec<(&Lease, model::Report<'_>)> = settled
             .iter()
             .zip(&over)
             .map(|(s, over)| {
                 let report = match over {
-                    Some(error) => store::Report::Fail {
+                    Some(error) => model::Report::Fail {
                         error,
                         status: Status::Failed,
                         retry_at: now,
@@ -408,18 +225,18 @@ impl Queue {
 
     /// What a report records: for a failure, `retry` at the error's delay or the retry
     /// policy's backoff while attempts remain and the error is not permanent, else `failed`.
-    fn decide<'a>(&self, settled: &'a Settled, now: i64) -> store::Report<'a> {
+    fn decide<'a>(&self, settled: &'a Settled, now: i64) -> model::Report<'a> {
         match &settled.report {
-            Report::Complete { output, cost_cents } => store::Report::Complete {
+            Report::Complete { output, cost_cents } => model::Report::Complete {
                 output,
                 cost_cents: *cost_cents,
             },
-            Report::Release => store::Report::Release,
-            Report::Snooze(delay) => store::Report::Snooze {
+            Report::Release => model::Report::Release,
+            Report::Snooze(delay) => model::Report::Snooze {
                 run_after: now.saturating_add(millis((*delay).clamp(MIN_SNOOZE, MAX_DURATION))),
                 counted: true,
             },
-            Report::Defer(delay) => store::Report::Snooze {
+            Report::Defer(delay) => model::Report::Snooze {
                 run_after: now.saturating_add(millis((*delay).min(MAX_DURATION))),
                 counted: false,
             },
@@ -439,7 +256,7 @@ impl Queue {
                             .delay(lease.attempt)
                     })
                     .min(MAX_DURATION);
-                store::Report::Fail {
+                model::Report::Fail {
                     error,
                     status,
                     retry_at: now.saturating_add(millis(delay)),
@@ -621,7 +438,7 @@ fn log_outcome(settled: &Settled, recorded: &Recorded, now: i64) {
 mod tests {
     use super::*;
     use crate::job::NewJob;
-    use crate::queue::ClaimFilter;
+    use crate::model::ClaimFilter;
 
     #[test]
     fn a_deleted_job_refuses_its_own_outcome_and_not_the_batch() {

@@ -15,12 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use crate::store::sqlite::ids::uuid_v7;
 pub use bulk::{BulkAction, BulkOutcome, BulkRefusal, MAX_REFUSALS_SHOWN};
-pub use claim::ClaimFilter;
 pub use enqueue::MAX_DEPENDENCIES;
 pub(crate) use enqueue::check_text;
-pub use lease::{DEFAULT_MAX_SNOOZES, JobError, MIN_SNOOZE};
+pub use lease::{DEFAULT_MAX_SNOOZES, MIN_SNOOZE};
 pub(crate) use lease::{OUTCOME_TARGET, Report, Settled};
 pub use read::{JobFilter, Page};
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Queue;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Status};
-use crate::store::{ListQuery, Search};
+use crate::model::{ListQuery, Search};
 
 /// Which jobs [`Queue::list`] returns. Every filter is optional; they combine with AND.
 ///

@@ -9,8 +9,8 @@ use super::{Stats, StatsFilter};
 use crate::clock::millis;
 use crate::error::Result;
 use crate::job::Status;
+use crate::model::HealthRows;
 use crate::queue::Queue;
-use crate::store::HealthRows;
 
 /// How the queue is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

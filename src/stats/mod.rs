@@ -18,12 +18,11 @@ use serde::Serialize;
 use crate::clock::millis;
 use crate::error::Result;
 use crate::job::Status;
+use crate::model::{CountQuery, Counts, HealthQuery};
 use crate::queue::Queue;
-use crate::store::{CountQuery, Counts, HealthQuery};
 
 pub(crate) use health::judge;
 pub use health::{Health, HealthReason, HealthThresholds};
-pub use reports::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
 pub use timing::{Timing, TimingFilter};
 
 /// Which jobs a statistic covers. Every filter is optional; an owner-scoped handle covers

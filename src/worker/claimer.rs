@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::queue::ClaimFilter;
+use crate::model::ClaimFilter;
 
 /// How many jobs a pool claims ahead of its free handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use super::Engine;
 use super::engine::Finished;
 use crate::error::Error;
 use crate::job::ClaimedJob;
+use crate::model::ClaimSpec;
 use crate::queue::OUTCOME_TARGET;
-use crate::store::ClaimSpec;
 
 /// The most outcomes recorded in one transaction.
 const MAX_BATCH: usize = 1024;

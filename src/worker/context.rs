@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Lease};
-use crate::queue::{JobError, Queue};
+use crate::model::JobError;
+use crate::queue::Queue;
 
 /// The job a handler runs, and its line back to the queue.
 ///

@@ -14,9 +14,9 @@ use super::handlers::{Handlers, Registered};
 use super::outcome::{self, Counters};
 use super::{OutcomeCallback, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
+use crate::model::Recorded;
+use crate::model::WorkerInfo;
 use crate::queue::{Queue, Report, Settled};
-use crate::store::Recorded;
-use crate::workers::WorkerInfo;
 
 /// An outcome on its way to the completer.
 pub(crate) type Finished = Settled;

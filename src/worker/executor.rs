@@ -12,7 +12,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{Engine, Handler, JobContext, Registered};
-use crate::queue::{JobError, Report};
+use crate::model::JobError;
+use crate::queue::Report;
 use crate::retry::RetryPolicy;
 
 pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, JobId, Lease};
-use crate::store::LeasedJob;
 
 /// A job the pool claimed and has not recorded yet.
 pub(crate) struct InFlight {

@@ -11,7 +11,8 @@ use crossbeam_channel::{Receiver, select};
 
 use super::Engine;
 use crate::job::{JobId, Lease};
-use crate::queue::{JobError, Report};
+use crate::model::JobError;
+use crate::queue::Report;
 
 /// How often timeouts are checked: the precision of a job timeout.
 const TICK: Duration = Duration::from_millis(50);

@@ -45,9 +45,10 @@ use outcome::Counters;
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Status};
 use crate::maintenance::StaleTimeouts;
-use crate::queue::{ClaimFilter, JobError, Queue};
+use crate::model::WorkerInfo;
+use crate::model::{ClaimFilter, JobError};
+use crate::queue::Queue;
 use crate::retry::RetryPolicy;
-use crate::workers::WorkerInfo;
 
 /// What runs the jobs of one kind.
 ///
@@ -763,6 +764,6 @@ pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle
 /// `host-pid-random`, as the seeds' workers name themselves.
 pub fn default_worker_id() -> String {
     let host = crate::workers::hostname();
-    let random = crate::retry::random_u64() & 0xff_ffff;
+    let random = crate::random::random_u64() & 0xff_ffff;
     format!("{host}-{}-{random:06x}", std::process::id())
 }

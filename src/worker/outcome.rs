@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::job::{JobId, Status, Timestamp};
-use crate::queue::JobError;
-use crate::store::Recorded;
+use crate::model::JobError;
+use crate::model::Recorded;
 
 /// What became of one job a pool claimed, once it is recorded in the database (see
 /// [`WorkerPoolBuilder::on_outcome`](crate::WorkerPoolBuilder::on_outcome)).

@@ -8,7 +8,7 @@ use super::Sql;
 use super::jobs::{job_id, uuid_of};
 use crate::error::Result;
 use crate::job::{Enqueued, JobId, JobLink, Status};
-use crate::store::{DepRef, Scope, Waits};
+use crate::model::{DepRef, Scope, Waits};
 
 /// The dependencies, locked in id order until the insert commits: a dependency that
 /// finishes meanwhile waits for it, and its trigger then sees the new dependent (one that
@@ -129,7 +129,7 @@ fn read_links(conn: &mut dyn Sql, sql: &'static str, id: Uuid) -> Result<Vec<Job
 }
 
 /// The jobs `id` waits for, those that wait for it, and its concurrency key.
-pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::store::Links> {
+pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::job::Links> {
     let uuid = uuid_of(id)?;
     let (concurrency_key, flow_ref) = conn
         .query_opt(
@@ -138,7 +138,7 @@ pub(crate) fn links(conn: &mut dyn Sql, id: &JobId) -> Result<crate::store::Link
         )?
         .map(|r| (r.get(0), r.get(1)))
         .unwrap_or_default();
-    Ok(crate::store::Links {
+    Ok(crate::job::Links {
         dependencies: read_links(conn, DEPENDENCIES, uuid)?,
         dependents: read_links(conn, DEPENDENTS, uuid)?,
         concurrency_key,
@@ -152,7 +152,7 @@ pub(crate) fn outputs(
     conn: &mut dyn Sql,
     scope: Scope<'_>,
     id: &JobId,
-) -> Result<Option<crate::store::Outputs>> {
+) -> Result<Option<crate::model::Outputs>> {
     let Ok(uuid) = uuid_of(id) else {
         return Ok(None);
     };
@@ -162,7 +162,7 @@ pub(crate) fn outputs(
     Ok(Some(
         conn.query_all(OUTPUTS, &[&uuid])?
             .iter()
-            .map(|r| crate::store::Output {
+            .map(|r| crate::model::Output {
                 id: job_id(r.get(0)),
                 flow_ref: r.get(1),
                 output: r.get(2),

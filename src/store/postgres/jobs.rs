@@ -10,12 +10,14 @@ use uuid::Uuid;
 use super::deps;
 use super::{Conn, Sql};
 use crate::error::{Error, Result};
+use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status, Timestamp};
-use crate::owner::saturate;
-use crate::store::{
-    Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, Waits, at_index, costs_by_owner, key_holds,
+use crate::model::{
+    Change, ClaimSpec, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
+    StaleCutoffs, Waits,
 };
+use crate::store::rules::saturate;
+use crate::store::rules::{at_index, costs_by_owner, key_holds};
 
 // ---- ids ----------------------------------------------------------------------------------
 
@@ -28,7 +30,7 @@ pub(crate) fn new_ids(now: i64, n: usize) -> Vec<Uuid> {
     let mut last = LAST_KEY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let ids = crate::store::sqlite::ids::after(*last, now, n);
+    let ids = crate::job::ids_after(*last, now, n);
     if let Some(id) = ids.last() {
         *last = Some(crate::job::key_of(id));
     }
@@ -1039,7 +1041,12 @@ pub(crate) fn change(
     };
     if sql == MANUAL_RETRY {
         if let Some((dependency, status)) = deps::failed_dependency(conn, uuid)? {
-            return Err(crate::store::retry_refused(id, from, &dependency, status));
+            return Err(crate::store::rules::retry_refused(
+                id,
+                from,
+                &dependency,
+                status,
+            ));
         }
     }
     conn.execute(sql, &[&now, &uuid])?;

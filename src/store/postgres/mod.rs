@@ -410,7 +410,7 @@ impl Postgres {
                     tries += 1;
                     tracing::debug!(tries, context, "jobq: conflict on PostgreSQL; trying again");
                     std::thread::sleep(Duration::from_millis(
-                        (crate::retry::random_u64() % 5) + u64::from(tries),
+                        (crate::random::random_u64() % 5) + u64::from(tries),
                     ));
                 }
                 Err(Error::Busy { context, .. }) => {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::Conn;
 use crate::error::Result;
 use crate::job::ClaimedJob;
-use crate::store::{ClaimSpec, QueueControl, QueueCount, QueueWrite, Scope};
+use crate::model::{ClaimSpec, QueueControl, QueueCount, QueueWrite, Scope};
 
 const CONTROLS: &str = "
     SELECT name, paused, max_running, max_running_per_key, rate_limit, rate_window_ms

@@ -6,7 +6,8 @@ use uuid::Uuid;
 use super::Conn;
 use crate::error::{Error, Result};
 use crate::job::Enqueued;
-use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope, too_many_schedules};
+use crate::model::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope};
+use crate::store::rules::too_many_schedules;
 
 macro_rules! insert_schedule {
     ($on_conflict:literal) => {

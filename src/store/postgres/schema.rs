@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use super::Conn;
 use crate::error::{Error, Result};
-use crate::store::sqlite::schema::{Migration, parse};
+use crate::store::migrations::{Migration, parse};
 
 /// The whole data model in PostgreSQL's dialect.
 pub(crate) const SCHEMA_SQL: &str = include_str!("../../../schema.postgres.sql");

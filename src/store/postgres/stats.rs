@@ -4,11 +4,11 @@
 use super::Conn;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::saturate;
-use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
-use crate::store::{
+use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::model::{
     CountQuery, Counts, Duration4, HealthQuery, HealthRows, Histogram, QueueRows, Scope,
 };
+use crate::store::rules::saturate;
 
 /// Running, retrying, failed and cancelled jobs: the status index.
 const COUNT_STATUS_INDEX: &str = "

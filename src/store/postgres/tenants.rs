@@ -3,8 +3,9 @@
 use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::{Owner, saturate};
-use crate::store::{FlowInsert, GroupRow, OwnerWrite, Scope};
+use crate::model::Owner;
+use crate::model::{FlowInsert, GroupRow, OwnerWrite, Scope};
+use crate::store::rules::saturate;
 
 /// What an owner's jobs have cost so far, in cents (every job but those cancelled before
 /// they ever started), summed exactly in `numeric` and read as text.

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::{Error, Result};
 use crate::job::{Enqueued, JobId, JobLink, Status};
-use crate::store::{DepRef, Scope, Waits};
+use crate::model::{DepRef, Scope, Waits};
 
 const DEPENDENCY: &str = "SELECT status, owner FROM jobq_jobs WHERE id_key = ?1 AND id = ?2";
 
@@ -117,7 +117,7 @@ fn read_links(conn: &Connection, sql: &str, key: i64) -> Result<Vec<JobLink>> {
 }
 
 /// The jobs `id` waits for, those that wait for it, and its concurrency key.
-pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::store::Links> {
+pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::job::Links> {
     let (concurrency_key, flow_ref): (Option<String>, Option<String>) = conn
         .prepare_cached(
             "SELECT concurrency_key, flow_ref FROM jobq_job_options WHERE job_key = ?1",
@@ -125,7 +125,7 @@ pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::store::Links
         .query_row([id.key()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .unwrap_or_default();
-    Ok(crate::store::Links {
+    Ok(crate::job::Links {
         dependencies: read_links(conn, DEPENDENCIES, id.key())?,
         dependents: read_links(conn, DEPENDENTS, id.key())?,
         concurrency_key,
@@ -134,10 +134,10 @@ pub(crate) fn links(conn: &Connection, id: &JobId) -> Result<crate::store::Links
 }
 
 /// Each dependency of `id` with its output (JSON text; none before it succeeded).
-pub(crate) fn outputs(conn: &Connection, id: &JobId) -> Result<crate::store::Outputs> {
+pub(crate) fn outputs(conn: &Connection, id: &JobId) -> Result<crate::model::Outputs> {
     let mut stmt = conn.prepare_cached(OUTPUTS)?;
     let rows = stmt.query_map([id.key()], |r| {
-        Ok(crate::store::Output {
+        Ok(crate::model::Output {
             id: JobId::from_db(r.get(0)?),
             flow_ref: r.get(1)?,
             output: r.get(2)?,

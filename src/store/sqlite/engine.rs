@@ -7,16 +7,18 @@ use rusqlite::Connection;
 
 use super::{Sqlite, deps, ids, jobs, queues, schedules, stats, tenants, workers};
 use crate::error::{Error, Result};
+use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
-use crate::owner::Owner;
-use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
-use crate::store::{
-    Change, Changes, ClaimSpec, CountQuery, Counts, Durability, Duration4, Engine, Firing,
-    FlowInsert, GroupRow, HealthQuery, HealthRows, LeasedJob, ListQuery, NewRow, OwnerWrite,
-    Progress, QueueControl, QueueCount, QueueRows, QueueWrite, ReadyKind, Recorded, Released,
-    Report, ScheduleChange, SchedulePut, ScheduleRow, Scope, StaleCutoffs,
+use crate::model::Owner;
+use crate::model::WorkerInfo;
+use crate::model::{
+    Change, ClaimSpec, CountQuery, Counts, Duration4, Firing, FlowInsert, GroupRow, HealthQuery,
+    HealthRows, ListQuery, NewRow, OwnerWrite, Progress, QueueControl, QueueCount, QueueRows,
+    QueueWrite, ReadyKind, Recorded, Released, Report, ScheduleChange, SchedulePut, ScheduleRow,
+    Scope, StaleCutoffs,
 };
-use crate::workers::WorkerInfo;
+use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::store::{Changes, Durability, Engine};
 
 impl Engine for Sqlite {
     fn name(&self) -> &'static str {
@@ -67,7 +69,7 @@ impl Engine for Sqlite {
         &self,
         scope: Scope<'_>,
         id: &JobId,
-    ) -> Result<Option<crate::store::Outputs>> {
+    ) -> Result<Option<crate::model::Outputs>> {
         self.read(|conn| {
             if jobs::status_of(conn, scope, id)?.is_none() {
                 return Ok(None);

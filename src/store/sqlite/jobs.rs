@@ -8,14 +8,15 @@ use super::deps::{self, Settled};
 use super::rows::{self, job_columns};
 use super::tenants::spent_cents;
 use crate::error::{Error, Result};
+use crate::job::LeasedJob;
 use crate::job::{
     ClaimedJob, Enqueued, Job, JobId, Lease, MAX_COST_CENTS, Status, Timestamp, key_of,
 };
-use crate::owner::saturate;
-use crate::store::{
-    Change, ClaimSpec, LeasedJob, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope,
-    StaleCutoffs, at_index, costs_by_owner, key_holds,
+use crate::model::{
+    Change, ClaimSpec, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope, StaleCutoffs,
 };
+use crate::store::rules::saturate;
+use crate::store::rules::{at_index, costs_by_owner, key_holds};
 
 // ---- inserts --------------------------------------------------------------------------
 
@@ -186,16 +187,16 @@ pub(crate) fn insert_jobs(
 pub(crate) fn insert_flow(
     conn: &Connection,
     scope: Scope<'_>,
-    group: &crate::store::GroupRow,
+    group: &crate::model::GroupRow,
     jobs: Vec<NewRow>,
     now: i64,
-) -> Result<crate::store::FlowInsert> {
+) -> Result<crate::model::FlowInsert> {
     if let Some(found) = super::tenants::existing_flow(conn, group)? {
         return Ok(found);
     }
     super::tenants::insert_group(conn, group)?;
     let ids = super::ids::allocate(conn, now, jobs.len())?;
-    insert_jobs(conn, scope, jobs, ids, now).map(crate::store::FlowInsert::Created)
+    insert_jobs(conn, scope, jobs, ids, now).map(crate::model::FlowInsert::Created)
 }
 
 /// Inserts one job: the existing job for a repeated idempotency key (while its window
@@ -972,7 +973,12 @@ pub(crate) fn change(
     };
     if retried {
         if let Some((dependency, status)) = deps::failed_dependency(conn, id)? {
-            return Err(crate::store::retry_refused(id, from, &dependency, status));
+            return Err(crate::store::rules::retry_refused(
+                id,
+                from,
+                &dependency,
+                status,
+            ));
         }
     }
     let settled = match change {

@@ -189,7 +189,7 @@ impl Sqlite {
             match step() {
                 Err(e) if e.is_busy() && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_micros(
-                        200 + crate::retry::random_u64() % 800,
+                        200 + crate::random::random_u64() % 800,
                     ));
                 }
                 Err(Error::Busy { .. }) => {
@@ -383,7 +383,7 @@ struct Writer {
 }
 
 /// The queues under flow control, by name (queues without any are not in it).
-pub(crate) type Controls = Arc<std::collections::HashMap<String, crate::store::QueueControl>>;
+pub(crate) type Controls = Arc<std::collections::HashMap<String, crate::model::QueueControl>>;
 
 /// What the writer connection knows of the largest row key in `jobq_jobs`: when `known`, no
 /// key is larger than `largest` as of the connection's data version `version` (which any
@@ -443,7 +443,7 @@ impl WriteTx<'_, '_> {
         let read: Controls = Arc::new(
             queues::controls(&self.tx)?
                 .into_iter()
-                .filter(crate::store::QueueControl::is_controlled)
+                .filter(crate::model::QueueControl::is_controlled)
                 .map(|c| (c.name.clone(), c))
                 .collect(),
         );
@@ -556,7 +556,7 @@ fn busy_wait(tries: i32) -> bool {
         std::thread::yield_now();
     } else {
         let base = 50u64 * u64::from((tries as u32 - 3).min(20));
-        let jitter = crate::retry::random_u64() % 50;
+        let jitter = crate::random::random_u64() % 50;
         std::thread::sleep(Duration::from_micros(base + jitter));
     }
     true

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
 
 use crate::error::Result;
-use crate::store::{ClaimSpec, QueueControl, QueueCount, QueueWrite, Scope};
+use crate::model::{ClaimSpec, QueueControl, QueueCount, QueueWrite, Scope};
 
 const CONTROLS: &str = "
     SELECT name, paused, max_running, max_running_per_key, rate_limit, rate_window_ms

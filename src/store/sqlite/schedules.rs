@@ -5,7 +5,8 @@ use rusqlite::{Connection, Row, named_params, params};
 use super::WriteTx;
 use crate::error::{Error, Result};
 use crate::job::Enqueued;
-use crate::store::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope, too_many_schedules};
+use crate::model::{Firing, ScheduleChange, SchedulePut, ScheduleRow, Scope};
+use crate::store::rules::too_many_schedules;
 
 const LIST: &str = "
     SELECT name, owner, cron, every_ms, timezone, kind, input, queue, priority, max_attempts,

@@ -10,13 +10,11 @@ use std::sync::OnceLock;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use crate::error::{Error, Result};
+use crate::store::migrations::{Migration, parse};
 
 /// The whole data model: a `-- bookkeeping` section and a list of `-- migration N`
 /// sections.
 pub(crate) const SCHEMA_SQL: &str = include_str!("../../../schema.sql");
-
-/// A migration: the version it brings the database to, and its SQL.
-pub(crate) type Migration = (i64, &'static str);
 
 /// The migrations of `schema.sql`, in order.
 pub(crate) fn migrations() -> &'static [Migration] {
@@ -33,34 +31,6 @@ fn bookkeeping() -> &'static str {
 /// The schema version this build writes and reads.
 pub fn schema_version() -> i64 {
     migrations().last().map_or(0, |m| m.0)
-}
-
-/// Splits `schema.sql` into its bookkeeping section and its migrations.
-pub(crate) fn parse(sql: &'static str) -> (&'static str, Vec<Migration>) {
-    // (version, or None for the bookkeeping; where its marker line starts; where its body starts)
-    let mut starts: Vec<(Option<i64>, usize, usize)> = Vec::new();
-    let mut offset = 0;
-    for line in sql.split_inclusive('\n') {
-        let marker = line.trim();
-        if marker == "-- bookkeeping" {
-            starts.push((None, offset, offset + line.len()));
-        } else if let Some(rest) = marker.strip_prefix("-- migration ") {
-            if let Ok(version) = rest.trim().parse::<i64>() {
-                starts.push((Some(version), offset, offset + line.len()));
-            }
-        }
-        offset += line.len();
-    }
-    let mut bookkeeping = "";
-    let mut migrations = Vec::new();
-    for (i, &(version, _, body_start)) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(sql.len(), |next| next.1);
-        match version {
-            None => bookkeeping = &sql[body_start..end],
-            Some(v) => migrations.push((v, &sql[body_start..end])),
-        }
-    }
-    (bookkeeping, migrations)
 }
 
 /// What an opened file holds, found without writing to it.

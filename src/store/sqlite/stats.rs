@@ -9,9 +9,9 @@ use super::rows;
 use super::tenants::spent_cents;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::{exact_sum, saturate};
-use crate::stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
-use crate::store::{CountQuery, Counts, Duration4, HealthQuery, HealthRows, QueueRows, Scope};
+use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::model::{CountQuery, Counts, Duration4, HealthQuery, HealthRows, QueueRows, Scope};
+use crate::store::rules::{exact_sum, saturate};
 
 // ---- counts -------------------------------------------------------------------------------
 
@@ -114,7 +114,7 @@ pub(crate) const DEAD: &str = "
     ORDER BY completed_at DESC, id DESC
     LIMIT :limit + 0";
 
-/// Costs sum in two exact parts (see [`crate::owner::exact_sum`]).
+/// Costs sum in two exact parts (see [`crate::store::rules::exact_sum`]).
 const COSTS_BY_STATUS: &str = "
     SELECT status, count(*), sum(cost_cents >> 20), sum(cost_cents & 1048575), avg(cost_cents)
     FROM jobq_jobs

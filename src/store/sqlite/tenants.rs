@@ -4,8 +4,9 @@ use rusqlite::{Connection, OptionalExtension, named_params, params};
 
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
-use crate::owner::{Owner, exact_sum, saturate};
-use crate::store::{FlowInsert, GroupRow, OwnerWrite, Scope};
+use crate::model::Owner;
+use crate::model::{FlowInsert, GroupRow, OwnerWrite, Scope};
+use crate::store::rules::{exact_sum, saturate};
 
 /// What an owner's jobs have cost so far, in cents: every job but those cancelled before
 /// they ever started. The one definition behind budgets and cost reports. The sum comes in

@@ -4,8 +4,8 @@ use rusqlite::{Connection, named_params, params};
 
 use crate::error::Result;
 use crate::job::Timestamp;
-use crate::store::ReadyKind;
-use crate::workers::WorkerInfo;
+use crate::model::ReadyKind;
+use crate::model::WorkerInfo;
 
 const REGISTER: &str = "
     INSERT INTO jobq_workers (id, host, pid, queues, kinds, concurrency, started_at, last_seen,

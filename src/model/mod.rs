@@ -1,0 +1,24 @@
+//! The floor: the values the storage boundary speaks — new job rows, reports on held jobs,
+//! filters, stats rows, owners, workers, queues' controls, schedules, handlers' errors — as
+//! named structs. `store/` and everything above it use them; this module uses only the
+//! other floor modules (`job`, `error`).
+
+mod job_error;
+mod jobs;
+mod queues;
+mod schedules;
+mod stats;
+mod tenants;
+mod workers;
+
+pub use job_error::JobError;
+pub use jobs::ClaimFilter;
+pub(crate) use jobs::*;
+pub(crate) use queues::*;
+pub(crate) use schedules::*;
+pub(crate) use stats::*;
+pub use stats::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+pub use tenants::Owner;
+pub(crate) use tenants::*;
+pub use workers::WorkerInfo;
+pub(crate) use workers::*;
