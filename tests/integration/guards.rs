@@ -170,9 +170,11 @@ fn cancelling_a_running_job_reaches_its_handler_at_once_not_at_the_next_heartbea
     let (_dir, queue) = pool_queue();
     let id = queue.enqueue(NewJob::new("long")).unwrap().job_id;
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let (began, started) = crossbeam_channel::bounded(1);
     let pool = WorkerPool::builder(&queue)
         .heartbeat_interval(Duration::from_secs(30))
         .handler("long", move |ctx: &JobContext| -> Result<Value, JobError> {
+            let _ = began.send(());
             while !ctx.is_cancelled() {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -181,9 +183,11 @@ fn cancelling_a_running_job_reaches_its_handler_at_once_not_at_the_next_heartbea
         })
         .start()
         .unwrap();
-    eventually("the job to run", || {
-        queue.get(&id).unwrap().status == Status::Running
-    });
+    // The handler itself has started (`running` in the database may still be a claim
+    // waiting for a handler, which a cancel drops unrun).
+    started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the handler never started");
     let asked = Instant::now();
     queue.cancel(&id).unwrap();
     let stopped = rx
@@ -196,12 +200,14 @@ fn cancelling_a_running_job_reaches_its_handler_at_once_not_at_the_next_heartbea
 #[test]
 fn a_refused_report_tells_the_handler_its_job_is_gone() {
     let (dir, queue) = pool_queue();
-    let id = queue.enqueue(NewJob::new("long")).unwrap().job_id;
+    queue.enqueue(NewJob::new("long")).unwrap();
     let (tx, rx) = crossbeam_channel::bounded(1);
+    let (began, started) = crossbeam_channel::bounded(1);
     let pool = WorkerPool::builder(&queue)
         .heartbeat_interval(Duration::from_secs(30))
         .maintenance_interval(None)
         .handler("long", move |ctx: &JobContext| -> Result<Value, JobError> {
+            let _ = began.send(());
             // Reports progress until one is refused, then says whether the context knows.
             while ctx.set_progress(0.5).is_ok() {
                 std::thread::sleep(Duration::from_millis(5));
@@ -211,9 +217,10 @@ fn a_refused_report_tells_the_handler_its_job_is_gone() {
         })
         .start()
         .unwrap();
-    eventually("the job to run", || {
-        queue.get(&id).unwrap().status == Status::Running
-    });
+    // The handler itself has started (not only the claim).
+    started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the handler never started");
     // Another process releases it: no cancel reaches this process; only the refused report
     // tells the handler.
     let other = Queue::open(dir.path()).unwrap();
