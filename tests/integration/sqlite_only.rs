@@ -392,6 +392,12 @@ fn jobq_serve_says_so_when_its_file_is_deleted() {
         .body_mut()
         .read_json()
         .unwrap();
+    // Nothing made a new, empty database at the path (a split brain of its own).
+    assert!(
+        !cli.db().exists(),
+        "a new file appeared at {}",
+        cli.db().display()
+    );
     serve.kill().unwrap();
     serve.wait().unwrap();
     assert_eq!(stats["health"], "unhealthy", "{stats}");

@@ -1,6 +1,9 @@
 //! Wake-ups across hosts: a connection of its own that `LISTEN`s to the channel `jobq`,
 //! which the table's triggers notify (once per queue, at commit) when jobs become ready.
 
+use super::Postgres;
+use crate::error::Error;
+use crate::error::Result;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -100,4 +103,16 @@ fn connect(config: &postgres::Config) -> Result<Client, postgres::Error> {
     let mut client = config.connect(NoTls)?;
     client.batch_execute("LISTEN jobq")?;
     Ok(client)
+}
+
+impl crate::store::ChangeFeed for Postgres {
+    fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>> {
+        let listener =
+            listen(self.config.clone(), self.location.clone(), on_change).map_err(|e| {
+                Error::Unavailable {
+                    reason: format!("cannot start the thread that listens for wake-ups: {e}"),
+                }
+            })?;
+        Ok(Box::new(listener))
+    }
 }

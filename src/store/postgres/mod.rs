@@ -8,6 +8,8 @@
 //! connection of their own. Every time written or compared comes from the queue's clock,
 //! which on PostgreSQL is the server's (see [`clock`]), never from `now()` in SQL.
 
+use crate::store::Durability;
+use crate::store::Engine;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -22,11 +24,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use crate::clock::Clock;
 use crate::error::{DatabaseError, Error, Result};
 
+mod changes;
 pub(crate) mod clock;
 pub(crate) mod deps;
-mod engine;
 pub(crate) mod jobs;
-mod listen;
 pub(crate) mod queues;
 mod schedules;
 pub(crate) mod schema;
@@ -481,5 +482,20 @@ pub(crate) fn from_pg(err: postgres::Error) -> Error {
 impl From<postgres::Error> for Error {
     fn from(err: postgres::Error) -> Error {
         from_pg(err)
+    }
+}
+
+impl Engine for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn durability(&self) -> Durability {
+        // What survives is the server's to say (`synchronous_commit`, `fsync`).
+        Durability::Full
     }
 }

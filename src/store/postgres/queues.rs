@@ -3,6 +3,7 @@
 //! `jobq_queues.controlled`); this claim locks the queue's row, counts and takes in one
 //! transaction, so claims of a controlled queue go one at a time across every host.
 
+use super::Postgres;
 use std::collections::HashMap;
 
 use postgres::Row;
@@ -224,4 +225,96 @@ pub(crate) fn claim(
         }
     }
     Ok(jobs)
+}
+
+impl crate::store::QueueStore for Postgres {
+    fn queue_controls(&self) -> Result<Vec<QueueControl>> {
+        self.snapshot(controls)
+    }
+
+    fn write_queue(&self, name: &str, write: QueueWrite, now: i64) -> Result<QueueControl> {
+        let control = self.run(|conn| self::write(conn, name, write, now))?;
+        self.forget_controlled();
+        Ok(control)
+    }
+
+    fn any_controlled(&self) -> bool {
+        !self
+            .controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .is_empty()
+    }
+
+    fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>> {
+        self.snapshot(|conn| counts(conn, now))
+    }
+}
+
+impl Postgres {
+    /// The queues under flow control, read again when the last read is a second old. (The
+    /// claim statement's own guard keeps a queue that became controlled since out of the
+    /// ordinary claim; this only says which queues the controlled claim should look at.)
+    pub(super) fn controlled_queues(
+        &self,
+    ) -> Result<std::sync::Arc<std::collections::HashSet<String>>> {
+        {
+            let cached = self
+                .controlled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let (Some(at), set) = &*cached {
+                if at.elapsed() < std::time::Duration::from_secs(1) {
+                    return Ok(std::sync::Arc::clone(set));
+                }
+            }
+        }
+        let set: std::sync::Arc<std::collections::HashSet<String>> =
+            std::sync::Arc::new(self.run(controlled)?.into_iter().collect());
+        *self
+            .controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (Some(std::time::Instant::now()), std::sync::Arc::clone(&set));
+        Ok(set)
+    }
+
+    pub(super) fn forget_controlled(&self) {
+        self.controlled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 = None;
+    }
+
+    /// After the ordinary claim, the controlled queues of the filter, for the slots left.
+    pub(super) fn top_up(
+        &self,
+        scope: Scope<'_>,
+        spec: ClaimSpec<'_>,
+        mut claimed: Vec<ClaimedJob>,
+        now: i64,
+    ) -> Result<Vec<ClaimedJob>> {
+        if claimed.len() >= spec.limit {
+            return Ok(claimed);
+        }
+        let controlled = self.controlled_queues()?;
+        let queues: Vec<String> = spec
+            .filter
+            .queue_names()
+            .iter()
+            .filter(|q| controlled.contains(q.as_str()))
+            .cloned()
+            .collect();
+        if queues.is_empty() {
+            return Ok(claimed);
+        }
+        let rest = ClaimSpec {
+            limit: spec.limit - claimed.len(),
+            ..spec
+        };
+        let more = self.transaction(|conn| claim(conn, scope, &rest, &queues, now))?;
+        claimed.extend(more);
+        Ok(claimed)
+    }
 }

@@ -1,5 +1,7 @@
 //! Schedules on PostgreSQL: their rows, and the firing of due slots.
 
+use super::Postgres;
+use super::jobs;
 use postgres::Row;
 use uuid::Uuid;
 
@@ -172,4 +174,29 @@ pub(crate) fn fire(
         return Ok(Some(Vec::new()));
     }
     super::jobs::insert_jobs(conn, firing.owner, firing.jobs, ids, now).map(Some)
+}
+
+impl crate::store::ScheduleStore for Postgres {
+    fn insert_schedule(&self, row: &ScheduleRow, put: SchedulePut) -> Result<()> {
+        self.transaction(|c| insert(c, row, put))
+    }
+
+    fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {
+        self.snapshot(|c| list(c, scope, due))
+    }
+
+    fn change_schedule(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: ScheduleChange,
+        now: i64,
+    ) -> Result<bool> {
+        self.run(|c| self::change(c, owner, name, change, now))
+    }
+
+    fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>> {
+        let ids = jobs::new_ids(now, firing.jobs.len());
+        self.transaction(|conn| fire(conn, firing.clone(), ids.clone(), now))
+    }
 }

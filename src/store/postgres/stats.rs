@@ -2,6 +2,7 @@
 //! same partial indexes (index-only where the visibility map allows).
 
 use super::Conn;
+use super::Postgres;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
 use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
@@ -319,4 +320,67 @@ pub(crate) fn queue_rows(conn: &mut Conn, now: i64) -> Result<QueueRows> {
         active.push((r.get(0), r.get::<_, String>(1).parse()?, r.get(2)));
     }
     Ok(QueueRows { ready, active })
+}
+
+impl crate::store::StatsStore for Postgres {
+    fn overview(
+        &self,
+        scope: Scope<'_>,
+        query: CountQuery<'_>,
+        health: HealthQuery,
+    ) -> Result<(Counts, Counts, HealthRows)> {
+        self.snapshot(|conn| {
+            let counts = counts(conn, query, health.now)?;
+            let everything = CountQuery {
+                owner: scope,
+                group: None,
+                queue: None,
+            };
+            let whole = if query.owner == scope && query.group.is_none() && query.queue.is_none() {
+                counts.clone()
+            } else {
+                self::counts(conn, everything, health.now)?
+            };
+            let rows = self::health(conn, scope, health)?;
+            Ok((counts, whole, rows))
+        })
+    }
+
+    fn counts(&self, query: CountQuery<'_>, now: i64) -> Result<Counts> {
+        self.snapshot(|conn| counts(conn, query, now))
+    }
+
+    fn durations(
+        &self,
+        scope: Scope<'_>,
+        since: i64,
+        queue: Option<&str>,
+        each: &mut dyn FnMut(Duration4),
+    ) -> Result<()> {
+        self.read(|conn| durations(conn, scope, since, queue, each))
+    }
+
+    fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
+        self.snapshot(|conn| histograms(conn, bounds_ms))
+    }
+
+    fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {
+        self.read(|conn| stages(conn, scope))
+    }
+
+    fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>> {
+        self.read(|conn| running(conn, scope, now))
+    }
+
+    fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>> {
+        self.read(|conn| dead_letter(conn, scope, limit))
+    }
+
+    fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>> {
+        self.snapshot(|conn| costs(conn, scope, by))
+    }
+
+    fn queue_rows(&self, now: i64) -> Result<QueueRows> {
+        self.snapshot(|conn| queue_rows(conn, now))
+    }
 }

@@ -1,5 +1,6 @@
 //! Groups, owners and tokens on PostgreSQL.
 
+use super::Postgres;
 use super::{Conn, Sql};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status, Timestamp};
@@ -269,4 +270,42 @@ pub(crate) fn token(conn: &mut Conn, token_id: &str) -> Result<Option<(String, S
 
 pub(crate) fn revoke_tokens(conn: &mut Conn, owner: &str) -> Result<usize> {
     Ok(conn.execute("DELETE FROM jobq_tokens WHERE owner_id = $1", &[&owner])? as usize)
+}
+
+impl crate::store::TenantStore for Postgres {
+    fn insert_group(&self, group: &GroupRow) -> Result<()> {
+        self.run(|conn| insert_group(conn, group))
+    }
+
+    fn group(&self, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>> {
+        self.snapshot(|conn| group(conn, scope, id))
+    }
+
+    fn groups(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<GroupRow>> {
+        self.snapshot(|conn| groups(conn, scope, limit))
+    }
+
+    fn delete_group(&self, scope: Scope<'_>, id: &str) -> Result<usize> {
+        self.transaction(|conn| delete_group(conn, scope, id))
+    }
+
+    fn write_owner(&self, id: &str, write: OwnerWrite, now: i64) -> Result<()> {
+        self.run(|conn| write_owner(conn, id, write, now))
+    }
+
+    fn owner(&self, id: &str) -> Result<Option<Owner>> {
+        self.snapshot(|conn| owner(conn, id))
+    }
+
+    fn insert_token(&self, owner: &str, token_id: &str, secret_hash: &str, now: i64) -> Result<()> {
+        self.transaction(|conn| insert_token(conn, owner, token_id, secret_hash, now))
+    }
+
+    fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
+        self.read(|conn| token(conn, token_id))
+    }
+
+    fn revoke_tokens(&self, owner: &str) -> Result<usize> {
+        self.run(|conn| revoke_tokens(conn, owner))
+    }
 }

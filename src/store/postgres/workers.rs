@@ -1,6 +1,7 @@
 //! The registry of live workers on PostgreSQL.
 
 use super::Conn;
+use super::Postgres;
 use crate::error::Result;
 use crate::job::Timestamp;
 use crate::model::ReadyKind;
@@ -99,4 +100,30 @@ pub(crate) fn ready_kinds(conn: &mut Conn, due: i64) -> Result<Vec<ReadyKind>> {
             oldest: r.get(3),
         })
         .collect())
+}
+
+impl crate::store::WorkerStore for Postgres {
+    fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        self.run(|conn| register(conn, worker))
+    }
+
+    fn worker_seen(&self, id: &str, now: i64) -> Result<bool> {
+        self.run(|conn| seen(conn, id, now))
+    }
+
+    fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.run(|conn| unregister(conn, id))
+    }
+
+    fn workers(&self, now: i64) -> Result<Vec<WorkerInfo>> {
+        self.read(|conn| live(conn, now))
+    }
+
+    fn expire_workers(&self, now: i64) -> Result<usize> {
+        self.run(|conn| expire(conn, now))
+    }
+
+    fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
+        self.read(|conn| ready_kinds(conn, due_before))
+    }
 }

@@ -17,6 +17,7 @@
 //! `synchronous=NORMAL` mode. The writer's own autocheckpoint stays on at a high mark as a
 //! backstop: under a write load that never pauses, it is what lets the WAL start over.
 
+use crate::store::Engine;
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,8 +32,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
+pub(crate) mod changes;
 pub(crate) mod deps;
-mod engine;
 pub(crate) mod ids;
 pub(crate) mod jobs;
 pub(crate) mod queues;
@@ -147,6 +148,12 @@ const OPEN_FLAGS: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE
     .union(OpenFlags::SQLITE_OPEN_CREATE)
     .union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
 
+/// The flags of every connection after the first: the file exists by then, and if it was
+/// deleted since, a new connection must fail rather than make an empty database at the
+/// path (which readers would then read while the writer writes to the old file).
+const REOPEN_FLAGS: OpenFlags =
+    OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
 impl Sqlite {
     /// Opens (creating if needed) and migrates the database at `path`; `now` stamps the
     /// migrations it applies.
@@ -225,7 +232,7 @@ impl Sqlite {
 
         let init_opts = opts.clone();
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(OPEN_FLAGS)
+            .with_flags(REOPEN_FLAGS)
             .with_init(move |c| {
                 c.busy_timeout(init_opts.busy_timeout)?;
                 configure(c, &init_opts).map_err(|e| {
@@ -286,7 +293,7 @@ impl Sqlite {
     /// A new connection of its own, with the same pragmas (for long-lived readers such as
     /// a dispatcher watching `PRAGMA data_version`).
     pub(crate) fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open_with_flags(&self.path, OPEN_FLAGS)?;
+        let conn = Connection::open_with_flags(&self.path, REOPEN_FLAGS)?;
         conn.busy_timeout(self.opts.busy_timeout)?;
         configure(&conn, &self.opts)?;
         Ok(conn)
@@ -345,13 +352,31 @@ impl Sqlite {
     /// Runs `f` on a pooled connection inside one read transaction (one snapshot).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         set_busy_timeout(self.opts.busy_timeout);
-        let mut conn = self.pool.get()?;
+        let mut conn = match self.pool.try_get() {
+            Some(conn) => conn,
+            // A new connection opens whatever is at the path now: with the file deleted or
+            // replaced, not this process's database. The writer's connection still reads
+            // the file this process writes to (and the health check says what happened).
+            None if self.file_problem().is_some() => {
+                return Self::read_on(&mut self.lock_writer().conn, f, |e, c| self.fix(e, c));
+            }
+            None => self.pool.get()?,
+        };
+        Self::read_on(&mut conn, f, |e, c| self.fix(e, c))
+    }
+
+    /// Runs `f` in one read transaction on `conn`.
+    fn read_on<T>(
+        conn: &mut Connection,
+        f: impl FnOnce(&Connection) -> Result<T>,
+        fix: impl Fn(Error, &str) -> Error,
+    ) -> Result<T> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(|e| self.fix(e.into(), "begin a read transaction"))?;
-        let out = f(&tx).map_err(|e| self.fix(e, "read"))?;
+            .map_err(|e| fix(e.into(), "begin a read transaction"))?;
+        let out = f(&tx).map_err(|e| fix(e, "read"))?;
         tx.finish()
-            .map_err(|e| self.fix(e.into(), "end a read transaction"))?;
+            .map_err(|e| fix(e.into(), "end a read transaction"))?;
         Ok(out)
     }
 
@@ -502,7 +527,7 @@ fn spawn_checkpointer(
     opts: &StoreOptions,
     commits: Arc<AtomicU64>,
 ) -> Option<(Sender<()>, JoinHandle<()>)> {
-    let conn = Connection::open_with_flags(path, OPEN_FLAGS).ok()?;
+    let conn = Connection::open_with_flags(path, REOPEN_FLAGS).ok()?;
     conn.busy_timeout(opts.busy_timeout).ok()?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let thread = std::thread::Builder::new()
@@ -591,6 +616,24 @@ fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl Engine for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn durability(&self) -> Durability {
+        self.opts.durability
+    }
+
+    fn as_sqlite(&self) -> Option<&Sqlite> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! runs in the writer's transaction, so what it counts cannot change before it takes: the
 //! limits hold across every process on the file.
 
+use super::Sqlite;
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
@@ -201,4 +202,26 @@ pub(crate) fn note_claims(conn: &Connection, queue: &str, n: usize, now: i64) ->
         stmt.execute(params![queue, now])?;
     }
     Ok(())
+}
+
+impl crate::store::QueueStore for Sqlite {
+    fn queue_controls(&self) -> Result<Vec<QueueControl>> {
+        self.read(controls)
+    }
+
+    fn write_queue(&self, name: &str, write: QueueWrite, now: i64) -> Result<QueueControl> {
+        self.write(|tx| {
+            tx.forget_controls();
+            self::write(tx, name, write, now)
+        })
+    }
+
+    fn any_controlled(&self) -> bool {
+        self.any_controlled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn queue_counts(&self, now: i64) -> Result<Vec<QueueCount>> {
+        self.read(|c| counts(c, now))
+    }
 }

@@ -1,5 +1,6 @@
 //! Schedules on SQLite: their rows, and the firing of due slots.
 
+use super::Sqlite;
 use rusqlite::{Connection, Row, named_params, params};
 
 use super::WriteTx;
@@ -161,4 +162,28 @@ pub(crate) fn fire(
     }
     let ids = super::ids::allocate_in(tx, now, firing.jobs.len())?;
     super::jobs::insert_jobs(tx, firing.owner, firing.jobs, ids, now).map(Some)
+}
+
+impl crate::store::ScheduleStore for Sqlite {
+    fn insert_schedule(&self, row: &ScheduleRow, put: SchedulePut) -> Result<()> {
+        self.write(|c| insert(c, row, put))
+    }
+
+    fn schedules(&self, scope: Scope<'_>, due: Option<i64>) -> Result<Vec<ScheduleRow>> {
+        self.read(|c| list(c, scope, due))
+    }
+
+    fn change_schedule(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+        change: ScheduleChange,
+        now: i64,
+    ) -> Result<bool> {
+        self.write(|c| self::change(c, owner, name, change, now))
+    }
+
+    fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>> {
+        self.write(|tx| fire(tx, firing.clone(), now))
+    }
 }

@@ -3,6 +3,7 @@
 //! jobs from the finished index), so that statistics stay interactive with millions of
 //! jobs. An owner's or a group's jobs are counted through their index.
 
+use super::Sqlite;
 use rusqlite::{Connection, named_params};
 
 use super::rows;
@@ -378,6 +379,70 @@ pub(crate) fn queue_rows(conn: &Connection, now: i64) -> Result<QueueRows> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(QueueRows { ready, active })
+}
+
+impl crate::store::StatsStore for Sqlite {
+    fn file_problem(&self) -> Option<String> {
+        Sqlite::file_problem(self)
+    }
+
+    fn overview(
+        &self,
+        scope: Scope<'_>,
+        query: CountQuery<'_>,
+        health: HealthQuery,
+    ) -> Result<(Counts, Counts, HealthRows)> {
+        self.read(|conn| {
+            let counts = counts(conn, query, health.now)?;
+            let everything = CountQuery {
+                owner: scope,
+                group: None,
+                queue: None,
+            };
+            let whole = if query.owner == scope && query.group.is_none() && query.queue.is_none() {
+                counts.clone()
+            } else {
+                self::counts(conn, everything, health.now)?
+            };
+            let mut rows = self::health(conn, scope, health)?;
+            rows.file_problem = self.file_problem();
+            Ok((counts, whole, rows))
+        })
+    }
+
+    fn counts(&self, query: CountQuery<'_>, now: i64) -> Result<Counts> {
+        self.read(|conn| counts(conn, query, now))
+    }
+
+    fn durations(
+        &self,
+        scope: Scope<'_>,
+        since: i64,
+        queue: Option<&str>,
+        each: &mut dyn FnMut(Duration4),
+    ) -> Result<()> {
+        self.read(|conn| durations(conn, scope, since, queue, each))
+    }
+
+    fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {
+        self.read(|conn| stages(conn, scope))
+    }
+
+    fn running(&self, scope: Scope<'_>, now: i64) -> Result<Vec<RunningJob>> {
+        self.read(|conn| running(conn, scope, now))
+    }
+
+    fn dead_letter(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<DeadJob>> {
+        self.read(|conn| dead_letter(conn, scope, limit))
+    }
+
+    fn costs(&self, scope: Scope<'_>, by: CostGrouping) -> Result<Vec<CostRow>> {
+        self.read(|conn| costs(conn, scope, by))
+    }
+
+    fn queue_rows(&self, now: i64) -> Result<QueueRows> {
+        self.read(|conn| queue_rows(conn, now))
+    }
 }
 
 #[cfg(test)]

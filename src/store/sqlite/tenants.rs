@@ -1,5 +1,6 @@
 //! Groups, owners and tokens on SQLite.
 
+use super::Sqlite;
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
 use crate::error::{Error, Result};
@@ -251,4 +252,42 @@ pub(crate) fn revoke_tokens(conn: &Connection, owner: &str) -> Result<usize> {
     Ok(conn
         .prepare_cached("DELETE FROM jobq_tokens WHERE owner_id = ?1")?
         .execute([owner])?)
+}
+
+impl crate::store::TenantStore for Sqlite {
+    fn insert_group(&self, group: &GroupRow) -> Result<()> {
+        self.write(|tx| insert_group(tx, group))
+    }
+
+    fn group(&self, scope: Scope<'_>, id: &str) -> Result<Option<GroupRow>> {
+        self.read(|conn| group(conn, scope, id))
+    }
+
+    fn groups(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<GroupRow>> {
+        self.read(|conn| groups(conn, scope, limit))
+    }
+
+    fn delete_group(&self, scope: Scope<'_>, id: &str) -> Result<usize> {
+        self.write(|tx| delete_group(tx, scope, id))
+    }
+
+    fn write_owner(&self, id: &str, write: OwnerWrite, now: i64) -> Result<()> {
+        self.write(|tx| write_owner(tx, id, write, now))
+    }
+
+    fn owner(&self, id: &str) -> Result<Option<Owner>> {
+        self.read(|conn| owner(conn, id))
+    }
+
+    fn insert_token(&self, owner: &str, token_id: &str, secret_hash: &str, now: i64) -> Result<()> {
+        self.write(|tx| insert_token(tx, owner, token_id, secret_hash, now))
+    }
+
+    fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
+        self.read(|conn| token(conn, token_id))
+    }
+
+    fn revoke_tokens(&self, owner: &str) -> Result<usize> {
+        self.write(|tx| revoke_tokens(tx, owner))
+    }
 }

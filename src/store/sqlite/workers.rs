@@ -1,5 +1,6 @@
 //! The registry of live workers on SQLite.
 
+use super::Sqlite;
 use rusqlite::{Connection, named_params, params};
 
 use crate::error::Result;
@@ -95,4 +96,30 @@ pub(crate) fn ready_kinds(conn: &Connection, due: i64) -> Result<Vec<ReadyKind>>
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+impl crate::store::WorkerStore for Sqlite {
+    fn register_worker(&self, worker: &WorkerInfo) -> Result<()> {
+        self.write(|tx| register(tx, worker))
+    }
+
+    fn worker_seen(&self, id: &str, now: i64) -> Result<bool> {
+        self.write(|tx| seen(tx, id, now))
+    }
+
+    fn unregister_worker(&self, id: &str) -> Result<()> {
+        self.write(|tx| unregister(tx, id))
+    }
+
+    fn workers(&self, now: i64) -> Result<Vec<WorkerInfo>> {
+        self.read(|conn| live(conn, now))
+    }
+
+    fn expire_workers(&self, now: i64) -> Result<usize> {
+        self.write(|tx| expire(tx, now))
+    }
+
+    fn ready_kinds(&self, due_before: i64) -> Result<Vec<ReadyKind>> {
+        self.read(|conn| ready_kinds(conn, due_before))
+    }
 }
