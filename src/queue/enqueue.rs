@@ -196,7 +196,7 @@ impl Queue {
         client: &mut impl postgres::GenericClient,
         job: NewJob,
     ) -> Result<Enqueued> {
-        use crate::store::postgres::{Foreign, jobs};
+        use crate::store::postgres::{Foreign, ids, jobs};
         if self.engine().name() != "postgres" {
             return Err(Error::Unsupported {
                 action: "enqueue inside a PostgreSQL transaction",
@@ -205,7 +205,7 @@ impl Queue {
         }
         let now = self.now_ms();
         let checked = self.check(job, now)?;
-        let id = jobs::new_ids(now, 1)
+        let id = ids::new_ids(now, 1)
             .pop()
             .unwrap_or_else(uuid::Uuid::now_v7);
         jobs::insert(&mut Foreign(client), self.owner(), checked, id, now, &[])

@@ -211,7 +211,7 @@ impl Queue {
         client: &mut impl postgres::GenericClient,
         flow: Flow,
     ) -> Result<FlowCreated> {
-        use crate::store::postgres::{Foreign, jobs, tenants};
+        use crate::store::postgres::{Foreign, ids, jobs, tenants};
         if self.engine().name() != "postgres" {
             return Err(Error::Unsupported {
                 action: "submit a flow inside a PostgreSQL transaction",
@@ -220,7 +220,7 @@ impl Queue {
         }
         let now = self.now_ms();
         let checked = self.check_flow(flow, now)?;
-        let ids = jobs::new_ids(now, checked.rows.len());
+        let ids = ids::new_ids(now, checked.rows.len());
         let mut sql = Foreign(client);
         if let Some(found) = tenants::insert_flow_group(&mut sql, &checked.group)? {
             return Ok(checked.created(found));

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::Sql;
-use super::jobs::{job_id, uuid_of};
+use super::ids::{job_id, uuid_of};
 use crate::error::Result;
 use crate::job::{Enqueued, JobId, JobLink, Status};
 use crate::model::{DepRef, Scope, Waits};

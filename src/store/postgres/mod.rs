@@ -27,6 +27,7 @@ use crate::error::{DatabaseError, Error, Result};
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod deps;
+pub(crate) mod ids;
 pub(crate) mod jobs;
 pub(crate) mod queues;
 mod schedules;

@@ -1,7 +1,6 @@
 //! Schedules on PostgreSQL: their rows, and the firing of due slots.
 
 use super::Postgres;
-use super::jobs;
 use postgres::Row;
 use uuid::Uuid;
 
@@ -196,7 +195,7 @@ impl crate::store::ScheduleStore for Postgres {
     }
 
     fn fire(&self, firing: Firing<'_>, now: i64) -> Result<Option<Vec<Enqueued>>> {
-        let ids = jobs::new_ids(now, firing.jobs.len());
+        let ids = super::ids::new_ids(now, firing.jobs.len());
         self.transaction(|conn| fire(conn, firing.clone(), ids.clone(), now))
     }
 }

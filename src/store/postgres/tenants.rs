@@ -94,7 +94,7 @@ pub(crate) fn flow_refs(conn: &mut dyn super::Sql, group_id: &str) -> Result<Vec
     Ok(conn
         .query_all(FLOW_JOBS, &[&group_id])?
         .iter()
-        .map(|r| (r.get::<_, String>(0), super::jobs::job_id(r.get(1))))
+        .map(|r| (r.get::<_, String>(0), super::ids::job_id(r.get(1))))
         .collect())
 }
 

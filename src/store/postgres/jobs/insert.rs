@@ -1,0 +1,316 @@
+//! Inserts of jobs on PostgreSQL.
+//! Each function runs on the connection it is given (a transaction or autocommit).
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::job::{Enqueued, Status};
+use crate::model::{NewRow, Scope, Waits};
+use crate::store::postgres::deps;
+use crate::store::postgres::ids::{int, job_id};
+use crate::store::postgres::{Conn, Sql};
+use crate::store::rules::saturate;
+use crate::store::rules::{at_index, costs_by_owner, key_holds};
+
+/// One job; `ON CONFLICT` on the idempotency index makes two racing inserts of one key
+/// yield one job (the second waits for the first to commit, then inserts nothing).
+const INSERT: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                           idempotency_key, cost_cents, owner, group_id, external_id,
+                           created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13)
+    ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING id";
+
+/// A job with dependencies or a uniqueness window: its status may be `blocked` (or
+/// `cancelled`, by a dependency that failed), and it gets a row of options ($18 on).
+const INSERT_FULL: &str = "
+    WITH job AS (
+        INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                               idempotency_key, cost_cents, owner, group_id, external_id,
+                               created_at, updated_at, status, error_code, last_error, completed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13, $14,
+                $15, $16, $17)
+        ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
+        RETURNING id),
+    options AS (
+        INSERT INTO jobq_job_options (job_id, waiting_on, run_on_dependency_failure,
+                                      unique_until, unique_while_active, concurrency_key,
+                                      flow_ref)
+        SELECT id, $18, $19, $20, $21, $22, $23 FROM job)
+    SELECT id FROM job";
+
+/// The key's window has passed: the job gives it up, for the new job to take.
+const RETIRE_KEY: &str =
+    "UPDATE jobq_jobs SET idempotency_key = NULL WHERE id = $1 AND idempotency_key = $2";
+
+/// Many jobs without a key or a group, in one statement.
+const INSERT_MANY: &str = "
+    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
+                           cost_cents, owner, external_id, created_at, updated_at)
+    SELECT id, queue, kind, priority, max_attempts, run_after, input::json, cost, owner,
+           external_id, $10, $10
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],
+                $7::text[], $8::bigint[], $9::text[], $11::text[])
+         AS j(id, queue, kind, priority, max_attempts, run_after, input, cost, owner, external_id)";
+
+const FIND_BY_KEY: &str = "
+    SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, false)
+    FROM jobq_jobs j LEFT JOIN jobq_job_options o ON o.job_id = j.id
+    WHERE coalesce(j.owner, '') = coalesce($1::text, '') AND j.idempotency_key = $2";
+
+const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = $1";
+
+/// The owner's budget, locking the owner's row until commit: enqueues of one owner with a
+/// budget check it one at a time, so two of them cannot both pass it.
+const OWNER_BUDGET: &str = "SELECT budget_cents FROM jobq_owners WHERE id = $1 FOR UPDATE";
+
+/// Inserts checked jobs with the given ids, in the caller's transaction.
+pub(crate) fn insert_jobs(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    jobs: Vec<NewRow>,
+    ids: Vec<Uuid>,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    if jobs.len() == 1 {
+        return match jobs.into_iter().zip(ids).next() {
+            Some((job, id)) => Ok(vec![insert(conn, scope, job, id, now, &[])?]),
+            None => Ok(Vec::new()),
+        };
+    }
+    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    let (plain, special): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .partition(|(_, (job, _))| job.is_plain());
+    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
+        check_budget(conn, owner, cost)?;
+    }
+    if !plain.is_empty() {
+        let column = |f: &dyn Fn(&NewRow) -> String| -> Vec<String> {
+            plain.iter().map(|(_, (job, _))| f(job)).collect()
+        };
+        let ids: Vec<Uuid> = plain.iter().map(|(_, (_, id))| *id).collect();
+        let queues = column(&|j| j.queue.clone());
+        let kinds = column(&|j| j.kind.clone());
+        let inputs = column(&|j| j.input.clone());
+        let priorities: Vec<i32> = plain.iter().map(|(_, (j, _))| j.priority).collect();
+        let attempts: Vec<i32> = plain
+            .iter()
+            .map(|(_, (j, _))| int(j.max_attempts))
+            .collect();
+        let run_after: Vec<i64> = plain.iter().map(|(_, (j, _))| j.run_after).collect();
+        let costs: Vec<i64> = plain.iter().map(|(_, (j, _))| j.cost_cents).collect();
+        let owners: Vec<Option<&str>> =
+            plain.iter().map(|(_, (j, _))| j.owner.as_deref()).collect();
+        let external: Vec<Option<&str>> = plain
+            .iter()
+            .map(|(_, (j, _))| j.external_id.as_deref())
+            .collect();
+        conn.execute(
+            INSERT_MANY,
+            &[
+                &ids,
+                &queues,
+                &kinds,
+                &priorities,
+                &attempts,
+                &run_after,
+                &inputs,
+                &costs,
+                &owners,
+                &now,
+                &external,
+            ],
+        )?;
+        for (i, (_, id)) in &plain {
+            out[*i] = Some(Enqueued {
+                job_id: job_id(*id),
+                status: Status::Queued,
+                already_existed: false,
+                group_id: None,
+            });
+        }
+    }
+    for (i, (job, id)) in special {
+        out[i] = Some(insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Inserts jobs one by one on any client (an application's own transaction, for a flow),
+/// each after the jobs of the batch it waits for.
+pub(crate) fn insert_all(
+    conn: &mut dyn Sql,
+    scope: Scope<'_>,
+    jobs: Vec<NewRow>,
+    ids: Vec<Uuid>,
+    now: i64,
+) -> Result<Vec<Enqueued>> {
+    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+    for (i, (job, id)) in jobs.into_iter().zip(ids).enumerate() {
+        let done = insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?;
+        out[i] = Some(done);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The job holding `key` for `owner`, while its window holds; a job whose window has
+/// passed gives the key up (for the insert that follows).
+fn existing(
+    conn: &mut dyn Sql,
+    owner: Option<&str>,
+    key: &str,
+    now: i64,
+) -> Result<Option<Enqueued>> {
+    let Some(row) = conn.query_opt(FIND_BY_KEY, &[&owner, &key])? else {
+        return Ok(None);
+    };
+    let status: Status = row.get::<_, String>(1).parse()?;
+    if !key_holds(row.get(3), row.get(4), status, now) {
+        let id: Uuid = row.get(0);
+        conn.query_all(RETIRE_KEY, &[&id, &key])?;
+        return Ok(None);
+    }
+    Ok(Some(Enqueued {
+        job_id: job_id(row.get(0)),
+        status,
+        already_existed: true,
+        group_id: row.get(2),
+    }))
+}
+
+/// Inserts one job: the existing job for a repeated idempotency key (while its window
+/// holds), the group's owner for a job of a group, the owner's budget checked, its
+/// dependencies (`earlier`: the jobs of the batch inserted before it) checked and linked.
+pub(crate) fn insert(
+    conn: &mut dyn Sql,
+    scope: Scope<'_>,
+    mut job: NewRow,
+    id: Uuid,
+    now: i64,
+    earlier: &[Option<Enqueued>],
+) -> Result<Enqueued> {
+    if let Some(key) = &job.key {
+        if let Some(found) = existing(conn, job.owner.as_deref(), key, now)? {
+            return Ok(found);
+        }
+    }
+    if let Some(group) = &job.group_id {
+        let not_found = || Error::NotFound {
+            what: "group",
+            id: group.clone(),
+        };
+        let row = conn
+            .query_opt(GROUP_OWNER, &[group])?
+            .ok_or_else(not_found)?;
+        let group_owner: Option<String> = row.get(0);
+        if scope.is_some() && group_owner.as_deref() != scope {
+            return Err(not_found());
+        }
+        if job.owner.is_none() {
+            job.owner = group_owner;
+        }
+    }
+    if let Some(owner) = &job.owner {
+        check_budget(conn, owner, i128::from(job.cost_cents))?;
+    }
+    let plain = !job.has_options();
+    let waits = if plain {
+        Waits::default()
+    } else {
+        deps::resolve(
+            conn,
+            scope,
+            &job.after,
+            earlier,
+            job.run_on_dependency_failure,
+        )?
+    };
+    let status = waits.status();
+    let max_attempts = int(job.max_attempts);
+    // The columns of the plain insert; a job with options adds its own after them.
+    let base: [&(dyn postgres::types::ToSql + Sync); 13] = [
+        &id,
+        &job.queue,
+        &job.kind,
+        &job.priority,
+        &max_attempts,
+        &job.run_after,
+        &job.input,
+        &job.key,
+        &job.cost_cents,
+        &job.owner,
+        &job.group_id,
+        &job.external_id,
+        &now,
+    ];
+    let inserted = if plain {
+        conn.query_opt(INSERT, &base)?
+    } else {
+        let message = waits.failure_message();
+        let code = message.as_ref().map(|_| "DEPENDENCY_FAILED");
+        let completed = (status == Status::Cancelled).then_some(now);
+        let waiting = i32::try_from(waits.waiting).unwrap_or(i32::MAX);
+        let (until, while_active) = job.unique.columns();
+        let status = status.as_str();
+        let options: [&(dyn postgres::types::ToSql + Sync); 10] = [
+            &status,
+            &code,
+            &message,
+            &completed,
+            &waiting,
+            &job.run_on_dependency_failure,
+            &until,
+            &while_active,
+            &job.concurrency_key,
+            &job.flow_ref,
+        ];
+        conn.query_opt(INSERT_FULL, &[&base[..], &options[..]].concat())?
+    };
+    if inserted.is_none() {
+        // Another transaction inserted the key first, and committed.
+        if let Some(key) = &job.key {
+            if let Some(found) = existing(conn, job.owner.as_deref(), key, now)? {
+                return Ok(found);
+            }
+        }
+        return Err(Error::Busy {
+            timeout: std::time::Duration::ZERO,
+            context: "an enqueue of the same idempotency key was rolled back meanwhile".into(),
+        });
+    }
+    if !waits.jobs.is_empty() {
+        deps::link(conn, id, &waits)?;
+    }
+    Ok(Enqueued {
+        job_id: job_id(id),
+        status,
+        already_existed: false,
+        group_id: job.group_id,
+    })
+}
+
+/// Refuses `cost_cents` more for `owner` when it would pass the owner's budget.
+fn check_budget(conn: &mut dyn Sql, owner: &str, cost_cents: i128) -> Result<()> {
+    let Some(row) = conn.query_opt(OWNER_BUDGET, &[&owner])? else {
+        return Ok(());
+    };
+    let Some(budget) = row.get::<_, Option<i64>>(0) else {
+        return Ok(());
+    };
+    let spent = crate::store::postgres::tenants::spent_cents(conn, owner)?;
+    if spent + cost_cents > i128::from(budget) {
+        return Err(Error::BudgetExceeded {
+            owner: owner.to_string(),
+            budget_cents: budget,
+            spent_cents: saturate(spent),
+            requested_cents: saturate(cost_cents),
+        });
+    }
+    Ok(())
+}
