@@ -1,339 +1,31 @@
-//! The routes of the API, each a call into the library.
+//! Handlers of the larger routes (jobs, flows, schedules, queues), each a call into the
+//! library. `routes.rs` says which one runs.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::Reply;
 use super::body::Body;
-use super::{App, Caller, Reply};
+use super::query::Query;
+use super::routes::overview;
 use crate::duration::parse_duration;
 use crate::error::Error;
 use crate::flow_control::{QueueLimits, Rate};
 use crate::job::{JobId, NewJob, OnDependencyFailure, Status, Timestamp};
-use crate::model::CostGrouping;
 use crate::queue::flow::Flow;
 use crate::queue::{BulkAction, JobFilter, Queue};
 use crate::schedule::{NewSchedule, Rule};
-use crate::stats::{HealthThresholds, StatsFilter, TimingFilter};
 
 /// The dashboard: one page, HTML, CSS and plain JavaScript, no build step.
 pub(crate) const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// The methods a path answers, or `None` for an unknown path.
-pub(crate) fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
-    Some(match segments {
-        ["metrics"] => "GET",
-        ["api", "stats"] => "GET",
-        ["api", "stats", "timing" | "stages" | "costs"] => "GET",
-        ["api", "jobs"] => "GET, POST",
-        ["api", "flows"] => "POST",
-        ["api", "schedules"] => "GET, POST",
-        ["api", "queues"] => "GET",
-        ["api", "queues", _] => "POST",
-        ["api", "schedules", _] => "POST, DELETE",
-        ["api", "jobs", "running"] => "GET",
-        ["api", "jobs", "bulk"] => "POST",
-        ["api", "jobs", "dead"] => "GET, POST",
-        ["api", "jobs", _] => "GET, POST, DELETE",
-        ["api", "groups"] => "GET, POST",
-        ["api", "groups", _] => "GET, DELETE",
-        ["api", "groups", _, "flow"] => "GET",
-        ["api", "owners", _, "budget"] => "PUT",
-        ["api", "workers"] => "GET",
-        _ => return None,
-    })
-}
-
-/// What a route reads or changes when only the admin key may reach it (an owner's token
-/// gets 403, whatever the method), else `None`.
-fn admin_only(segments: &[&str]) -> Option<&'static str> {
-    match segments {
-        ["metrics"] => Some("metrics"),
-        ["api", "workers"] => Some("workers"),
-        ["api", "queues", ..] => Some("queues"),
-        ["api", "owners", ..] => Some("owners' budgets"),
-        _ => None,
-    }
-}
-
-/// The query parameters a route reads; any other is refused (400), so that a mistyped one
-/// (`?staus=failed`) is not silently ignored.
-fn known_parameters(method: &str, segments: &[&str]) -> &'static [&'static str] {
-    match (method, segments) {
-        ("GET", ["api", "jobs"]) => &[
-            "status", "queue", "kind", "group_id", "owner", "q", "limit", "after", "stats",
-        ],
-        ("GET", ["api", "jobs", "dead"]) | ("GET", ["api", "groups"]) => &["limit"],
-        ("GET", ["api", "stats", "timing"]) => &["since", "by_kind", "queue"],
-        ("GET", ["api", "stats", "costs"]) => &["by"],
-        (_, ["api", "schedules", _]) => &["owner"],
-        _ => &[],
-    }
-}
-
-/// Query parameters, percent-decoded.
-pub(crate) struct Query(Vec<(String, String)>);
-
-impl Query {
-    pub fn parse(query: &str) -> Query {
-        Query(
-            query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|pair| {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(k, true), decode(v, true))
-                })
-                .collect(),
-        )
-    }
-
-    /// Refuses a parameter not in `known`, naming it.
-    fn only(&self, known: &[&str]) -> Result<(), Reply> {
-        match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-            None => Ok(()),
-            Some((unknown, _)) => Err(Reply::error(
-                400,
-                "invalid_input",
-                if known.is_empty() {
-                    format!("unknown query parameter {unknown:?}: this route takes none")
-                } else {
-                    format!(
-                        "unknown query parameter {unknown:?} (this route takes {})",
-                        known.join(", ")
-                    )
-                },
-            )),
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn number(&self, name: &str) -> Result<Option<usize>, Reply> {
-        self.get(name)
-            .map(|v| {
-                v.parse().map_err(|_| {
-                    Reply::error(
-                        400,
-                        "invalid_input",
-                        format!("query `{name}` must be a whole number, not {v:?}"),
-                    )
-                })
-            })
-            .transpose()
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        matches!(self.get(name), Some("true" | "1" | "yes"))
-    }
-}
-
-/// Percent-decoding of a query component (where `+` is a space) or a path segment (where it
-/// is itself); bad escapes are kept as they are.
-pub(crate) fn decode(s: &str, plus_is_space: bool) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi * 16 + lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn job_id(text: &str) -> Result<JobId, Reply> {
+pub(crate) fn job_id(text: &str) -> Result<JobId, Reply> {
     // A malformed id names no job: 404, like a missing one.
     JobId::parse(text).map_err(|_| Reply::error(404, "not_found", format!("job {text} not found")))
 }
 
-fn overview(queue: &Queue) -> Result<Value, Error> {
-    Ok(
-        serde_json::to_value(queue.overview(&StatsFilter::new(), &HealthThresholds::default())?)
-            .unwrap_or(Value::Null),
-    )
-}
-
-pub(crate) fn handle(
-    app: &App,
-    caller: &Caller,
-    method: &str,
-    segments: &[&str],
-    query: &Query,
-    body: Option<&Value>,
-) -> Reply {
-    if let (Caller::Owner(_), Some(what)) = (caller, admin_only(segments)) {
-        return Reply::error(
-            403,
-            "forbidden",
-            format!("{what} belong to every owner: they need the admin key"),
-        );
-    }
-    if let Err(reply) = query.only(known_parameters(method, segments)) {
-        return reply;
-    }
-    let queue = app.queue_for(caller);
-    let result: Result<Reply, Reply> = (|| {
-        Ok(match (method, segments) {
-            ("POST", ["api", "jobs", "bulk"]) => bulk(&queue, body)?,
-            ("GET", ["metrics"]) => Reply::text(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                queue.metrics()?,
-            ),
-            ("GET", ["api", "workers"]) => Reply::ok(&json!({ "workers": queue.workers()? })),
-            ("GET", ["api", "stats"]) => Reply::ok(&overview(&queue)?),
-            ("GET", ["api", "stats", "timing"]) => {
-                let mut filter = TimingFilter::new();
-                if let Some(since) = query.get("since") {
-                    filter = filter.within(parse_duration(since)?);
-                }
-                if query.flag("by_kind") {
-                    filter = filter.by_kind();
-                }
-                if let Some(q) = query.get("queue") {
-                    filter = filter.queue(q);
-                }
-                Reply::ok(&json!({ "timing": queue.timing(&filter)? }))
-            }
-            ("GET", ["api", "stats", "stages"]) => {
-                Reply::ok(&json!({ "stages": queue.stage_distribution()? }))
-            }
-            ("GET", ["api", "stats", "costs"]) => {
-                let (by, name) = match query.get("by") {
-                    None | Some("status") => (CostGrouping::Status, "status"),
-                    Some("owner") => (CostGrouping::Owner, "owner"),
-                    Some("group") => (CostGrouping::Group, "group"),
-                    Some(other) => {
-                        return Err(Reply::error(
-                            400,
-                            "invalid_input",
-                            format!("query `by` must be status, owner or group, not {other:?}"),
-                        ));
-                    }
-                };
-                let rows: Vec<Value> = queue
-                    .costs(by)?
-                    .into_iter()
-                    .map(|r| {
-                        let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
-                        if let Some(obj) = v.as_object_mut() {
-                            let key = obj.remove("key").unwrap_or(Value::Null);
-                            obj.insert(name.to_string(), key);
-                        }
-                        v
-                    })
-                    .collect();
-                Reply::ok(&json!({ "by": name, "costs": rows }))
-            }
-            ("GET", ["api", "jobs", "running"]) => {
-                Reply::ok(&json!({ "running": queue.running_jobs()? }))
-            }
-            ("GET", ["api", "jobs", "dead"]) => {
-                let limit = query.number("limit")?.unwrap_or(50);
-                Reply::ok(&json!({ "dead": queue.dead_letter(limit)? }))
-            }
-            ("POST", ["api", "jobs", "dead"]) => {
-                let value = body.cloned().unwrap_or(Value::Null);
-                let body = Body::new(&value, &["action", "kind", "queue"])?;
-                match body.required_string("action")? {
-                    "retry" => {}
-                    other => {
-                        return Err(Reply::error(
-                            400,
-                            "invalid_input",
-                            format!("field `action` must be \"retry\", not {other:?}"),
-                        ));
-                    }
-                }
-                let retried = queue.retry_dead(body.string("kind")?, body.string("queue")?)?;
-                Reply::ok(&json!({ "success": true, "retried": retried }))
-            }
-            ("PUT", ["api", "owners", owner, "budget"]) => {
-                let value = body.cloned().unwrap_or(Value::Null);
-                let body = Body::new(&value, &["budget_cents"])?;
-                let budget = match body.given("budget_cents") {
-                    None => {
-                        return Err(Reply::error(
-                            400,
-                            "invalid_input",
-                            "field `budget_cents` is required (null clears the budget)",
-                        ));
-                    }
-                    Some(Value::Null) => None,
-                    Some(_) => body.integer("budget_cents")?,
-                };
-                Reply::ok(&queue.set_budget(owner, budget)?)
-            }
-            ("GET", ["api", "jobs"]) => list_jobs(&queue, query)?,
-            ("POST", ["api", "jobs"]) => enqueue(&queue, body)?,
-            ("POST", ["api", "flows"]) => submit_flow(&queue, body)?,
-            ("GET", ["api", "schedules"]) => Reply::ok(&json!({ "schedules": queue.schedules()? })),
-            ("GET", ["api", "queues"]) => Reply::ok(&json!({ "queues": queue.queues()? })),
-            ("POST", ["api", "queues", name]) => queue_action(&queue, name, body)?,
-            ("POST", ["api", "schedules"]) => add_schedule(&queue, body)?,
-            ("DELETE", ["api", "schedules", name]) => {
-                schedule_owner(&queue, query)?.remove_schedule(name)?;
-                Reply::empty(204)
-            }
-            ("POST", ["api", "schedules", name]) => {
-                schedule_action(&schedule_owner(&queue, query)?, name, body)?
-            }
-            ("GET", ["api", "jobs", id]) => Reply::ok(&queue.get(&job_id(id)?)?),
-            ("POST", ["api", "jobs", id]) => job_action(&queue, &job_id(id)?, body)?,
-            ("DELETE", ["api", "jobs", id]) => {
-                queue.delete(&job_id(id)?)?;
-                Reply::empty(204)
-            }
-            ("GET", ["api", "groups"]) => {
-                let limit = query.number("limit")?.unwrap_or(50);
-                Reply::ok(&json!({ "groups": queue.list_groups(limit)? }))
-            }
-            ("POST", ["api", "groups"]) => {
-                let value = body.cloned().unwrap_or(Value::Null);
-                let body = Body::new(&value, &["name", "metadata", "owner"])?;
-                let name = body.required_string("name")?;
-                let metadata = body.value("metadata").cloned();
-                let group = queue.create_group_for(name, metadata, body.string("owner")?)?;
-                Reply::json(201, &group)
-            }
-            ("GET", ["api", "groups", id]) => Reply::ok(&queue.get_group(id)?),
-            ("GET", ["api", "groups", id, "flow"]) => Reply::ok(&queue.flow_view(id)?),
-            ("DELETE", ["api", "groups", id]) => {
-                queue.delete_group(id)?;
-                Reply::empty(204)
-            }
-            _ => Reply::error(404, "not_found", "no such route"),
-        })
-    })();
-    result.unwrap_or_else(|reply| reply)
-}
-
-fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
+pub(crate) fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
     let mut filter = JobFilter::new().limit(query.number("limit")?.unwrap_or(50));
     if let Some(s) = query.get("status") {
         filter = status_filter(filter, s)?;
@@ -394,7 +86,7 @@ fn status_filter(filter: JobFilter, status: &str) -> Result<JobFilter, Error> {
 /// `{"action": "cancel" | "retry" | "delete", "ids"?: [id…], "filter"?: {"status"?,
 /// "queue"?, "kind"?}}`, ids or a filter: `{"changed", "refused": [{"job_id", "reason"}…],
 /// "refused_total"}`.
-fn bulk(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn bulk(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &["action", "ids", "filter"])?;
     let action: BulkAction = body.required_string("action")?.parse()?;
@@ -436,7 +128,7 @@ fn bulk(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     Ok(Reply::ok(&outcome))
 }
 
-fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn enqueue(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &ENQUEUE_FIELDS)?;
     let mut job = job_from(&body)?;
@@ -624,7 +316,7 @@ const SCHEDULE_FIELDS: [&str; 13] = [
     "replace",
 ];
 
-fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &SCHEDULE_FIELDS)?;
     let name = body.required_string("name")?;
@@ -678,7 +370,11 @@ fn add_schedule(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
 
 /// `{"action": "pause" | "resume"}`, or limits: `{"max_running"?, "max_running_per_key"?,
 /// "rate"?}` where `null` clears one.
-fn queue_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn queue_action(
+    queue: &Queue,
+    name: &str,
+    body: Option<&Value>,
+) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(
         &value,
@@ -733,7 +429,7 @@ fn queue_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply
 /// The handle that reaches a schedule named in a path: `?owner=` scopes an admin's to that
 /// owner (needed when several owners have a schedule of that name); an owner's token sees
 /// only its own.
-fn schedule_owner(queue: &Queue, query: &Query) -> Result<Queue, Reply> {
+pub(crate) fn schedule_owner(queue: &Queue, query: &Query) -> Result<Queue, Reply> {
     match (queue.owner(), query.get("owner")) {
         (_, None) => Ok(queue.clone()),
         (None, Some(owner)) => Ok(queue.scoped(owner)),
@@ -744,7 +440,11 @@ fn schedule_owner(queue: &Queue, query: &Query) -> Result<Queue, Reply> {
 
 /// `{"action": "pause" | "resume" | "run"}`: `run` enqueues one of its jobs now (its slots
 /// are unchanged) and answers the job.
-fn schedule_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn schedule_action(
+    queue: &Queue,
+    name: &str,
+    body: Option<&Value>,
+) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &["action"])?;
     let schedule = match body.required_string("action")? {
@@ -768,7 +468,7 @@ fn schedule_action(queue: &Queue, name: &str, body: Option<&Value>) -> Result<Re
     Ok(Reply::ok(&schedule))
 }
 
-fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let flow = flow_from_json(&value)?;
     let created = queue.submit_flow(flow)?;
@@ -776,7 +476,7 @@ fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
     Ok(Reply::json(status, &created))
 }
 
-fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {
+pub(crate) fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
     let body = Body::new(&value, &["action"])?;
     let (was, message) = match body.required_string("action")? {
@@ -793,32 +493,4 @@ fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, 
     Ok(Reply::ok(
         &json!({ "success": true, "message": message, "job_id": id, "previous_status": was }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_components_are_percent_decoded() {
-        assert_eq!(decode("a%20b+c", true), "a b c");
-        assert_eq!(decode("a%20b+c", false), "a b+c");
-        assert_eq!(decode("%E2%9C%93", true), "✓");
-        assert_eq!(decode("100%", true), "100%");
-        assert_eq!(decode("%zz", true), "%zz");
-        assert_eq!(decode("%4", true), "%4");
-        let q = Query::parse("status=failed&limit=5&stats=true&empty=");
-        assert_eq!(
-            (q.get("status"), q.get("empty"), q.flag("stats")),
-            (Some("failed"), None, true)
-        );
-    }
-
-    #[test]
-    fn every_route_has_its_methods() {
-        assert_eq!(allowed_methods(&["api", "jobs"]), Some("GET, POST"));
-        assert_eq!(allowed_methods(&["api", "jobs", "running"]), Some("GET"));
-        assert_eq!(allowed_methods(&["api", "jobs", "x", "y"]), None);
-        assert_eq!(allowed_methods(&["nope"]), None);
-    }
 }

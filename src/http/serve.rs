@@ -293,8 +293,8 @@ async fn respond(
     };
     let app = Arc::clone(app);
     blocking(move || {
-        let query = api::Query::parse(&query);
-        api::handle(
+        let query = super::query::Query::parse(&query);
+        super::routes::handle(
             &app,
             &caller,
             &method,
@@ -312,7 +312,7 @@ fn segments_of(path: &str) -> Vec<String> {
     path.trim_end_matches('/')
         .split('/')
         .skip(1)
-        .map(|s| api::decode(s, false))
+        .map(|s| super::query::decode(s, false))
         .collect()
 }
 
