@@ -42,6 +42,7 @@ mod clock;
 mod duration;
 mod error;
 mod events;
+#[cfg(all(feature = "cli", unix))]
 pub mod exec;
 mod flow_control;
 mod group;

@@ -24,7 +24,8 @@ impl Queue {
     }
 }
 
-/// The host this process runs on.
+/// The host this process runs on (`localhost` when it cannot be told).
+#[cfg(unix)]
 pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
@@ -35,4 +36,14 @@ pub(crate) fn hostname() -> String {
     } else {
         String::from("localhost")
     }
+}
+
+/// The host this process runs on (`localhost` when it cannot be told): Windows names it
+/// in the environment of every process.
+#[cfg(not(unix))]
+pub(crate) fn hostname() -> String {
+    std::env::var("COMPUTERNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| String::from("localhost"))
 }

@@ -14,6 +14,7 @@ mod queues;
 mod schedules;
 mod serve;
 mod tenants;
+#[cfg(unix)]
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +123,7 @@ enum Command {
     #[command(subcommand)]
     Owner(OwnerCommand),
     /// Run jobs with a shell command.
+    #[cfg(unix)]
     Worker(worker::WorkerArgs),
     /// Serve the HTTP API and the dashboard.
     Serve(ServeArgs),
@@ -150,6 +152,17 @@ impl From<crate::Error> for Refused {
 
 type Outcome = Result<(), Refused>;
 
+impl Command {
+    /// `jobq worker`, which runs handlers as processes (on Unix only).
+    fn is_worker(&self) -> bool {
+        #[cfg(unix)]
+        if let Command::Worker(_) = self {
+            return true;
+        }
+        false
+    }
+}
+
 /// Runs the command line `args` (the program's name first, as `std::env::args_os` gives
 /// them) and returns the exit code: 0 done, 1 refused (the reason printed on stderr), 2 a
 /// usage error (`--help` and `--version` print and return 0).
@@ -176,13 +189,14 @@ where
         }
     };
     // The worker and the demo print each job's outcome themselves.
-    let reports_outcomes = matches!(cli.command, Command::Worker(_) | Command::Demo);
+    let reports_outcomes = cli.command.is_worker() || matches!(cli.command, Command::Demo);
     init_tracing(if reports_outcomes {
         "jobq=warn,jobq::outcome=off"
     } else {
         "jobq=warn"
     });
-    if !matches!(cli.command, Command::Worker(_) | Command::Serve(_)) {
+    #[cfg(unix)]
+    if !(cli.command.is_worker() || matches!(cli.command, Command::Serve(_))) {
         // Short commands end quietly when their reader does (`jobq list | head`), as Unix
         // tools do. The long-running ones ignore a closed stdout instead and go on.
         // SAFETY: restoring the default action of a signal, before any thread exists.
@@ -265,6 +279,7 @@ fn command(cli: Cli) -> Outcome {
         }
         Command::Schedule(cmd) => schedules::schedule(db, json, cmd),
         Command::Queue(cmd) => queues::queue_command(db, json, cmd),
+        #[cfg(unix)]
         Command::Worker(args) => worker::run(db, json, args),
         Command::Serve(args) => serve::run(db, args),
         Command::Demo => demo::run(json),

@@ -32,7 +32,6 @@ const RELEASE_STALE: &str = "
       AND ($4::text IS NULL OR owner = $4)
     RETURNING id, status, error_code, locked_by";
 
-/// One chunk of finished jobs to prune.
 /// One chunk of finished jobs past the cutoff, except those a job that has not finished
 /// waits for (it reads their output when it runs).
 const PRUNE_CHUNK: &str = "

@@ -34,7 +34,6 @@ const RELEASE_STALE: &str = "
       AND (:owner IS NULL OR owner = :owner)
     RETURNING id, status, error_code, locked_by, dependents";
 
-/// One chunk of finished jobs to prune, oldest first by completion.
 /// One chunk of finished jobs past the cutoff, except those a job that has not finished
 /// waits for (it reads their output when it runs).
 pub(super) const PRUNE_CHUNK: &str = "
