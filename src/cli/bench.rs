@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::output::print_json;
-use super::{Outcome, Refused};
+use super::{Done, Refused};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -51,9 +51,9 @@ enum DurabilityArg {
     Full,
 }
 
-/// Figures of the workloads that did not run are `null`.
+/// The figures of the workloads that did not run are `null`.
 #[derive(Serialize)]
-struct Report {
+struct Figures {
     jobs: u64,
     durability: &'static str,
     enqueue_one_per_s: Option<f64>,
@@ -113,7 +113,7 @@ fn noop(_: &JobContext) -> Result<Value, JobError> {
     Ok(Value::Null)
 }
 
-pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
+pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
     if args.jobs == 0 || args.workers == 0 {
         return Err(Refused(
             "invalid bench: --jobs and --workers must be at least 1".into(),
@@ -264,7 +264,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
             .map(|d| ratio(d.jobs_per_s, raw.drain_batch32_per_s))
             .collect(),
     });
-    let report = Report {
+    let report = Figures {
         jobs: n,
         durability: match durability {
             Durability::Full => "full",
@@ -287,7 +287,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Outcome {
     Ok(())
 }
 
-fn print_report(r: &Report) {
+fn print_report(r: &Figures) {
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
     let raw = r.raw_sqlite.as_ref();
     let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));

@@ -12,13 +12,13 @@ use serde_json::Value;
 
 use super::bench::{BenchArgs, Wakeup, Workload, wakeup};
 use super::output::print_json;
-use super::{Outcome, Refused};
+use super::{Done, Refused};
 
 /// Finished jobs the `size` workload puts under the claim.
 const BIG: i64 = 1_000_000;
 
 #[derive(Serialize)]
-struct Report {
+struct Figures {
     engine: &'static str,
     server: String,
     jobs: u64,
@@ -154,7 +154,7 @@ fn drain(queue: &Queue, workers: usize, n: u64) -> Result<f64, Refused> {
     Ok(per_s(n, took))
 }
 
-pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
+pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
     let n = args.jobs;
     let say = |what: &str| {
         if !json {
@@ -270,7 +270,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Outcome {
             })
             .collect(),
     });
-    let report = Report {
+    let report = Figures {
         engine: "postgres",
         server: server_version(base),
         jobs: n,
@@ -299,7 +299,7 @@ fn server_version(base: &str) -> String {
         .unwrap_or_default()
 }
 
-fn print_report(r: &Report) {
+fn print_report(r: &Figures) {
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
     let raw = r.raw_postgres.as_ref();
     let fmt_ratio = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));

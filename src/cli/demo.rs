@@ -20,7 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::output::{Table, fmt_secs, print_json};
-use super::{Outcome, Refused};
+use super::{Done, Refused};
 
 const DB: &str = "jobq-demo.db";
 
@@ -138,7 +138,7 @@ fn fresh_file(path: &Path) -> Result<(), Refused> {
     Ok(())
 }
 
-pub fn run(json: bool) -> Outcome {
+pub fn run(json: bool) -> Done {
     let path = Path::new(DB);
     fresh_file(path)?;
     let started = Instant::now();
@@ -363,7 +363,7 @@ pub fn run(json: bool) -> Outcome {
 
 /// The flow as it ran: each job with when it started and ended, the composite last, and
 /// the time from the last part's success to the composite's start.
-fn print_flow(queue: &Queue, created: &crate::FlowCreated) -> Outcome {
+fn print_flow(queue: &Queue, created: &crate::FlowCreated) -> Done {
     let mut rows = Vec::new();
     for (r, id) in &created.jobs {
         let job = queue.get(id)?;

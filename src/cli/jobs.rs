@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::output::{Table, clean, fmt_opt, jobs, print_json};
 
-use super::{Outcome, Refused, duration, job_id, json_arg, open_existing};
+use super::{Done, Refused, duration, job_id, json_arg, open_existing};
 
 #[derive(Args, Debug)]
 pub(super) struct EnqueueArgs {
@@ -144,7 +144,7 @@ pub(super) struct ListArgs {
     pub(super) search: Option<String>,
 }
 
-pub(super) fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
+pub(super) fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Done {
     let mut job = NewJob::new(a.kind).queue(a.queue).priority(a.priority);
     if let Some(input) = &a.input {
         job = job.input(json_arg("input", input)?);
@@ -199,7 +199,7 @@ pub(super) fn enqueue(db: &Path, json: bool, a: EnqueueArgs) -> Outcome {
     Ok(())
 }
 
-pub(super) fn list(db: &Path, json: bool, a: ListArgs) -> Outcome {
+pub(super) fn list(db: &Path, json: bool, a: ListArgs) -> Done {
     let mut filter = JobFilter::new().limit(a.limit);
     if let Some(s) = a.status.as_deref() {
         filter = match s {
@@ -263,7 +263,7 @@ pub(super) fn bulk_matching(
     json: bool,
     action: crate::BulkAction,
     (status, queue_name, kind): (Option<String>, Option<String>, Option<String>),
-) -> Outcome {
+) -> Done {
     let mut filter = JobFilter::new();
     if let Some(s) = status.as_deref() {
         filter = match s {
@@ -310,7 +310,7 @@ pub(super) fn admin_action(
     ids: &[String],
     done: &str,
     act: impl Fn(&Queue, &JobId) -> crate::Result<Status>,
-) -> Outcome {
+) -> Done {
     let queue = open_existing(db)?;
     let mut documents = Vec::new();
     let mut refused = Vec::new();
@@ -377,7 +377,7 @@ pub(super) struct PruneArgs {
     pub(super) statuses: Vec<String>,
 }
 
-pub(super) fn show(db: &Path, json: bool, id: &str) -> Outcome {
+pub(super) fn show(db: &Path, json: bool, id: &str) -> Done {
     let queue = open_existing(db)?;
     let job = queue.get(&job_id(id)?)?;
     if json {
@@ -388,7 +388,7 @@ pub(super) fn show(db: &Path, json: bool, id: &str) -> Outcome {
     Ok(())
 }
 
-pub(super) fn cancel(db: &Path, json: bool, args: BulkArgs) -> Outcome {
+pub(super) fn cancel(db: &Path, json: bool, args: BulkArgs) -> Done {
     if args.all {
         let matching = (args.status, args.queue, args.kind);
         return bulk_matching(db, json, crate::BulkAction::Cancel, matching);
@@ -396,7 +396,7 @@ pub(super) fn cancel(db: &Path, json: bool, args: BulkArgs) -> Outcome {
     admin_action(db, json, &args.ids, "cancelled", |q, id| q.cancel(id))
 }
 
-pub(super) fn retry(db: &Path, json: bool, args: RetryArgs) -> Outcome {
+pub(super) fn retry(db: &Path, json: bool, args: RetryArgs) -> Done {
     if args.all {
         let matching = (args.status, args.queue, args.kind);
         return bulk_matching(db, json, crate::BulkAction::Retry, matching);
@@ -414,7 +414,7 @@ pub(super) fn retry(db: &Path, json: bool, args: RetryArgs) -> Outcome {
     Ok(())
 }
 
-pub(super) fn delete(db: &Path, json: bool, args: BulkArgs) -> Outcome {
+pub(super) fn delete(db: &Path, json: bool, args: BulkArgs) -> Done {
     if args.all {
         let matching = (args.status, args.queue, args.kind);
         return bulk_matching(db, json, crate::BulkAction::Delete, matching);
@@ -422,7 +422,7 @@ pub(super) fn delete(db: &Path, json: bool, args: BulkArgs) -> Outcome {
     admin_action(db, json, &args.ids, "deleted", |q, id| q.delete(id))
 }
 
-pub(super) fn release_stale(db: &Path, json: bool, args: ReleaseStaleArgs) -> Outcome {
+pub(super) fn release_stale(db: &Path, json: bool, args: ReleaseStaleArgs) -> Done {
     let queue = open_existing(db)?;
     let mut timeouts = StaleTimeouts::none();
     if let Some(t) = args.lock_timeout {
@@ -443,7 +443,7 @@ pub(super) fn release_stale(db: &Path, json: bool, args: ReleaseStaleArgs) -> Ou
     Ok(())
 }
 
-pub(super) fn prune(db: &Path, json: bool, args: PruneArgs) -> Outcome {
+pub(super) fn prune(db: &Path, json: bool, args: PruneArgs) -> Done {
     let queue = open_existing(db)?;
     let statuses = args
         .statuses

@@ -150,7 +150,7 @@ impl From<crate::Error> for Refused {
     }
 }
 
-type Outcome = Result<(), Refused>;
+type Done = Result<(), Refused>;
 
 impl Command {
     /// `jobq worker`, which runs handlers as processes (on Unix only).
@@ -249,7 +249,7 @@ fn json_arg(field: &'static str, text: &str) -> Result<Value, Refused> {
     Ok(crate::parse_json(field, text)?)
 }
 
-fn command(cli: Cli) -> Outcome {
+fn command(cli: Cli) -> Done {
     let db = cli.db.as_path();
     let json = cli.json;
     match cli.command {
@@ -288,7 +288,7 @@ fn command(cli: Cli) -> Outcome {
 }
 
 /// `jobq init`: creates or upgrades the file and prints its schema version.
-fn init(db: &Path, json: bool, allow_foreign_tables: bool) -> Outcome {
+fn init(db: &Path, json: bool, allow_foreign_tables: bool) -> Done {
     let queue = Queue::builder(db)
         .allow_foreign_tables(allow_foreign_tables)
         .open()?;

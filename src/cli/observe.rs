@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::output::{Table, clean, fmt_opt, fmt_secs, print_json};
 
-use super::{Outcome, duration, open_existing};
+use super::{Done, duration, open_existing};
 
 #[derive(Args, Debug)]
 pub(super) struct StatsArgs {
@@ -40,7 +40,7 @@ pub(super) enum CostBy {
     Group,
 }
 
-pub(super) fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
+pub(super) fn stats(db: &Path, json: bool, a: StatsArgs) -> Done {
     let mut filter = StatsFilter::new();
     if let Some(q) = a.queue {
         filter = filter.queue(q);
@@ -89,7 +89,7 @@ pub(super) fn stats(db: &Path, json: bool, a: StatsArgs) -> Outcome {
     Ok(())
 }
 
-pub(super) fn running(db: &Path, json: bool) -> Outcome {
+pub(super) fn running(db: &Path, json: bool) -> Done {
     let queue = open_existing(db)?;
     let jobs = queue.running_jobs()?;
     if json {
@@ -112,7 +112,7 @@ pub(super) fn running(db: &Path, json: bool) -> Outcome {
     Ok(())
 }
 
-pub(super) fn workers(db: &Path, json: bool) -> Outcome {
+pub(super) fn workers(db: &Path, json: bool) -> Done {
     let queue = open_existing(db)?;
     let workers = queue.workers()?;
     if json {
@@ -142,7 +142,7 @@ pub(super) fn workers(db: &Path, json: bool) -> Outcome {
     Ok(())
 }
 
-pub(super) fn dead(db: &Path, json: bool, limit: usize) -> Outcome {
+pub(super) fn dead(db: &Path, json: bool, limit: usize) -> Done {
     let queue = open_existing(db)?;
     let jobs = queue.dead_letter(limit)?;
     if json {
@@ -172,7 +172,7 @@ pub(super) fn dead(db: &Path, json: bool, limit: usize) -> Outcome {
     Ok(())
 }
 
-pub(super) fn timing(db: &Path, json: bool, a: TimingArgs) -> Outcome {
+pub(super) fn timing(db: &Path, json: bool, a: TimingArgs) -> Done {
     let mut filter = TimingFilter::new();
     if let Some(w) = a.since {
         filter = filter.within(w);
@@ -209,7 +209,7 @@ pub(super) fn timing(db: &Path, json: bool, a: TimingArgs) -> Outcome {
     Ok(())
 }
 
-pub(super) fn stages(db: &Path, json: bool) -> Outcome {
+pub(super) fn stages(db: &Path, json: bool) -> Done {
     let queue = open_existing(db)?;
     let rows = queue.stage_distribution()?;
     if json {
@@ -224,7 +224,7 @@ pub(super) fn stages(db: &Path, json: bool) -> Outcome {
     Ok(())
 }
 
-pub(super) fn costs(db: &Path, json: bool, by: CostBy) -> Outcome {
+pub(super) fn costs(db: &Path, json: bool, by: CostBy) -> Done {
     let queue = open_existing(db)?;
     let (grouping, name) = match by {
         CostBy::Status => (CostGrouping::Status, "status"),

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::output::{Table, clean, print_json};
 
-use super::{Outcome, Refused, open_existing};
+use super::{Done, Refused, open_existing};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum QueueCommand {
@@ -49,7 +49,7 @@ pub(super) fn limit_arg(
     }
 }
 
-pub(super) fn queue_command(db: &Path, json: bool, cmd: QueueCommand) -> Outcome {
+pub(super) fn queue_command(db: &Path, json: bool, cmd: QueueCommand) -> Done {
     let show = |q: &crate::QueueInfo| {
         if json {
             print_json(q);

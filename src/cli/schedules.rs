@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::output::{Table, clean, fmt_opt, print_json};
 
-use super::{Outcome, Refused, duration, json_arg, open_existing};
+use super::{Done, Refused, duration, json_arg, open_existing};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum ScheduleCommand {
@@ -97,7 +97,7 @@ pub(super) enum CatchUpArg {
     All,
 }
 
-pub(super) fn schedule(db: &Path, json: bool, cmd: ScheduleCommand) -> Outcome {
+pub(super) fn schedule(db: &Path, json: bool, cmd: ScheduleCommand) -> Done {
     let show = |s: &crate::Schedule| {
         if json {
             print_json(s);

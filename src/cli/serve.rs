@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::output::say;
 
-use super::{Outcome, Refused};
+use super::{Done, Refused};
 
 #[derive(Args, Debug)]
 pub(super) struct ServeArgs {
@@ -34,7 +34,7 @@ pub(super) struct ServeArgs {
     pub(super) max_schedules_per_owner: usize,
 }
 
-pub(super) fn run(db: &Path, args: ServeArgs) -> Outcome {
+pub(super) fn run(db: &Path, args: ServeArgs) -> Done {
     let queue = Queue::builder(db)
         .max_schedules_per_owner(args.max_schedules_per_owner)
         .open()?;

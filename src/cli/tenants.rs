@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::output::{clean, fmt_opt, print_json};
 
-use super::{Outcome, Refused, json_arg, open_existing};
+use super::{Done, Refused, json_arg, open_existing};
 
 #[derive(Subcommand, Debug)]
 pub(super) enum FlowCommand {
@@ -59,7 +59,7 @@ pub(super) enum OwnerCommand {
     },
 }
 
-pub(super) fn flow_submit(db: &Path, json: bool, file: &str) -> Outcome {
+pub(super) fn flow_submit(db: &Path, json: bool, file: &str) -> Done {
     let text = if file == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -84,7 +84,7 @@ pub(super) fn flow_submit(db: &Path, json: bool, file: &str) -> Outcome {
     Ok(())
 }
 
-pub(super) fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
+pub(super) fn group(db: &Path, json: bool, cmd: GroupCommand) -> Done {
     match cmd {
         GroupCommand::Create {
             name,
@@ -132,7 +132,7 @@ pub(super) fn group(db: &Path, json: bool, cmd: GroupCommand) -> Outcome {
     Ok(())
 }
 
-pub(super) fn create_token(db: &Path, json: bool, owner: &str) -> Outcome {
+pub(super) fn create_token(db: &Path, json: bool, owner: &str) -> Done {
     let queue = Queue::open(db)?;
     let token = queue.create_token(owner)?;
     if json {
@@ -143,7 +143,7 @@ pub(super) fn create_token(db: &Path, json: bool, owner: &str) -> Outcome {
     Ok(())
 }
 
-pub(super) fn set_budget(db: &Path, json: bool, id: &str, cents: &str) -> Outcome {
+pub(super) fn set_budget(db: &Path, json: bool, id: &str, cents: &str) -> Done {
     let budget = match cents.trim() {
         "none" => None,
         text => Some(text.parse::<i64>().map_err(|_| {

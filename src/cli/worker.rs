@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::output::{clean, print_json, say};
-use super::{Outcome, Refused, duration};
+use super::{Done, Refused, duration};
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -94,7 +94,7 @@ impl Handler for Exec {
     }
 }
 
-pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Outcome {
+pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Done {
     if args.max_jobs_per_child.is_some() && args.protocol != Protocol::Jsonl {
         return Err(Refused(
             "--max-jobs-per-child needs --protocol jsonl (a oneshot process runs one job)".into(),

@@ -169,7 +169,7 @@ pub(crate) struct ClaimSpec<'a> {
 
 /// What is recorded for a job a worker holds.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Report<'a> {
+pub(crate) enum Record<'a> {
     /// Succeeded with this output (JSON text) and this cost added.
     Complete { output: &'a str, cost_cents: i64 },
     /// The attempt failed, and what follows was decided above the engine: `retry` (runs
@@ -310,17 +310,17 @@ impl Recorded {
     }
 
     /// What recording `report` does to a job.
-    pub(crate) fn of(report: &Report<'_>) -> Recorded {
+    pub(crate) fn of(report: &Record<'_>) -> Recorded {
         match *report {
-            Report::Complete { .. } => Recorded::new(Status::Succeeded),
-            Report::Release => Recorded::new(Status::Queued),
-            Report::Snooze { run_after, counted } => Recorded {
+            Record::Complete { .. } => Recorded::new(Status::Succeeded),
+            Record::Release => Recorded::new(Status::Queued),
+            Record::Snooze { run_after, counted } => Recorded {
                 status: Status::Queued,
                 // A deferral is a release that waits a moment: told as a release.
                 retry_at: counted.then_some(run_after),
                 readied: false,
             },
-            Report::Fail {
+            Record::Fail {
                 status, retry_at, ..
             } => Recorded {
                 status,

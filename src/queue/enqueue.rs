@@ -197,7 +197,7 @@ impl Queue {
         job: NewJob,
     ) -> Result<Enqueued> {
         use crate::store::postgres::{Foreign, ids, jobs};
-        if self.engine().name() != "postgres" {
+        if !matches!(self.shared.backend, crate::store::Backend::Postgres(_)) {
             return Err(Error::Unsupported {
                 action: "enqueue inside a PostgreSQL transaction",
                 engine: self.engine().name(),

@@ -212,7 +212,7 @@ impl Queue {
         flow: Flow,
     ) -> Result<FlowCreated> {
         use crate::store::postgres::{Foreign, ids, jobs, tenants};
-        if self.engine().name() != "postgres" {
+        if !matches!(self.shared.backend, crate::store::Backend::Postgres(_)) {
             return Err(Error::Unsupported {
                 action: "submit a flow inside a PostgreSQL transaction",
                 engine: self.engine().name(),

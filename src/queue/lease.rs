@@ -53,7 +53,7 @@ pub(crate) enum Report {
 /// A report on its way to being recorded: the lease, what the failure's decision needs of
 /// the job, the report, and how long its handler ran (when it ran).
 #[derive(Debug, Clone)]
-pub(crate) struct Settled {
+pub(crate) struct Finished {
     pub lease: Lease,
     pub job: LeasedJob,
     pub report: Report,
@@ -126,7 +126,7 @@ impl Queue {
     }
 
     /// Records one report on its own. `job` is what the failure's decision needs, when the
-    /// caller knows it (else it is read first); `ran_for` as in [`Settled`].
+    /// caller knows it (else it is read first); `ran_for` as in [`Finished`].
     pub(crate) fn record_one(
         &self,
         lease: &Lease,
@@ -141,7 +141,7 @@ impl Queue {
             }
             (None, _) => LeasedJob::default(),
         };
-        let settled = Settled {
+        let settled = Finished {
             lease: lease.clone(),
             job,
             report,
@@ -162,19 +162,19 @@ impl Queue {
     /// again after an error, not knowing whether its commit happened.
     pub(crate) fn record_and_claim(
         &self,
-        settled: &[Settled],
+        settled: &[Finished],
         refill: Option<ClaimSpec<'_>>,
         again: bool,
     ) -> Result<(Vec<Result<Recorded>>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
         // A snooze past the limit fails the job for good instead.
         let over: Vec<Option<JobError>> = settled.iter().map(|s| self.past_snoozes(s)).collect();
-        let reports: Vec<(&Lease, model::Report<'_>)> = settled
+        let reports: Vec<(&Lease, model::Record<'_>)> = settled
             .iter()
             .zip(&over)
             .map(|(s, over)| {
                 let report = match over {
-                    Some(error) => model::Report::Fail {
+                    Some(error) => model::Record::Fail {
                         error,
                         status: Status::Failed,
                         retry_at: now,
@@ -213,7 +213,7 @@ impl Queue {
 
     /// The error of a snooze the job may not take: it snoozed as many times as the queue
     /// allows ([`QueueBuilder::max_snoozes`](crate::QueueBuilder::max_snoozes)).
-    fn past_snoozes(&self, settled: &Settled) -> Option<JobError> {
+    fn past_snoozes(&self, settled: &Finished) -> Option<JobError> {
         let limit = self.shared.max_snoozes;
         (matches!(settled.report, Report::Snooze(_)) && settled.job.snoozes >= limit).then(|| {
             JobError::permanent(format!(
@@ -225,23 +225,23 @@ impl Queue {
 
     /// What a report records: for a failure, `retry` at the error's delay or the retry
     /// policy's backoff while attempts remain and the error is not permanent, else `failed`.
-    fn decide<'a>(&self, settled: &'a Settled, now: i64) -> model::Report<'a> {
+    fn decide<'a>(&self, settled: &'a Finished, now: i64) -> model::Record<'a> {
         match &settled.report {
-            Report::Complete { output, cost_cents } => model::Report::Complete {
+            Report::Complete { output, cost_cents } => model::Record::Complete {
                 output,
                 cost_cents: *cost_cents,
             },
-            Report::Release => model::Report::Release,
-            Report::Snooze(delay) => model::Report::Snooze {
+            Report::Release => model::Record::Release,
+            Report::Snooze(delay) => model::Record::Snooze {
                 run_after: now.saturating_add(millis((*delay).clamp(MIN_SNOOZE, MAX_DURATION))),
                 counted: true,
             },
-            Report::Defer(delay) => model::Report::Snooze {
+            Report::Defer(delay) => model::Record::Snooze {
                 run_after: now.saturating_add(millis((*delay).min(MAX_DURATION))),
                 counted: false,
             },
             Report::Fail(error) => {
-                let Settled { lease, job, .. } = settled;
+                let Finished { lease, job, .. } = settled;
                 let status = if error.permanent || lease.attempt >= job.max_attempts {
                     Status::Failed
                 } else {
@@ -256,7 +256,7 @@ impl Queue {
                             .delay(lease.attempt)
                     })
                     .min(MAX_DURATION);
-                model::Report::Fail {
+                model::Record::Fail {
                     error,
                     status,
                     retry_at: now.saturating_add(millis(delay)),
@@ -406,8 +406,8 @@ impl Queue {
 }
 
 /// Traces a recorded outcome, on the outcome target.
-fn log_outcome(settled: &Settled, recorded: &Recorded, now: i64) {
-    let Settled {
+fn log_outcome(settled: &Finished, recorded: &Recorded, now: i64) {
+    let Finished {
         lease, job, report, ..
     } = settled;
     let duration_ms = settled.ran_for.map(|d| d.as_secs_f64() * 1000.0);
@@ -449,9 +449,9 @@ mod tests {
         let claimed = queue.claim("w", 2, &ClaimFilter::default()).unwrap();
         queue.cancel(&gone).unwrap();
         queue.delete(&gone).unwrap();
-        let reports: Vec<Settled> = claimed
+        let reports: Vec<Finished> = claimed
             .iter()
-            .map(|j| Settled {
+            .map(|j| Finished {
                 lease: j.lease(),
                 job: j.leased(),
                 report: Report::Complete {

@@ -19,7 +19,7 @@ pub use bulk::{BulkAction, BulkOutcome, BulkRefusal, MAX_REFUSALS_SHOWN};
 pub use enqueue::MAX_DEPENDENCIES;
 pub(crate) use enqueue::check_text;
 pub use lease::{DEFAULT_MAX_SNOOZES, MIN_SNOOZE};
-pub(crate) use lease::{OUTCOME_TARGET, Report, Settled};
+pub(crate) use lease::{Finished, OUTCOME_TARGET, Report};
 pub use read::{JobFilter, Page};
 
 use crate::clock::{Clock, SystemClock};
@@ -28,7 +28,7 @@ use crate::events::{EventBus, JobEvent};
 use crate::job::Timestamp;
 use crate::retry::{RetryPolicies, RetryPolicy};
 use crate::store::sqlite::Sqlite;
-use crate::store::{Durability, Engine, StoreOptions};
+use crate::store::{Backend, Durability, Engine, StoreOptions};
 
 /// Settings for opening a [`Queue`]. Made by [`Queue::builder`].
 ///
@@ -153,16 +153,16 @@ impl QueueBuilder {
     /// case the database is untouched.
     pub fn open(self) -> Result<Queue> {
         let location = self.path.to_string_lossy().into_owned();
-        let (engine, clock): (Arc<dyn Engine>, Arc<dyn Clock>) = if is_postgres_url(&location) {
+        let (backend, clock) = if is_postgres_url(&location) {
             open_postgres(&location, &self.store, self.clock)?
         } else {
             let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
             let sqlite = Sqlite::open(&self.path, self.store, clock.now_ms())?;
-            (Arc::new(sqlite), clock)
+            (Backend::Sqlite(sqlite), clock)
         };
         Ok(Queue {
             shared: Arc::new(Shared {
-                engine,
+                backend,
                 path: self.path,
                 clock,
                 retry: self.retry,
@@ -188,7 +188,7 @@ fn open_postgres(
     url: &str,
     store: &StoreOptions,
     clock: Option<Arc<dyn Clock>>,
-) -> Result<(Arc<dyn Engine>, Arc<dyn Clock>)> {
+) -> Result<(Backend, Arc<dyn Clock>)> {
     use crate::store::postgres::{PgOptions, Postgres};
     let opts = PgOptions {
         connect_timeout: store.busy_timeout,
@@ -196,7 +196,7 @@ fn open_postgres(
     };
     let engine = Postgres::open(url, opts)?;
     let clock = clock.unwrap_or_else(|| Arc::new(engine.clock()));
-    Ok((Arc::new(engine), clock))
+    Ok((Backend::Postgres(engine), clock))
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -204,7 +204,7 @@ fn open_postgres(
     url: &str,
     _store: &StoreOptions,
     _clock: Option<Arc<dyn Clock>>,
-) -> Result<(Arc<dyn Engine>, Arc<dyn Clock>)> {
+) -> Result<(Backend, Arc<dyn Clock>)> {
     Err(Error::Open {
         path: url.into(),
         reason: "this build of jobq has no PostgreSQL engine (the `postgres` feature)".into(),
@@ -228,7 +228,7 @@ pub struct Queue {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) backend: Backend,
     path: PathBuf,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) retry: RetryPolicies,
@@ -305,17 +305,17 @@ impl Queue {
 
     /// The database for people to read: the file, or the URL without its password.
     pub fn location(&self) -> &str {
-        self.shared.engine.location()
+        self.engine().location()
     }
 
     /// The engine the queue runs on: `"sqlite"` or `"postgres"`.
     pub fn engine_name(&self) -> &'static str {
-        self.shared.engine.name()
+        self.engine().name()
     }
 
     /// The durability this handle was opened with.
     pub fn durability(&self) -> Durability {
-        self.shared.engine.durability()
+        self.engine().durability()
     }
 
     /// The current time of the queue's clock.
@@ -329,12 +329,16 @@ impl Queue {
 
     /// The engine every operation runs on.
     pub(crate) fn engine(&self) -> &dyn Engine {
-        &*self.shared.engine
+        self.shared.backend.engine()
     }
 
     /// The SQLite engine, when the queue is on SQLite (for its own transactions and tests).
     pub(crate) fn sqlite(&self) -> Option<&Sqlite> {
-        self.shared.engine.as_sqlite()
+        match &self.shared.backend {
+            Backend::Sqlite(engine) => Some(engine),
+            #[cfg(feature = "postgres")]
+            _ => None,
+        }
     }
 
     pub(crate) fn require_admin(&self, action: &'static str) -> Result<()> {

@@ -4,8 +4,8 @@
 use crate::error::Result;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, LeasedJob, Status};
 use crate::model::{
-    Change, ClaimSpec, FlowInsert, GroupRow, ListQuery, NewRow, Outputs, Progress, Recorded,
-    Released, Report, Scope, StaleCutoffs,
+    Change, ClaimSpec, FlowInsert, GroupRow, ListQuery, NewRow, Outputs, Progress, Record,
+    Recorded, Released, Scope, StaleCutoffs,
 };
 
 /// Jobs: inserts (one job, a batch, a flow), the claim, what is recorded on a held job
@@ -45,7 +45,7 @@ pub(crate) trait JobStore {
     fn record(
         &self,
         scope: Scope<'_>,
-        reports: &[(&Lease, Report<'_>)],
+        reports: &[(&Lease, Record<'_>)],
         refill: Option<ClaimSpec<'_>>,
         again: bool,
         now: i64,

@@ -58,9 +58,24 @@ pub(crate) trait Engine:
 
     /// How much of a commit survives a crash.
     fn durability(&self) -> Durability;
+}
 
-    /// The SQLite engine, for what only it offers (the caller's own transactions).
-    fn as_sqlite(&self) -> Option<&sqlite::Sqlite> {
-        None
+/// The engine a queue runs on, told apart by type: every operation goes through
+/// [`Backend::engine`]; what only one engine offers (the caller's own transactions) matches
+/// on the variant.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Sqlite(sqlite::Sqlite),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Postgres),
+}
+
+impl Backend {
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        match self {
+            Backend::Sqlite(engine) => engine,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(engine) => engine,
+        }
     }
 }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::Engine;
-use super::engine::Finished;
+use super::Pool;
 use crate::error::Error;
 use crate::job::ClaimedJob;
 use crate::model::ClaimSpec;
+use crate::queue::Finished;
 use crate::queue::OUTCOME_TARGET;
 
 /// The most outcomes recorded in one transaction.
@@ -20,7 +20,7 @@ const MAX_BATCH: usize = 1024;
 /// it gives up on it. Jobs of a batch given up come back through the stale release.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
-pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
+pub(super) fn run(pool: &Arc<Pool>, outcomes: Receiver<Finished>) {
     let mut batch: Vec<Finished> = Vec::with_capacity(64);
     while let Ok(first) = outcomes.recv() {
         batch.push(first);
@@ -30,28 +30,28 @@ pub(super) fn run(engine: &Arc<Engine>, outcomes: Receiver<Finished>) {
                 Err(_) => break,
             }
         }
-        record(engine, &mut batch);
+        record(pool, &mut batch);
     }
 }
 
-fn record(engine: &Engine, batch: &mut Vec<Finished>) {
+fn record(pool: &Pool, batch: &mut Vec<Finished>) {
     for f in batch.iter() {
         if let Some(ran) = f.ran_for {
-            engine.claimer.note_run_time(ran);
+            pool.claimer.note_run_time(ran);
         }
     }
-    let guard = engine.claimer.lock();
-    let want = engine.want(batch.len());
+    let guard = pool.claimer.lock();
+    let want = pool.want(batch.len());
     let refill = (want > 0).then_some(ClaimSpec {
-        worker: engine.worker_id.as_str(),
+        worker: pool.worker_id.as_str(),
         limit: want,
-        filter: &engine.claimer.filter,
+        filter: &pool.claimer.filter,
     });
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     let mut again = false;
     let outcome = loop {
-        match engine.queue.record_and_claim(batch, refill, again) {
+        match pool.queue.record_and_claim(batch, refill, again) {
             Ok(done) => break Some(done),
             Err(e) if started.elapsed() < GIVE_UP_AFTER => {
                 tracing::warn!(error = %e, outcomes = batch.len(), "jobq: recording outcomes failed; retrying");
@@ -70,10 +70,10 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
         None => (None, Vec::new()),
     };
     if want > 0 && results.is_some() {
-        engine.claimer.note_claim_time(started.elapsed());
+        pool.claimer.note_claim_time(started.elapsed());
     }
-    engine.forget(batch.iter().map(|f| &f.lease));
-    engine.dispatch(claimed, want);
+    pool.forget(batch.iter().map(|f| &f.lease));
+    pool.dispatch(claimed, want);
     drop(guard);
 
     if let Some(results) = results {
@@ -89,7 +89,7 @@ fn record(engine: &Engine, batch: &mut Vec<Finished>) {
                     }
                 }
             }
-            engine.report_outcome(settled, result);
+            pool.report_outcome(settled, result);
         }
     }
     batch.clear();

@@ -4,7 +4,7 @@
 //! It claims at start, again at once after a full batch, and after a wake-up: an enqueue
 //! in this process, or a freed slot while work may be ready. (While jobs flow, the
 //! completer refills most slots itself, in the transaction that records the outcomes.)
-//! After a short batch it waits for the poll interval, then asks the engine whether another
+//! After a short batch it waits for the poll interval, then asks the pool whether another
 //! connection committed since (SQLite's `PRAGMA data_version`; PostgreSQL's notifications,
 //! which also wake it at once), and claims only if something changed or a scheduled job has
 //! come due — so an idle pool costs one cheap read per interval.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use super::Engine;
+use super::Pool;
 use crate::store::Changes;
 
 pub(super) struct Wakeups {
@@ -35,7 +35,7 @@ enum Turn {
 }
 
 pub(super) fn run(
-    engine: &Arc<Engine>,
+    pool: &Arc<Pool>,
     wake: Wakeups,
     mut changes: Box<dyn Changes>,
     poll_interval: Duration,
@@ -43,29 +43,29 @@ pub(super) fn run(
     let mut seen_version = None;
     let mut next_due: Option<i64> = None;
     loop {
-        if engine.is_stopping() {
+        if pool.is_stopping() {
             break;
         }
-        match claim_turn(engine, &mut *changes, &mut seen_version, &mut next_due) {
+        match claim_turn(pool, &mut *changes, &mut seen_version, &mut next_due) {
             Turn::Full => continue,
             Turn::Short | Turn::Nothing => {}
         }
-        let in_flight = engine.in_flight();
-        if engine.claimer.limit_reached() && in_flight == 0 {
-            engine.request_stop();
+        let in_flight = pool.in_flight();
+        if pool.claimer.limit_reached() && in_flight == 0 {
+            pool.request_stop();
             break;
         }
-        if engine.stop_when_idle && !engine.claimer.maybe_ready() && in_flight == 0 {
+        if pool.stop_when_idle && !pool.claimer.maybe_ready() && in_flight == 0 {
             // A retry recorded just before the last slot freed wakes `work` first.
             if wake.work.try_recv().is_ok() {
-                engine.claimer.set_maybe_ready(true);
+                pool.claimer.set_maybe_ready(true);
                 continue;
             }
-            engine.request_stop();
+            pool.request_stop();
             break;
         }
-        let now = engine.queue.now_ms();
-        let idle = !engine.claimer.maybe_ready();
+        let now = pool.queue.now_ms();
+        let idle = !pool.claimer.maybe_ready();
         let wait = match next_due {
             Some(due) if idle => {
                 poll_interval.min(Duration::from_millis(due.saturating_sub(now).max(0) as u64))
@@ -77,17 +77,17 @@ pub(super) fn run(
                 if msg.is_err() {
                     break;
                 }
-                engine.claimer.set_maybe_ready(true);
+                pool.claimer.set_maybe_ready(true);
             }
             recv(wake.slots) -> _ => {}
             default(wait) => {
-                let due = next_due.is_some_and(|d| engine.queue.now_ms() >= d);
+                let due = next_due.is_some_and(|d| pool.queue.now_ms() >= d);
                 let changed = seen_version.is_none() || changes.version() != seen_version;
                 // Under flow control, room comes back without an event (a rate's window
                 // slides on): look at every poll.
-                let controlled = engine.queue.engine().any_controlled();
+                let controlled = pool.queue.engine().any_controlled();
                 if due || changed || controlled {
-                    engine.claimer.set_maybe_ready(true);
+                    pool.claimer.set_maybe_ready(true);
                 }
             }
         }
@@ -95,13 +95,13 @@ pub(super) fn run(
 }
 
 fn claim_turn(
-    engine: &Engine,
+    pool: &Pool,
     changes: &mut dyn Changes,
     seen_version: &mut Option<i64>,
     next_due: &mut Option<i64>,
 ) -> Turn {
-    let _guard = engine.claimer.lock();
-    let want = engine.want(0);
+    let _guard = pool.claimer.lock();
+    let want = pool.want(0);
     if want == 0 {
         return Turn::Nothing;
     }
@@ -110,29 +110,29 @@ fn claim_turn(
     let started = Instant::now();
     // One clock reading for the claim and for the look at what comes due after it: a job
     // due between two readings would be neither claimed nor waited for.
-    let now = engine.queue.now_ms();
-    match engine
+    let now = pool.queue.now_ms();
+    match pool
         .queue
-        .claim_at(&engine.worker_id, want, &engine.claimer.filter, now)
+        .claim_at(&pool.worker_id, want, &pool.claimer.filter, now)
     {
         Ok(batch) => {
-            engine.claimer.note_claim_time(started.elapsed());
+            pool.claimer.note_claim_time(started.elapsed());
             let got = batch.len();
-            engine.dispatch(batch, want);
+            pool.dispatch(batch, want);
             if got == want {
                 return Turn::Full;
             }
             *seen_version = version;
-            *next_due = engine
+            *next_due = pool
                 .queue
                 .engine()
-                .next_run_after(engine.claimer.filter.queue_names(), now)
+                .next_run_after(pool.claimer.filter.queue_names(), now)
                 .unwrap_or(None);
             Turn::Short
         }
         Err(e) => {
             tracing::warn!(error = %e, "jobq: claim failed; trying again after the poll interval");
-            engine.claimer.set_maybe_ready(false);
+            pool.claimer.set_maybe_ready(false);
             *seen_version = None;
             Turn::Short
         }

@@ -11,46 +11,46 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Engine, Handler, JobContext, Registered};
+use super::{Handler, JobContext, Pool, Registered};
 use crate::model::JobError;
 use crate::queue::Report;
 use crate::retry::RetryPolicy;
 
-pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
-    while let Ok(job) = engine.channels.job_rx.recv() {
+pub(super) fn run(pool: &Arc<Pool>, abandoned: &Arc<AtomicBool>) {
+    while let Ok(job) = pool.channels.job_rx.recv() {
         let lease = job.lease();
-        if engine.is_stopping() {
+        if pool.is_stopping() {
             // Shutting down: give back what has not started, without spending its attempt.
-            engine.settle(&lease, Report::Release, None);
+            pool.settle(&lease, Report::Release, None);
             continue;
         }
         let Some(Registered {
             handler,
             timeout,
             retry,
-        }) = engine.handler_for(&job.kind)
+        }) = pool.handler_for(&job.kind)
         else {
             let error = JobError::permanent(format!(
                 "no handler for kind {:?} in worker {}",
-                job.kind, engine.worker_id
+                job.kind, pool.worker_id
             ))
             .code("NO_HANDLER");
-            engine.settle(&lease, Report::Fail(error), None);
+            pool.settle(&lease, Report::Fail(error), None);
             continue;
         };
         let started = Instant::now();
         let Some(cancelled) =
-            engine.mark_started(&lease, started, timeout.map(|t| started + t), abandoned)
+            pool.mark_started(&lease, started, timeout.map(|t| started + t), abandoned)
         else {
             continue;
         };
         if cancelled.load(Ordering::SeqCst) {
             // Cancelled while it waited: nothing to run; the release is refused and counted.
-            engine.settle(&lease, Report::Release, None);
+            pool.settle(&lease, Report::Release, None);
             continue;
         }
         let attempt = job.attempt;
-        let ctx = JobContext::new(job, engine.queue.clone(), cancelled);
+        let ctx = JobContext::new(job, pool.queue.clone(), cancelled);
         let result = perform(&*handler, &ctx);
         if abandoned.load(Ordering::SeqCst) {
             // Timed out (or outlived the shutdown grace): the job was settled without us and
@@ -58,7 +58,7 @@ pub(super) fn run(engine: &Arc<Engine>, abandoned: &Arc<AtomicBool>) {
             return;
         }
         let report = report_of(result, retry, attempt);
-        engine.settle(&lease, report, Some(started.elapsed()));
+        pool.settle(&lease, report, Some(started.elapsed()));
     }
 }
 

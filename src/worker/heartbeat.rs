@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
 
-use super::Engine;
+use super::Pool;
 use crate::job::{JobId, Lease};
 use crate::model::JobError;
 use crate::queue::Report;
@@ -17,17 +17,17 @@ use crate::queue::Report;
 /// How often timeouts are checked: the precision of a job timeout.
 const TICK: Duration = Duration::from_millis(50);
 
-pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) {
+pub(super) fn run(pool: &Arc<Pool>, interval: Duration, stop: Receiver<()>) {
     let mut next_beat = Instant::now() + interval;
     loop {
         select! {
             recv(stop) -> _ => break,
             default(TICK.min(interval)) => {}
         }
-        expire_timeouts(engine);
+        expire_timeouts(pool);
         if Instant::now() >= next_beat {
-            beat(engine);
-            engine.seen();
+            beat(pool);
+            pool.seen();
             next_beat = Instant::now() + interval;
         }
     }
@@ -35,19 +35,19 @@ pub(super) fn run(engine: &Arc<Engine>, interval: Duration, stop: Receiver<()>) 
 
 /// One statement refreshes every job this pool holds; a job missing from the answer was
 /// cancelled or released elsewhere, and its handler is told.
-fn beat(engine: &Engine) {
-    let leases: Vec<Lease> = engine.in_flight.unsettled_leases();
+fn beat(pool: &Pool) {
+    let leases: Vec<Lease> = pool.in_flight.unsettled_leases();
     if leases.is_empty() {
         return;
     }
-    match engine.queue.heartbeat_many(&engine.worker_id, &leases) {
+    match pool.queue.heartbeat_many(&pool.worker_id, &leases) {
         Ok(held) => {
             let held: HashSet<(&JobId, u32)> = held.iter().map(|l| (&l.job_id, l.claim)).collect();
             for lease in leases
                 .iter()
                 .filter(|l| !held.contains(&(&l.job_id, l.claim)))
             {
-                engine.in_flight.cancel_claim(lease);
+                pool.in_flight.cancel_claim(lease);
             }
         }
         Err(e) => tracing::warn!(error = %e, jobs = leases.len(), "jobq: heartbeat failed"),
@@ -56,9 +56,9 @@ fn beat(engine: &Engine) {
 
 /// Fails the jobs that ran past their timeout with `TIMEOUT`, abandons their threads and
 /// starts new handler threads in their place.
-fn expire_timeouts(engine: &Arc<Engine>) {
+fn expire_timeouts(pool: &Arc<Pool>) {
     let now = Instant::now();
-    for (lease, ran, slot, cancelled) in engine.in_flight.overdue(now) {
+    for (lease, ran, slot, cancelled) in pool.in_flight.overdue(now) {
         slot.store(true, Ordering::SeqCst);
         cancelled.store(true, Ordering::SeqCst);
         let error = JobError::retryable(format!(
@@ -67,8 +67,8 @@ fn expire_timeouts(engine: &Arc<Engine>) {
         ))
         .code("TIMEOUT");
         tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt, "jobq: job timed out");
-        if engine.settle(&lease, Report::Fail(error), Some(ran)) {
-            engine.spawn_handler();
+        if pool.settle(&lease, Report::Fail(error), Some(ran)) {
+            pool.spawn_handler();
         }
     }
 }

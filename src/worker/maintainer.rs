@@ -6,33 +6,33 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, select};
 
-use super::Engine;
+use super::Pool;
 use crate::maintenance::StaleTimeouts;
 
 pub(super) fn run(
-    engine: &Arc<Engine>,
+    pool: &Arc<Pool>,
     interval: Duration,
     stale: StaleTimeouts,
     prune_after: Option<Duration>,
     stop: Receiver<()>,
 ) {
     loop {
-        if let Some(problem) = engine.queue.engine().file_problem() {
+        if let Some(problem) = pool.queue.engine().file_problem() {
             tracing::error!(
                 problem,
                 "jobq: the database file is not the one this worker opened"
             );
         }
-        match engine.queue.release_stale(&stale) {
+        match pool.queue.release_stale(&stale) {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "jobq: released stale jobs"),
             Err(e) => tracing::warn!(error = %e, "jobq: stale release failed"),
         }
-        if let Err(e) = engine.queue.engine().expire_workers(engine.queue.now_ms()) {
+        if let Err(e) = pool.queue.engine().expire_workers(pool.queue.now_ms()) {
             tracing::debug!(error = %e, "jobq: expiring dead workers failed");
         }
         if let Some(age) = prune_after {
-            if let Err(e) = engine.queue.prune(age, &[]) {
+            if let Err(e) = pool.queue.prune(age, &[]) {
                 tracing::warn!(error = %e, "jobq: pruning failed");
             }
         }

@@ -1,4 +1,4 @@
-//! The worker pool: the engine that runs jobs.
+//! The worker pool: the pool that runs jobs.
 //!
 //! ```text
 //!  dispatcher ──claim batch (BEGIN IMMEDIATE)──▶ jobs channel (bounded) ──▶ N handler threads
@@ -17,13 +17,13 @@ mod claimer;
 mod completer;
 mod context;
 mod dispatcher;
-mod engine;
 mod executor;
 mod flight;
 mod handlers;
 mod heartbeat;
 mod maintainer;
 mod outcome;
+mod pool;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,12 +35,13 @@ use serde_json::Value;
 pub use context::JobContext;
 pub use outcome::{Outcome, OutcomeKind, Summary};
 
+use crate::queue::Finished;
 use claimer::{Claimer, Prefetch};
-use engine::{Channels, Engine, Finished};
 use flight::InFlightTable;
 use handlers::Handlers;
 pub(crate) use handlers::Registered;
 use outcome::Counters;
+use pool::{Channels, Pool};
 
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Status};
@@ -415,7 +416,7 @@ impl WorkerPoolBuilder {
                 .map_or(60_000, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             running: 0,
         };
-        let engine = Arc::new(Engine {
+        let pool = Arc::new(Pool {
             queue: self.queue.clone(),
             worker_id,
             handlers: self.handlers,
@@ -437,27 +438,27 @@ impl WorkerPoolBuilder {
             hurry: AtomicBool::new(false),
             snoozed: std::sync::Mutex::default(),
         });
-        engine.register();
+        pool.register();
         // A cancel in this process marks the job cancelled at once, on the cancelling thread.
-        let listening = Arc::downgrade(&engine);
+        let listening = Arc::downgrade(&pool);
         self.queue
             .shared
             .events
             .register_cancel_listener(Box::new(move |id| match listening.upgrade() {
-                Some(engine) => {
-                    engine.mark_cancelled(id);
+                Some(pool) => {
+                    pool.mark_cancelled(id);
                     true
                 }
                 None => false,
             }));
-        tracing::info!(worker = %engine.worker_id, concurrency = engine.claimer.concurrency(), queues = ?engine.claimer.filter.queue_names(), engine = engine.queue.engine().name(), database = engine.queue.engine().location(), "jobq: worker pool starting");
-        for _ in 0..engine.claimer.concurrency() {
-            engine.spawn_handler();
+        tracing::info!(worker = %pool.worker_id, concurrency = pool.claimer.concurrency(), queues = ?pool.claimer.filter.queue_names(), pool = pool.queue.engine().name(), database = pool.queue.engine().location(), "jobq: worker pool starting");
+        for _ in 0..pool.claimer.concurrency() {
+            pool.spawn_handler();
         }
         let dispatcher = {
-            let engine = Arc::clone(&engine);
+            let pool = Arc::clone(&pool);
             let wake_tx = work_tx.clone();
-            let changes = engine.queue.engine().changes(Arc::new(move || {
+            let changes = pool.queue.engine().changes(Arc::new(move || {
                 let _ = wake_tx.try_send(());
             }))?;
             let poll = self.poll_interval;
@@ -466,29 +467,27 @@ impl WorkerPoolBuilder {
                 slots: slot_rx,
             };
             spawn("jobq-dispatcher", move || {
-                dispatcher::run(&engine, wake, changes, poll)
+                dispatcher::run(&pool, wake, changes, poll)
             })
         };
         let completer = {
-            let engine = Arc::clone(&engine);
-            spawn("jobq-completer", move || {
-                completer::run(&engine, outcome_rx)
-            })
+            let pool = Arc::clone(&pool);
+            spawn("jobq-completer", move || completer::run(&pool, outcome_rx))
         };
         let heartbeat = {
-            let engine = Arc::clone(&engine);
+            let pool = Arc::clone(&pool);
             let interval = self.heartbeat_interval;
             let stop = stop_rx.clone();
             spawn("jobq-heartbeat", move || {
-                heartbeat::run(&engine, interval, stop)
+                heartbeat::run(&pool, interval, stop)
             })
         };
         let maintainer = self.maintenance_interval.map(|interval| {
-            let engine = Arc::clone(&engine);
+            let pool = Arc::clone(&pool);
             let (stale, prune_after) = (self.stale, self.prune_after);
             let stop = stop_rx.clone();
             spawn("jobq-maintainer", move || {
-                maintainer::run(&engine, interval, stale, prune_after, stop)
+                maintainer::run(&pool, interval, stale, prune_after, stop)
             })
         });
         let firer = match self.schedule_interval {
@@ -502,7 +501,7 @@ impl WorkerPoolBuilder {
             None => None,
         };
         Ok(WorkerPool {
-            engine,
+            pool,
             grace: self.grace,
             firer,
             dispatcher: Some(dispatcher),
@@ -586,7 +585,7 @@ pub struct InlineOutcome {
 ///
 /// Dropping the handle shuts the pool down as [`WorkerPool::shutdown`] does.
 pub struct WorkerPool {
-    engine: Arc<Engine>,
+    pool: Arc<Pool>,
     grace: Duration,
     /// Fires due schedules; stopped first at shutdown.
     firer: Option<crate::schedule::Firer>,
@@ -598,8 +597,8 @@ pub struct WorkerPool {
 impl std::fmt::Debug for WorkerPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerPool")
-            .field("worker_id", &self.engine.worker_id)
-            .field("concurrency", &self.engine.claimer.concurrency())
+            .field("worker_id", &self.pool.worker_id)
+            .field("concurrency", &self.pool.claimer.concurrency())
             .finish_non_exhaustive()
     }
 }
@@ -607,21 +606,21 @@ impl std::fmt::Debug for WorkerPool {
 /// Asks a pool to stop from another thread (a signal handler's loop, say).
 #[derive(Clone, Debug)]
 pub struct StopHandle {
-    engine: Arc<Engine>,
+    pool: Arc<Pool>,
 }
 
 impl StopHandle {
     /// Stops claiming; [`WorkerPool::wait`] then lets the running jobs finish within the
     /// shutdown grace period, and returns.
     pub fn stop(&self) {
-        self.engine.request_stop();
+        self.pool.request_stop();
     }
 
     /// Stops claiming and ends the grace period now: running handlers are told to stop
     /// (their context is cancelled; a command is killed) and their jobs are released
     /// without spending the attempt.
     pub fn stop_now(&self) {
-        self.engine.hurry();
+        self.pool.hurry();
     }
 }
 
@@ -651,18 +650,18 @@ impl WorkerPool {
 
     /// The worker id this pool claims as (`locked_by`).
     pub fn worker_id(&self) -> &str {
-        &self.engine.worker_id
+        &self.pool.worker_id
     }
 
     /// The counts so far.
     pub fn summary(&self) -> Summary {
-        self.engine.counters.snapshot()
+        self.pool.counters.snapshot()
     }
 
     /// A handle that stops this pool from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
-            engine: Arc::clone(&self.engine),
+            pool: Arc::clone(&self.pool),
         }
     }
 
@@ -671,7 +670,7 @@ impl WorkerPool {
     /// at the deadline) back to `queued` without spending an attempt, and returns the
     /// summary.
     pub fn shutdown(mut self) -> Summary {
-        self.engine.request_stop();
+        self.pool.request_stop();
         self.finish()
     }
 
@@ -686,27 +685,27 @@ impl WorkerPool {
 
     fn finish(&mut self) -> Summary {
         drop(self.firer.take());
-        let engine = &self.engine;
-        engine.request_stop();
+        let pool = &self.pool;
+        pool.request_stop();
         if let Some(d) = self.dispatcher.take() {
             let _ = d.join();
         }
         // No more claims: handlers release what is still in the channel (they see the pool
         // stopping), finish what they run until the grace period ends, and end once the
         // channel is empty and closed.
-        engine.close_jobs();
+        pool.close_jobs();
         let deadline = Instant::now() + self.grace;
-        while engine.in_flight() > 0 && Instant::now() < deadline && !engine.in_a_hurry() {
+        while pool.in_flight() > 0 && Instant::now() < deadline && !pool.in_a_hurry() {
             std::thread::sleep(Duration::from_millis(5));
         }
-        engine.release_unfinished();
-        while engine.in_flight() > 0 && Instant::now() < deadline + Duration::from_secs(5) {
+        pool.release_unfinished();
+        while pool.in_flight() > 0 && Instant::now() < deadline + Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Handler threads end once the channel is empty and closed; a thread still in a
         // handler after the grace period is abandoned, not waited for.
         let handlers: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *engine
+            &mut *pool
                 .channels
                 .handler_threads
                 .lock()
@@ -721,8 +720,7 @@ impl WorkerPool {
                 let _ = h.join();
             }
         }
-        engine
-            .channels
+        pool.channels
             .stop_helpers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -731,13 +729,13 @@ impl WorkerPool {
             let _ = h.join();
         }
         // Closing the outcomes channel ends the completer once it has recorded everything.
-        engine.close_outcomes();
+        pool.close_outcomes();
         if let Some(c) = self.completer.take() {
             let _ = c.join();
         }
-        engine.unregister();
-        let summary = engine.counters.snapshot();
-        tracing::info!(worker = %engine.worker_id, ?summary, "jobq: worker pool stopped");
+        pool.unregister();
+        let summary = pool.counters.snapshot();
+        tracing::info!(worker = %pool.worker_id, ?summary, "jobq: worker pool stopped");
         summary
     }
 }
@@ -745,7 +743,7 @@ impl WorkerPool {
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         if self.completer.is_some() {
-            self.engine.request_stop();
+            self.pool.request_stop();
             self.finish();
         }
     }

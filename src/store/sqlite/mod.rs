@@ -630,10 +630,6 @@ impl Engine for Sqlite {
     fn durability(&self) -> Durability {
         self.opts.durability
     }
-
-    fn as_sqlite(&self) -> Option<&Sqlite> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]

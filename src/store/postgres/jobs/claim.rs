@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::lease::{claim_of, explain};
 use crate::error::Result;
 use crate::job::{ClaimedJob, Lease, Status, Timestamp};
-use crate::model::{ClaimSpec, Recorded, Report, Scope};
+use crate::model::{ClaimSpec, Record, Recorded, Scope};
 use crate::store::postgres::Conn;
 use crate::store::postgres::ids::{job_id, uuid_of};
 
@@ -157,7 +157,7 @@ pub(super) type RecordedAndClaimed = (Vec<Result<Recorded>>, Vec<ClaimedJob>);
 pub(super) fn complete_and_claim(
     conn: &mut Conn,
     scope: Scope<'_>,
-    reports: &[(&Lease, Report<'_>)],
+    reports: &[(&Lease, Record<'_>)],
     spec: ClaimSpec<'_>,
     again: bool,
     now: i64,
@@ -165,7 +165,7 @@ pub(super) fn complete_and_claim(
     let mut completes = Vec::with_capacity(reports.len());
     for (lease, report) in reports {
         match report {
-            Report::Complete { output, cost_cents } => {
+            Record::Complete { output, cost_cents } => {
                 completes.push((*lease, uuid_of(&lease.job_id)?, *output, *cost_cents));
             }
             _ => return Ok(None),

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
-use crate::model::{Progress, Recorded, Report, Scope};
+use crate::model::{Progress, Record, Recorded, Scope};
 use crate::store::postgres::Conn;
 use crate::store::postgres::ids::{int, job_id, uuid_of};
 
@@ -99,7 +99,7 @@ const LEASE_STATE: &str = "
 pub(super) fn record(
     conn: &mut Conn,
     scope: Scope<'_>,
-    reports: &[(&Lease, Report<'_>)],
+    reports: &[(&Lease, Record<'_>)],
     again: bool,
     now: i64,
 ) -> Result<Vec<Result<Recorded>>> {
@@ -108,7 +108,7 @@ pub(super) fn record(
         .iter()
         .enumerate()
         .filter_map(|(i, (lease, report))| match report {
-            Report::Complete { output, cost_cents } => Some((i, *lease, *output, *cost_cents)),
+            Record::Complete { output, cost_cents } => Some((i, *lease, *output, *cost_cents)),
             _ => None,
         })
         .collect();
@@ -145,20 +145,20 @@ pub(super) fn record(
     }
     for (i, (lease, report)) in reports.iter().enumerate() {
         let sql: &'static str = match report {
-            Report::Complete { .. } => continue,
-            Report::Release | Report::Snooze { .. } => RELEASE,
-            Report::Fail { .. } => FAIL,
+            Record::Complete { .. } => continue,
+            Record::Release | Record::Snooze { .. } => RELEASE,
+            Record::Fail { .. } => FAIL,
         };
         let id = uuid_of(&lease.job_id)?;
         let held: [&(dyn postgres::types::ToSql + Sync); 4] =
             [&id, &lease.worker, &claim_of(lease), &scope];
         let mut readied = false;
         let n = match report {
-            Report::Release => conn.execute(
+            Record::Release => conn.execute(
                 sql,
                 &[held[0], held[1], held[2], held[3], &now, &now, &0i32],
             )?,
-            Report::Snooze { run_after, counted } => conn.execute(
+            Record::Snooze { run_after, counted } => conn.execute(
                 sql,
                 &[
                     held[0],
@@ -170,7 +170,7 @@ pub(super) fn record(
                     &i32::from(*counted),
                 ],
             )?,
-            Report::Fail {
+            Record::Fail {
                 error,
                 status,
                 retry_at,
@@ -195,7 +195,7 @@ pub(super) fn record(
                 }
                 None => 0,
             },
-            Report::Complete { .. } => 0,
+            Record::Complete { .. } => 0,
         };
         results[i] = Some(if n == 1 {
             Ok(Recorded::of(report).readying(readied))

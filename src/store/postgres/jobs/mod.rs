@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::model::{
-    Change, ClaimSpec, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope, StaleCutoffs,
+    Change, ClaimSpec, ListQuery, NewRow, Progress, Record, Recorded, Released, Scope, StaleCutoffs,
 };
 use admin::{change, retry_dead};
 use claim::{claim, complete_and_claim, next_run_after};
@@ -85,7 +85,7 @@ impl crate::store::JobStore for Postgres {
     fn record(
         &self,
         scope: Scope<'_>,
-        reports: &[(&Lease, Report<'_>)],
+        reports: &[(&Lease, Record<'_>)],
         refill: Option<ClaimSpec<'_>>,
         again: bool,
         now: i64,

@@ -8,7 +8,7 @@ use super::admin::status_of;
 use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
-use crate::model::{Progress, Recorded, Report, Scope};
+use crate::model::{Progress, Record, Recorded, Scope};
 use crate::store::sqlite::deps::{self, Settled};
 use crate::store::sqlite::rows;
 
@@ -139,7 +139,7 @@ pub(super) fn record(
     conn: &Connection,
     scope: Scope<'_>,
     lease: &Lease,
-    report: Report<'_>,
+    report: Record<'_>,
     again: bool,
     now: i64,
 ) -> Result<Recorded> {
@@ -170,13 +170,13 @@ fn record_once(
     conn: &Connection,
     scope: Scope<'_>,
     lease: &Lease,
-    report: Report<'_>,
+    report: Record<'_>,
     now: i64,
 ) -> Result<Recorded> {
     // A job that others wait for settles them in this transaction.
     let mut readied = false;
     let (changed, recorded) = match report {
-        Report::Complete { output, cost_cents } => {
+        Record::Complete { output, cost_cents } => {
             check_cost_room(conn, scope, lease, cost_cents)?;
             let values: [&dyn rusqlite::ToSql; 3] = [&output, &cost_cents, &now];
             let mut n = execute_held(conn, COMPLETE, lease, scope, &values)?;
@@ -188,11 +188,11 @@ fn record_once(
             }
             (n, Recorded::new(Status::Succeeded))
         }
-        Report::Release => {
+        Record::Release => {
             let n = execute_held(conn, RELEASE, lease, scope, &[&now, &now, &0])?;
             (n, Recorded::new(Status::Queued))
         }
-        Report::Snooze { run_after, counted } => {
+        Record::Snooze { run_after, counted } => {
             let n = execute_held(
                 conn,
                 RELEASE,
@@ -202,7 +202,7 @@ fn record_once(
             )?;
             (n, Recorded::of(&report))
         }
-        Report::Fail {
+        Record::Fail {
             error,
             status,
             retry_at,

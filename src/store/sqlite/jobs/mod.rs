@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::model::{
-    Change, ClaimSpec, ListQuery, NewRow, Progress, Recorded, Released, Report, Scope, StaleCutoffs,
+    Change, ClaimSpec, ListQuery, NewRow, Progress, Record, Recorded, Released, Scope, StaleCutoffs,
 };
 use admin::{change, retry_dead, status_of};
 use claim::{claim, next_run_after};
@@ -83,7 +83,7 @@ impl crate::store::JobStore for Sqlite {
     fn record(
         &self,
         scope: Scope<'_>,
-        reports: &[(&Lease, Report<'_>)],
+        reports: &[(&Lease, Record<'_>)],
         refill: Option<ClaimSpec<'_>>,
         again: bool,
         now: i64,

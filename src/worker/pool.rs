@@ -16,10 +16,7 @@ use super::{OutcomeCallback, executor, spawn};
 use crate::job::{ClaimedJob, JobId, Lease};
 use crate::model::Recorded;
 use crate::model::WorkerInfo;
-use crate::queue::{Queue, Report, Settled};
-
-/// An outcome on its way to the completer.
-pub(crate) type Finished = Settled;
+use crate::queue::{Finished, Queue, Report};
 
 /// The pool's threads and their channels: jobs to the handlers, outcomes to the completer,
 /// freed slots to the dispatcher.
@@ -33,7 +30,7 @@ pub(crate) struct Channels {
     pub stop_helpers: Mutex<Option<Sender<()>>>,
 }
 
-pub(crate) struct Engine {
+pub(crate) struct Pool {
     pub queue: Queue,
     pub worker_id: String,
     pub handlers: Handlers,
@@ -55,9 +52,9 @@ pub(crate) struct Engine {
     pub snoozed: Mutex<std::collections::HashSet<JobId>>,
 }
 
-impl std::fmt::Debug for Engine {
+impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("Pool")
             .field("worker_id", &self.worker_id)
             .finish_non_exhaustive()
     }
@@ -67,7 +64,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Engine {
+impl Pool {
     /// Puts this pool in the registry of live workers (again, if it was expired).
     pub fn register(&self) {
         let mut me = self.registration.clone();
@@ -115,8 +112,8 @@ impl Engine {
     }
 
     /// Counts a recorded report and tells the outcome callback, if there is one.
-    pub fn report_outcome(&self, settled: &Settled, result: &crate::error::Result<Recorded>) {
-        let Settled {
+    pub fn report_outcome(&self, settled: &Finished, result: &crate::error::Result<Recorded>) {
+        let Finished {
             lease,
             job,
             report,
@@ -222,7 +219,7 @@ impl Engine {
         let tx = lock(&self.channels.outcome_tx);
         match tx.as_ref() {
             Some(tx) => tx
-                .send(Settled {
+                .send(Finished {
                     lease: lease.clone(),
                     job,
                     report,
@@ -275,9 +272,9 @@ impl Engine {
     }
 
     pub fn spawn_handler(self: &Arc<Self>) {
-        let engine = Arc::clone(self);
+        let pool = Arc::clone(self);
         let abandoned = Arc::new(AtomicBool::new(false));
-        let handle = spawn("jobq-handler", move || executor::run(&engine, &abandoned));
+        let handle = spawn("jobq-handler", move || executor::run(&pool, &abandoned));
         lock(&self.channels.handler_threads).push(handle);
     }
 }
