@@ -134,6 +134,8 @@ struct Child {
     stdin: ChildStdin,
     lines: Receiver<std::io::Result<String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnected when the child's stderr has been read to its end.
+    stderr_done: crossbeam_channel::Receiver<()>,
     jobs: u64,
     // Dropped last: kills the whole group.
     _group: Group,
@@ -187,11 +189,14 @@ impl Child {
                 })?;
         }
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        // Disconnected once the reader has read the child's stderr to its end.
+        let (stderr_read, stderr_done) = crossbeam_channel::bounded::<()>(0);
         if let Some(stderr) = stderr {
             let tail = Arc::clone(&tail);
             let _ = std::thread::Builder::new()
                 .name("jobq-child-err".into())
                 .spawn(move || {
+                    let _read = stderr_read;
                     for line in BufReader::new(stderr).lines() {
                         let Ok(line) = line else { break };
                         eprintln!("[handler {pid}] {line}");
@@ -208,6 +213,7 @@ impl Child {
             stdin,
             lines,
             stderr: tail,
+            stderr_done,
             jobs: 0,
             _group: group,
         })
@@ -234,6 +240,9 @@ impl Child {
             Some(s) => format!("{s}"),
             None => "closed its output".to_string(),
         };
+        // Its last words may still be on their way through the pipe (a process it left
+        // behind may hold the pipe open: not for long).
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(1));
         let tail: Vec<String> = self
             .stderr
             .lock()
