@@ -93,7 +93,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
         let log = dir.path().join(format!("worker-{}.log", logs.len()));
         logs.push(log.clone());
         spawn_child(
-            "chaos::child_chaos_worker",
+            "conformance::chaos::child_chaos_worker",
             &[
                 ("JOBQ_TEST_DB", db.display().to_string()),
                 ("JOBQ_TEST_OUT", log.display().to_string()),

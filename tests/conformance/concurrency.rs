@@ -73,7 +73,7 @@ fn three_processes_claim_from_one_file_each_job_exactly_once() {
         .iter()
         .map(|out| {
             spawn_child(
-                "concurrency::child_claimer",
+                "conformance::concurrency::child_claimer",
                 &[
                     ("JOBQ_TEST_DB", env.path().display().to_string()),
                     ("JOBQ_TEST_OUT", out.display().to_string()),

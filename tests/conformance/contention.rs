@@ -128,7 +128,7 @@ fn eight_processes_at_once_never_see_a_busy_database() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             spawn_child(
-                "contention::child_contender",
+                "conformance::contention::child_contender",
                 &[
                     ("JOBQ_TEST_DB", db.display().to_string()),
                     ("JOBQ_TEST_BUSY_MS", "1000".into()),

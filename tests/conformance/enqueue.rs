@@ -320,7 +320,7 @@ fn racing_processes_enqueueing_the_same_keys_get_one_job_per_key() {
     let children: Vec<_> = (0..3)
         .map(|_| {
             spawn_child(
-                "enqueue::child_enqueue_key",
+                "conformance::enqueue::child_enqueue_key",
                 &[
                     ("JOBQ_TEST_DB", env.path().display().to_string()),
                     ("JOBQ_TEST_START_AT", start.to_string()),
@@ -437,7 +437,7 @@ fn processes_enqueueing_at_once_get_distinct_ids_that_find_their_jobs() {
     let children: Vec<_> = (0..DRAWERS)
         .map(|_| {
             spawn_child(
-                "enqueue::child_id_drawer",
+                "conformance::enqueue::child_id_drawer",
                 &[("JOBQ_TEST_DB", db.display().to_string())],
             )
         })

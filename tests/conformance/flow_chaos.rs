@@ -117,7 +117,7 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
         let log = dir.path().join(format!("worker-{}.log", logs.len()));
         logs.push(log.clone());
         spawn_child(
-            "flow_chaos::child_flow_worker",
+            "conformance::flow_chaos::child_flow_worker",
             &[
                 ("JOBQ_TEST_DB", db.display().to_string()),
                 ("JOBQ_TEST_OUT", log.display().to_string()),

@@ -312,7 +312,7 @@ fn drain_with_five_processes(
     let mut children: Vec<_> = (0..5)
         .map(|_| {
             spawn_child(
-                "flow_control::child_limited_worker",
+                "conformance::flow_control::child_limited_worker",
                 &[("JOBQ_TEST_DB", db.display().to_string())],
             )
         })

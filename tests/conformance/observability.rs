@@ -739,7 +739,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
 /// child process sees them all.
 #[test]
 fn the_engine_reports_claims_successes_retries_failures_and_releases_through_tracing() {
-    let child = spawn_child("observability::child_tracing_events", &[]);
+    let child = spawn_child("conformance::observability::child_tracing_events", &[]);
     assert!(child_output(child).contains("TRACING EVENTS CHECKED"));
 }
 

@@ -90,7 +90,7 @@ fn a_killed_worker_drops_out_after_its_heartbeat_timeout_and_is_expired() {
     let db = Db::fresh();
     let queue = Queue::open(db.path()).unwrap();
     let mut child = spawn_child(
-        "registry::child_registered_pool",
+        "conformance::registry::child_registered_pool",
         &[("JOBQ_TEST_DB", db.location().to_string())],
     );
     eventually("the child's pool to register", || {

@@ -284,7 +284,7 @@ fn five_processes_fire_each_slot_exactly_once() {
     let mut children: Vec<_> = (0..5)
         .map(|_| {
             spawn_child(
-                "schedules::child_schedule_firer",
+                "conformance::schedules::child_schedule_firer",
                 &[
                     ("JOBQ_TEST_DB", db.display().to_string()),
                     ("JOBQ_TEST_CLOCK", clock.display().to_string()),

@@ -118,7 +118,7 @@ fn two_pools_in_two_processes_run_each_job_exactly_once() {
         .iter()
         .map(|out| {
             spawn_child(
-                "worker::child_pool_drain",
+                "conformance::worker::child_pool_drain",
                 &[
                     ("JOBQ_TEST_DB", queue.path().display().to_string()),
                     ("JOBQ_TEST_OUT", out.display().to_string()),
@@ -204,7 +204,7 @@ fn a_pool_killed_mid_job_has_its_jobs_released_and_completed_by_another() {
         .collect();
     let started_log = dir.dir.path().join("started.txt");
     let mut child = spawn_child(
-        "worker::child_pool_hangs",
+        "conformance::worker::child_pool_hangs",
         &[
             ("JOBQ_TEST_DB", queue.path().display().to_string()),
             ("JOBQ_TEST_OUT", started_log.display().to_string()),
@@ -637,7 +637,7 @@ fn an_enqueue_in_another_process_is_noticed_within_the_poll_interval() {
         .start()
         .unwrap();
     let child = spawn_child(
-        "worker::child_enqueue_one",
+        "conformance::worker::child_enqueue_one",
         &[("JOBQ_TEST_DB", queue.path().display().to_string())],
     );
     assert!(

@@ -223,6 +223,7 @@ impl Drop for Spawned {
 /// The function must return at once unless `JOBQ_TEST_CHILD` is set. The child is killed
 /// if the handle is dropped first (a failing test).
 pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Spawned {
+    assert_test_exists(test_name);
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env("JOBQ_TEST_CHILD", "1")
@@ -231,6 +232,28 @@ pub fn spawn_child(test_name: &str, env: &[(&str, String)]) -> Spawned {
         cmd.env(k, v);
     }
     Spawned(Some(cmd.spawn().unwrap()))
+}
+
+/// Refuses a child test name that names no test of this binary: the child would run
+/// nothing and succeed, and the test that spawned it could not fail.
+fn assert_test_exists(test_name: &str) {
+    static KNOWN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut known = KNOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if known.iter().any(|k| k == test_name) {
+        return;
+    }
+    let listed = Command::new(std::env::current_exe().unwrap())
+        .args([test_name, "--exact", "--list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.lines().any(|l| l == format!("{test_name}: test")),
+        "no test {test_name} in this binary for a child to run:\n{listing}"
+    );
+    known.push(test_name.to_string());
 }
 
 /// Waits for a child started by [`spawn_child`], checks that it succeeded, and returns what
