@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{Map, Value, json};
 
+use super::output::STDERR_LINES;
 use super::{ExecEvent, Group, spawn_in_group};
 use crate::duration::parse_duration;
 use crate::model::JobError;
@@ -34,9 +35,6 @@ use crate::worker::{Handler, JobContext};
 
 /// The longest line a child may answer with: 64 MiB (an output of a job can be large).
 const MAX_LINE: usize = 64 << 20;
-
-/// Lines of a child's stderr kept to explain its end.
-const STDERR_LINES: usize = 20;
 
 /// Runs jobs on warm child processes speaking JSON lines. See the module documentation.
 #[derive(Clone)]
