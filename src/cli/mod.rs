@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_pg;
+mod bench_raw;
 mod demo;
 mod jobs;
 mod observe;
