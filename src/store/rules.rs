@@ -75,3 +75,87 @@ pub(crate) fn exact_sum(high: i64, low: i64) -> i128 {
 pub(crate) fn saturate(sum: i128) -> i64 {
     i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX })
 }
+
+/// The jobs of a batch with their ids and places, split the way both engines insert them:
+/// plain jobs (no key, no dependencies, no options) in bulk statements, the others one by
+/// one. Each owner's share of the plain jobs' costs is checked once, by `check_budget`,
+/// before anything is written.
+pub(crate) type Placed<I> = Vec<(usize, (NewRow, I))>;
+
+pub(crate) fn split_batch<I>(
+    jobs: Vec<NewRow>,
+    ids: Vec<I>,
+    mut check_budget: impl FnMut(&str, i128) -> crate::error::Result<()>,
+) -> crate::error::Result<(Placed<I>, Placed<I>)> {
+    let (plain, special): (Placed<I>, Placed<I>) = jobs
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .partition(|(_, (job, _))| job.is_plain());
+    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
+        check_budget(owner, cost)?;
+    }
+    Ok((plain, special))
+}
+
+/// Whether `cost` more fits an owner's `budget` after what it has `spent`; the refusal
+/// names the owner and the three figures.
+pub(crate) fn within_budget(
+    owner: &str,
+    budget: i64,
+    spent: i128,
+    cost: i128,
+) -> crate::error::Result<()> {
+    if spent + cost > i128::from(budget) {
+        return Err(crate::error::Error::BudgetExceeded {
+            owner: owner.to_string(),
+            budget_cents: budget,
+            spent_cents: saturate(spent),
+            requested_cents: saturate(cost),
+        });
+    }
+    Ok(())
+}
+
+/// The owner a job of a group takes: the group's, unless the job names one. A group that
+/// does not exist, or belongs to another owner than the handle's `scope`, is not found.
+pub(crate) fn group_owner(
+    group: &str,
+    found: Option<Option<String>>,
+    scope: Option<&str>,
+    job_owner: Option<String>,
+) -> crate::error::Result<Option<String>> {
+    let not_found = || crate::error::Error::NotFound {
+        what: "group",
+        id: group.to_string(),
+    };
+    let group_owner = found.ok_or_else(not_found)?;
+    if scope.is_some() && group_owner.as_deref() != scope {
+        return Err(not_found());
+    }
+    Ok(job_owner.or(group_owner))
+}
+
+/// The refusal of a delete while a job that has not ended waits for this one.
+pub(crate) fn delete_refused(job: &JobId, from: Status, waiting: &JobId) -> crate::error::Error {
+    crate::error::Error::InvalidTransition {
+        job: job.clone(),
+        from,
+        action: format!("delete (job {waiting} waits for it: cancel that first)"),
+    }
+}
+
+/// The refusal of a cost report that would take a job past the most a job may cost.
+pub(crate) fn cost_too_high(job: &JobId, current: i64, cost: i64) -> crate::error::Error {
+    use crate::job::MAX_COST_CENTS;
+    crate::error::Error::invalid(
+        "cost_cents",
+        format!(
+            "job {job}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)"
+        ),
+    )
+}
+
+/// How many finished jobs one statement of a prune deletes: short transactions, so that
+/// writers are never held up for long.
+pub(crate) const PRUNE_CHUNK_ROWS: i64 = 2_000;

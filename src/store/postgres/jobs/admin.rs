@@ -9,6 +9,7 @@ use crate::model::{Change, Scope};
 use crate::store::postgres::Conn;
 use crate::store::postgres::deps;
 use crate::store::postgres::ids::{job_id, uuid_of};
+use crate::store::rules::delete_refused;
 
 /// The job's status, its row locked until commit.
 const STATUS_FOR_UPDATE: &str =
@@ -100,11 +101,7 @@ pub(super) fn change(
         Change::Retry => MANUAL_RETRY,
         Change::Delete => {
             if let Some(waiting) = deps::waiting_dependent(conn, uuid)? {
-                return Err(Error::InvalidTransition {
-                    job: id.clone(),
-                    from,
-                    action: format!("delete (job {waiting} waits for it: cancel that first)"),
-                });
+                return Err(delete_refused(id, from, &waiting));
             }
             conn.execute(DELETE, &[&uuid])?;
             return Ok(from);

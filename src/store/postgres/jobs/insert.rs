@@ -9,8 +9,8 @@ use crate::model::{NewRow, Scope, Waits};
 use crate::store::postgres::deps;
 use crate::store::postgres::ids::{int, job_id};
 use crate::store::postgres::{Conn, Sql};
-use crate::store::rules::saturate;
-use crate::store::rules::{at_index, costs_by_owner, key_holds};
+use crate::store::rules::{at_index, key_holds};
+use crate::store::rules::{group_owner, split_batch, within_budget};
 
 /// One job; `ON CONFLICT` on the idempotency index makes two racing inserts of one key
 /// yield one job (the second waits for the first to commit, then inserts nothing).
@@ -82,14 +82,7 @@ pub(crate) fn insert_jobs(
         };
     }
     let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-    let (plain, special): (Vec<_>, Vec<_>) = jobs
-        .into_iter()
-        .zip(ids)
-        .enumerate()
-        .partition(|(_, (job, _))| job.is_plain());
-    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
-        check_budget(conn, owner, cost)?;
-    }
+    let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
     if !plain.is_empty() {
         let column = |f: &dyn Fn(&NewRow) -> String| -> Vec<String> {
             plain.iter().map(|(_, (job, _))| f(job)).collect()
@@ -201,20 +194,10 @@ pub(crate) fn insert(
         }
     }
     if let Some(group) = &job.group_id {
-        let not_found = || Error::NotFound {
-            what: "group",
-            id: group.clone(),
-        };
-        let row = conn
+        let found = conn
             .query_opt(GROUP_OWNER, &[group])?
-            .ok_or_else(not_found)?;
-        let group_owner: Option<String> = row.get(0);
-        if scope.is_some() && group_owner.as_deref() != scope {
-            return Err(not_found());
-        }
-        if job.owner.is_none() {
-            job.owner = group_owner;
-        }
+            .map(|row| row.get::<_, Option<String>>(0));
+        job.owner = group_owner(group, found, scope, job.owner.take())?;
     }
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
@@ -304,13 +287,5 @@ fn check_budget(conn: &mut dyn Sql, owner: &str, cost_cents: i128) -> Result<()>
         return Ok(());
     };
     let spent = crate::store::postgres::tenants::spent_cents(conn, owner)?;
-    if spent + cost_cents > i128::from(budget) {
-        return Err(Error::BudgetExceeded {
-            owner: owner.to_string(),
-            budget_cents: budget,
-            spent_cents: saturate(spent),
-            requested_cents: saturate(cost_cents),
-        });
-    }
-    Ok(())
+    within_budget(owner, budget, spent, cost_cents)
 }

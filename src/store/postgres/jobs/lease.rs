@@ -9,6 +9,7 @@ use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
 use crate::model::{Progress, Record, Recorded, Scope};
 use crate::store::postgres::Conn;
 use crate::store::postgres::ids::{int, job_id, uuid_of};
+use crate::store::rules::cost_too_high;
 
 /// The lease guard, written once: the job ($1) is `running`, held by the worker $2 under
 /// the claim $3, and visible to the owner $4 (NULL: any). Every statement a worker's report
@@ -233,7 +234,7 @@ pub(super) fn explain(
     let current: i64 = row.get(3);
     let ours = locked_by.as_deref() == Some(lease.worker.as_str()) && claims == lease.claim;
     if ours && status == Status::Running && current.saturating_add(cost) > MAX_COST_CENTS {
-        return Err(cost_too_high(lease, current, cost));
+        return Err(cost_too_high(&lease.job_id, current, cost));
     }
     if let Some(intended) = intended.filter(|i| ours && i.status == status) {
         return Ok(intended);
@@ -244,16 +245,6 @@ pub(super) fn explain(
         attempt: lease.attempt,
         status,
     })
-}
-
-fn cost_too_high(lease: &Lease, current: i64, cost: i64) -> Error {
-    Error::invalid(
-        "cost_cents",
-        format!(
-            "job {}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)",
-            lease.job_id
-        ),
-    )
 }
 
 pub(super) fn leased(conn: &mut Conn, scope: Scope<'_>, lease: &Lease) -> Result<LeasedJob> {

@@ -6,6 +6,7 @@ use crate::job::Status;
 use crate::model::{Released, Scope, StaleCutoffs};
 use crate::store::postgres::Conn;
 use crate::store::postgres::ids::job_id;
+use crate::store::rules::PRUNE_CHUNK_ROWS;
 
 /// Releases running jobs whose heartbeat or lock is too old: to `retry` (claimable at once)
 /// or, with no attempts left, to `failed`. The code says which timeout passed.
@@ -41,7 +42,7 @@ const PRUNE_CHUNK: &str = "
           AND (j.dependents = 0 OR NOT EXISTS (
               SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs w ON w.id = d.job_id
               WHERE d.dep_id = j.id AND w.status IN ('blocked', 'queued', 'running', 'retry')))
-        LIMIT 2000)";
+        LIMIT $4)";
 
 pub(super) fn release_stale(
     conn: &mut Conn,
@@ -77,5 +78,8 @@ pub(super) fn prune(
     cutoff: i64,
 ) -> Result<usize> {
     let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
-    Ok(conn.execute(PRUNE_CHUNK, &[&statuses, &cutoff, &scope])? as usize)
+    Ok(conn.execute(
+        PRUNE_CHUNK,
+        &[&statuses, &cutoff, &scope, &PRUNE_CHUNK_ROWS],
+    )? as usize)
 }

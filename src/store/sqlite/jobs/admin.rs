@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, named_params, params};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status};
 use crate::model::{Change, Scope};
+use crate::store::rules::delete_refused;
 use crate::store::sqlite::deps::{self, Settled};
 
 const CANCEL: &str = "
@@ -183,11 +184,7 @@ fn apply_change(
         Change::Retry => MANUAL_RETRY,
         Change::Delete => {
             if let Some(waiting) = deps::waiting_dependent(conn, id)? {
-                return Err(Error::InvalidTransition {
-                    job: id.clone(),
-                    from,
-                    action: format!("delete (job {waiting} waits for it: cancel that first)"),
-                });
+                return Err(delete_refused(id, from, &waiting));
             }
             conn.prepare_cached(DELETE)?.execute(
                 named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str()},

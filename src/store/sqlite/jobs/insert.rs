@@ -4,11 +4,11 @@
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{Enqueued, JobId, Status, key_of};
 use crate::model::{NewRow, Scope};
-use crate::store::rules::saturate;
-use crate::store::rules::{at_index, costs_by_owner, key_holds};
+use crate::store::rules::{at_index, key_holds};
+use crate::store::rules::{group_owner, split_batch, within_budget};
 use crate::store::sqlite::deps;
 use crate::store::sqlite::tenants::spent_cents;
 
@@ -136,15 +136,7 @@ pub(crate) fn insert_jobs(
         };
     }
     let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-    let (plain, special): (Vec<_>, Vec<_>) = jobs
-        .into_iter()
-        .zip(ids)
-        .enumerate()
-        .partition(|(_, (job, _))| job.is_plain());
-
-    for (owner, cost) in costs_by_owner(plain.iter().map(|(_, (job, _))| job)) {
-        check_budget(conn, owner, cost)?;
-    }
+    let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
     let mut chunks = plain.chunks_exact(ROWS_PER_INSERT);
     let mut stmt = conn.prepare_cached(insert_rows_sql())?;
     for chunk in chunks.by_ref() {
@@ -231,21 +223,11 @@ pub(crate) fn insert(
         }
     }
     if let Some(group) = &job.group_id {
-        let group_owner: Option<Option<String>> = conn
+        let found: Option<Option<String>> = conn
             .prepare_cached(GROUP_OWNER)?
             .query_row([group], |r| r.get(0))
             .optional()?;
-        let not_found = || Error::NotFound {
-            what: "group",
-            id: group.clone(),
-        };
-        let group_owner = group_owner.ok_or_else(not_found)?;
-        if scope.is_some() && group_owner.as_deref() != scope {
-            return Err(not_found());
-        }
-        if job.owner.is_none() {
-            job.owner = group_owner;
-        }
+        job.owner = group_owner(group, found, scope, job.owner.take())?;
     }
     if let Some(owner) = &job.owner {
         check_budget(conn, owner, i128::from(job.cost_cents))?;
@@ -307,14 +289,5 @@ fn check_budget(conn: &Connection, owner: &str, cost_cents: i128) -> Result<()> 
     let Some(Some(budget)) = budget else {
         return Ok(());
     };
-    let spent = spent_cents(conn, owner)?;
-    if spent + cost_cents > i128::from(budget) {
-        return Err(Error::BudgetExceeded {
-            owner: owner.to_string(),
-            budget_cents: budget,
-            spent_cents: saturate(spent),
-            requested_cents: saturate(cost_cents),
-        });
-    }
-    Ok(())
+    within_budget(owner, budget, spent_cents(conn, owner)?, cost_cents)
 }

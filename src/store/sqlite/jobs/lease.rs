@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
 use crate::model::{Progress, Record, Recorded, Scope};
+use crate::store::rules::cost_too_high;
 use crate::store::sqlite::deps::{self, Settled};
 use crate::store::sqlite::rows;
 
@@ -279,13 +280,9 @@ fn check_cost_room(conn: &Connection, scope: Scope<'_>, lease: &Lease, cost: i64
     };
     match current {
         None => Err(lost(conn, scope, lease)?),
-        Some(current) if current + cost > MAX_COST_CENTS => Err(Error::invalid(
-            "cost_cents",
-            format!(
-                "job {}: adding {cost} to its {current} cents would pass the most a job may cost ({MAX_COST_CENTS} cents)",
-                lease.job_id
-            ),
-        )),
+        Some(current) if current + cost > MAX_COST_CENTS => {
+            Err(cost_too_high(&lease.job_id, current, cost))
+        }
         Some(_) => Ok(()),
     }
 }

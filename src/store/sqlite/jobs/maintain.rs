@@ -6,6 +6,7 @@ use rusqlite::{Connection, named_params};
 use crate::error::{Error, Result};
 use crate::job::{JobId, Status};
 use crate::model::{Released, Scope, StaleCutoffs};
+use crate::store::rules::PRUNE_CHUNK_ROWS;
 use crate::store::sqlite::deps::{self, Settled};
 use crate::store::sqlite::rows;
 
@@ -45,7 +46,7 @@ pub(super) const PRUNE_CHUNK: &str = "
               SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs w ON w.id_key = d.job_key
               WHERE d.dep_key = jobq_jobs.id_key
                 AND w.status IN ('blocked', 'queued', 'running', 'retry')))
-        LIMIT 2000)";
+        LIMIT :chunk)";
 
 pub(super) fn release_stale(
     conn: &Connection,
@@ -96,7 +97,7 @@ pub(super) fn prune(
         serde_json::to_string(statuses).map_err(|e| Error::invalid("status", e.to_string()))?;
     Ok(conn
         .prepare_cached(PRUNE_CHUNK)?
-        .execute(named_params! {":cutoff": cutoff, ":statuses": statuses, ":owner": scope})?)
+        .execute(named_params! {":cutoff": cutoff, ":statuses": statuses, ":owner": scope, ":chunk": PRUNE_CHUNK_ROWS})?)
 }
 
 #[cfg(test)]
