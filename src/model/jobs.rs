@@ -7,48 +7,6 @@ use crate::model::JobError;
 /// Whose rows an operation sees: one owner's, or (`None`) everyone's.
 pub(crate) type Scope<'a> = Option<&'a str>;
 
-/// A job checked against every rule that needs no database, ready to insert.
-#[derive(Debug, Clone)]
-pub(crate) struct NewRow {
-    pub kind: String,
-    pub input: String,
-    pub queue: String,
-    pub priority: i32,
-    pub run_after: i64,
-    pub max_attempts: u32,
-    pub key: Option<String>,
-    pub group_id: Option<String>,
-    pub owner: Option<String>,
-    pub cost_cents: i64,
-    pub external_id: Option<String>,
-    /// The jobs it waits for.
-    pub after: Vec<DepRef>,
-    /// Runs anyway when a dependency fails (else it is cancelled with it).
-    pub run_on_dependency_failure: bool,
-    pub unique: Unique,
-    /// For the per-key running limit of its queue.
-    pub concurrency_key: Option<String>,
-    /// Its local name in the flow it is submitted in.
-    pub flow_ref: Option<String>,
-}
-
-impl NewRow {
-    /// Whether inserting it needs nothing but the insert: no key to look up, no group, no
-    /// row of options.
-    pub(crate) fn is_plain(&self) -> bool {
-        self.key.is_none() && self.group_id.is_none() && !self.has_options()
-    }
-
-    /// Whether it gets a row of `jobq_job_options`: dependencies, a uniqueness window, a
-    /// concurrency key or a flow ref.
-    pub(crate) fn has_options(&self) -> bool {
-        !self.after.is_empty()
-            || self.unique != Unique::Forever
-            || self.concurrency_key.is_some()
-            || self.flow_ref.is_some()
-    }
-}
-
 /// What submitting a flow did: created it, or found the flow its key names.
 #[derive(Debug, Clone)]
 pub(crate) enum FlowInsert {

@@ -5,6 +5,7 @@
 
 mod job_error;
 mod jobs;
+mod new_row;
 mod queues;
 mod schedules;
 mod stats;
@@ -14,6 +15,8 @@ mod workers;
 pub use job_error::JobError;
 pub use jobs::ClaimFilter;
 pub(crate) use jobs::*;
+pub use new_row::MAX_DEPENDENCIES;
+pub(crate) use new_row::{NewRow, check_cost, check_dependency_count, check_text};
 pub(crate) use queues::*;
 pub(crate) use schedules::*;
 pub(crate) use stats::*;

@@ -336,7 +336,7 @@ impl Queue {
             row.after
                 .extend(inside[i].iter().map(|&j| DepRef::Earlier(position[j])));
             // The bound counts the flow's own refs as well as the jobs outside it.
-            super::enqueue::check_dependency_count(row.after.len()).map_err(|e| name_ref(&r, e))?;
+            crate::model::check_dependency_count(row.after.len()).map_err(|e| name_ref(&r, e))?;
             row.flow_ref = Some(r.clone());
             rows.push(row);
             refs.push(r);

@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Queue;
-use super::enqueue::check_cost;
 use crate::clock::millis;
 use crate::duration::MAX_DURATION;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, JobEvent};
 use crate::job::LeasedJob;
 use crate::job::{ClaimedJob, JobId, Lease, MAX_COST_CENTS, Status};
+use crate::model::check_cost;
 use crate::model::{ClaimSpec, Progress, Recorded};
 
 /// The shortest snooze: a shorter one (zero, say) snoozes this long, so that a job that

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::model::MAX_DEPENDENCIES;
+pub(crate) use crate::model::check_text;
 pub use bulk::{BulkAction, BulkOutcome, BulkRefusal, MAX_REFUSALS_SHOWN};
-pub use enqueue::MAX_DEPENDENCIES;
-pub(crate) use enqueue::check_text;
 pub use lease::{DEFAULT_MAX_SNOOZES, MIN_SNOOZE};
 pub(crate) use lease::{Finished, OUTCOME_TARGET, Report};
 pub use read::{JobFilter, Page};

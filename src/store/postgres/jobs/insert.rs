@@ -1,60 +1,21 @@
 //! Inserts of jobs on PostgreSQL.
 //! Each function runs on the connection it is given (a transaction or autocommit).
 
+use crate::store::postgres::rows;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::job::{Enqueued, Status};
 use crate::model::{NewRow, Scope, Waits};
 use crate::store::postgres::deps;
-use crate::store::postgres::ids::{int, job_id};
+use crate::store::postgres::ids::job_id;
 use crate::store::postgres::{Conn, Sql};
 use crate::store::rules::{at_index, key_holds};
 use crate::store::rules::{group_owner, split_batch, within_budget};
 
-/// One job; `ON CONFLICT` on the idempotency index makes two racing inserts of one key
-/// yield one job (the second waits for the first to commit, then inserts nothing).
-const INSERT: &str = "
-    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
-                           idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13)
-    ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
-    DO NOTHING
-    RETURNING id";
-
-/// A job with dependencies or a uniqueness window: its status may be `blocked` (or
-/// `cancelled`, by a dependency that failed), and it gets a row of options ($18 on).
-const INSERT_FULL: &str = "
-    WITH job AS (
-        INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
-                               idempotency_key, cost_cents, owner, group_id, external_id,
-                               created_at, updated_at, status, error_code, last_error, completed_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7::text::json, $8, $9, $10, $11, $12, $13, $13, $14,
-                $15, $16, $17)
-        ON CONFLICT (coalesce(owner, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
-        DO NOTHING
-        RETURNING id),
-    options AS (
-        INSERT INTO jobq_job_options (job_id, waiting_on, run_on_dependency_failure,
-                                      unique_until, unique_while_active, concurrency_key,
-                                      flow_ref)
-        SELECT id, $18, $19, $20, $21, $22, $23 FROM job)
-    SELECT id FROM job";
-
 /// The key's window has passed: the job gives it up, for the new job to take.
 const RETIRE_KEY: &str =
     "UPDATE jobq_jobs SET idempotency_key = NULL WHERE id = $1 AND idempotency_key = $2";
-
-/// Many jobs without a key or a group, in one statement.
-const INSERT_MANY: &str = "
-    INSERT INTO jobq_jobs (id, queue, kind, priority, max_attempts, run_after, input,
-                           cost_cents, owner, external_id, created_at, updated_at)
-    SELECT id, queue, kind, priority, max_attempts, run_after, input::json, cost, owner,
-           external_id, $10, $10
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::bigint[],
-                $7::text[], $8::bigint[], $9::text[], $11::text[])
-         AS j(id, queue, kind, priority, max_attempts, run_after, input, cost, owner, external_id)";
 
 const FIND_BY_KEY: &str = "
     SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, false)
@@ -84,42 +45,8 @@ pub(crate) fn insert_jobs(
     let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
     if !plain.is_empty() {
-        let column = |f: &dyn Fn(&NewRow) -> String| -> Vec<String> {
-            plain.iter().map(|(_, (job, _))| f(job)).collect()
-        };
-        let ids: Vec<Uuid> = plain.iter().map(|(_, (_, id))| *id).collect();
-        let queues = column(&|j| j.queue.clone());
-        let kinds = column(&|j| j.kind.clone());
-        let inputs = column(&|j| j.input.clone());
-        let priorities: Vec<i32> = plain.iter().map(|(_, (j, _))| j.priority).collect();
-        let attempts: Vec<i32> = plain
-            .iter()
-            .map(|(_, (j, _))| int(j.max_attempts))
-            .collect();
-        let run_after: Vec<i64> = plain.iter().map(|(_, (j, _))| j.run_after).collect();
-        let costs: Vec<i64> = plain.iter().map(|(_, (j, _))| j.cost_cents).collect();
-        let owners: Vec<Option<&str>> =
-            plain.iter().map(|(_, (j, _))| j.owner.as_deref()).collect();
-        let external: Vec<Option<&str>> = plain
-            .iter()
-            .map(|(_, (j, _))| j.external_id.as_deref())
-            .collect();
-        conn.execute(
-            INSERT_MANY,
-            &[
-                &ids,
-                &queues,
-                &kinds,
-                &priorities,
-                &attempts,
-                &run_after,
-                &inputs,
-                &costs,
-                &owners,
-                &now,
-                &external,
-            ],
-        )?;
+        let batch: Vec<(&NewRow, Uuid)> = plain.iter().map(|(_, (job, id))| (job, *id)).collect();
+        rows::insert_many(conn, &batch, now)?;
         for (i, (_, id)) in &plain {
             out[*i] = Some(Enqueued {
                 job_id: job_id(*id),
@@ -215,46 +142,8 @@ pub(crate) fn insert(
         )?
     };
     let status = waits.status();
-    let max_attempts = int(job.max_attempts);
-    // The columns of the plain insert; a job with options adds its own after them.
-    let base: [&(dyn postgres::types::ToSql + Sync); 13] = [
-        &id,
-        &job.queue,
-        &job.kind,
-        &job.priority,
-        &max_attempts,
-        &job.run_after,
-        &job.input,
-        &job.key,
-        &job.cost_cents,
-        &job.owner,
-        &job.group_id,
-        &job.external_id,
-        &now,
-    ];
-    let inserted = if plain {
-        conn.query_opt(INSERT, &base)?
-    } else {
-        let message = waits.failure_message();
-        let code = message.as_ref().map(|_| "DEPENDENCY_FAILED");
-        let completed = (status == Status::Cancelled).then_some(now);
-        let waiting = i32::try_from(waits.waiting).unwrap_or(i32::MAX);
-        let (until, while_active) = job.unique.columns();
-        let status = status.as_str();
-        let options: [&(dyn postgres::types::ToSql + Sync); 10] = [
-            &status,
-            &code,
-            &message,
-            &completed,
-            &waiting,
-            &job.run_on_dependency_failure,
-            &until,
-            &while_active,
-            &job.concurrency_key,
-            &job.flow_ref,
-        ];
-        conn.query_opt(INSERT_FULL, &[&base[..], &options[..]].concat())?
-    };
+    let full = (!plain).then_some((status, &waits));
+    let inserted = rows::insert_one(conn, &job, id, now, full)?;
     if inserted.is_none() {
         // Another transaction inserted the key first, and committed.
         if let Some(key) = &job.key {

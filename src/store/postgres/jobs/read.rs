@@ -1,24 +1,14 @@
 //! Reads of jobs on PostgreSQL.
 //! Each function runs on the connection it is given (a transaction or autocommit).
 
-use postgres::Row;
+use crate::store::postgres::rows::{job, job_columns};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::job::{Job, JobId, Status, Timestamp};
+use crate::error::Result;
+use crate::job::{Job, JobId, Status};
 use crate::model::{ListQuery, Scope};
 use crate::store::postgres::Conn;
-use crate::store::postgres::ids::{job_id, uuid_of};
-
-/// The columns of a [`Job`], in the order [`job`] reads them.
-macro_rules! job_columns {
-    () => {
-        "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
-         locked_at, heartbeat_at, stage, progress, input::text, output::text, idempotency_key, \
-         last_error, error_code, errors::text, cost_cents, owner, group_id, external_id, \
-         created_at, updated_at, started_at, completed_at, snoozes"
-    };
-}
+use crate::store::postgres::ids::uuid_of;
 
 const GET: &str = concat!(
     "SELECT ",
@@ -93,56 +83,4 @@ pub(super) fn list(conn: &mut Conn, query: &ListQuery<'_>) -> Result<Vec<Job>> {
         }
     };
     rows.iter().map(job).collect()
-}
-
-/// A job from a row of [`job_columns`].
-pub(super) fn job(row: &Row) -> Result<Job> {
-    let ts = |i: usize| row.get::<_, Option<i64>>(i).map(Timestamp::from_millis);
-    let json = |i: usize| -> Result<Option<serde_json::Value>> {
-        match row.get::<_, Option<String>>(i) {
-            None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::Corrupt(format!("a JSON column that does not parse: {e}"))),
-        }
-    };
-    Ok(Job {
-        id: job_id(row.get(0)),
-        queue: row.get(1),
-        kind: row.get(2),
-        status: row.get::<_, String>(3).parse()?,
-        priority: row.get(4),
-        attempts: row.get::<_, i32>(5) as u32,
-        max_attempts: row.get::<_, i32>(6) as u32,
-        run_after: Timestamp::from_millis(row.get(7)),
-        locked_by: row.get(8),
-        locked_at: ts(9),
-        heartbeat_at: ts(10),
-        stage: row.get(11),
-        progress: row.get(12),
-        input: json(13)?.unwrap_or(serde_json::Value::Null),
-        output: json(14)?,
-        idempotency_key: row.get(15),
-        last_error: row.get(16),
-        error_code: row.get(17),
-        errors: json(18)?
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| Error::Corrupt(format!("an errors history that does not parse: {e}")))?
-            .unwrap_or_default(),
-        cost_cents: row.get(19),
-        owner: row.get(20),
-        group_id: row.get(21),
-        external_id: row.get(22),
-        created_at: Timestamp::from_millis(row.get(23)),
-        updated_at: Timestamp::from_millis(row.get(24)),
-        started_at: ts(25),
-        completed_at: ts(26),
-        snoozes: row.get::<_, i32>(27).max(0) as u32,
-        scheduled: false,
-        dependencies: None,
-        dependents: None,
-        concurrency_key: None,
-        flow_ref: None,
-    })
 }

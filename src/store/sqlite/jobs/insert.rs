@@ -1,7 +1,6 @@
 //! Inserts of jobs on SQLite.
 //! Each function runs inside the caller's transaction.
 
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 
 use crate::error::Result;
@@ -9,65 +8,8 @@ use crate::job::{Enqueued, JobId, Status, key_of};
 use crate::model::{NewRow, Scope};
 use crate::store::rules::{at_index, key_holds};
 use crate::store::rules::{group_owner, split_batch, within_budget};
-use crate::store::sqlite::deps;
 use crate::store::sqlite::tenants::spent_cents;
-
-/// The head of every insert of jobs: the single and the batch path fill the same columns.
-macro_rules! insert_jobs {
-    () => {
-        "INSERT INTO jobq_jobs (id_key, id, queue, kind, status, priority, max_attempts, run_after, input,
-                           idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at)
-    VALUES "
-    };
-}
-
-/// Bound by position (the hot path: no lookups of parameter names), in the order of the
-/// column list after the row key, which is ?14.
-const INSERT_JOB: &str = concat!(
-    insert_jobs!(),
-    "(?14, ?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)"
-);
-
-/// Rows in one statement of a batch enqueue: enough to amortize opening the table's seven
-/// b-trees, few enough to keep the statement small (32 × 13 parameters).
-const ROWS_PER_INSERT: usize = 32;
-
-/// One row of the multi-row insert: the jobs of this path have no idempotency key and no
-/// group. Its parameters are the values of [`row_values`], in order.
-const INSERT_ROW: &str = "(?, ?, ?, ?, 'queued', ?, ?, ?, ?, NULL, ?, ?, NULL, ?, ?, ?)";
-
-/// `INSERT ... VALUES row, row, ...` with [`ROWS_PER_INSERT`] rows, assembled once from
-/// constants (no value is ever formatted into it).
-fn insert_rows_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let rows = vec![INSERT_ROW; ROWS_PER_INSERT].join(",\n    ");
-        [insert_jobs!(), &rows].concat()
-    })
-}
-
-/// The parameters of one [`INSERT_ROW`].
-fn row_values<'a>(job: &'a NewRow, id: &'a str, now: i64) -> [ToSqlOutput<'a>; 13] {
-    let text = |s: &'a str| ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()));
-    let int = |i: i64| ToSqlOutput::Owned(Value::Integer(i));
-    let opt = |s: &'a Option<String>| s.as_deref().map_or(ToSqlOutput::Owned(Value::Null), text);
-    [
-        int(key_of(id)),
-        text(id),
-        text(&job.queue),
-        text(&job.kind),
-        int(i64::from(job.priority)),
-        int(i64::from(job.max_attempts)),
-        int(job.run_after),
-        text(&job.input),
-        int(job.cost_cents),
-        opt(&job.owner),
-        opt(&job.external_id),
-        int(now),
-        int(now),
-    ]
-}
+use crate::store::sqlite::{deps, rows};
 
 const FIND_BY_KEY: &str = "
     SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, 0)
@@ -78,14 +20,6 @@ const FIND_BY_KEY: &str = "
 const RETIRE_KEY: &str =
     "UPDATE jobq_jobs SET idempotency_key = NULL WHERE id_key = ?1 AND id = ?2";
 
-/// A job with dependencies or a uniqueness window: its status may be `blocked` (or
-/// `cancelled`, by a dependency that failed), and it gets a row of options.
-const INSERT_FULL: &str = "INSERT INTO jobq_jobs (id_key, id, queue, kind, status, priority, max_attempts, run_after, input,
-                           idempotency_key, cost_cents, owner, group_id, external_id,
-                           created_at, updated_at, error_code, last_error, completed_at)
-    VALUES (:key, :id, :queue, :kind, :status, :priority, :max_attempts, :run_after, :input,
-            :ikey, :cost, :owner, :group_id, :external_id, :now, :now, :code, :message, :completed)";
-
 const INSERT_OPTIONS: &str = "
     INSERT INTO jobq_job_options (job_key, waiting_on, run_on_dependency_failure, unique_until,
                                   unique_while_active, concurrency_key, flow_ref)
@@ -95,29 +29,8 @@ const GROUP_OWNER: &str = "SELECT owner FROM jobq_groups WHERE id = ?1";
 
 const OWNER_BUDGET: &str = "SELECT budget_cents FROM jobq_owners WHERE id = ?1";
 
-/// The one-row insert (the batch path inserts `ROWS_PER_INSERT` at a time instead).
-fn insert_row(conn: &Connection, job: &NewRow, id: &str, now: i64) -> Result<()> {
-    conn.prepare_cached(INSERT_JOB)?.execute(params![
-        id,
-        job.queue,
-        job.kind,
-        job.priority,
-        job.max_attempts,
-        job.run_after,
-        job.input,
-        job.key,
-        job.cost_cents,
-        job.owner,
-        job.group_id,
-        job.external_id,
-        now,
-        key_of(id),
-    ])?;
-    Ok(())
-}
-
 /// Inserts a batch with ids taken in order from `ids`. Jobs without an idempotency key or
-/// a group need no lookup: they go in multi-row statements of [`ROWS_PER_INSERT`] rows,
+/// a group need no lookup: they go in multi-row statements of [`rows::ROWS_PER_INSERT`] rows,
 /// which open the table's cursors once per chunk instead of once per job, after one budget
 /// check per owner for the whole batch. The others go one by one, and their budget checks
 /// see the rows inserted before them.
@@ -137,21 +50,11 @@ pub(crate) fn insert_jobs(
     }
     let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
-    let mut chunks = plain.chunks_exact(ROWS_PER_INSERT);
-    let mut stmt = conn.prepare_cached(insert_rows_sql())?;
-    for chunk in chunks.by_ref() {
-        let mut param = 1;
-        for (_, (job, id)) in chunk {
-            for value in row_values(job, id, now) {
-                stmt.raw_bind_parameter(param, value)?;
-                param += 1;
-            }
-        }
-        stmt.raw_execute()?;
-    }
-    for (_, (job, id)) in chunks.remainder() {
-        insert_row(conn, job, id, now)?;
-    }
+    rows::insert_plain(
+        conn,
+        plain.iter().map(|(_, (job, id))| (job, id.as_str())),
+        now,
+    )?;
     for (i, (_, id)) in &plain {
         out[*i] = Some(Enqueued {
             job_id: JobId::from_db(id.clone()),
@@ -233,7 +136,7 @@ pub(crate) fn insert(
         check_budget(conn, owner, i128::from(job.cost_cents))?;
     }
     if !job.has_options() {
-        insert_row(conn, &job, &id, now)?;
+        rows::insert_row(conn, &job, &id, now)?;
         return Ok(Enqueued {
             job_id: JobId::from_db(id),
             status: Status::Queued,
@@ -251,15 +154,7 @@ pub(crate) fn insert(
     let status = waits.status();
     let message = waits.failure_message();
     let (until, while_active) = job.unique.columns();
-    conn.prepare_cached(INSERT_FULL)?.execute(named_params! {
-        ":key": key_of(&id), ":id": id, ":queue": job.queue, ":kind": job.kind,
-        ":status": status.as_str(), ":priority": job.priority,
-        ":max_attempts": job.max_attempts, ":run_after": job.run_after, ":input": job.input,
-        ":ikey": job.key, ":cost": job.cost_cents, ":owner": job.owner,
-        ":group_id": job.group_id, ":external_id": job.external_id, ":now": now,
-        ":code": message.as_ref().map(|_| "DEPENDENCY_FAILED"), ":message": message,
-        ":completed": (status == Status::Cancelled).then_some(now),
-    })?;
+    rows::insert_full(conn, &job, &id, now, status, message.as_deref())?;
     conn.prepare_cached(INSERT_OPTIONS)?.execute(params![
         key_of(&id),
         waits.waiting,
