@@ -2,14 +2,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::job::{Job, JobId, Status, Timestamp};
-use crate::queue::Queue;
+use crate::job::{JobId, Status, Timestamp};
 
 /// What happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,7 +35,7 @@ pub enum EventKind {
     Deleted,
 }
 
-/// A change to one job, as seen by [`Queue::subscribe`].
+/// A change to one job, as seen by [`Queue::subscribe`](crate::Queue::subscribe).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct JobEvent {
@@ -160,43 +157,5 @@ impl std::fmt::Debug for EventBus {
                 &self.subscriber_count.load(Ordering::Relaxed),
             )
             .finish_non_exhaustive()
-    }
-}
-
-impl Queue {
-    /// Blocks until the job reaches a terminal status (`succeeded`, `failed` or
-    /// `cancelled`) and returns it, or until `timeout` passes.
-    ///
-    /// Changes made in this process are seen at once; changes made by other processes
-    /// are seen within 50 ms.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] when the job does not exist (or is deleted while waiting);
-    /// [`Error::Timeout`] with its status when it is still not finished at the deadline.
-    pub fn wait(&self, id: &JobId, timeout: Duration) -> Result<Job> {
-        let deadline = Instant::now() + timeout;
-        let events = self.subscribe();
-        loop {
-            let job = self.get(id)?;
-            if job.status.is_terminal() {
-                return Ok(job);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    job: id.clone(),
-                    status: job.status,
-                    waited: timeout,
-                });
-            }
-            // An event for this job, or the poll slice passing, sends us back to the file.
-            let slice_end = now + (deadline - now).min(Duration::from_millis(50));
-            while let Ok(event) = events.recv_deadline(slice_end) {
-                if &event.job_id == id {
-                    break;
-                }
-            }
-        }
     }
 }

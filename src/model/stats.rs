@@ -127,7 +127,7 @@ pub struct DeadJob {
     pub failed_at: Timestamp,
 }
 
-/// How [`Queue::costs`] groups jobs.
+/// How [`Queue::costs`](crate::Queue::costs) groups jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CostGrouping {
     /// By status. The default.

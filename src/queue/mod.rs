@@ -10,6 +10,7 @@ mod enqueue;
 pub(crate) mod flow;
 mod lease;
 mod read;
+mod subscribe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
