@@ -100,7 +100,11 @@ impl Queue {
         else {
             return Ok(None);
         };
-        let Some((owner, stored_hash)) = self.engine().token(token_id)? else {
+        let Some(crate::model::TokenRow {
+            owner,
+            secret_hash: stored_hash,
+        }) = self.engine().token(token_id)?
+        else {
             return Ok(None);
         };
         let given_hash = hex(&Sha256::digest(secret.as_bytes()));

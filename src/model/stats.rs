@@ -43,8 +43,25 @@ pub(crate) struct HealthQuery {
     pub finished_since: i64,
 }
 
-/// One finished job's figures for timings: status, kind, run time and queue wait (ms).
-pub(crate) type Duration4 = (Status, String, i64, i64);
+/// One finished job's figures for timings.
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedJob {
+    pub status: Status,
+    pub kind: String,
+    /// Its last run, in milliseconds.
+    pub run_ms: i64,
+    /// How long it waited in the queue, in milliseconds.
+    pub wait_ms: i64,
+}
+
+/// What the overview reads in one snapshot: the counts it was asked for, the counts of
+/// every job the handle sees (its health covers the whole queue), and the health rows.
+#[derive(Debug, Clone)]
+pub(crate) struct OverviewRows {
+    pub counts: Counts,
+    pub whole: Counts,
+    pub health: HealthRows,
+}
 
 /// The run times (or queue waits) of the finished jobs of one status, counted into buckets:
 /// `buckets[i]` jobs took more than `bounds[i - 1]` and at most `bounds[i]` milliseconds

@@ -42,3 +42,10 @@ pub struct Owner {
     /// When the owner was created.
     pub created_at: Timestamp,
 }
+
+/// A stored API token: its owner and the SHA-256 of its secret.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenRow {
+    pub owner: String,
+    pub secret_hash: String,
+}

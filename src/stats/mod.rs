@@ -185,7 +185,11 @@ impl Queue {
         };
         let everything = StatsFilter::new();
         let query = self.count_query(filter);
-        let (counts, whole, rows) = self.engine().overview(
+        let crate::model::OverviewRows {
+            counts,
+            whole,
+            health: rows,
+        } = self.engine().overview(
             self.owner(),
             query.or(self.count_query(&everything)).unwrap_or_default(),
             health,

@@ -177,16 +177,11 @@ pub(crate) fn durations(
     by_kind: bool,
 ) -> Result<BTreeMap<(Status, Option<String>), Durations>> {
     let mut groups: BTreeMap<(Status, Option<String>), Durations> = BTreeMap::new();
-    engine.durations(owner, since, queue, &mut |(
-        status,
-        kind,
-        run_ms,
-        wait_ms,
-    )| {
-        let kind = by_kind.then_some(kind);
-        let group = groups.entry((status, kind)).or_default();
-        group.run.add(run_ms);
-        group.wait.add(wait_ms);
+    engine.durations(owner, since, queue, &mut |job| {
+        let kind = by_kind.then_some(job.kind);
+        let group = groups.entry((job.status, kind)).or_default();
+        group.run.add(job.run_ms);
+        group.wait.add(job.wait_ms);
     })?;
     Ok(groups)
 }

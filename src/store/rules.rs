@@ -159,3 +159,18 @@ pub(crate) fn cost_too_high(job: &JobId, current: i64, cost: i64) -> crate::erro
 /// How many finished jobs one statement of a prune deletes: short transactions, so that
 /// writers are never held up for long.
 pub(crate) const PRUNE_CHUNK_ROWS: i64 = 2_000;
+
+/// The overview's plan: the counts asked for, and the counts of every job the handle sees
+/// (`scope`) for its health, counted again only when the query narrows them.
+pub(crate) fn whole_query<'a>(
+    scope: Option<&'a str>,
+    query: crate::model::CountQuery<'a>,
+) -> Option<crate::model::CountQuery<'a>> {
+    let everything = crate::model::CountQuery {
+        owner: scope,
+        group: None,
+        queue: None,
+    };
+    let narrowed = query.owner != scope || query.group.is_some() || query.queue.is_some();
+    narrowed.then_some(everything)
+}

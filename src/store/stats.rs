@@ -3,8 +3,8 @@
 use crate::error::Result;
 use crate::job::Status;
 use crate::model::{
-    CostGrouping, CostRow, CountQuery, Counts, DeadJob, Duration4, HealthQuery, HealthRows,
-    Histogram, QueueRows, RunningJob, Scope, StageCount,
+    CostGrouping, CostRow, CountQuery, Counts, DeadJob, FinishedJob, HealthQuery, Histogram,
+    OverviewRows, QueueRows, RunningJob, Scope, StageCount,
 };
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ pub(crate) trait StatsStore {
         scope: Scope<'_>,
         query: CountQuery<'_>,
         health: HealthQuery,
-    ) -> Result<(Counts, Counts, HealthRows)>;
+    ) -> Result<OverviewRows>;
 
     /// The counts of `query`.
     fn counts(&self, query: CountQuery<'_>, now: i64) -> Result<Counts>;
@@ -34,7 +34,7 @@ pub(crate) trait StatsStore {
         scope: Scope<'_>,
         since: i64,
         queue: Option<&str>,
-        each: &mut dyn FnMut(Duration4),
+        each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()>;
 
     /// The run times and queue waits of every finished job, by status, in buckets of
@@ -43,8 +43,9 @@ pub(crate) trait StatsStore {
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
         let mut out: BTreeMap<(Status, bool), Histogram> = BTreeMap::new();
-        self.durations(None, i64::MIN, None, &mut |(status, _, run, wait)| {
-            for (wait_side, ms) in [(false, run), (true, wait)] {
+        self.durations(None, i64::MIN, None, &mut |job| {
+            let status = job.status;
+            for (wait_side, ms) in [(false, job.run_ms), (true, job.wait_ms)] {
                 let h = out.entry((status, wait_side)).or_insert_with(|| Histogram {
                     status: Some(status),
                     wait: wait_side,

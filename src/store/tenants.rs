@@ -22,7 +22,7 @@ pub(crate) trait TenantStore {
     fn insert_token(&self, owner: &str, token_id: &str, secret_hash: &str, now: i64) -> Result<()>;
 
     /// The owner and the secret's hash of a token.
-    fn token(&self, token_id: &str) -> Result<Option<(String, String)>>;
+    fn token(&self, token_id: &str) -> Result<Option<crate::model::TokenRow>>;
 
     fn revoke_tokens(&self, owner: &str) -> Result<usize>;
 }

@@ -5,11 +5,12 @@ use super::Conn;
 use super::Postgres;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
-use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
+use crate::model::{CostGrouping, CostRow, DeadJob, OverviewRows, RunningJob, StageCount};
 use crate::model::{
-    CountQuery, Counts, Duration4, HealthQuery, HealthRows, Histogram, QueueRows, Scope,
+    CountQuery, Counts, FinishedJob, HealthQuery, HealthRows, Histogram, QueueRows, Scope,
 };
 use crate::store::rules::saturate;
+use crate::store::rules::whole_query;
 
 /// Running, retrying, failed and cancelled jobs: the status index.
 const COUNT_STATUS_INDEX: &str = "
@@ -177,11 +178,16 @@ pub(crate) fn durations(
     scope: Scope<'_>,
     since: i64,
     queue: Option<&str>,
-    each: &mut dyn FnMut(Duration4),
+    each: &mut dyn FnMut(FinishedJob),
 ) -> Result<()> {
     for r in conn.query(TIMING_ROWS, &[&since, &queue, &scope])? {
         let status: Status = r.get::<_, String>(0).parse()?;
-        each((status, r.get(1), r.get(2), r.get(3)));
+        each(FinishedJob {
+            status,
+            kind: r.get(1),
+            run_ms: r.get(2),
+            wait_ms: r.get(3),
+        });
     }
     Ok(())
 }
@@ -328,21 +334,19 @@ impl crate::store::StatsStore for Postgres {
         scope: Scope<'_>,
         query: CountQuery<'_>,
         health: HealthQuery,
-    ) -> Result<(Counts, Counts, HealthRows)> {
+    ) -> Result<OverviewRows> {
         self.snapshot(|conn| {
             let counts = counts(conn, query, health.now)?;
-            let everything = CountQuery {
-                owner: scope,
-                group: None,
-                queue: None,
-            };
-            let whole = if query.owner == scope && query.group.is_none() && query.queue.is_none() {
-                counts.clone()
-            } else {
-                self::counts(conn, everything, health.now)?
+            let whole = match whole_query(scope, query) {
+                Some(everything) => self::counts(conn, everything, health.now)?,
+                None => counts.clone(),
             };
             let rows = self::health(conn, scope, health)?;
-            Ok((counts, whole, rows))
+            Ok(OverviewRows {
+                counts,
+                whole,
+                health: rows,
+            })
         })
     }
 
@@ -355,7 +359,7 @@ impl crate::store::StatsStore for Postgres {
         scope: Scope<'_>,
         since: i64,
         queue: Option<&str>,
-        each: &mut dyn FnMut(Duration4),
+        each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()> {
         self.read(|conn| durations(conn, scope, since, queue, each))
     }

@@ -259,13 +259,16 @@ pub(crate) fn insert_token(
     Ok(())
 }
 
-pub(crate) fn token(conn: &mut Conn, token_id: &str) -> Result<Option<(String, String)>> {
+pub(crate) fn token(conn: &mut Conn, token_id: &str) -> Result<Option<crate::model::TokenRow>> {
     Ok(conn
         .query_opt(
             "SELECT owner_id, secret_hash FROM jobq_tokens WHERE id = $1",
             &[&token_id],
         )?
-        .map(|r| (r.get(0), r.get(1))))
+        .map(|r| crate::model::TokenRow {
+            owner: r.get(0),
+            secret_hash: r.get(1),
+        }))
 }
 
 pub(crate) fn revoke_tokens(conn: &mut Conn, owner: &str) -> Result<usize> {
@@ -301,7 +304,7 @@ impl crate::store::TenantStore for Postgres {
         self.transaction(|conn| insert_token(conn, owner, token_id, secret_hash, now))
     }
 
-    fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
+    fn token(&self, token_id: &str) -> Result<Option<crate::model::TokenRow>> {
         self.read(|conn| token(conn, token_id))
     }
 

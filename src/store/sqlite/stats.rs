@@ -11,7 +11,10 @@ use super::tenants::spent_cents;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
 use crate::model::{CostGrouping, CostRow, DeadJob, RunningJob, StageCount};
-use crate::model::{CountQuery, Counts, Duration4, HealthQuery, HealthRows, QueueRows, Scope};
+use crate::model::{
+    CountQuery, Counts, FinishedJob, HealthQuery, HealthRows, OverviewRows, QueueRows, Scope,
+};
+use crate::store::rules::whole_query;
 use crate::store::rules::{exact_sum, saturate};
 
 // ---- counts -------------------------------------------------------------------------------
@@ -246,7 +249,7 @@ pub(crate) fn durations(
     scope: Scope<'_>,
     since: i64,
     queue: Option<&str>,
-    each: &mut dyn FnMut(Duration4),
+    each: &mut dyn FnMut(FinishedJob),
 ) -> Result<()> {
     let mut stmt = match scope {
         Some(_) => conn.prepare_cached(TIMING_ROWS_OWNER)?,
@@ -261,7 +264,12 @@ pub(crate) fn durations(
     while let Some(r) = rows.next()? {
         let status =
             rows::status_column(0, r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?;
-        each((status, r.get(1)?, r.get(2)?, r.get(3)?));
+        each(FinishedJob {
+            status,
+            kind: r.get(1)?,
+            run_ms: r.get(2)?,
+            wait_ms: r.get(3)?,
+        });
     }
     Ok(())
 }
@@ -391,22 +399,20 @@ impl crate::store::StatsStore for Sqlite {
         scope: Scope<'_>,
         query: CountQuery<'_>,
         health: HealthQuery,
-    ) -> Result<(Counts, Counts, HealthRows)> {
+    ) -> Result<OverviewRows> {
         self.read(|conn| {
             let counts = counts(conn, query, health.now)?;
-            let everything = CountQuery {
-                owner: scope,
-                group: None,
-                queue: None,
-            };
-            let whole = if query.owner == scope && query.group.is_none() && query.queue.is_none() {
-                counts.clone()
-            } else {
-                self::counts(conn, everything, health.now)?
+            let whole = match whole_query(scope, query) {
+                Some(everything) => self::counts(conn, everything, health.now)?,
+                None => counts.clone(),
             };
             let mut rows = self::health(conn, scope, health)?;
             rows.file_problem = self.file_problem();
-            Ok((counts, whole, rows))
+            Ok(OverviewRows {
+                counts,
+                whole,
+                health: rows,
+            })
         })
     }
 
@@ -419,7 +425,7 @@ impl crate::store::StatsStore for Sqlite {
         scope: Scope<'_>,
         since: i64,
         queue: Option<&str>,
-        each: &mut dyn FnMut(Duration4),
+        each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()> {
         self.read(|conn| durations(conn, scope, since, queue, each))
     }

@@ -241,10 +241,15 @@ pub(crate) fn insert_token(
     Ok(())
 }
 
-pub(crate) fn token(conn: &Connection, token_id: &str) -> Result<Option<(String, String)>> {
+pub(crate) fn token(conn: &Connection, token_id: &str) -> Result<Option<crate::model::TokenRow>> {
     Ok(conn
         .prepare_cached("SELECT owner_id, secret_hash FROM jobq_tokens WHERE id = ?1")?
-        .query_row([token_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([token_id], |r| {
+            Ok(crate::model::TokenRow {
+                owner: r.get(0)?,
+                secret_hash: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 
@@ -283,7 +288,7 @@ impl crate::store::TenantStore for Sqlite {
         self.write(|tx| insert_token(tx, owner, token_id, secret_hash, now))
     }
 
-    fn token(&self, token_id: &str) -> Result<Option<(String, String)>> {
+    fn token(&self, token_id: &str) -> Result<Option<crate::model::TokenRow>> {
         self.read(|conn| token(conn, token_id))
     }
 
