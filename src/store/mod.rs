@@ -9,6 +9,14 @@
 //! Every operation takes the owner scope of the handle (`None`: an admin handle sees every
 //! owner's rows) and, where time matters, the clock reading `now` of the caller, in
 //! milliseconds since the epoch.
+//!
+//! The layout reads as columns of the same names: one trait per family of operations here
+//! (`jobs`, `stats`, `tenants`, `workers`, `queues`, `schedules`, `changes`), implemented by
+//! each engine in its file of the same name (`sqlite/jobs/` and `postgres/jobs/` split the
+//! way `queue/` is: `insert`, `claim`, `lease`, `admin`, `maintain`, `read`); each engine's
+//! `rows.rs` holds every column a job is written with and read back by. The values the
+//! boundary speaks live below it in `model/`; the rules both engines follow are written
+//! once in `rules.rs`. A queue holds its engine as a [`Backend`], told apart by type.
 
 use std::fmt;
 
