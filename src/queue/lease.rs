@@ -158,7 +158,7 @@ impl Queue {
     /// Records many reports (each gets its own result: a lost lock refuses that report
     /// only; a database failure refuses them all) and then claims for `refill`: the
     /// completer's refill of the slots it just freed (on SQLite in the same transaction: one
-    /// commit instead of two). `again` as in `Engine::record`: the completer sends a batch
+    /// commit instead of two). `again` as in `JobStore::record`: the completer sends a batch
     /// again after an error, not knowing whether its commit happened.
     pub(crate) fn record_and_claim(
         &self,

@@ -12,7 +12,7 @@ pub(crate) trait ChangeFeed {
     fn changes(&self, on_change: Arc<dyn Fn() + Send + Sync>) -> Result<Box<dyn Changes>>;
 }
 
-/// See [`Engine::changes`].
+/// See [`ChangeFeed::changes`].
 pub(crate) trait Changes: Send {
     /// A number that differs from its last answer once another connection has committed.
     fn version(&mut self) -> Option<i64>;

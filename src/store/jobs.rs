@@ -15,7 +15,7 @@ pub(crate) trait JobStore {
     fn insert_jobs(&self, scope: Scope<'_>, jobs: Vec<NewRow>, now: i64) -> Result<Vec<Enqueued>>;
 
     /// Inserts a flow's group and its jobs in one transaction, all or none (the jobs as
-    /// [`Engine::insert_jobs`] does them, each after the jobs of the batch it waits for).
+    /// [`JobStore::insert_jobs`] does them, each after the jobs of the batch it waits for).
     fn insert_flow(
         &self,
         scope: Scope<'_>,

@@ -39,7 +39,7 @@ pub(crate) trait StatsStore {
 
     /// The run times and queue waits of every finished job, by status, in buckets of
     /// `bounds_ms` (ascending): what the metrics' histograms show. Engines that can count
-    /// them where the rows are do; the others go through [`Engine::durations`].
+    /// them where the rows are do; the others go through [`StatsStore::durations`].
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
     fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
         let mut out: BTreeMap<(Status, bool), Histogram> = BTreeMap::new();

@@ -135,7 +135,7 @@ const HEARTBEAT_MANY: &str = "
       AND (:owner IS NULL OR jobq_jobs.owner = :owner)
     RETURNING jobq_jobs.id, jobq_jobs.claims";
 
-/// Records one report inside the caller's transaction; `again` as in `Engine::record`.
+/// Records one report inside the caller's transaction; `again` as in `JobStore::record`.
 pub(super) fn record(
     conn: &Connection,
     scope: Scope<'_>,
