@@ -229,3 +229,56 @@ fn racing_fires_of_a_due_schedule_from_eight_handles_enqueue_each_slot_once() {
     // 1,500 s of one-minute slots, each once.
     assert_eq!(jobs.len(), 25);
 }
+
+#[test]
+fn completions_refill_the_slot_with_the_next_job_in_claim_order_of_the_served_kinds() {
+    // One handler and no prefetch: after the first claim, every job is claimed by the
+    // completer's refill in the statement (or transaction) that records the one before.
+    let db = Db::fresh();
+    let queue = Queue::open(db.path()).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..60_i32 {
+        let priority = (i * 7) % 5;
+        let id = queue
+            .enqueue(NewJob::new("served").priority(priority))
+            .unwrap()
+            .job_id;
+        expected.push((-priority, id));
+    }
+    let other = queue
+        .enqueue(NewJob::new("not_served").priority(9))
+        .unwrap()
+        .job_id;
+    let later = queue
+        .enqueue(
+            NewJob::new("served")
+                .priority(9)
+                .run_after(Duration::from_secs(3_600)),
+        )
+        .unwrap()
+        .job_id;
+    // Claim order: priority first, then age (ids rise with time).
+    expected.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_str().cmp(b.1.as_str())));
+    let expected: Vec<_> = expected.into_iter().map(|(_, id)| id).collect();
+
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&started);
+    let summary = jobq::WorkerPool::builder(&queue)
+        .concurrency(1)
+        .prefetch(0)
+        .maintenance_interval(None)
+        .schedule_interval(None)
+        .handler("served", move |ctx: &jobq::JobContext| {
+            seen.lock().unwrap().push((ctx.id().clone(), ctx.attempt()));
+            Ok(serde_json::Value::Null)
+        })
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(summary.succeeded, 60);
+    let started = started.lock().unwrap().clone();
+    assert!(started.iter().all(|(_, attempt)| *attempt == 1));
+    let order: Vec<_> = started.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(order, expected, "the refills did not follow claim order");
+    assert_eq!(queue.get(&other).unwrap().status, Status::Queued);
+    assert_eq!(queue.get(&later).unwrap().status, Status::Queued);
+}
