@@ -105,6 +105,23 @@ struct Ratios {
     drain_vs_raw_drain_batch32: Vec<f64>,
 }
 
+/// Drains the `n` no-op jobs of `queue` with `workers` handlers; their rate.
+pub(super) fn drain(queue: &Queue, workers: usize, n: u64) -> Result<f64, Refused> {
+    let started = Instant::now();
+    let summary = WorkerPool::builder(queue)
+        .concurrency(workers)
+        .handler("noop", noop)
+        .run_until_idle()?;
+    let took = started.elapsed();
+    if summary.succeeded != n {
+        return Err(Refused(format!(
+            "bench drain finished {} of {n} jobs",
+            summary.succeeded
+        )));
+    }
+    Ok(per_s(n, took))
+}
+
 pub(super) fn per_s(n: u64, took: Duration) -> f64 {
     (n as f64 / took.as_secs_f64()).round()
 }
@@ -191,21 +208,9 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
             say(&format!("drain with {workers} handler(s)"));
             let queue = open(&format!("drain-{workers}.db"))?;
             fill(&queue)?;
-            let started = Instant::now();
-            let summary = WorkerPool::builder(&queue)
-                .concurrency(workers)
-                .handler("noop", noop)
-                .run_until_idle()?;
-            let took = started.elapsed();
-            if summary.succeeded != n {
-                return Err(Refused(format!(
-                    "bench drain finished {} of {n} jobs",
-                    summary.succeeded
-                )));
-            }
             drains.push(Drain {
                 workers,
-                jobs_per_s: per_s(n, took),
+                jobs_per_s: drain(&queue, workers, n)?,
             });
         }
     }
@@ -287,48 +292,61 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
     Ok(())
 }
 
-fn print_report(r: &Figures) {
-    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
-    let raw = r.raw_sqlite.as_ref();
+/// One row of the table both engines' reports print: a workload, jobq's rate, the raw
+/// loop's rate and their ratio (`-` where a figure is missing).
+pub(super) struct Row {
+    pub label: String,
+    pub jobq: Option<f64>,
+    pub raw: Option<f64>,
+    pub ratio: Option<f64>,
+}
+
+/// The table of [`Row`]s under a header naming the raw baseline.
+pub(super) fn print_rows(baseline: &str, rows: &[Row]) {
+    let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
     let ratio = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    println!("{:<28}{:>14}{:>16}{:>8}", "", "jobq", baseline, "ratio");
+    for row in rows {
+        println!(
+            "{:<28}{:>14}{:>16}{:>8}",
+            row.label,
+            rate(row.jobq),
+            rate(row.raw),
+            ratio(row.ratio)
+        );
+    }
+}
+
+fn print_report(r: &Figures) {
+    let raw = r.raw_sqlite.as_ref();
+    let ratios = r.ratios.as_ref();
     println!(
         "jobq bench: {} jobs per workload, synchronous={}",
         r.jobs,
         r.durability.to_uppercase()
     );
     println!();
-    println!("{:<28}{:>14}{:>16}{:>8}", "", "jobq", "raw SQLite", "ratio");
-    println!(
-        "{:<28}{:>14}{:>16}{:>8}",
-        "enqueue, one per call",
-        fmt(r.enqueue_one_per_s),
-        fmt(raw.map(|x| x.insert_one_per_s)),
-        ratio(r.ratios.as_ref().map(|x| x.enqueue_one_vs_raw_insert_one))
-    );
-    println!(
-        "{:<28}{:>14}{:>16}{:>8}",
-        "enqueue, batches of 1000",
-        fmt(r.enqueue_batch_per_s),
-        fmt(raw.map(|x| x.insert_batch_per_s)),
-        ratio(
-            r.ratios
-                .as_ref()
-                .map(|x| x.enqueue_batch_vs_raw_insert_batch)
-        )
-    );
-    for (i, d) in r.drain.iter().enumerate() {
-        println!(
-            "{:<28}{:>14}{:>16}{:>8}",
-            format!("drain, {} handler(s)", d.workers),
-            fmt(Some(d.jobs_per_s)),
-            fmt(raw.map(|x| x.drain_batch32_per_s)),
-            ratio(
-                r.ratios
-                    .as_ref()
-                    .and_then(|x| x.drain_vs_raw_drain_batch32.get(i).copied())
-            )
-        );
-    }
+    let mut rows = vec![
+        Row {
+            label: "enqueue, one per call".into(),
+            jobq: r.enqueue_one_per_s,
+            raw: raw.map(|x| x.insert_one_per_s),
+            ratio: ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
+        },
+        Row {
+            label: "enqueue, batches of 1000".into(),
+            jobq: r.enqueue_batch_per_s,
+            raw: raw.map(|x| x.insert_batch_per_s),
+            ratio: ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
+        },
+    ];
+    rows.extend(r.drain.iter().enumerate().map(|(i, d)| Row {
+        label: format!("drain, {} handler(s)", d.workers),
+        jobq: Some(d.jobs_per_s),
+        raw: raw.map(|x| x.drain_batch32_per_s),
+        ratio: ratios.and_then(|x| x.drain_vs_raw_drain_batch32.get(i).copied()),
+    }));
+    print_rows("raw SQLite", &rows);
     if let Some(raw) = raw {
         println!(
             "(raw drain: claims and completions 32 to a transaction; one job per transaction: {:.0}/s)",
@@ -384,29 +402,14 @@ pub(crate) fn limited_drain(
         }
         Ok(())
     };
-    let drain = |queue: &Queue| -> Result<f64, Refused> {
-        let started = Instant::now();
-        let summary = WorkerPool::builder(queue)
-            .concurrency(workers)
-            .handler("noop", noop)
-            .run_until_idle()?;
-        let took = started.elapsed();
-        if summary.succeeded != n {
-            return Err(Refused(format!(
-                "bench drain finished {} of {n} jobs",
-                summary.succeeded
-            )));
-        }
-        Ok(per_s(n, took))
-    };
     fill(free)?;
     fill(limited)?;
     limited.set_queue_limits(
         "default",
         crate::QueueLimits::new().max_running_per_key(Some(1)),
     )?;
-    let unlimited_per_s = drain(free)?;
-    let per_key_1_per_s = drain(limited)?;
+    let unlimited_per_s = drain(free, workers, n)?;
+    let per_key_1_per_s = drain(limited, workers, n)?;
     Ok(Limited {
         workers,
         keys: KEYS,

@@ -5,12 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{JobContext, JobError, NewJob, Queue, StatsFilter, WorkerPool};
+use crate::{NewJob, Queue, StatsFilter};
 use postgres::{Client, NoTls};
 use serde::Serialize;
-use serde_json::Value;
 
-use super::bench::{BenchArgs, Wakeup, Workload, wakeup};
+use super::bench::{BenchArgs, Row, Wakeup, Workload, drain, per_s, print_rows, wakeup};
 use super::output::print_json;
 use super::{Done, Refused};
 
@@ -65,20 +64,12 @@ struct Ratios {
     drain_vs_raw_drain_batch32: Vec<f64>,
 }
 
-fn per_s(n: u64, took: Duration) -> f64 {
-    (n as f64 / took.as_secs_f64()).round()
-}
-
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         (a / b * 100.0).round() / 100.0
     } else {
         0.0
     }
-}
-
-fn noop(_: &JobContext) -> Result<Value, JobError> {
-    Ok(Value::Null)
 }
 
 fn pg(e: postgres::Error) -> Refused {
@@ -136,22 +127,6 @@ fn fill(queue: &Queue, n: u64) -> crate::Result<()> {
         left -= chunk;
     }
     Ok(())
-}
-
-fn drain(queue: &Queue, workers: usize, n: u64) -> Result<f64, Refused> {
-    let started = Instant::now();
-    let summary = WorkerPool::builder(queue)
-        .concurrency(workers)
-        .handler("noop", noop)
-        .run_until_idle()?;
-    let took = started.elapsed();
-    if summary.succeeded != n {
-        return Err(Refused(format!(
-            "bench drain finished {} of {n} jobs",
-            summary.succeeded
-        )));
-    }
-    Ok(per_s(n, took))
 }
 
 pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
@@ -300,50 +275,38 @@ fn server_version(base: &str) -> String {
 }
 
 fn print_report(r: &Figures) {
-    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
     let raw = r.raw_postgres.as_ref();
-    let fmt_ratio = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let ratios = r.ratios.as_ref();
     println!(
         "jobq bench on PostgreSQL {}: {} jobs per workload",
         r.server, r.jobs
     );
     println!();
-    println!(
-        "{:<28}{:>14}{:>16}{:>8}",
-        "", "jobq", "raw PostgreSQL", "ratio"
-    );
-    println!(
-        "{:<28}{:>14}{:>16}{:>8}",
-        "enqueue, one per call",
-        fmt(r.enqueue_one_per_s),
-        fmt(raw.map(|x| x.insert_one_per_s)),
-        fmt_ratio(r.ratios.as_ref().map(|x| x.enqueue_one_vs_raw_insert_one))
-    );
-    println!(
-        "{:<28}{:>14}{:>16}{:>8}",
-        "enqueue, batches of 1000",
-        fmt(r.enqueue_batch_per_s),
-        fmt(raw.map(|x| x.insert_batch_per_s)),
-        fmt_ratio(
-            r.ratios
-                .as_ref()
-                .map(|x| x.enqueue_batch_vs_raw_insert_batch)
-        )
-    );
-    for (i, d) in r.drain.iter().enumerate() {
-        let limit = raw.and_then(|x| x.drain_batch32.iter().find(|(w, _)| *w == d.workers));
-        println!(
-            "{:<28}{:>14}{:>16}{:>8}",
-            format!("drain, {} handler(s)", d.workers),
-            fmt(Some(d.jobs_per_s)),
-            fmt(limit.map(|l| l.1)),
-            fmt_ratio(
-                r.ratios
-                    .as_ref()
-                    .and_then(|x| x.drain_vs_raw_drain_batch32.get(i).copied())
-            )
-        );
-    }
+    let mut rows = vec![
+        Row {
+            label: "enqueue, one per call".into(),
+            jobq: r.enqueue_one_per_s,
+            raw: raw.map(|x| x.insert_one_per_s),
+            ratio: ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
+        },
+        Row {
+            label: "enqueue, batches of 1000".into(),
+            jobq: r.enqueue_batch_per_s,
+            raw: raw.map(|x| x.insert_batch_per_s),
+            ratio: ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
+        },
+    ];
+    rows.extend(r.drain.iter().enumerate().map(|(i, d)| {
+        Row {
+            label: format!("drain, {} handler(s)", d.workers),
+            jobq: Some(d.jobs_per_s),
+            raw: raw
+                .and_then(|x| x.drain_batch32.iter().find(|(w, _)| *w == d.workers))
+                .map(|l| l.1),
+            ratio: ratios.and_then(|x| x.drain_vs_raw_drain_batch32.get(i).copied()),
+        }
+    }));
+    print_rows("raw PostgreSQL", &rows);
     if raw.is_some() {
         println!(
             "(raw drain: claim 32 with SKIP LOCKED, complete 32 in one statement, per worker)"

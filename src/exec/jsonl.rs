@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{Map, Value, json};
 
 use super::output::STDERR_LINES;
-use super::{ExecEvent, Group, spawn_in_group};
+use super::{ExecEvent, Group, OnEvent, announced, spawn_in_group};
 use crate::duration::parse_duration;
 use crate::model::JobError;
 use crate::worker::{Handler, JobContext};
@@ -44,7 +44,7 @@ pub struct JsonlHandler {
     db: PathBuf,
     max_jobs_per_child: Option<u64>,
     idle: Arc<Mutex<Vec<Child>>>,
-    on_event: Option<Arc<dyn Fn(ExecEvent) + Send + Sync>>,
+    on_event: Option<OnEvent>,
 }
 
 impl std::fmt::Debug for JsonlHandler {
@@ -87,12 +87,6 @@ impl JsonlHandler {
     pub fn on_event(mut self, f: impl Fn(ExecEvent) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(f));
         self
-    }
-
-    fn emit(&self, event: ExecEvent) {
-        if let Some(f) = &self.on_event {
-            f(event);
-        }
     }
 
     /// An idle child that is still alive, or a new one.
@@ -395,24 +389,7 @@ fn shorten(line: &str) -> String {
 
 impl Handler for JsonlHandler {
     fn handle(&self, ctx: &JobContext) -> Result<Value, JobError> {
-        let job = ctx.job();
-        self.emit(ExecEvent::Started {
-            job: job.id.to_string(),
-            kind: job.kind.clone(),
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-        });
-        let started = Instant::now();
-        let result = self.run(ctx);
-        self.emit(ExecEvent::Finished {
-            job: job.id.to_string(),
-            took: started.elapsed(),
-            error: result
-                .as_ref()
-                .err()
-                .map(|e| e.error_code().unwrap_or("ERROR").to_string()),
-        });
-        result
+        announced(self.on_event.as_ref(), ctx, || self.run(ctx))
     }
 }
 

@@ -74,7 +74,7 @@ pub struct ExecHandler {
     command: String,
     timeout: Option<Duration>,
     db: PathBuf,
-    on_event: Option<Arc<dyn Fn(ExecEvent) + Send + Sync>>,
+    on_event: Option<OnEvent>,
 }
 
 impl std::fmt::Debug for ExecHandler {
@@ -109,12 +109,40 @@ impl ExecHandler {
         self.on_event = Some(Arc::new(f));
         self
     }
+}
 
-    fn emit(&self, event: ExecEvent) {
-        if let Some(f) = &self.on_event {
+/// What [`ExecHandler::on_event`] and [`JsonlHandler::on_event`] call.
+type OnEvent = Arc<dyn Fn(ExecEvent) + Send + Sync>;
+
+/// Runs a job's command between its [`ExecEvent::Started`] and [`ExecEvent::Finished`].
+fn announced(
+    on_event: Option<&OnEvent>,
+    ctx: &JobContext,
+    run: impl FnOnce() -> Result<Value, JobError>,
+) -> Result<Value, JobError> {
+    let emit = |event| {
+        if let Some(f) = on_event {
             f(event);
         }
-    }
+    };
+    let job = ctx.job();
+    emit(ExecEvent::Started {
+        job: job.id.to_string(),
+        kind: job.kind.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+    });
+    let started = Instant::now();
+    let result = run();
+    emit(ExecEvent::Finished {
+        job: job.id.to_string(),
+        took: started.elapsed(),
+        error: result
+            .as_ref()
+            .err()
+            .map(|e| e.error_code().unwrap_or("ERROR").to_string()),
+    });
+    result
 }
 
 /// Sends SIGKILL to a whole process group (the command and everything it started).
@@ -230,24 +258,7 @@ fn failure(status: ExitStatus, stderr_tail: &str) -> JobError {
 
 impl Handler for ExecHandler {
     fn handle(&self, ctx: &JobContext) -> Result<Value, JobError> {
-        let job = ctx.job();
-        self.emit(ExecEvent::Started {
-            job: job.id.to_string(),
-            kind: job.kind.clone(),
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
-        });
-        let started = Instant::now();
-        let result = self.run(ctx);
-        self.emit(ExecEvent::Finished {
-            job: job.id.to_string(),
-            took: started.elapsed(),
-            error: result
-                .as_ref()
-                .err()
-                .map(|e| e.error_code().unwrap_or("ERROR").to_string()),
-        });
-        result
+        announced(self.on_event.as_ref(), ctx, || self.run(ctx))
     }
 }
 

@@ -174,3 +174,31 @@ pub(crate) fn whole_query<'a>(
     let narrowed = query.owner != scope || query.group.is_some() || query.queue.is_some();
     narrowed.then_some(everything)
 }
+
+/// A batch's results in its order, once its plain jobs are written: each plain job
+/// `queued` under its id, then each other job inserted by `insert_one` after the ones
+/// before it (which it may wait for: they are handed to it). A refusal names its place.
+pub(crate) fn batch_results<I>(
+    plain: &Placed<I>,
+    special: Placed<I>,
+    id_of: impl Fn(&I) -> JobId,
+    mut insert_one: impl FnMut(
+        NewRow,
+        I,
+        &[Option<crate::job::Enqueued>],
+    ) -> crate::error::Result<crate::job::Enqueued>,
+) -> crate::error::Result<Vec<crate::job::Enqueued>> {
+    let mut out: Vec<Option<crate::job::Enqueued>> = vec![None; plain.len() + special.len()];
+    for (i, (_, id)) in plain {
+        out[*i] = Some(crate::job::Enqueued {
+            job_id: id_of(id),
+            status: Status::Queued,
+            already_existed: false,
+            group_id: None,
+        });
+    }
+    for (i, (job, id)) in special {
+        out[i] = Some(insert_one(job, id, &out).map_err(|e| at_index(i, e))?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}

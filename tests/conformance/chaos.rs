@@ -15,7 +15,7 @@ use jobq::{
 };
 use serde_json::json;
 
-use crate::common::{Db, Spawned, child_env, integrity, is_child, spawn_child};
+use crate::common::{ChaosWorkers, Db, child_env, integrity, is_child, random};
 
 /// A worker process: runs until it is killed. Each run of the handler appends
 /// `<job id> <claim> <pid>` to this process's own log with one unbuffered write, so what was
@@ -61,14 +61,6 @@ fn child_chaos_worker() {
     }
 }
 
-fn random(below: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (nanos ^ (nanos >> 7)) % below
-}
-
 #[test]
 fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
     let jobs: usize = std::env::var("JOBQ_CHAOS_JOBS")
@@ -88,23 +80,10 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
         .into_iter()
         .map(|e| e.job_id.to_string())
         .collect();
-    let mut logs = Vec::new();
-    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Spawned {
-        let log = dir.path().join(format!("worker-{}.log", logs.len()));
-        logs.push(log.clone());
-        spawn_child(
-            "conformance::chaos::child_chaos_worker",
-            &[
-                ("JOBQ_TEST_DB", db.display().to_string()),
-                ("JOBQ_TEST_OUT", log.display().to_string()),
-            ],
-        )
-    };
-    let mut workers: Vec<Spawned> = (0..3).map(|_| spawn(&mut logs)).collect();
+    let mut workers =
+        ChaosWorkers::start("conformance::chaos::child_chaos_worker", &db, dir.path(), 3);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
-    let mut kills = 0;
-    let mut done_at_kill = -1;
     loop {
         std::thread::sleep(Duration::from_millis(200 + random(300)));
         let stats = queue.stats(&StatsFilter::new()).unwrap();
@@ -116,23 +95,11 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
             Instant::now() < deadline,
             "the chaos drain did not finish: {stats:?}"
         );
-        // A kill only once some job finished since the last one: on a loaded machine a
-        // worker may need longer than the kill cadence to start and finish anything.
-        if done <= done_at_kill {
-            continue;
-        }
-        done_at_kill = done;
-        let victim = random(workers.len() as u64) as usize;
-        workers[victim].kill().unwrap(); // SIGKILL
-        workers[victim].wait().unwrap();
-        kills += 1;
-        workers[victim] = spawn(&mut logs);
+        workers.kill_one_after_progress(done);
     }
     let took = started.elapsed();
-    for mut w in workers {
-        w.kill().unwrap();
-        w.wait().unwrap();
-    }
+    workers.stop();
+    let (logs, kills) = (&workers.logs, workers.kills);
 
     // Nothing missing, everything succeeded, the file is sound.
     assert_eq!(integrity(&db), "ok");
@@ -145,7 +112,7 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
 
     // Every run the handlers logged, by job: (claim, pid).
     let mut runs: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
-    for log in &logs {
+    for log in logs {
         for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
             let parts: Vec<&str> = line.split(' ').collect();
             if let [id, claim, pid] = parts[..] {

@@ -33,6 +33,21 @@ impl Cli {
         self.store.path()
     }
 
+    /// `jobq worker --exec` on a command that runs `secs` seconds then succeeds, returned
+    /// once the command itself has started (`running` in the table is only the claim), with
+    /// its stdout piped.
+    pub fn exec_worker_running(&self, secs: u32) -> std::process::Child {
+        let started = self.dir.path().join("started");
+        let command = format!("touch {}; sleep {secs}; echo '{{}}'", started.display());
+        let worker = self
+            .cmd(&["worker", "--exec", &command])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the command to start", || started.exists());
+        worker
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(JOBQ);
         cmd.arg("--db")
@@ -711,16 +726,9 @@ fn a_worker_killed_mid_job_is_released_by_release_stale_and_finished_by_another(
 fn sigterm_lets_the_running_job_finish_and_prints_the_summary() {
     let cli = Cli::new();
     let id = cli.enqueue(&["slowish"]);
-    let started = cli.dir.path().join("started");
-    let command = format!("touch {}; sleep 1; echo '{{}}'", started.display());
-    let worker = cli
-        .cmd(&["worker", "--exec", &command])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // `running` in the table is the claim; the command itself must have started (a job
-    // claimed and not yet started is released at SIGTERM, as the contract says).
-    wait_until("the command to start", || started.exists());
+    // The command itself must have started: a job claimed and not yet started is released
+    // at SIGTERM, as the contract says.
+    let worker = cli.exec_worker_running(1);
     // SAFETY: sending SIGTERM to our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     let out = worker.wait_with_output().unwrap();

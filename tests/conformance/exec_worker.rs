@@ -108,14 +108,7 @@ fn sigint_twice_from_gnu_timeout_lets_the_job_finish_and_leaves_nothing_running(
 fn a_second_signal_a_moment_after_the_first_is_not_an_exit_at_once() {
     let cli = Cli::new();
     let id = cli.enqueue(&["slow"]);
-    let started = cli.dir.path().join("started");
-    let command = format!("touch {}; sleep 2; echo '{{}}'", started.display());
-    let worker = cli
-        .cmd(&["worker", "--exec", &command])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the command to start", || started.exists());
+    let worker = cli.exec_worker_running(2);
     for _ in 0..2 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(worker.id() as i32, libc::SIGINT) };
@@ -132,14 +125,7 @@ fn a_second_signal_a_moment_after_the_first_is_not_an_exit_at_once() {
 fn a_second_signal_later_releases_the_running_job_at_once_and_says_so() {
     let cli = Cli::new();
     let id = cli.enqueue(&["long"]);
-    let started = cli.dir.path().join("started");
-    let command = format!("touch {}; sleep 60; echo '{{}}'", started.display());
-    let worker = cli
-        .cmd(&["worker", "--exec", &command])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the command to start", || started.exists());
+    let worker = cli.exec_worker_running(60);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(1500));

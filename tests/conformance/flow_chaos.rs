@@ -17,7 +17,7 @@ use jobq::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Db, Spawned, child_env, integrity, is_child, spawn_child};
+use crate::common::{ChaosWorkers, Db, child_env, integrity, is_child, random};
 
 /// A worker process: runs until it is killed, logging `<job id> <claim> <pid> <ok>` for
 /// each run with one unbuffered write (`ok`: for a join, whether all ten dependencies had
@@ -72,14 +72,6 @@ fn child_flow_worker() {
     }
 }
 
-fn random(below: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (nanos ^ (nanos >> 7)) % below
-}
-
 #[test]
 fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
     let fanouts: usize = std::env::var("JOBQ_FLOW_FANOUTS")
@@ -112,24 +104,15 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
     let total = fanouts * 11;
     assert_eq!(created.jobs.len(), total);
 
-    let mut logs = Vec::new();
-    let spawn = |logs: &mut Vec<std::path::PathBuf>| -> Spawned {
-        let log = dir.path().join(format!("worker-{}.log", logs.len()));
-        logs.push(log.clone());
-        spawn_child(
-            "conformance::flow_chaos::child_flow_worker",
-            &[
-                ("JOBQ_TEST_DB", db.display().to_string()),
-                ("JOBQ_TEST_OUT", log.display().to_string()),
-            ],
-        )
-    };
-    let mut workers: Vec<Spawned> = (0..3).map(|_| spawn(&mut logs)).collect();
+    let mut workers = ChaosWorkers::start(
+        "conformance::flow_chaos::child_flow_worker",
+        &db,
+        dir.path(),
+        3,
+    );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(900);
-    let mut kills = 0;
     let (mut done_before, mut progress_at, mut idle_looks) = (0, Instant::now(), 0);
-    let mut done_at_kill = -1;
     loop {
         // Often enough that the chaos always begins before the drain ends.
         std::thread::sleep(Duration::from_millis(100 + random(200)));
@@ -158,30 +141,17 @@ fn a_flow_of_11000_jobs_drains_under_sigkill_with_each_join_after_its_ten() {
             0,
             "{stats:?}"
         );
-        // A kill only once some job finished since the last one: on a loaded machine a
-        // worker may need longer than the kill cadence to start and finish anything, and
-        // killing it anyway would stall the drain however correct the queue is.
-        if done <= done_at_kill {
-            continue;
-        }
-        done_at_kill = done;
-        let victim = random(workers.len() as u64) as usize;
-        workers[victim].kill().unwrap(); // SIGKILL
-        workers[victim].wait().unwrap();
-        kills += 1;
-        workers[victim] = spawn(&mut logs);
+        workers.kill_one_after_progress(done);
     }
     let took = started.elapsed();
-    for mut w in workers {
-        w.kill().unwrap();
-        w.wait().unwrap();
-    }
+    workers.stop();
+    let (logs, kills) = (&workers.logs, workers.kills);
     assert_eq!(integrity(&db), "ok");
 
     let all = crate::common::all_jobs(&queue);
     assert_eq!(all.len(), total, "no job missing, none added");
     let mut runs: HashMap<String, Vec<(u32, u32, String)>> = HashMap::new();
-    for log in &logs {
+    for log in logs {
         for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
             if let [id, claim, pid, ok] = line.split(' ').collect::<Vec<_>>()[..] {
                 runs.entry(id.to_string()).or_default().push((

@@ -427,3 +427,76 @@ pub fn all_jobs(queue: &jobq::Queue) -> Vec<jobq::Job> {
         }
     }
 }
+
+/// A number below `below` from the clock's nanoseconds: jitter for chaos loops.
+pub fn random(below: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (nanos ^ (nanos >> 7)) % below
+}
+
+/// Worker processes of a chaos test: each runs the child test `test` on the database `db`
+/// and logs its runs to a file of its own in `dir` (`JOBQ_TEST_OUT`); a random one is
+/// SIGKILLed and replaced while the drain makes progress.
+pub struct ChaosWorkers {
+    test: &'static str,
+    db: PathBuf,
+    dir: PathBuf,
+    workers: Vec<Spawned>,
+    /// Every worker's log, the replaced ones' too.
+    pub logs: Vec<PathBuf>,
+    pub kills: usize,
+    done_at_kill: i64,
+}
+
+impl ChaosWorkers {
+    pub fn start(test: &'static str, db: &Path, dir: &Path, n: usize) -> ChaosWorkers {
+        let mut chaos = ChaosWorkers {
+            test,
+            db: db.to_path_buf(),
+            dir: dir.to_path_buf(),
+            workers: Vec::new(),
+            logs: Vec::new(),
+            kills: 0,
+            done_at_kill: -1,
+        };
+        chaos.workers = (0..n).map(|_| chaos.spawn()).collect();
+        chaos
+    }
+
+    fn spawn(&mut self) -> Spawned {
+        let log = self.dir.join(format!("worker-{}.log", self.logs.len()));
+        self.logs.push(log.clone());
+        let env = [
+            ("JOBQ_TEST_DB", self.db.display().to_string()),
+            ("JOBQ_TEST_OUT", log.display().to_string()),
+        ];
+        spawn_child(self.test, &env)
+    }
+
+    /// SIGKILLs a random worker and starts another in its place, but only once some job
+    /// finished (`done`) since the last kill: on a loaded machine a worker may need longer
+    /// than the kill cadence to start and finish anything, and killing it anyway would
+    /// stall the drain however correct the queue is.
+    pub fn kill_one_after_progress(&mut self, done: i64) {
+        if done <= self.done_at_kill {
+            return;
+        }
+        self.done_at_kill = done;
+        let victim = random(self.workers.len() as u64) as usize;
+        self.workers[victim].kill().unwrap(); // SIGKILL
+        self.workers[victim].wait().unwrap();
+        self.kills += 1;
+        self.workers[victim] = self.spawn();
+    }
+
+    /// Kills every worker and waits for each.
+    pub fn stop(&mut self) {
+        for mut w in self.workers.drain(..) {
+            w.kill().unwrap();
+            w.wait().unwrap();
+        }
+    }
+}

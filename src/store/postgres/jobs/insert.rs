@@ -10,8 +10,8 @@ use crate::model::{NewRow, Scope, Waits};
 use crate::store::postgres::deps;
 use crate::store::postgres::ids::job_id;
 use crate::store::postgres::{Conn, Sql};
-use crate::store::rules::{at_index, key_holds};
-use crate::store::rules::{group_owner, split_batch, within_budget};
+use crate::store::rules::key_holds;
+use crate::store::rules::{batch_results, group_owner, split_batch, within_budget};
 
 /// The key's window has passed: the job gives it up, for the new job to take.
 const RETIRE_KEY: &str =
@@ -42,24 +42,17 @@ pub(crate) fn insert_jobs(
             None => Ok(Vec::new()),
         };
     }
-    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
     if !plain.is_empty() {
         let batch: Vec<(&NewRow, Uuid)> = plain.iter().map(|(_, (job, id))| (job, *id)).collect();
         rows::insert_many(conn, &batch, now)?;
-        for (i, (_, id)) in &plain {
-            out[*i] = Some(Enqueued {
-                job_id: job_id(*id),
-                status: Status::Queued,
-                already_existed: false,
-                group_id: None,
-            });
-        }
     }
-    for (i, (job, id)) in special {
-        out[i] = Some(insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?);
-    }
-    Ok(out.into_iter().flatten().collect())
+    batch_results(
+        &plain,
+        special,
+        |id| job_id(*id),
+        |job, id, earlier| insert(conn, scope, job, id, now, earlier),
+    )
 }
 
 /// Inserts jobs one by one on any client (an application's own transaction, for a flow),
@@ -71,12 +64,13 @@ pub(crate) fn insert_all(
     ids: Vec<Uuid>,
     now: i64,
 ) -> Result<Vec<Enqueued>> {
-    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
-    for (i, (job, id)) in jobs.into_iter().zip(ids).enumerate() {
-        let done = insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?;
-        out[i] = Some(done);
-    }
-    Ok(out.into_iter().flatten().collect())
+    let each = jobs.into_iter().zip(ids).enumerate().collect();
+    batch_results(
+        &Vec::new(),
+        each,
+        |id| job_id(*id),
+        |job, id, earlier| insert(conn, scope, job, id, now, earlier),
+    )
 }
 
 /// The job holding `key` for `owner`, while its window holds; a job whose window has

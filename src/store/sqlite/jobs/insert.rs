@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, named_params, params};
 use crate::error::Result;
 use crate::job::{Enqueued, JobId, Status, key_of};
 use crate::model::{NewRow, Scope};
-use crate::store::rules::{at_index, key_holds};
-use crate::store::rules::{group_owner, split_batch, within_budget};
+use crate::store::rules::key_holds;
+use crate::store::rules::{batch_results, group_owner, split_batch, within_budget};
 use crate::store::sqlite::tenants::spent_cents;
 use crate::store::sqlite::{deps, rows};
 
@@ -48,25 +48,18 @@ pub(crate) fn insert_jobs(
             None => Ok(Vec::new()),
         };
     }
-    let mut out: Vec<Option<Enqueued>> = vec![None; jobs.len()];
     let (plain, special) = split_batch(jobs, ids, |owner, cost| check_budget(conn, owner, cost))?;
     rows::insert_plain(
         conn,
         plain.iter().map(|(_, (job, id))| (job, id.as_str())),
         now,
     )?;
-    for (i, (_, id)) in &plain {
-        out[*i] = Some(Enqueued {
-            job_id: JobId::from_db(id.clone()),
-            status: Status::Queued,
-            already_existed: false,
-            group_id: None,
-        });
-    }
-    for (i, (job, id)) in special {
-        out[i] = Some(insert(conn, scope, job, id, now, &out).map_err(|e| at_index(i, e))?);
-    }
-    Ok(out.into_iter().flatten().collect())
+    batch_results(
+        &plain,
+        special,
+        |id| JobId::from_db(id.clone()),
+        |job, id, earlier| insert(conn, scope, job, id, now, earlier),
+    )
 }
 
 /// Inserts a flow's group and jobs in the caller's transaction (a connection of its own:
