@@ -467,3 +467,98 @@ BEGIN
       AND o.run_on_dependency_failure;
     RETURN NULL;
 END $$;
+
+-- migration 8
+
+-- Rollups (as in `schema.sql`), written by the statement triggers below: each statement
+-- that changes jobs adds one upsert per row it touches, whatever path it came from (a
+-- worker's batch, an admin, a dependency's cascade). `shard` is the writer's backend, so
+-- concurrent writers of one minute's counters do not wait on one row.
+CREATE TABLE jobq_rollups (
+    span   bigint NOT NULL,
+    at     bigint NOT NULL,
+    owner  text NOT NULL,
+    queue  text NOT NULL,
+    kind   text NOT NULL,
+    metric text NOT NULL,
+    slot   integer NOT NULL,
+    shard  integer NOT NULL DEFAULT 0,
+    n      bigint NOT NULL,
+    PRIMARY KEY (span, at, owner, queue, kind, metric, slot, shard)
+);
+
+-- The histogram slot of a time in milliseconds: how many bounds are below it
+-- (`SLOT_BOUNDS_MS` in src/model/rollups.rs, the same list).
+CREATE FUNCTION jobq_slot(ms bigint) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT width_bucket(ms - 1, ARRAY[1,2,3,4,5,6,8,10,13,18,24,32,42,56,75,100,133,178,237,
+        316,422,562,750,1000,1334,1778,2371,3162,4217,5623,7499,10000,13335,17783,23714,31623,
+        42170,56234,74989,100000,133352,177828,237137,316228,421697,562341,749894,1000000,
+        1333521,1778279,2371374,3162278,4216965,5623413,7498942,10000000,13335214,17782794,
+        23713737,31622777,42169650,56234133,74989421,100000000]::bigint[])
+$$;
+
+CREATE FUNCTION jobq_roll_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobq_rollups AS r (span, at, owner, queue, kind, metric, slot, shard, n)
+    SELECT 60000, created_at - created_at % 60000, coalesce(owner, ''), queue, kind,
+           'enqueued', 0, pg_backend_pid() % 16, count(*)
+    FROM jobq_new GROUP BY 2, 3, 4, 5
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = r.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+-- The rules of `Transition::metrics` (src/model/rollups.rs), in SQL.
+CREATE FUNCTION jobq_roll_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobq_rollups AS r (span, at, owner, queue, kind, metric, slot, shard, n)
+    SELECT 60000, c.at - c.at % 60000, c.owner, c.queue, c.kind, m.metric, m.slot,
+           pg_backend_pid() % 16, count(*)
+    FROM (
+        SELECT n.updated_at AS at, coalesce(n.owner, '') AS owner, n.queue, n.kind,
+               o.status AS old, n.status AS new, n.claims > o.claims AS claimed,
+               n.snoozes > o.snoozes AS snoozed, o.started_at,
+               greatest(o.run_after, o.created_at) AS due_at
+        FROM jobq_old o JOIN jobq_new n ON n.id = o.id
+        WHERE n.status <> o.status OR n.claims <> o.claims) AS c
+    CROSS JOIN LATERAL (VALUES
+        (CASE WHEN c.claimed THEN 'started' END, 0),
+        (CASE WHEN c.claimed THEN 'wait_ms' END, jobq_slot(c.at - c.due_at)),
+        (CASE WHEN c.new = c.old THEN NULL
+              WHEN c.new IN ('succeeded', 'failed', 'cancelled') THEN c.new
+              WHEN c.old <> 'running' THEN NULL
+              WHEN c.new = 'retry' THEN 'retried'
+              WHEN c.new = 'queued' AND c.snoozed THEN 'snoozed'
+              WHEN c.new = 'queued' THEN 'released' END, 0),
+        (CASE WHEN c.new <> c.old AND c.old IN ('succeeded', 'failed', 'cancelled')
+              THEN 'revived' END, 0),
+        (CASE WHEN c.old = 'running' AND c.new IN ('succeeded', 'failed', 'retry')
+                   AND c.started_at IS NOT NULL
+              THEN 'run_ms' END, jobq_slot(c.at - c.started_at))) AS m(metric, slot)
+    WHERE m.metric IS NOT NULL
+    GROUP BY 2, 3, 4, 5, 6, 7
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = r.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobq_jobs_rolled_in AFTER INSERT ON jobq_jobs
+    REFERENCING NEW TABLE AS jobq_new
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq_roll_inserts();
+CREATE TRIGGER jobq_jobs_rolled_up AFTER UPDATE ON jobq_jobs
+    REFERENCING OLD TABLE AS jobq_old NEW TABLE AS jobq_new
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq_roll_updates();
+
+-- A database from before rollups starts them from its jobs (as in `schema.sql`).
+INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+SELECT 60000, at - at % 60000, owner, queue, kind, metric, 0, sum(n) FROM (
+    SELECT created_at AS at, coalesce(owner, '') AS owner, queue, kind, 'enqueued' AS metric,
+           1 AS n
+    FROM jobq_jobs
+    UNION ALL
+    SELECT coalesce(started_at, updated_at), coalesce(owner, ''), queue, kind, 'started', claims
+    FROM jobq_jobs WHERE claims > 0
+    UNION ALL
+    SELECT completed_at, coalesce(owner, ''), queue, kind, status, 1
+    FROM jobq_jobs WHERE completed_at IS NOT NULL) AS b
+GROUP BY 2, 3, 4, 5, 6;

@@ -582,3 +582,43 @@ CREATE UNIQUE INDEX jobq_groups_flow_key ON jobq_groups (coalesce(owner, ''), fl
 -- nothing.
 CREATE INDEX jobq_jobs_external_id ON jobq_jobs (external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX jobq_jobs_key ON jobq_jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- migration 8
+
+-- Rollups: what happened to jobs, per minute and per (owner, queue, kind). Every
+-- transaction that changes jobs adds to them, one upsert per row per transaction (not per
+-- job), so they never disagree with the jobs table; stats, series and metrics read them,
+-- and pruning jobs never changes them. `metric` is a transition (`enqueued`, `started`,
+-- `succeeded`, `failed`, `retried`, `cancelled`, `snoozed`, `released`, `revived`) with
+-- `slot` 0, or a histogram (`run_ms`, `wait_ms`) whose `slot` is a log-scale bucket of
+-- milliseconds (`SLOT_BOUNDS_MS` in src/model/rollups.rs). `span` is 60000 for a minute,
+-- 3600000 for an hour (older minutes fold into hours) and 0 for everything older than the
+-- hours kept (at 0); `at` is the span's first millisecond. `owner` is '' for no owner.
+-- `shard` spreads a hot row over several (PostgreSQL's concurrent writers; 0 here).
+CREATE TABLE jobq_rollups (
+    span   INTEGER NOT NULL,
+    at     INTEGER NOT NULL,
+    owner  TEXT NOT NULL,
+    queue  TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    slot   INTEGER NOT NULL,
+    shard  INTEGER NOT NULL DEFAULT 0,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (span, at, owner, queue, kind, metric, slot, shard)
+) WITHOUT ROWID;
+
+-- A file from before rollups starts them from its jobs: each job's enqueue, its claims
+-- and its finish (not its histograms, which it never kept).
+INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+SELECT 60000, at - at % 60000, owner, queue, kind, metric, 0, sum(n) FROM (
+    SELECT created_at AS at, coalesce(owner, '') AS owner, queue, kind, 'enqueued' AS metric,
+           1 AS n
+    FROM jobq_jobs
+    UNION ALL
+    SELECT coalesce(started_at, updated_at), coalesce(owner, ''), queue, kind, 'started', claims
+    FROM jobq_jobs WHERE claims > 0
+    UNION ALL
+    SELECT completed_at, coalesce(owner, ''), queue, kind, status, 1
+    FROM jobq_jobs WHERE completed_at IS NOT NULL)
+GROUP BY 2, 3, 4, 5, 6;

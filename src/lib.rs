@@ -82,10 +82,10 @@ pub use job::{
     OnDependencyFailure, RunAfter, Status, Timestamp,
 };
 pub use json::parse_json;
-pub use maintenance::StaleTimeouts;
+pub use maintenance::{RollupRetention, StaleTimeouts};
 pub use model::{
-    ClaimFilter, CostGrouping, CostRow, DeadJob, JobError, Owner, RunningJob, StageCount,
-    WorkerInfo,
+    ClaimFilter, CostGrouping, CostRow, DeadJob, JobError, Owner, RunningJob, SLOT_BOUNDS_MS,
+    StageCount, WorkerInfo,
 };
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView, MAX_FLOW_JOBS};
 pub use queue::{
@@ -96,8 +96,8 @@ pub use queue::{
 pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};
 pub use stats::{
-    Health, HealthReason, HealthThresholds, Overview, Stats, StatsFilter, StatsSummary, Timing,
-    TimingFilter,
+    Health, HealthReason, HealthThresholds, MAX_SERIES_POINTS, Overview, Percentiles, Series,
+    SeriesPoint, SeriesQuery, Stats, StatsFilter, StatsSummary, Timing, TimingFilter,
 };
 pub use store::Durability;
 pub use store::sqlite::schema::schema_version;

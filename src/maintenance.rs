@@ -65,7 +65,68 @@ impl StaleTimeouts {
     }
 }
 
+/// How long the rollups keep their detail: minutes (default 48 hours) before they fold
+/// into hours, and hours (default 90 days) before they fold into the all-time rows. Folding
+/// never loses a count: totals stay exact, only the resolution of old times coarsens.
+///
+/// # Examples
+///
+/// ```
+/// use jobq::RollupRetention;
+/// use std::time::Duration;
+///
+/// let r = RollupRetention::default().minutes(Duration::from_secs(6 * 3600));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct RollupRetention {
+    minutes: Duration,
+    hours: Duration,
+}
+
+impl Default for RollupRetention {
+    fn default() -> Self {
+        RollupRetention {
+            minutes: Duration::from_secs(48 * 3600),
+            hours: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+impl RollupRetention {
+    /// How long minute rows are kept before they fold into hours.
+    pub fn minutes(mut self, keep: Duration) -> Self {
+        self.minutes = keep;
+        self
+    }
+
+    /// How long hour rows are kept before they fold into the all-time rows.
+    pub fn hours(mut self, keep: Duration) -> Self {
+        self.hours = keep;
+        self
+    }
+}
+
 impl Queue {
+    /// Folds the rollups' minutes older than `retention`'s into hours and its old hours
+    /// into the all-time rows (the worker's maintainer does this every interval). Returns
+    /// how many rows were folded. Whole hours fold: a minute folds once its hour has passed
+    /// the retention.
+    ///
+    /// # Errors
+    ///
+    /// The engine's errors.
+    pub fn fold_rollups(&self, retention: &RollupRetention) -> Result<usize> {
+        let now = self.now_ms();
+        let hour = crate::model::HOUR_MS;
+        let minutes_before = now.saturating_sub(millis(retention.minutes));
+        let hours_before = now.saturating_sub(millis(retention.hours));
+        self.engine().fold_rollups(
+            minutes_before - minutes_before.rem_euclid(hour),
+            hours_before - hours_before.rem_euclid(hour),
+        )
+    }
+
     /// Releases running jobs whose worker stopped heartbeating (or held the lock too long):
     /// each goes to `retry`, claimable at once, with error code `HEARTBEAT_TIMEOUT` or
     /// `LOCK_TIMEOUT` and stage `released_stale` — or to `failed` when it has no attempts

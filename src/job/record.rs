@@ -102,6 +102,9 @@ pub struct Job {
     pub completed_at: Option<Timestamp>,
     /// How many times it snoozed (see [`JobError::snooze`](crate::JobError::snooze)).
     pub snoozes: u32,
+    /// How many times a claim took it (a worker's or an admin's), across manual retries:
+    /// unlike `attempts`, it never starts again.
+    pub claims: u32,
     /// True for a `queued` or `retry` job whose `run_after` lies ahead when it was read:
     /// shown as *scheduled* (not a stored status).
     pub scheduled: bool,

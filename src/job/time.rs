@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use crate::error::{Error, Result};
 
 /// A point in time: milliseconds since the Unix epoch, UTC. Serialized as RFC 3339 text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

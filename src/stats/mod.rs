@@ -9,6 +9,7 @@
 
 mod health;
 mod reports;
+mod series;
 mod timing;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::queue::Queue;
 
 pub(crate) use health::judge;
 pub use health::{Health, HealthReason, HealthThresholds};
+pub use series::{MAX_SERIES_POINTS, Percentiles, Series, SeriesPoint, SeriesQuery};
 pub use timing::{Timing, TimingFilter};
 
 /// Which jobs a statistic covers. Every filter is optional; an owner-scoped handle covers

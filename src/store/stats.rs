@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::job::Status;
 use crate::model::{
     CostGrouping, CostRow, CountQuery, Counts, DeadJob, FinishedJob, HealthQuery, Histogram,
-    OverviewRows, QueueRows, RunningJob, Scope, StageCount,
+    OverviewRows, QueueRows, RollupQuery, RollupRow, RunningJob, Scope, StageCount,
 };
 use std::collections::BTreeMap;
 
@@ -59,6 +59,14 @@ pub(crate) trait StatsStore {
         })?;
         Ok(out.into_values().collect())
     }
+
+    /// The sums of the rollup rows `query` asks for, of `scope`'s jobs.
+    fn rollup_rows(&self, scope: Scope<'_>, query: RollupQuery<'_>) -> Result<Vec<RollupRow>>;
+
+    /// Folds the rollups' minutes that start before `minutes_before` into hours, and hours
+    /// that start before `hours_before` into the all-time rows, in one transaction. Returns
+    /// how many rows were folded.
+    fn fold_rollups(&self, minutes_before: i64, hours_before: i64) -> Result<usize>;
 
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>>;
 

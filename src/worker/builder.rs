@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Status};
-use crate::maintenance::StaleTimeouts;
+use crate::maintenance::{RollupRetention, StaleTimeouts};
 use crate::model::{ClaimFilter, JobError, WorkerInfo};
 use crate::queue::{Finished, Queue};
 use crate::retry::RetryPolicy;
@@ -64,6 +64,7 @@ pub struct WorkerPoolBuilder {
     stale: StaleTimeouts,
     maintenance_interval: Option<Duration>,
     prune_after: Option<Duration>,
+    rollups: RollupRetention,
     schedule_interval: Option<Duration>,
     grace: Duration,
     worker_id: Option<String>,
@@ -103,6 +104,7 @@ impl WorkerPoolBuilder {
             stale: StaleTimeouts::default(),
             maintenance_interval: Some(Duration::from_secs(30)),
             prune_after: None,
+            rollups: RollupRetention::default(),
             schedule_interval: Some(Duration::from_secs(1)),
             grace: Duration::from_secs(10),
             worker_id: None,
@@ -228,6 +230,14 @@ impl WorkerPoolBuilder {
     /// to keeping them.
     pub fn prune_finished_after(mut self, age: Duration) -> Self {
         self.prune_after = Some(age);
+        self
+    }
+
+    /// How long the rollups keep minutes and hours before they fold (at each
+    /// maintenance). Defaults to [`RollupRetention::default`]: minutes 48 hours, hours 90
+    /// days.
+    pub fn rollup_retention(mut self, retention: RollupRetention) -> Self {
+        self.rollups = retention;
         self
     }
 
@@ -380,6 +390,7 @@ impl WorkerPoolBuilder {
             maintenance: self.maintenance_interval,
             stale: self.stale,
             prune_after: self.prune_after,
+            rollups: self.rollups,
             schedules: self.schedule_interval,
             grace: self.grace,
         }
@@ -501,6 +512,7 @@ struct Timing {
     maintenance: Option<Duration>,
     stale: StaleTimeouts,
     prune_after: Option<Duration>,
+    rollups: RollupRetention,
     schedules: Option<Duration>,
     grace: Duration,
 }
@@ -552,9 +564,9 @@ fn start_helpers(
     };
     let maintainer = timing.maintenance.map(|interval| {
         let (pool, stop) = (Arc::clone(pool), stop.clone());
-        let (stale, prune_after) = (timing.stale, timing.prune_after);
+        let (stale, prune_after, rollups) = (timing.stale, timing.prune_after, timing.rollups);
         spawn("jobq-maintainer", move || {
-            maintainer::run(&pool, interval, stale, prune_after, stop)
+            maintainer::run(&pool, interval, stale, prune_after, rollups, stop)
         })
     });
     [Some(heartbeat), maintainer]

@@ -1,5 +1,5 @@
-//! The maintainer: releases the jobs of dead workers and prunes old finished jobs, once at
-//! start and then every interval.
+//! The maintainer: releases the jobs of dead workers, prunes old finished jobs and folds old
+//! rollups, once at start and then every interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +7,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, select};
 
 use super::Pool;
-use crate::maintenance::StaleTimeouts;
+use crate::maintenance::{RollupRetention, StaleTimeouts};
 
 pub(super) fn run(
     pool: &Arc<Pool>,
     interval: Duration,
     stale: StaleTimeouts,
     prune_after: Option<Duration>,
+    rollups: RollupRetention,
     stop: Receiver<()>,
 ) {
     loop {
@@ -35,6 +36,9 @@ pub(super) fn run(
             if let Err(e) = pool.queue.prune(age, &[]) {
                 tracing::warn!(error = %e, "jobq: pruning failed");
             }
+        }
+        if let Err(e) = pool.queue.fold_rollups(&rollups) {
+            tracing::warn!(error = %e, "jobq: folding rollups failed");
         }
         select! {
             recv(stop) -> _ => break,

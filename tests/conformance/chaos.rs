@@ -147,6 +147,8 @@ fn a_chaos_drain_loses_nothing_and_records_each_success_once() {
                 .all(|e| e.code.as_deref() == Some("HEARTBEAT_TIMEOUT"))
         );
     }
+    // Whatever was killed, the rollups agree with the jobs.
+    crate::conformance::rollups::assert_rollups_agree(&queue, &[]);
     eprintln!(
         "chaos drain: {jobs} jobs, 3 worker processes, {kills} SIGKILLs survived, {reruns} runs repeated after a kill, {:.0} jobs/s over {:.1} s",
         jobs as f64 / took.as_secs_f64(),

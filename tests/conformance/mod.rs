@@ -28,6 +28,7 @@ mod operations;
 mod owners_groups;
 mod registry;
 mod retry;
+pub(crate) mod rollups;
 mod schedules;
 mod search_bulk;
 mod security;

@@ -319,5 +319,7 @@ proptest! {
                 }
             }
         }
+        // The rollups the transactions kept agree with the jobs.
+        crate::conformance::rollups::assert_rollups_agree(&world.queue, &[]);
     }
 }

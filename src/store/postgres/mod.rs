@@ -30,6 +30,7 @@ pub(crate) mod deps;
 pub(crate) mod ids;
 pub(crate) mod jobs;
 pub(crate) mod queues;
+pub(crate) mod rollups;
 pub(crate) mod rows;
 mod schedules;
 pub(crate) mod schema;

@@ -146,7 +146,7 @@ macro_rules! job_columns {
         "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
          locked_at, heartbeat_at, stage, progress, input::text, output::text, idempotency_key, \
          last_error, error_code, errors::text, cost_cents, owner, group_id, external_id, \
-         created_at, updated_at, started_at, completed_at, snoozes"
+         created_at, updated_at, started_at, completed_at, snoozes, claims"
     };
 }
 pub(crate) use job_columns;
@@ -195,6 +195,7 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         started_at: ts(25),
         completed_at: ts(26),
         snoozes: row.get::<_, i32>(27).max(0) as u32,
+        claims: row.get::<_, i32>(28).max(0) as u32,
         scheduled: false,
         dependencies: None,
         dependents: None,

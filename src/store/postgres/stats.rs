@@ -9,6 +9,7 @@ use crate::model::{CostGrouping, CostRow, DeadJob, OverviewRows, RunningJob, Sta
 use crate::model::{
     CountQuery, Counts, FinishedJob, HealthQuery, HealthRows, Histogram, QueueRows, Scope,
 };
+use crate::store::postgres::rollups;
 use crate::store::rules::saturate;
 use crate::store::rules::whole_query;
 
@@ -366,6 +367,18 @@ impl crate::store::StatsStore for Postgres {
 
     fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
         self.snapshot(|conn| histograms(conn, bounds_ms))
+    }
+
+    fn rollup_rows(
+        &self,
+        scope: Scope<'_>,
+        query: crate::model::RollupQuery<'_>,
+    ) -> Result<Vec<crate::model::RollupRow>> {
+        self.read(|conn| rollups::rows(conn, scope, query))
+    }
+
+    fn fold_rollups(&self, minutes_before: i64, hours_before: i64) -> Result<usize> {
+        self.transaction(|conn| rollups::fold(conn, minutes_before, hours_before))
     }
 
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {

@@ -42,6 +42,7 @@ pub(crate) mod deps;
 pub(crate) mod ids;
 pub(crate) mod jobs;
 pub(crate) mod queues;
+pub(crate) mod rollups;
 pub(crate) mod rows;
 pub(crate) mod schedules;
 pub(crate) mod schema;
@@ -183,6 +184,8 @@ impl Sqlite {
             })
         })?;
         patiently(&mut || schema::migrate(&mut conn, path, state, now))?;
+        let tally = Arc::new(Mutex::new(crate::model::Tally::default()));
+        rollups::install(&conn, &tally)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         let backstop: i64 = conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
         if backstop != WAL_BACKSTOP_PAGES {
@@ -224,6 +227,7 @@ impl Sqlite {
                 controls: RefCell::new(None),
                 conn,
                 keys: Cell::new(KeyCache::default()),
+                tally,
             }),
             commits,
             checkpointer,
@@ -269,6 +273,7 @@ impl Sqlite {
             conn,
             keys,
             controls,
+            tally,
         } = &mut *writer;
         let out = {
             let tx = conn
@@ -291,12 +296,14 @@ impl Sqlite {
                 any_controlled: &self.any_controlled,
             };
             let done = f(&tx).and_then(|out| {
+                rollups::flush(&tx, tally)?;
                 tx.tx.commit()?;
                 Ok(out)
             });
             match done {
                 Ok(out) => out,
                 Err(e) => {
+                    rollups::forget(tally);
                     keys.set(KeyCache::default());
                     *controls.borrow_mut() = None;
                     return Err(self.fix(e, "write"));
@@ -366,6 +373,8 @@ struct Writer {
     /// The queues with flow control, as of the writer's last look: valid while no other
     /// connection commits (as the key cache) and the writer does not change them.
     controls: RefCell<Option<Controls>>,
+    /// What the transaction under way adds to the rollups (see `rollups`).
+    tally: Arc<Mutex<crate::model::Tally>>,
 }
 
 /// The queues under flow control, by name (queues without any are not in it).

@@ -4,6 +4,7 @@
 //! jobs. An owner's or a group's jobs are counted through their index.
 
 use super::Sqlite;
+use crate::store::sqlite::rollups;
 use rusqlite::{Connection, named_params};
 
 use super::rows;
@@ -428,6 +429,18 @@ impl crate::store::StatsStore for Sqlite {
         each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()> {
         self.read(|conn| durations(conn, scope, since, queue, each))
+    }
+
+    fn rollup_rows(
+        &self,
+        scope: Scope<'_>,
+        query: crate::model::RollupQuery<'_>,
+    ) -> Result<Vec<crate::model::RollupRow>> {
+        self.read(|conn| rollups::rows(conn, scope, query))
+    }
+
+    fn fold_rollups(&self, minutes_before: i64, hours_before: i64) -> Result<usize> {
+        self.write(|tx| rollups::fold(tx, minutes_before, hours_before))
     }
 
     fn stages(&self, scope: Scope<'_>) -> Result<Vec<StageCount>> {

@@ -9,7 +9,7 @@ use crate::model::{NewRow, Scope};
 use crate::store::rules::key_holds;
 use crate::store::rules::{batch_results, group_owner, split_batch, within_budget};
 use crate::store::sqlite::tenants::spent_cents;
-use crate::store::sqlite::{deps, rows};
+use crate::store::sqlite::{deps, rollups, rows};
 
 const FIND_BY_KEY: &str = "
     SELECT j.id, j.status, j.group_id, o.unique_until, coalesce(o.unique_while_active, 0)
@@ -54,12 +54,19 @@ pub(crate) fn insert_jobs(
         plain.iter().map(|(_, (job, id))| (job, id.as_str())),
         now,
     )?;
-    batch_results(
+    let results = batch_results(
         &plain,
         special,
         |id| JobId::from_db(id.clone()),
-        |job, id, earlier| insert(conn, scope, job, id, now, earlier),
-    )
+        |job, id, earlier| insert_row(conn, scope, job, id, now, earlier),
+    )?;
+    let created: Vec<i64> = results
+        .iter()
+        .filter(|e| !e.already_existed)
+        .map(|e| e.job_id.key())
+        .collect();
+    rollups::note_enqueued(conn, &created, now)?;
+    Ok(results)
 }
 
 /// Inserts a flow's group and jobs in the caller's transaction (a connection of its own:
@@ -83,6 +90,22 @@ pub(crate) fn insert_flow(
 /// holds), the group's owner for a job of a group, the owner's budget checked, its
 /// dependencies (`earlier`: the jobs of the batch inserted before it) checked and linked.
 pub(crate) fn insert(
+    conn: &Connection,
+    scope: Scope<'_>,
+    job: NewRow,
+    id: String,
+    now: i64,
+    earlier: &[Option<Enqueued>],
+) -> Result<Enqueued> {
+    let enqueued = insert_row(conn, scope, job, id, now, earlier)?;
+    if !enqueued.already_existed {
+        rollups::note_enqueued(conn, &[enqueued.job_id.key()], now)?;
+    }
+    Ok(enqueued)
+}
+
+/// [`insert`], not yet counted in the rollups.
+fn insert_row(
     conn: &Connection,
     scope: Scope<'_>,
     mut job: NewRow,

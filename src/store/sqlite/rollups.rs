@@ -1,0 +1,224 @@
+//! Rollups on SQLite: kept by the transactions that change jobs, read by stats and series.
+//!
+//! Inserts count themselves ([`note_enqueued`], on any connection, so an enqueue inside an
+//! application's own transaction counts too). Every other change of a job goes through the
+//! writer connection, where a temporary trigger hands each changed row to a Rust function
+//! (`jobq_note`) that adds it to the transaction's [`Tally`]; the writer upserts the tally in
+//! one statement just before it commits, and drops it when the transaction rolls back.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, named_params};
+
+use crate::error::{Error, Result};
+use crate::job::Status;
+use crate::model::{
+    EVER, HOUR_MS, MINUTE_MS, Metric, RollupQuery, RollupRow, Scope, Tally, Transition,
+};
+
+/// Every change of a job's status or claims, handed to `jobq_note`: connection-local, so
+/// only the writer connection (which installs it) carries it.
+const NOTE_TRIGGER: &str = "
+    CREATE TEMP TRIGGER IF NOT EXISTS jobq_rolled_up
+    AFTER UPDATE OF status, claims ON main.jobq_jobs
+    WHEN old.status IS NOT new.status OR old.claims <> new.claims
+    BEGIN
+        SELECT jobq_note(old.status, new.status, new.claims > old.claims,
+                         new.snoozes > old.snoozes, new.owner, new.queue, new.kind,
+                         new.updated_at, old.started_at, max(old.run_after, old.created_at));
+    END";
+
+/// Adds a transaction's rows: `:rows` is a JSON array of
+/// `[at, owner, queue, kind, metric, slot, n]`.
+const UPSERT: &str = "
+    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+    SELECT 60000, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+           value ->> 5, value ->> 6
+    FROM json_each(:rows) WHERE true
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = n + excluded.n";
+
+/// The jobs just inserted (`:keys`, their row keys), counted as enqueued.
+const ENQUEUED: &str = "
+    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+    SELECT 60000, :at, coalesce(owner, ''), queue, kind, 'enqueued', 0, count(*)
+    FROM jobq_jobs WHERE id_key IN (SELECT value FROM json_each(:keys))
+    GROUP BY 3, 4, 5
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = n + excluded.n";
+
+/// The same for one job.
+const ENQUEUED_ONE: &str = "
+    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+    SELECT 60000, :at, coalesce(owner, ''), queue, kind, 'enqueued', 0, 1
+    FROM jobq_jobs WHERE id_key = :key
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = n + 1";
+
+/// Moves rows of span `:from` that start before `:before` into rows of span `:to` (their
+/// start rounded down to it; everything at 0 for span 0).
+const FOLD: &str = "
+    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+    SELECT :to, CASE WHEN :to = 0 THEN 0 ELSE at - at % :to END, owner, queue, kind,
+           metric, slot, sum(n)
+    FROM jobq_rollups WHERE span = :from AND at < :before
+    GROUP BY 2, 3, 4, 5, 6, 7
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = n + excluded.n";
+
+const FOLDED: &str = "DELETE FROM jobq_rollups WHERE span = :from AND at < :before";
+
+/// The sums of the rows starting in `[:from, :to)`, by start, queue, kind, metric and slot
+/// (queue and kind `''` unless asked for).
+const ROWS: &str = "
+    SELECT at, CASE WHEN :by THEN queue ELSE '' END, CASE WHEN :by THEN kind ELSE '' END,
+           metric, slot, sum(n)
+    FROM jobq_rollups
+    WHERE span IN (0, 60000, 3600000) AND at >= :from AND at < :to
+      AND (:owner IS NULL OR owner = :owner)
+      AND (:queue IS NULL OR queue = :queue) AND (:kind IS NULL OR kind = :kind)
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1";
+
+/// Installs the note trigger and its function on the writer connection; what it notes
+/// goes to `tally`.
+pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()> {
+    let tally = Arc::clone(tally);
+    conn.create_scalar_function("jobq_note", 10, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let status = |i: usize| -> rusqlite::Result<Status> {
+            let text: String = ctx.get(i)?;
+            text.parse()
+                .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))
+        };
+        let transition = Transition {
+            from: status(0)?,
+            to: status(1)?,
+            claimed: ctx.get(2)?,
+            snoozed: ctx.get(3)?,
+            now: ctx.get(7)?,
+            started_at: ctx.get(8)?,
+            due_at: ctx.get(9)?,
+        };
+        let owner: Option<String> = ctx.get(4)?;
+        let queue: String = ctx.get(5)?;
+        let kind: String = ctx.get(6)?;
+        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        for (metric, slot) in transition.metrics() {
+            tally.add(
+                transition.now,
+                owner.as_deref(),
+                &queue,
+                &kind,
+                metric,
+                slot,
+            );
+        }
+        Ok(rusqlite::types::Null)
+    })?;
+    conn.execute_batch(NOTE_TRIGGER)?;
+    Ok(())
+}
+
+/// Upserts what `tally` holds in the caller's transaction, and empties it.
+pub(crate) fn flush(conn: &Connection, tally: &Mutex<Tally>) -> Result<()> {
+    let rows = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(i64, &str, &str, &str, &str, i64, i64)> = rows
+        .rows
+        .iter()
+        .map(|(k, n)| {
+            (
+                k.at,
+                k.owner.as_str(),
+                k.queue.as_str(),
+                k.kind.as_str(),
+                k.metric.as_str(),
+                k.slot,
+                *n,
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(|e| Error::invalid("rows", e.to_string()))?;
+    conn.prepare_cached(UPSERT)?
+        .execute(named_params! {":rows": rows})?;
+    Ok(())
+}
+
+/// Drops what `tally` holds (its transaction rolled back).
+pub(crate) fn forget(tally: &Mutex<Tally>) {
+    *tally.lock().unwrap_or_else(PoisonError::into_inner) = Tally::default();
+}
+
+/// Counts the jobs of row keys `keys`, just inserted at `now`, as enqueued.
+pub(crate) fn note_enqueued(conn: &Connection, keys: &[i64], now: i64) -> Result<()> {
+    let at = now - now.rem_euclid(MINUTE_MS);
+    match keys {
+        [] => {}
+        [key] => {
+            conn.prepare_cached(ENQUEUED_ONE)?
+                .execute(named_params! {":at": at, ":key": key})?;
+        }
+        keys => {
+            let keys =
+                serde_json::to_string(keys).map_err(|e| Error::invalid("keys", e.to_string()))?;
+            conn.prepare_cached(ENQUEUED)?
+                .execute(named_params! {":at": at, ":keys": keys})?;
+        }
+    }
+    Ok(())
+}
+
+/// Folds minutes that start before `minutes_before` into hours, and hours that start before
+/// `hours_before` into the all-time rows. Returns how many rows were folded.
+pub(crate) fn fold(conn: &Connection, minutes_before: i64, hours_before: i64) -> Result<usize> {
+    let mut moved = 0;
+    for (from, to, before) in [
+        (MINUTE_MS, HOUR_MS, minutes_before),
+        (HOUR_MS, EVER, hours_before),
+    ] {
+        let params = named_params! {":from": from, ":to": to, ":before": before};
+        conn.prepare_cached(FOLD)?.execute(params)?;
+        moved += conn
+            .prepare_cached(FOLDED)?
+            .execute(named_params! {":from": from, ":before": before})?;
+    }
+    Ok(moved)
+}
+
+/// The sums of the rollup rows `query` asks for.
+pub(crate) fn rows(
+    conn: &Connection,
+    scope: Scope<'_>,
+    query: RollupQuery<'_>,
+) -> Result<Vec<RollupRow>> {
+    let mut stmt = conn.prepare_cached(ROWS)?;
+    let rows = stmt.query_map(
+        named_params! {
+            ":from": query.from, ":to": query.to, ":owner": scope, ":queue": query.queue,
+            ":kind": query.kind, ":by": query.by_queue_kind,
+        },
+        |r| {
+            let metric: String = r.get(3)?;
+            let Some(metric) = Metric::parse(&metric) else {
+                return Ok(None);
+            };
+            Ok(Some(RollupRow {
+                at: r.get(0)?,
+                queue: r.get(1)?,
+                kind: r.get(2)?,
+                metric,
+                slot: r.get(4)?,
+                n: r.get(5)?,
+            }))
+        },
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        // A metric this version does not know (a newer writer's) is left out.
+        out.extend(row?);
+    }
+    Ok(out)
+}
