@@ -769,6 +769,16 @@ class Queue:
         """Counts by status, health and summary (``jobq stats --json``)."""
         return json.loads(self._native.stats())
 
+    def series(self, window: Duration = "1h", step: Duration = "1m", *,
+               queue: Optional[str] = None, kind: Optional[str] = None) -> dict:
+        """Counts and latencies over time (``jobq stats --series --json``): ``{"step_s",
+        "points": [{"t", "enqueued", "started", "succeeded", "failed", "retried",
+        "cancelled", "snoozed", "run_ms": {"p50", "p95", "p99"}, "wait_ms": {…}}]}``, oldest
+        first, one point per step (``None`` percentiles where nothing was measured). A
+        handle scoped to an owner sees its owner's jobs only."""
+        return json.loads(self._native.series(_seconds(window, "window"), _seconds(step, "step"),
+                                              queue, kind))
+
     def _action(self, verb: str, done: str, id: str) -> dict:
         was = getattr(self._native, verb)(id)
         return {"success": True, "job_id": id, "previous_status": was,

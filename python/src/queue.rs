@@ -342,6 +342,34 @@ impl Queue {
         json(py, &overview)
     }
 
+    /// Counts and latencies over time (`jobq stats --series --json`): window and step in
+    /// seconds.
+    #[pyo3(signature = (window, step, queue=None, kind=None))]
+    fn series(
+        &self,
+        py: Python<'_>,
+        window: f64,
+        step: f64,
+        queue: Option<String>,
+        kind: Option<String>,
+    ) -> PyResult<String> {
+        let seconds = |v: f64, name: &'static str| {
+            std::time::Duration::try_from_secs_f64(v)
+                .map_err(|_| crate::errors::invalid(py, name, format!("{v} is not a duration")))
+        };
+        let mut query = jobq::SeriesQuery::new()
+            .window(seconds(window, "window")?)
+            .step(seconds(step, "step")?);
+        if let Some(q) = queue {
+            query = query.queue(q);
+        }
+        if let Some(k) = kind {
+            query = query.kind(k);
+        }
+        let series = py.detach(|| self.inner.series(&query)).or_py(py)?;
+        json(py, &series)
+    }
+
     /// Cancels a job; returns the status it had.
     fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<String> {
         let id = job_id(py, id)?;

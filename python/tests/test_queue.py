@@ -230,3 +230,19 @@ def test_the_package_installs_the_jobq_command(db: str) -> None:
     missing = subprocess.run([JOBQ, "--db", db, "show", "01a250e1-1d76-7000-94a5-13d3ce9fdd83"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "not found" in missing.stderr.lower()
+
+
+def test_series_counts_what_happened_step_by_step(queue: jobq.Queue) -> None:
+    handles = queue.enqueue_many([("s", {"n": i}, {"queue": "series"}) for i in range(3)])
+    queue.cancel(handles[0].id)
+    series = queue.series("10m", queue="series")
+    assert series["step_s"] == 60
+    assert len(series["points"]) == 10
+    assert sum(p["enqueued"] for p in series["points"]) == 3
+    assert sum(p["cancelled"] for p in series["points"]) == 1
+    assert series["points"][0]["run_ms"] == {"p50": None, "p95": None, "p99": None}
+    assert sum(p["enqueued"] for p in queue.series("1h", "1h", kind="other")["points"]) == 0
+    with pytest.raises(jobq.InvalidInput, match="step"):
+        queue.series("1h", "30s")
+    with pytest.raises(jobq.InvalidInput, match="window"):
+        queue.series(-1)

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{CostGrouping, HealthThresholds, StatsFilter, TimingFilter};
+use crate::{
+    CostGrouping, HealthThresholds, Percentiles, SeriesQuery, StatsFilter, TimingFilter,
+};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
@@ -15,6 +17,18 @@ use super::{Done, duration, open_existing};
 pub(super) struct StatsArgs {
     #[arg(long)]
     pub(super) queue: Option<String>,
+    /// Counts and latencies over time, one row per step (from the rollups).
+    #[arg(long)]
+    pub(super) series: bool,
+    /// With --series: how far back (default 1h).
+    #[arg(long, value_parser = duration, requires = "series")]
+    pub(super) window: Option<Duration>,
+    /// With --series: how long a row covers (default 1m; from 1h up, whole hours).
+    #[arg(long, value_parser = duration, requires = "series")]
+    pub(super) step: Option<Duration>,
+    /// With --series: only jobs of this kind.
+    #[arg(long, requires = "series")]
+    pub(super) kind: Option<String>,
     #[arg(long)]
     pub(super) owner: Option<String>,
     #[arg(long)]
@@ -41,6 +55,9 @@ pub(super) enum CostBy {
 }
 
 pub(super) fn stats(db: &Path, json: bool, a: StatsArgs) -> Done {
+    if a.series {
+        return series(db, json, a);
+    }
     let mut filter = StatsFilter::new();
     if let Some(q) = a.queue {
         filter = filter.queue(q);
@@ -278,6 +295,59 @@ pub(super) fn costs(db: &Path, json: bool, by: CostBy) -> Done {
             ]);
         }
         table.row(cells);
+    }
+    table.print();
+    Ok(())
+}
+
+/// `stats --series`: one row per step, oldest first.
+fn series(db: &Path, json: bool, a: StatsArgs) -> Done {
+    if a.group.is_some() {
+        return Err(super::Refused(
+            "--series covers queues and kinds, not groups (leave out --group)".into(),
+        ));
+    }
+    let mut query = SeriesQuery::new();
+    if let Some(w) = a.window {
+        query = query.window(w);
+    }
+    if let Some(s) = a.step {
+        query = query.step(s);
+    }
+    if let Some(q) = a.queue {
+        query = query.queue(q);
+    }
+    if let Some(k) = a.kind {
+        query = query.kind(k);
+    }
+    let mut queue = open_existing(db)?;
+    if let Some(owner) = a.owner {
+        queue = queue.scoped(owner);
+    }
+    let series = queue.series(&query)?;
+    if json {
+        print_json(&series);
+        return Ok(());
+    }
+    let ms = |p: Option<f64>| p.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    let pair = |p: &Percentiles| format!("{}/{}", ms(p.p50), ms(p.p95));
+    let mut table = Table::new([
+        "TIME", "ENQUEUED", "STARTED", "SUCCEEDED", "FAILED", "RETRIED", "CANCELLED", "SNOOZED",
+        "RUN P50/P95 MS", "WAIT P50/P95 MS",
+    ]);
+    for p in &series.points {
+        table.row([
+            p.t.to_rfc3339(),
+            p.enqueued.to_string(),
+            p.started.to_string(),
+            p.succeeded.to_string(),
+            p.failed.to_string(),
+            p.retried.to_string(),
+            p.cancelled.to_string(),
+            p.snoozed.to_string(),
+            pair(&p.run_ms),
+            pair(&p.wait_ms),
+        ]);
     }
     table.print();
     Ok(())

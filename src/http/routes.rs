@@ -95,6 +95,10 @@ static ROUTES: &[Route] = &[
     ),
     route(&["api", "stats", "stages"], &[method("GET", stages)]),
     route(
+        &["api", "series"],
+        &[reading("GET", &["window", "step", "queue", "kind"], series)],
+    ),
+    route(
         &["api", "stats", "costs"],
         &[reading("GET", &["by"], costs)],
     ),
@@ -291,6 +295,24 @@ fn timing(c: &Call<'_>) -> Result<Reply, Reply> {
         filter = filter.queue(q);
     }
     Ok(Reply::ok(&json!({ "timing": c.queue.timing(&filter)? })))
+}
+
+/// Counts and latencies over time, of the caller's jobs (a token's owner's only).
+fn series(c: &Call<'_>) -> Result<Reply, Reply> {
+    let mut query = crate::SeriesQuery::new();
+    if let Some(window) = c.query.get("window") {
+        query = query.window(crate::duration::parse_duration(window)?);
+    }
+    if let Some(step) = c.query.get("step") {
+        query = query.step(crate::duration::parse_duration(step)?);
+    }
+    if let Some(q) = c.query.get("queue") {
+        query = query.queue(q);
+    }
+    if let Some(k) = c.query.get("kind") {
+        query = query.kind(k);
+    }
+    Ok(Reply::ok(&c.queue.series(&query)?))
 }
 
 fn stages(c: &Call<'_>) -> Result<Reply, Reply> {

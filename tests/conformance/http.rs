@@ -290,6 +290,24 @@ fn every_other_route_answers_with_its_document() {
     api.queue
         .complete(&leases[0].lease(), json!({"ok": true}))
         .unwrap();
+    let series = api.get("/api/series?window=10m&queue=video&kind=scene", admin);
+    assert_eq!(series.status, 200);
+    assert_eq!(series.body["step_s"], 60);
+    let points = series.body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 10);
+    let sum = |field: &str| -> i64 { points.iter().map(|p| p[field].as_i64().unwrap()).sum() };
+    assert_eq!(
+        (sum("enqueued"), sum("started"), sum("failed"), sum("succeeded")),
+        (2, 2, 1, 1)
+    );
+    let last = points.iter().rev().find(|p| p["succeeded"] == 1).unwrap();
+    assert!(last["run_ms"]["p50"].is_number() && last["wait_ms"]["p99"].is_number());
+    assert!(points[0]["run_ms"]["p50"].is_null(), "{}", points[0]);
+    assert!(points[0]["t"].as_str().unwrap().ends_with('Z'));
+    api.get("/api/series?step=30s", admin)
+        .error(400, "invalid_input");
+    api.get("/api/series?window=1y&step=1m", admin)
+        .error(400, "invalid_input");
     let timing = api.get("/api/stats/timing?by_kind=true&since=1h", admin);
     assert_eq!(timing.body["timing"].as_array().unwrap().len(), 2);
     assert_eq!(timing.body["timing"][0]["kind"], "scene");
@@ -409,6 +427,20 @@ fn an_owners_token_reaches_only_that_owners_rows() {
         .error(404, "not_found");
     api.post("/api/jobs", a, json!({"kind": "x", "owner": "bob"}))
         .error(400, "invalid_input");
+    let arrived = |auth| -> i64 {
+        let series = api.get("/api/series?window=2h&step=1h", auth);
+        series.body["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["enqueued"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (arrived(a), arrived(b), arrived(Auth::Admin)),
+        (1, 2, 3),
+        "a token's series holds its owner's jobs only"
+    );
     let listed = api.get("/api/jobs", a);
     assert_eq!(
         listed.body["jobs"]
