@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{
-    CostGrouping, HealthThresholds, Percentiles, SeriesQuery, StatsFilter, TimingFilter,
-};
+use crate::{CostGrouping, HealthThresholds, Percentiles, SeriesQuery, StatsFilter, TimingFilter};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
@@ -332,8 +330,16 @@ fn series(db: &Path, json: bool, a: StatsArgs) -> Done {
     let ms = |p: Option<f64>| p.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
     let pair = |p: &Percentiles| format!("{}/{}", ms(p.p50), ms(p.p95));
     let mut table = Table::new([
-        "TIME", "ENQUEUED", "STARTED", "SUCCEEDED", "FAILED", "RETRIED", "CANCELLED", "SNOOZED",
-        "RUN P50/P95 MS", "WAIT P50/P95 MS",
+        "TIME",
+        "ENQUEUED",
+        "STARTED",
+        "SUCCEEDED",
+        "FAILED",
+        "RETRIED",
+        "CANCELLED",
+        "SNOOZED",
+        "RUN P50/P95 MS",
+        "WAIT P50/P95 MS",
     ]);
     for p in &series.points {
         table.row([

@@ -2,14 +2,18 @@
 //! `GET /metrics`.
 //!
 //! Everything is read from the database at each scrape, so every process sees the same
-//! figures. Counters of finished jobs count the finished jobs still in the file: pruning
-//! lowers them, which Prometheus treats as a counter reset.
+//! figures. The counters (`jobq_jobs_finished_total`, `jobq_job_transitions_total`) and the
+//! per-queue-and-kind histograms come from the rollups the transactions keep: pruning never
+//! lowers them. The histograms by status (`jobq_job_duration_seconds`,
+//! `jobq_queue_wait_seconds`) cover the finished jobs still in the file.
 
 use std::fmt::Write as _;
 
 use crate::error::Result;
 use crate::job::Status;
-use crate::model::QueueRows;
+use std::collections::BTreeMap;
+
+use crate::model::{Metric, QueueRows, RollupQuery, SLOT_BOUNDS_MS};
 use crate::queue::Queue;
 use crate::stats::{HealthThresholds, StatsFilter};
 
@@ -146,19 +150,7 @@ impl Queue {
             "jobq_dead_letter_jobs {}",
             overview.stats.count(Status::Failed)
         );
-        family(
-            &mut out,
-            "jobq_jobs_finished_total",
-            "counter",
-            "Finished jobs still in the database, by terminal status (pruning resets it).",
-        );
-        for status in [Status::Succeeded, Status::Failed, Status::Cancelled] {
-            let _ = writeln!(
-                out,
-                "jobq_jobs_finished_total{{status=\"{status}\"}} {}",
-                overview.stats.count(status)
-            );
-        }
+        self.rollup_metrics(&mut out)?;
 
         // Whole milliseconds: a duration of at most a bound is at most its floor.
         let bounds: Vec<i64> = BUCKETS
@@ -218,6 +210,126 @@ impl Queue {
             );
         }
         Ok(out)
+    }
+}
+
+/// The slot bounds a rollup histogram is shown at (`le`, in milliseconds): a subset of
+/// `SLOT_BOUNDS_MS`, so each bucket's count is exact.
+const ROLLUP_LE_MS: [i64; 19] = [
+    5, 10, 24, 56, 100, 237, 562, 1000, 2371, 5623, 10000, 23714, 56234, 100000, 316228, 1000000,
+    3162278, 10000000, 100000000,
+];
+
+/// Counts by metric and slot.
+type BySlot = BTreeMap<Metric, BTreeMap<i64, i64>>;
+
+impl Queue {
+    /// The counters and histograms kept by the rollups, all time, by queue and kind: true
+    /// counters (pruning never lowers them) that Prometheus can rate.
+    fn rollup_metrics(&self, out: &mut String) -> Result<()> {
+        let rows = self.engine().rollup_rows(
+            None,
+            RollupQuery {
+                from: i64::MIN,
+                to: i64::MAX,
+                queue: None,
+                kind: None,
+                by_queue_kind: true,
+            },
+        )?;
+        // (queue, kind) → metric → slot → count.
+        let mut totals: BTreeMap<(&str, &str), BySlot> = BTreeMap::new();
+        for row in &rows {
+            *totals
+                .entry((row.queue.as_str(), row.kind.as_str()))
+                .or_default()
+                .entry(row.metric)
+                .or_default()
+                .entry(row.slot)
+                .or_insert(0) += row.n;
+        }
+        let sum = |m: &BySlot, metric: Metric| -> i64 {
+            m.get(&metric).map_or(0, |slots| slots.values().sum())
+        };
+        family(
+            out,
+            "jobq_jobs_finished_total",
+            "counter",
+            "Jobs that finished, by queue, kind and terminal status (kept by the rollups: pruning never lowers it).",
+        );
+        for ((queue, kind), m) in &totals {
+            for (status, metric) in [
+                ("succeeded", Metric::Succeeded),
+                ("failed", Metric::Failed),
+                ("cancelled", Metric::Cancelled),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "jobq_jobs_finished_total{{queue=\"{}\",kind=\"{}\",status=\"{status}\"}} {}",
+                    label(queue),
+                    label(kind),
+                    sum(m, metric)
+                );
+            }
+        }
+        family(
+            out,
+            "jobq_job_transitions_total",
+            "counter",
+            "Other transitions of jobs, by queue, kind and transition (enqueued, started, retried, snoozed, released, revived).",
+        );
+        for ((queue, kind), m) in &totals {
+            for metric in [
+                Metric::Enqueued,
+                Metric::Started,
+                Metric::Retried,
+                Metric::Snoozed,
+                Metric::Released,
+                Metric::Revived,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "jobq_job_transitions_total{{queue=\"{}\",kind=\"{}\",transition=\"{}\"}} {}",
+                    label(queue),
+                    label(kind),
+                    metric.as_str(),
+                    sum(m, metric)
+                );
+            }
+        }
+        for (name, help, metric) in [
+            (
+                "jobq_attempt_run_seconds",
+                "Run time of every attempt that ended (succeeded, failed or retried), by queue and kind, from the rollups (log-scale slots; no _sum).",
+                Metric::RunMs,
+            ),
+            (
+                "jobq_claim_wait_seconds",
+                "Queue wait of every claim, from when the job was due, by queue and kind, from the rollups (log-scale slots; no _sum).",
+                Metric::WaitMs,
+            ),
+        ] {
+            family(out, name, "histogram", help);
+            for ((queue, kind), m) in &totals {
+                let Some(slots) = m.get(&metric) else {
+                    continue;
+                };
+                let labels = format!("queue=\"{}\",kind=\"{}\"", label(queue), label(kind));
+                for le in ROLLUP_LE_MS {
+                    let upto = SLOT_BOUNDS_MS.partition_point(|b| *b <= le) as i64;
+                    let n: i64 = slots.range(..upto).map(|(_, n)| n).sum();
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels},le=\"{}\"}} {n}",
+                        number(le as f64 / 1000.0)
+                    );
+                }
+                let count: i64 = slots.values().sum();
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+                let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+            }
+        }
+        Ok(())
     }
 }
 

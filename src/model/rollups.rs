@@ -3,8 +3,6 @@
 //! run time and queue wait, so counts and percentiles come out for any window without
 //! reading a job.
 
-use std::collections::BTreeMap;
-
 use crate::job::Status;
 
 /// A minute, the span of the rows every transaction writes.
@@ -161,10 +159,12 @@ pub(crate) struct TallyKey {
     pub slot: i64,
 }
 
-/// What one transaction adds to the rollups, one entry per row it will upsert.
+/// What one transaction adds to the rollups, one entry per row it will upsert. A
+/// transaction touches few keys, so they are found by a scan that allocates nothing when
+/// the key is already there.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
-    pub rows: BTreeMap<TallyKey, i64>,
+    pub rows: Vec<(TallyKey, i64)>,
 }
 
 impl Tally {
@@ -177,15 +177,30 @@ impl Tally {
         metric: Metric,
         slot: i64,
     ) {
-        let key = TallyKey {
-            at: now - now.rem_euclid(MINUTE_MS),
-            owner: owner.unwrap_or("").to_string(),
-            queue: queue.to_string(),
-            kind: kind.to_string(),
-            metric,
-            slot,
-        };
-        *self.rows.entry(key).or_insert(0) += 1;
+        let at = now - now.rem_euclid(MINUTE_MS);
+        let owner = owner.unwrap_or("");
+        let found = self.rows.iter_mut().find(|(k, _)| {
+            k.at == at
+                && k.metric == metric
+                && k.slot == slot
+                && k.queue == queue
+                && k.kind == kind
+                && k.owner == owner
+        });
+        match found {
+            Some((_, n)) => *n += 1,
+            None => self.rows.push((
+                TallyKey {
+                    at,
+                    owner: owner.to_string(),
+                    queue: queue.to_string(),
+                    kind: kind.to_string(),
+                    metric,
+                    slot,
+                },
+                1,
+            )),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

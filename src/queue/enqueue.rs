@@ -117,7 +117,10 @@ impl Queue {
         }
         let checked = self.check(job, now)?;
         let id = ids::allocate(conn, now, 1)?.pop().unwrap_or_default();
-        jobs::insert(conn, self.owner(), checked, id, now, &[])
+        let enqueued = jobs::insert(conn, self.owner(), checked, id, now, &[])?;
+        // The caller's connection has no rollup trigger (the writer's has): count it here.
+        crate::store::sqlite::rollups::note_enqueued(conn, std::slice::from_ref(&enqueued), now)?;
+        Ok(enqueued)
     }
 
     /// Adds a job inside the caller's own PostgreSQL transaction (or on its own client), so

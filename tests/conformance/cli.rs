@@ -266,14 +266,24 @@ fn observability_commands_print_their_documents() {
     assert_eq!(points.len(), 5);
     let sum = |field: &str| -> i64 { points.iter().map(|p| p[field].as_i64().unwrap()).sum() };
     assert_eq!(
-        (sum("enqueued"), sum("started"), sum("succeeded"), sum("failed")),
+        (
+            sum("enqueued"),
+            sum("started"),
+            sum("succeeded"),
+            sum("failed")
+        ),
         (4, 4, 3, 1)
     );
-    let of_kind = cli.json(&["stats", "--series", "--kind", "fails", "--step", "1h", "--window", "1h"]);
+    let of_kind = cli.json(&[
+        "stats", "--series", "--kind", "fails", "--step", "1h", "--window", "1h",
+    ]);
     assert_eq!(of_kind["points"][0]["failed"], 1);
     assert_eq!(of_kind["points"][0]["succeeded"], 0);
     let plain = cli.ok(&["stats", "--series", "--window", "3m"]);
-    assert!(plain.contains("SUCCEEDED") && plain.lines().count() == 4, "{plain}");
+    assert!(
+        plain.contains("SUCCEEDED") && plain.lines().count() == 4,
+        "{plain}"
+    );
     assert_eq!(cli.json(&["running"])["running"], json!([]));
     assert!(cli.ok(&["running"]).contains("Running jobs: 0"));
     let dead = cli.json(&["dead"]);

@@ -297,7 +297,12 @@ fn every_other_route_answers_with_its_document() {
     assert_eq!(points.len(), 10);
     let sum = |field: &str| -> i64 { points.iter().map(|p| p[field].as_i64().unwrap()).sum() };
     assert_eq!(
-        (sum("enqueued"), sum("started"), sum("failed"), sum("succeeded")),
+        (
+            sum("enqueued"),
+            sum("started"),
+            sum("failed"),
+            sum("succeeded")
+        ),
         (2, 2, 1, 1)
     );
     let last = points.iter().rev().find(|p| p["succeeded"] == 1).unwrap();

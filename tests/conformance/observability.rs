@@ -691,6 +691,47 @@ fn metrics_are_valid_prometheus_text_with_the_known_figures() {
         samples["jobq_queue_wait_seconds_sum{status=\"failed\"}"],
         11.0
     );
+    // True counters and histograms by queue and kind, from the rollups.
+    assert_eq!(
+        samples["jobq_jobs_finished_total{queue=\"video\",kind=\"scene\",status=\"succeeded\"}"],
+        4.0
+    );
+    assert_eq!(
+        samples["jobq_jobs_finished_total{queue=\"audio\",kind=\"music\",status=\"failed\"}"],
+        2.0
+    );
+    assert_eq!(
+        samples["jobq_job_transitions_total{queue=\"video\",kind=\"scene\",transition=\"started\"}"],
+        4.0
+    );
+    // Runs of 1, 2, 3 and 10 s: 2 within 2.371 s, 3 within 5.623 s, all 4 within 10 s.
+    assert_eq!(
+        samples["jobq_attempt_run_seconds_bucket{queue=\"video\",kind=\"scene\",le=\"2.371\"}"],
+        2.0
+    );
+    assert_eq!(
+        samples["jobq_attempt_run_seconds_bucket{queue=\"video\",kind=\"scene\",le=\"5.623\"}"],
+        3.0
+    );
+    assert_eq!(
+        samples["jobq_attempt_run_seconds_bucket{queue=\"video\",kind=\"scene\",le=\"10\"}"],
+        4.0
+    );
+    assert_eq!(
+        samples["jobq_claim_wait_seconds_count{queue=\"audio\",kind=\"music\"}"],
+        2.0
+    );
+    // Pruning lowers the gauges, never the counters.
+    let before =
+        samples["jobq_jobs_finished_total{queue=\"video\",kind=\"scene\",status=\"succeeded\"}"];
+    env.advance(3600);
+    assert!(env.queue.prune(Duration::from_secs(60), &[]).unwrap() >= 4);
+    let after = check_exposition(&env.queue.metrics().unwrap());
+    assert_eq!(
+        after["jobq_jobs_finished_total{queue=\"video\",kind=\"scene\",status=\"succeeded\"}"],
+        before
+    );
+    assert_eq!(after["jobq_jobs{status=\"succeeded\"}"], 0.0);
     // Every histogram's buckets are cumulative.
     let mut last: HashMap<String, f64> = HashMap::new();
     for line in text.lines().filter(|l| l.contains("_bucket{")) {

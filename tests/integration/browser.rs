@@ -1005,3 +1005,129 @@ fn the_dashboard_finds_selects_and_acts_on_jobs_and_reads_at_a_glance() {
         client.close().await.unwrap();
     });
 }
+
+#[test]
+fn the_dashboards_charts_agree_with_the_series_on_a_wide_screen_and_a_phone() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let queue = Queue::open(&db).unwrap();
+    queue
+        .enqueue_many((0..12).map(|i| NewJob::new("render").input(json!({"n": i})).max_attempts(3)))
+        .unwrap();
+    let claimed = queue.claim("w", 11, &ClaimFilter::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    for job in &claimed[..8] {
+        queue.complete(&job.lease(), json!({"ok": true})).unwrap();
+    }
+    for job in &claimed[8..10] {
+        queue
+            .fail(
+                &job.lease(),
+                &JobError::permanent("bad frame").code("BAD_FRAME"),
+            )
+            .unwrap();
+    }
+    queue
+        .fail(&claimed[10].lease(), &JobError::retryable("busy"))
+        .unwrap();
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (width, height, name) in [
+        (1280, 900, "dashboard-charts.png"),
+        (390, 844, "dashboard-charts-phone.png"),
+    ] {
+        let profile = tempfile::tempdir().unwrap();
+        runtime.block_on(async {
+            let client = session(port, profile.path(), width, height).await;
+            sign_in(&client, &format!("http://{addr}/")).await;
+            for span in ["1h", "24h"] {
+                if span != "1h" {
+                    let select = client.find(Locator::Css("[data-testid=series-window]")).await.unwrap();
+                    select.select_by_value(span).await.unwrap();
+                }
+                // What the series says, read the way the page reads it.
+                let step = if span == "1h" { 60 } else { 900 };
+                let series = queue
+                    .series(
+                        &jobq::SeriesQuery::new()
+                            .window(jobq::parse_duration(span).unwrap())
+                            .step(Duration::from_secs(step)),
+                    )
+                    .unwrap();
+                let total = |f: &dyn Fn(&jobq::SeriesPoint) -> i64| -> String {
+                    series.points.iter().map(f).sum::<i64>().to_string()
+                };
+                let expect = [
+                    ("arrived-total", total(&|p| p.enqueued)),
+                    ("done-total", total(&|p| p.succeeded + p.failed + p.cancelled)),
+                    ("failed-total", total(&|p| p.failed)),
+                    ("retried-total", total(&|p| p.retried)),
+                ];
+                assert_eq!(
+                    expect.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+                    ["12", "10", "2", "1"]
+                );
+                let steps = format!("{} steps", series.points.len());
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let info = text_of(&client, "#series-info").await;
+                    let mut shown = Vec::new();
+                    for (id, _) in &expect {
+                        shown.push(text_of(&client, &format!("[data-testid={id}]")).await);
+                    }
+                    if info.starts_with(&steps)
+                        && shown.iter().zip(&expect).all(|(s, (_, v))| s == v)
+                    {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        let refreshed = text_of(&client, "#refreshed").await;
+                        panic!("{width} px, {span}: the charts show {info:?} {shown:?}, the series {steps} {expect:?} ({refreshed})");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The lines are drawn; the arrivals outran the completions in one step, which is
+                // shaded; one bar per step with failures.
+                assert_eq!(attrs_of(&client, "#chart-flow path.arrived", "d").await.len(), 1);
+                assert_eq!(attrs_of(&client, "#chart-flow path.done", "d").await.len(), 1);
+                assert!(!attrs_of(&client, "#chart-flow polygon.backlog", "points").await.is_empty());
+                let failing_steps = series.points.iter().filter(|p| p.failed > 0).count();
+                assert_eq!(
+                    attrs_of(&client, "#chart-failures rect.failed", "data-t").await.len(),
+                    failing_steps
+                );
+                assert!(!attrs_of(&client, "#chart-latency path.p95", "d").await.is_empty());
+                let p95 = text_of(&client, "[data-testid=run-p95]").await;
+                assert!(p95 != "-", "the last run p95 is shown: {p95}");
+            }
+            // Each chart fits the screen.
+            let inner: f64 = client
+                .execute("return window.innerWidth", vec![])
+                .await
+                .unwrap()
+                .as_f64()
+                .unwrap();
+            for chart in ["chart-flow", "chart-latency", "chart-failures"] {
+                let svg = client.find(Locator::Id(chart)).await.unwrap();
+                assert!(within(&svg, inner).await, "{chart} lies beyond a {inner} px screen");
+            }
+            let page_width: f64 = client
+                .execute("return document.documentElement.scrollWidth", vec![])
+                .await
+                .unwrap()
+                .as_f64()
+                .unwrap();
+            assert!(page_width <= inner + 1.0, "the page is {page_width} px wide on {inner} px");
+            let png = client.screenshot().await.unwrap();
+            std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name), &png).unwrap();
+            client.close().await.unwrap();
+        });
+    }
+}

@@ -57,7 +57,8 @@ fn a_transactional_enqueue_exists_only_if_the_caller_commits() {
     assert_eq!(
         env.queue.get(&committed.job_id).unwrap().input,
         json!({"order": 2})
-    );
+    ); // Counted in the rollups by the caller's transaction, once: the rolled-back one not.
+    crate::conformance::rollups::assert_rollups_agree(&env.queue, &[]);
 }
 
 #[test]
@@ -328,6 +329,7 @@ fn a_flow_submitted_in_the_callers_transaction_exists_only_if_it_commits() {
         .unwrap();
     let kept = env.queue.submit_flow_tx(&tx, flow()).unwrap();
     tx.commit().unwrap();
+    crate::conformance::rollups::assert_rollups_agree(&env.queue, &[]);
     env.queue.notify();
     let ship = env.queue.get(&kept.jobs["ship"]).unwrap();
     assert_eq!(ship.status, jobq::Status::Blocked);

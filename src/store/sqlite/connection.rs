@@ -144,8 +144,14 @@ pub(super) fn busy_wait(tries: i32) -> bool {
 
 /// Applies jobq's pragmas to a connection and reads each one back: a pragma that did not
 /// take (a misspelt name is silently ignored by SQLite) is an error, not a surprise later.
+/// How many prepared statements each connection keeps.
+const STATEMENT_CACHE: usize = 128;
+
 pub(super) fn configure(conn: &Connection, opts: &StoreOptions) -> Result<()> {
     conn.busy_handler(Some(busy_wait))?;
+    // Room for every statement a connection runs (rusqlite keeps 16 by default): the writer
+    // runs more than that, and one pushed out is parsed again at its next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     set_busy_timeout(opts.busy_timeout);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {

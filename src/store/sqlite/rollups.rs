@@ -1,10 +1,11 @@
 //! Rollups on SQLite: kept by the transactions that change jobs, read by stats and series.
 //!
-//! Inserts count themselves ([`note_enqueued`], on any connection, so an enqueue inside an
-//! application's own transaction counts too). Every other change of a job goes through the
-//! writer connection, where a temporary trigger hands each changed row to a Rust function
-//! (`jobq_note`) that adds it to the transaction's [`Tally`]; the writer upserts the tally in
-//! one statement just before it commits, and drops it when the transaction rolls back.
+//! Every change of a job made through the writer connection is seen by its temporary
+//! triggers, which hand each inserted or changed row to a Rust function (`jobq_note`,
+//! `jobq_enqueued`) that adds it to the transaction's [`Tally`]; the writer upserts the
+//! tally in one statement just before it commits, and drops it when the transaction rolls
+//! back. Jobs inserted in an application's own transaction, on its own connection, are
+//! counted by [`note_enqueued`] in that transaction.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,7 +13,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, named_params};
 
 use crate::error::{Error, Result};
-use crate::job::Status;
+use crate::job::{Enqueued, Status};
 use crate::model::{
     EVER, HOUR_MS, MINUTE_MS, Metric, RollupQuery, RollupRow, Scope, Tally, Transition,
 };
@@ -28,6 +29,21 @@ const NOTE_TRIGGER: &str = "
                          new.snoozes > old.snoozes, new.owner, new.queue, new.kind,
                          new.updated_at, old.started_at, max(old.run_after, old.created_at));
     END";
+
+/// Every insert, handed to `jobq_enqueued`.
+const ENQUEUE_TRIGGER: &str = "
+    CREATE TEMP TRIGGER IF NOT EXISTS jobq_rolled_in
+    AFTER INSERT ON main.jobq_jobs
+    BEGIN
+        SELECT jobq_enqueued(new.owner, new.queue, new.kind, new.created_at);
+    END";
+
+/// Adds one row of a transaction (the usual case of a single enqueue).
+const UPSERT_ONE: &str = "
+    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
+    VALUES (60000, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = n + excluded.n";
 
 /// Adds a transaction's rows: `:rows` is a JSON array of
 /// `[at, owner, queue, kind, metric, slot, n]`.
@@ -84,11 +100,18 @@ const ROWS: &str = "
 /// Installs the note trigger and its function on the writer connection; what it notes
 /// goes to `tally`.
 pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()> {
+    let tally_for_inserts = tally;
     let tally = Arc::clone(tally);
     conn.create_scalar_function("jobq_note", 10, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let text = |i: usize| -> rusqlite::Result<&str> {
+            ctx.get_raw(i)
+                .as_str_or_null()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))
+        };
         let status = |i: usize| -> rusqlite::Result<Status> {
-            let text: String = ctx.get(i)?;
-            text.parse()
+            text(i)?
+                .parse()
                 .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))
         };
         let transition = Transition {
@@ -100,23 +123,25 @@ pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()
             started_at: ctx.get(8)?,
             due_at: ctx.get(9)?,
         };
-        let owner: Option<String> = ctx.get(4)?;
-        let queue: String = ctx.get(5)?;
-        let kind: String = ctx.get(6)?;
+        let owner = ctx.get_raw(4).as_str_or_null().ok().flatten();
+        let (queue, kind) = (text(5)?, text(6)?);
         let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
         for (metric, slot) in transition.metrics() {
-            tally.add(
-                transition.now,
-                owner.as_deref(),
-                &queue,
-                &kind,
-                metric,
-                slot,
-            );
+            tally.add(transition.now, owner, queue, kind, metric, slot);
         }
         Ok(rusqlite::types::Null)
     })?;
+    let tally = Arc::clone(tally_for_inserts);
+    conn.create_scalar_function("jobq_enqueued", 4, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let text = |i: usize| ctx.get_raw(i).as_str_or_null().ok().flatten();
+        let now: i64 = ctx.get(3)?;
+        let (queue, kind) = (text(1).unwrap_or_default(), text(2).unwrap_or_default());
+        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.add(now, text(0), queue, kind, Metric::Enqueued, 0);
+        Ok(rusqlite::types::Null)
+    })?;
     conn.execute_batch(NOTE_TRIGGER)?;
+    conn.execute_batch(ENQUEUE_TRIGGER)?;
     Ok(())
 }
 
@@ -124,6 +149,18 @@ pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()
 pub(crate) fn flush(conn: &Connection, tally: &Mutex<Tally>) -> Result<()> {
     let rows = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     if rows.is_empty() {
+        return Ok(());
+    }
+    if let [(k, n)] = &rows.rows[..] {
+        conn.prepare_cached(UPSERT_ONE)?.execute(rusqlite::params![
+            k.at,
+            k.owner,
+            k.queue,
+            k.kind,
+            k.metric.as_str(),
+            k.slot,
+            n
+        ])?;
         return Ok(());
     }
     let rows: Vec<(i64, &str, &str, &str, &str, i64, i64)> = rows
@@ -152,10 +189,16 @@ pub(crate) fn forget(tally: &Mutex<Tally>) {
     *tally.lock().unwrap_or_else(PoisonError::into_inner) = Tally::default();
 }
 
-/// Counts the jobs of row keys `keys`, just inserted at `now`, as enqueued.
-pub(crate) fn note_enqueued(conn: &Connection, keys: &[i64], now: i64) -> Result<()> {
+/// Counts the jobs `inserted` at `now` on a connection other than the writer's (those not
+/// already there) as enqueued.
+pub(crate) fn note_enqueued(conn: &Connection, inserted: &[Enqueued], now: i64) -> Result<()> {
     let at = now - now.rem_euclid(MINUTE_MS);
-    match keys {
+    let keys: Vec<i64> = inserted
+        .iter()
+        .filter(|e| !e.already_existed)
+        .map(|e| e.job_id.key())
+        .collect();
+    match &keys[..] {
         [] => {}
         [key] => {
             conn.prepare_cached(ENQUEUED_ONE)?

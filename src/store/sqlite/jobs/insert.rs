@@ -54,23 +54,17 @@ pub(crate) fn insert_jobs(
         plain.iter().map(|(_, (job, id))| (job, id.as_str())),
         now,
     )?;
-    let results = batch_results(
+    batch_results(
         &plain,
         special,
         |id| JobId::from_db(id.clone()),
-        |job, id, earlier| insert_row(conn, scope, job, id, now, earlier),
-    )?;
-    let created: Vec<i64> = results
-        .iter()
-        .filter(|e| !e.already_existed)
-        .map(|e| e.job_id.key())
-        .collect();
-    rollups::note_enqueued(conn, &created, now)?;
-    Ok(results)
+        |job, id, earlier| insert(conn, scope, job, id, now, earlier),
+    )
 }
 
 /// Inserts a flow's group and jobs in the caller's transaction (a connection of its own:
-/// the ids are taken after the largest key in the file).
+/// the ids are taken after the largest key in the file), counted in the rollups here (the
+/// writer connection's trigger does not see another connection's inserts).
 pub(crate) fn insert_flow(
     conn: &Connection,
     scope: Scope<'_>,
@@ -83,29 +77,15 @@ pub(crate) fn insert_flow(
     }
     crate::store::sqlite::tenants::insert_group(conn, group)?;
     let ids = crate::store::sqlite::ids::allocate(conn, now, jobs.len())?;
-    insert_jobs(conn, scope, jobs, ids, now).map(crate::model::FlowInsert::Created)
+    let created = insert_jobs(conn, scope, jobs, ids, now)?;
+    rollups::note_enqueued(conn, &created, now)?;
+    Ok(crate::model::FlowInsert::Created(created))
 }
 
 /// Inserts one job: the existing job for a repeated idempotency key (while its window
 /// holds), the group's owner for a job of a group, the owner's budget checked, its
 /// dependencies (`earlier`: the jobs of the batch inserted before it) checked and linked.
 pub(crate) fn insert(
-    conn: &Connection,
-    scope: Scope<'_>,
-    job: NewRow,
-    id: String,
-    now: i64,
-    earlier: &[Option<Enqueued>],
-) -> Result<Enqueued> {
-    let enqueued = insert_row(conn, scope, job, id, now, earlier)?;
-    if !enqueued.already_existed {
-        rollups::note_enqueued(conn, &[enqueued.job_id.key()], now)?;
-    }
-    Ok(enqueued)
-}
-
-/// [`insert`], not yet counted in the rollups.
-fn insert_row(
     conn: &Connection,
     scope: Scope<'_>,
     mut job: NewRow,
