@@ -15,6 +15,7 @@ mod queues;
 mod schedules;
 mod serve;
 mod tenants;
+mod top;
 #[cfg(unix)]
 mod worker;
 
@@ -93,6 +94,9 @@ enum Command {
     },
     /// Run time and queue wait per status: count, average, p50, p95, max.
     Timing(TimingArgs),
+    /// A live view of the queues: ready, running, done per second, failures, p95s and a
+    /// sparkline each, refreshed in place until q.
+    Top(top::TopArgs),
     /// Count of jobs per stage and status.
     Stages,
     /// Count, total and average cost per status, owner or group.
@@ -270,6 +274,7 @@ fn command(cli: Cli) -> Done {
         Command::Workers => observe::workers(db, json),
         Command::Dead { limit } => observe::dead(db, json, limit),
         Command::Timing(args) => observe::timing(db, json, args),
+        Command::Top(args) => top::top(db, args),
         Command::Stages => observe::stages(db, json),
         Command::Costs { by } => observe::costs(db, json, by),
         Command::Group(cmd) => tenants::group(db, json, cmd),

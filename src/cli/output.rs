@@ -146,6 +146,11 @@ impl Table {
     }
 
     pub fn print(&self) {
+        print!("{}", self.render());
+    }
+
+    /// The table as text, one line a row.
+    pub fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
             .map(|c| {
@@ -157,6 +162,7 @@ impl Table {
                     .unwrap_or(0)
             })
             .collect();
+        let mut out = String::new();
         for row in &self.rows {
             let line: Vec<String> = row
                 .iter()
@@ -169,8 +175,10 @@ impl Table {
                     }
                 })
                 .collect();
-            println!("{}", line.join("  "));
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
         }
+        out
     }
 }
 

@@ -260,6 +260,82 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// The whole of `query.window` (whole minutes, up to the minute under way) as one point:
+    /// its counts and the percentiles of every run and wait in it (which the points of a
+    /// series cannot give: percentiles do not add up). `query.step` is not used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a window shorter than a minute.
+    pub fn series_summary(&self, query: &SeriesQuery) -> Result<SeriesPoint> {
+        Ok(self
+            .summaries(query, false)?
+            .pop()
+            .map(|(_, point)| point)
+            .unwrap_or_default())
+    }
+
+    /// [`Queue::series_summary`] for each queue that had anything happen in the window, by
+    /// name, in one read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::series_summary`].
+    pub fn series_summary_by_queue(
+        &self,
+        query: &SeriesQuery,
+    ) -> Result<Vec<(String, SeriesPoint)>> {
+        self.summaries(query, true)
+    }
+
+    fn summaries(&self, query: &SeriesQuery, by_queue: bool) -> Result<Vec<(String, SeriesPoint)>> {
+        let minutes = millis(query.window) / MINUTE_MS;
+        if minutes < 1 {
+            return Err(Error::invalid(
+                "window",
+                format!(
+                    "{} is shorter than a minute",
+                    crate::format_duration(query.window)
+                ),
+            ));
+        }
+        let now = self.now_ms();
+        let last = now - now.rem_euclid(MINUTE_MS);
+        let from = last - (minutes - 1) * MINUTE_MS;
+        let rows = self.engine().rollup_rows(
+            self.owner(),
+            RollupQuery {
+                from,
+                to: last + MINUTE_MS,
+                queue: query.queue.as_deref(),
+                kind: query.kind.as_deref(),
+                by_queue_kind: by_queue,
+            },
+        )?;
+        let mut by_name: BTreeMap<&str, Vec<RollupRow>> = BTreeMap::new();
+        for row in &rows {
+            by_name
+                .entry(if by_queue { row.queue.as_str() } else { "" })
+                .or_default()
+                .push(RollupRow {
+                    at: from,
+                    ..row.clone()
+                });
+        }
+        if !by_queue && by_name.is_empty() {
+            by_name.insert("", Vec::new());
+        }
+        Ok(by_name
+            .into_iter()
+            .map(|(name, rows)| {
+                let mut one = series_of(&rows, from, MINUTE_MS, 1);
+                (name.to_string(), one.points.pop().unwrap_or_default())
+            })
+            .collect())
+    }
+}
+
 /// Buckets rollup rows into `points` steps of `step` from `from`.
 fn series_of(rows: &[RollupRow], from: i64, step: i64, points: i64) -> Series {
     let n = usize::try_from(points).unwrap_or(0);

@@ -1100,3 +1100,107 @@ fn schedules_are_replaced_run_and_named_by_owner_on_the_command_line() {
     let err = cli.refused(1, &["schedule", "add", "x", "--cron", "0 25 * * *", "k"]);
     assert!(err.contains("the hour field"), "{err}");
 }
+
+#[test]
+fn top_shows_each_queue_and_refreshes_in_place_until_q() {
+    let cli = Cli::new();
+    for _ in 0..3 {
+        cli.enqueue(&["render", "--queue", "video"]);
+    }
+    cli.enqueue(&["mail", "--queue", "email", "--max-attempts", "1"]);
+    cli.enqueue(&["report", "--queue", "idle"]);
+    let worker = cli.run(&[
+        "worker",
+        "--exec",
+        "if [ \"$JOBQ_JOB_KIND\" = mail ]; then exit 3; fi; echo '{}'",
+        "--once",
+        "--queue",
+        "video",
+        "--queue",
+        "email",
+    ]);
+    assert!(
+        worker.status.success(),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+
+    // One view as text.
+    let once = cli.ok(&["top", "--once", "--window", "1m"]);
+    let row = |name: &str| -> Vec<String> {
+        once.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in\n{once}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert!(once.lines().any(|l| l.starts_with("QUEUE")), "{once}");
+    // QUEUE READY RUNNING RETRY DONE/S FAILED RUN-P95 WAIT-P95 FINISHED
+    assert_eq!(row("video")[1..6], ["0", "0", "0", "0.05", "0"], "{once}");
+    assert!(row("video")[6].ends_with("ms"), "a run p95: {once}");
+    assert_eq!(row("email")[5], "1", "one failure: {once}");
+    assert_eq!(row("idle")[1..3], ["1", "0"], "{once}");
+    assert_eq!(row("all")[1], "1", "{once}");
+    assert_eq!(row("all")[4], "0.07", "4 finished in a minute: {once}");
+    assert!(
+        cli.refused(1, &["top", "--window", "10s"])
+            .contains("--window")
+    );
+
+    // Live, on a terminal (a pseudo-terminal from `script`): it draws on the alternate
+    // screen, refreshes, and quits on q.
+    let command = format!(
+        "stty rows 30 cols 140; {JOBQ} --db '{}' top --interval 200ms",
+        cli.db().display()
+    );
+    let mut live = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = live.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let seen = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    // Each draw ends by hiding the cursor; after the first, only what changed is redrawn.
+    let drawn = || {
+        let screen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+        screen.contains("QUEUE") && screen.matches("\u{1b}[?25l").count() >= 3
+    };
+    wait_until("jobq top to draw and refresh", drawn);
+    std::io::Write::write_all(live.stdin.as_mut().unwrap(), b"q").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = live.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "jobq top did not quit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().unwrap();
+    let screen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(status.success(), "jobq top: {status}\n{screen}");
+    assert!(
+        screen.contains("\u{1b}[?1049h"),
+        "the alternate screen is entered"
+    );
+    assert!(screen.contains("\u{1b}[?1049l"), "and left on the way out");
+    assert!(
+        screen.contains("video") && screen.contains("idle"),
+        "{screen}"
+    );
+}
