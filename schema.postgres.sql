@@ -487,6 +487,19 @@ CREATE TABLE jobq_rollups (
     PRIMARY KEY (span, at, owner, queue, kind, metric, slot, shard)
 );
 
+-- How many jobs there are of each status, per owner and queue (as in `schema.sql`),
+-- kept by the same triggers.
+CREATE TABLE jobq_counts (
+    owner  text NOT NULL,
+    queue  text NOT NULL,
+    status text NOT NULL,
+    shard  integer NOT NULL DEFAULT 0,
+    n      bigint NOT NULL,
+    PRIMARY KEY (owner, queue, status, shard)
+);
+INSERT INTO jobq_counts (owner, queue, status, n)
+SELECT coalesce(owner, ''), queue, status, count(*) FROM jobq_jobs GROUP BY 1, 2, 3;
+
 -- The histogram slot of a time in milliseconds: how many bounds are below it
 -- (`SLOT_BOUNDS_MS` in src/model/rollups.rs, the same list).
 CREATE FUNCTION jobq_slot(ms bigint) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -505,6 +518,19 @@ BEGIN
     FROM jobq_new GROUP BY 2, 3, 4, 5
     ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
     DO UPDATE SET n = r.n + excluded.n;
+    INSERT INTO jobq_counts AS c (owner, queue, status, shard, n)
+    SELECT coalesce(owner, ''), queue, status, pg_backend_pid() % 16, count(*)
+    FROM jobq_new GROUP BY 1, 2, 3
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION jobq_roll_deletes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobq_counts AS c (owner, queue, status, shard, n)
+    SELECT coalesce(owner, ''), queue, status, pg_backend_pid() % 16, -count(*)
+    FROM jobq_old GROUP BY 1, 2, 3
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
     RETURN NULL;
 END $$;
 
@@ -539,6 +565,16 @@ BEGIN
     GROUP BY 2, 3, 4, 5, 6, 7
     ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
     DO UPDATE SET n = r.n + excluded.n;
+    -- A change of status moves one job from one count to another.
+    INSERT INTO jobq_counts AS c (owner, queue, status, shard, n)
+    SELECT m.owner, m.queue, m.status, pg_backend_pid() % 16, sum(m.n)
+    FROM (SELECT coalesce(n.owner, '') AS owner, n.queue, o.status AS old, n.status AS new
+          FROM jobq_old o JOIN jobq_new n ON n.id = o.id
+          WHERE n.status <> o.status) AS t
+    CROSS JOIN LATERAL (VALUES (t.owner, t.queue, t.old, -1), (t.owner, t.queue, t.new, 1))
+        AS m(owner, queue, status, n)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
     RETURN NULL;
 END $$;
 
@@ -548,6 +584,9 @@ CREATE TRIGGER jobq_jobs_rolled_in AFTER INSERT ON jobq_jobs
 CREATE TRIGGER jobq_jobs_rolled_up AFTER UPDATE ON jobq_jobs
     REFERENCING OLD TABLE AS jobq_old NEW TABLE AS jobq_new
     FOR EACH STATEMENT EXECUTE FUNCTION jobq_roll_updates();
+CREATE TRIGGER jobq_jobs_rolled_out AFTER DELETE ON jobq_jobs
+    REFERENCING OLD TABLE AS jobq_old
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq_roll_deletes();
 
 -- A database from before rollups starts them from its jobs (as in `schema.sql`).
 INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)

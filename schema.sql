@@ -608,6 +608,20 @@ CREATE TABLE jobq_rollups (
     PRIMARY KEY (span, at, owner, queue, kind, metric, slot, shard)
 ) WITHOUT ROWID;
 
+-- How many jobs there are of each status, per owner and queue, kept by the same
+-- transactions (an insert adds one, a change of status moves one, a delete takes one away):
+-- the counts of finished jobs are read here instead of counting millions of rows.
+CREATE TABLE jobq_counts (
+    owner  TEXT NOT NULL,
+    queue  TEXT NOT NULL,
+    status TEXT NOT NULL,
+    shard  INTEGER NOT NULL DEFAULT 0,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (owner, queue, status, shard)
+) WITHOUT ROWID;
+INSERT INTO jobq_counts (owner, queue, status, n)
+SELECT coalesce(owner, ''), queue, status, count(*) FROM jobq_jobs GROUP BY 1, 2, 3;
+
 -- A file from before rollups starts them from its jobs: each job's enqueue, its claims
 -- and its finish (not its histograms, which it never kept).
 INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)

@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Run only these workloads (repeatable); all of them but `size` when absent.
     #[arg(long, value_enum)]
     pub only: Vec<Workload>,
+    /// Finished jobs the `size` workload reads beside.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub size_jobs: i64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +44,8 @@ pub enum Workload {
     /// the same drain without limits.
     Limited,
     Raw,
-    /// PostgreSQL: the drain beside a million finished jobs, and stats at that size.
+    /// Stats, series and metrics beside `--size-jobs` finished jobs (and on PostgreSQL the
+    /// drain beside them).
     Size,
 }
 
@@ -149,9 +153,12 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
     if let Some(url) = db.to_str().filter(|d| crate::is_postgres_url(d)) {
         return super::bench_pg::run(url, json, &args);
     }
+    if args.only == [Workload::Size] {
+        return size(json, &args);
+    }
     if args.only.contains(&Workload::Size) {
         return Err(Refused(
-            "invalid bench: the size workload runs on PostgreSQL (on SQLite: cargo bench --bench claim and --bench stats)".into(),
+            "invalid bench: on SQLite the size workload runs alone (--only size)".into(),
         ));
     }
     let durability = match args.durability {
@@ -508,4 +515,49 @@ pub(crate) fn wakeup(
     }
     pool.shutdown();
     Ok(percentiles(samples))
+}
+
+/// `--only size` on SQLite: the reads beside `--size-jobs` finished jobs.
+fn size(json: bool, args: &BenchArgs) -> Done {
+    if args.size_jobs < 1 {
+        return Err(Refused(
+            "invalid bench: --size-jobs must be at least 1".into(),
+        ));
+    }
+    let dir =
+        tempfile::tempdir().map_err(|e| Refused(format!("cannot make a temporary folder: {e}")))?;
+    if !json {
+        eprintln!(
+            "… {} finished jobs written straight with SQL",
+            args.size_jobs
+        );
+    }
+    let started = Instant::now();
+    let queue = super::bench_size::sqlite_fixture(&dir.path().join("size.db"), args.size_jobs)?;
+    let built = started.elapsed();
+    if !json {
+        eprintln!("… built in {:.0} s; reading", built.as_secs_f64());
+    }
+    let reads = super::bench_size::reads(&queue)?;
+    if json {
+        super::output::print_json(&serde_json::json!({
+            "engine": "sqlite",
+            "finished_jobs": args.size_jobs,
+            "reads": reads,
+        }));
+    } else {
+        println!(
+            "jobq bench, size: {} finished jobs on SQLite (median of 5)\n\
+             stats (overview with health)   {:>8.1} ms\n\
+             series, last hour by minute    {:>8.1} ms\n\
+             series, last day by hour       {:>8.1} ms\n\
+             /metrics                       {:>8.1} ms",
+            args.size_jobs,
+            reads.stats_ms,
+            reads.series_hour_ms,
+            reads.series_day_ms,
+            reads.metrics_ms
+        );
+    }
+    Ok(())
 }

@@ -5,16 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{NewJob, Queue, StatsFilter};
+use crate::{NewJob, Queue};
 use postgres::{Client, NoTls};
 use serde::Serialize;
 
 use super::bench::{BenchArgs, Row, Wakeup, Workload, drain, per_s, print_rows, wakeup};
 use super::output::print_json;
 use super::{Done, Refused};
-
-/// Finished jobs the `size` workload puts under the claim.
-const BIG: i64 = 1_000_000;
 
 #[derive(Serialize)]
 struct Figures {
@@ -52,8 +49,7 @@ struct Size {
     drain_empty_per_s: f64,
     drain_beside_finished_per_s: f64,
     ratio: f64,
-    stats_ms: f64,
-    metrics_ms: f64,
+    reads: super::bench_size::Reads,
 }
 
 #[derive(Serialize)]
@@ -222,9 +218,10 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
 
     let size = if runs(Workload::Size) {
         say(&format!(
-            "drain beside {BIG} finished jobs, and stats and metrics at that size"
+            "drain beside {} finished jobs, and stats, series and metrics at that size",
+            args.size_jobs
         ));
-        Some(size(base, n, args.workers)?)
+        Some(size(base, n, args.workers, args.size_jobs)?)
     } else {
         None
     };
@@ -326,13 +323,15 @@ fn print_report(r: &Figures) {
     }
     if let Some(s) = &r.size {
         println!(
-            "drain beside {} finished jobs: {:.0}/s against {:.0}/s on an empty table (ratio {:.2}); stats {:.0} ms, metrics {:.0} ms",
+            "drain beside {} finished jobs: {:.0}/s against {:.0}/s on an empty table (ratio {:.2}); stats {:.1} ms, series of the hour {:.1} ms, of the day {:.1} ms, metrics {:.1} ms",
             s.finished_jobs,
             s.drain_beside_finished_per_s,
             s.drain_empty_per_s,
             s.ratio,
-            s.stats_ms,
-            s.metrics_ms
+            s.reads.stats_ms,
+            s.reads.series_hour_ms,
+            s.reads.series_day_ms,
+            s.reads.metrics_ms
         );
     }
 }
@@ -429,7 +428,7 @@ fn raw_drain(scratch: &Scratch, n: u64, workers: usize) -> Result<f64, Refused> 
 
 /// The claim beside a million finished jobs against the claim on an empty table, and the
 /// figures of `jobq stats` and `/metrics` at that size.
-fn size(base: &str, n: u64, workers: usize) -> Result<Size, Refused> {
+fn size(base: &str, n: u64, workers: usize, finished: i64) -> Result<Size, Refused> {
     let empty = Scratch::new(base, "size_empty")?;
     let queue = empty.queue()?;
     fill(&queue, n)?;
@@ -443,51 +442,42 @@ fn size(base: &str, n: u64, workers: usize) -> Result<Size, Refused> {
     let big = Scratch::new(base, "size_big")?;
     let queue = big.queue()?;
     let mut client = big.client()?;
-    // Finished jobs as a queue leaves them: 99% succeeded, 1% failed, over a day.
-    client
-        .execute(
-            "INSERT INTO jobq_jobs (id, queue, kind, status, attempts, claims, run_after,
-                                    locked_by, stage, progress, output, last_error, error_code,
-                                    created_at, updated_at, started_at, completed_at)
-             SELECT ('01900000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid,
-                    CASE WHEN g % 3 = 0 THEN 'mail' ELSE 'default' END,
-                    'kind' || (g % 7), CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'succeeded' END,
-                    1, 1, t, 'w', 'done', 1, 'null',
-                    CASE WHEN g % 100 = 0 THEN 'boom' END, CASE WHEN g % 100 = 0 THEN 'E' END,
-                    t, t + 20, t + 10, t + 20
-             FROM generate_series(1, $1::bigint) AS g,
-                  LATERAL (SELECT 1700000000000 + g * 86 AS t) AS at",
-            &[&BIG],
-        )
-        .map_err(pg)?;
+    // Finished jobs as a queue leaves them: 99% succeeded, 1% failed, over the last day, a
+    // million a statement (the triggers keep the counts and rollups of each).
+    let now = queue.now_ms();
+    let mut from = 1i64;
+    while from <= finished {
+        let to = (from + 999_999).min(finished);
+        client
+            .execute(
+                "INSERT INTO jobq_jobs (id, queue, kind, status, attempts, claims, run_after,
+                                        locked_by, stage, progress, output, last_error,
+                                        error_code, created_at, updated_at, started_at,
+                                        completed_at)
+                 SELECT ('01900000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'))::uuid,
+                        'q' || (g % 3), 'kind' || (g % 7),
+                        CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'succeeded' END,
+                        1, 1, t, 'w', 'done', 1, 'null',
+                        CASE WHEN g % 100 = 0 THEN 'boom' END,
+                        CASE WHEN g % 100 = 0 THEN 'E' END, t, t + 20, t + 10, t + 20
+                 FROM generate_series($1::bigint, $2::bigint) AS g,
+                      LATERAL (SELECT $3::bigint - 86400000 + g * 86400000 / $4::bigint AS t) AS at",
+                &[&from, &to, &now, &finished],
+            )
+            .map_err(pg)?;
+        from = to + 1;
+    }
     client
         .batch_execute("VACUUM ANALYZE jobq_jobs")
         .map_err(pg)?;
     fill(&queue, n)?;
     let drain_big = drain(&queue, workers, n)?;
-    let median = |mut f: Box<dyn FnMut() -> crate::Result<()>>| -> Result<f64, Refused> {
-        let mut took = Vec::new();
-        for _ in 0..5 {
-            let started = Instant::now();
-            f()?;
-            took.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        took.sort_by(|a, b| a.total_cmp(b));
-        Ok((took[2] * 10.0).round() / 10.0)
-    };
-    let q = queue.clone();
-    let stats_ms = median(Box::new(move || {
-        q.overview(&StatsFilter::new(), &crate::HealthThresholds::default())
-            .map(|_| ())
-    }))?;
-    let q = queue.clone();
-    let metrics_ms = median(Box::new(move || q.metrics().map(|_| ())))?;
+    let reads = super::bench_size::reads(&queue)?;
     Ok(Size {
-        finished_jobs: BIG,
+        finished_jobs: finished,
         drain_empty_per_s: drain_empty,
         drain_beside_finished_per_s: drain_big,
         ratio: ratio(drain_big, drain_empty),
-        stats_ms,
-        metrics_ms,
+        reads,
     })
 }

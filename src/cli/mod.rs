@@ -7,6 +7,7 @@
 mod bench;
 mod bench_pg;
 mod bench_raw;
+mod bench_size;
 mod demo;
 mod jobs;
 mod observe;

@@ -2,10 +2,10 @@
 //! `GET /metrics`.
 //!
 //! Everything is read from the database at each scrape, so every process sees the same
-//! figures. The counters (`jobq_jobs_finished_total`, `jobq_job_transitions_total`) and the
-//! per-queue-and-kind histograms come from the rollups the transactions keep: pruning never
-//! lowers them. The histograms by status (`jobq_job_duration_seconds`,
-//! `jobq_queue_wait_seconds`) cover the finished jobs still in the file.
+//! figures. The gauges of jobs by status come from the counts the transactions keep; the
+//! counters (`jobq_jobs_finished_total`, `jobq_job_transitions_total`) and the histograms by
+//! queue and kind (`jobq_attempt_run_seconds`, `jobq_claim_wait_seconds`) from the rollups:
+//! pruning never lowers them, and a scrape costs the same with any number of jobs.
 
 use std::fmt::Write as _;
 
@@ -16,11 +16,6 @@ use std::collections::BTreeMap;
 use crate::model::{Metric, QueueRows, RollupQuery, SLOT_BOUNDS_MS};
 use crate::queue::Queue;
 use crate::stats::{HealthThresholds, StatsFilter};
-
-/// Bucket bounds of the duration histograms, in seconds.
-const BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-];
 
 /// Escapes a label value: backslash, double quote and newline.
 fn label(value: &str) -> String {
@@ -52,8 +47,9 @@ fn number(v: f64) -> String {
 impl Queue {
     /// The queue's figures in the Prometheus text exposition format: jobs by status; waiting
     /// and running jobs by queue; the age of the oldest ready job per queue; running and
-    /// dead-lettered jobs; finished jobs by status; run time and queue wait histograms; and
-    /// the health, one-hot.
+    /// dead-lettered jobs; finished jobs and other transitions by queue, kind and status
+    /// (counters); attempt run time and claim wait by queue and kind (histograms); and the
+    /// health, one-hot.
     ///
     /// # Errors
     ///
@@ -152,50 +148,6 @@ impl Queue {
         );
         self.rollup_metrics(&mut out)?;
 
-        // Whole milliseconds: a duration of at most a bound is at most its floor.
-        let bounds: Vec<i64> = BUCKETS
-            .iter()
-            .map(|b| (b * 1000.0).floor() as i64)
-            .collect();
-        let histograms = self.engine().histograms(&bounds)?;
-        for (name, help, wait) in [
-            (
-                "jobq_job_duration_seconds",
-                "Run time of finished jobs (completed_at - started_at).",
-                false,
-            ),
-            (
-                "jobq_queue_wait_seconds",
-                "Queue wait of finished jobs, from when they became ready (started_at - run_after).",
-                true,
-            ),
-        ] {
-            family(&mut out, name, "histogram", help);
-            for h in histograms.iter().filter(|h| h.wait == wait) {
-                let Some(status) = h.status else { continue };
-                let mut cumulative = 0;
-                for (bound, n) in BUCKETS.iter().zip(&h.buckets) {
-                    cumulative += n;
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{status=\"{status}\",le=\"{}\"}} {cumulative}",
-                        number(*bound)
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{status=\"{status}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{{status=\"{status}\"}} {}",
-                    number(h.sum_ms as f64 / 1000.0)
-                );
-                let _ = writeln!(out, "{name}_count{{status=\"{status}\"}} {}", h.count);
-            }
-        }
-
         family(
             &mut out,
             "jobq_health",
@@ -235,6 +187,7 @@ impl Queue {
                 queue: None,
                 kind: None,
                 by_queue_kind: true,
+                step: 0,
             },
         )?;
         // (queue, kind) → metric → slot → count.

@@ -165,6 +165,17 @@ pub(crate) struct TallyKey {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     pub rows: Vec<(TallyKey, i64)>,
+    /// Changes of the counts of jobs by (owner, queue, status).
+    pub counts: Vec<(CountKey, i64)>,
+}
+
+/// The key of a row of the counts of jobs by status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CountKey {
+    /// The owner, `""` for none.
+    pub owner: String,
+    pub queue: String,
+    pub status: Status,
 }
 
 impl Tally {
@@ -203,8 +214,45 @@ impl Tally {
         }
     }
 
+    /// Adds `delta` to the count of jobs of `status` (of that owner and queue).
+    pub(crate) fn count(&mut self, owner: Option<&str>, queue: &str, status: Status, delta: i64) {
+        let owner = owner.unwrap_or("");
+        let found = self
+            .counts
+            .iter_mut()
+            .find(|(k, _)| k.status == status && k.queue == queue && k.owner == owner);
+        match found {
+            Some((_, n)) => *n += delta,
+            None => self.counts.push((
+                CountKey {
+                    owner: owner.to_string(),
+                    queue: queue.to_string(),
+                    status,
+                },
+                delta,
+            )),
+        }
+    }
+
+    /// A change of one job, in the rollups and the counts.
+    pub(crate) fn transition(
+        &mut self,
+        t: &Transition,
+        owner: Option<&str>,
+        queue: &str,
+        kind: &str,
+    ) {
+        for (metric, slot) in t.metrics() {
+            self.add(t.now, owner, queue, kind, metric, slot);
+        }
+        if t.from != t.to {
+            self.count(owner, queue, t.from, -1);
+            self.count(owner, queue, t.to, 1);
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.is_empty() && self.counts.iter().all(|(_, n)| *n == 0)
     }
 }
 
@@ -218,6 +266,10 @@ pub(crate) struct RollupQuery<'a> {
     pub kind: Option<&'a str>,
     /// Whether to group by queue and kind (else all together).
     pub by_queue_kind: bool,
+    /// The rows are summed per step of this many milliseconds from `from` (each row's `at`
+    /// is its step's start); 0 sums the whole range into one row per metric and slot (at
+    /// `from`).
+    pub step: i64,
 }
 
 /// A sum of rollup rows: the span start (`at`), or all time for totals.

@@ -63,19 +63,6 @@ pub(crate) struct OverviewRows {
     pub health: HealthRows,
 }
 
-/// The run times (or queue waits) of the finished jobs of one status, counted into buckets:
-/// `buckets[i]` jobs took more than `bounds[i - 1]` and at most `bounds[i]` milliseconds
-/// (the last bucket: more than the last bound).
-#[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the metrics, an HTTP route
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Histogram {
-    pub status: Option<Status>,
-    pub wait: bool,
-    pub buckets: Vec<u64>,
-    pub count: u64,
-    pub sum_ms: i128,
-}
-
 /// Ready and active jobs by queue, for the metrics: (queue, ready, oldest due) and
 /// (queue, status, count) of `running` and `retry`.
 #[cfg_attr(not(feature = "http"), allow(dead_code))] // read by the metrics, an HTTP route

@@ -70,8 +70,9 @@ pub struct HealthThresholds {
     pub queue_wait_degraded: Duration,
     /// The oldest ready job waiting longer than this: unhealthy. Defaults to 30 minutes.
     pub queue_wait_unhealthy: Duration,
-    /// The window over which the failure rate (failed / finished) is computed. Defaults to
-    /// 15 minutes.
+    /// The window over which the failure rate (failed / finished) is computed, read from
+    /// the rollups in whole minutes (from the start of the minute the window begins in).
+    /// Defaults to 15 minutes.
     pub failure_window: Duration,
     /// Finished jobs the window needs before its failure rate counts. Defaults to 10.
     pub failure_min_jobs: i64,

@@ -254,6 +254,7 @@ impl Queue {
                 queue: query.queue.as_deref(),
                 kind: query.kind.as_deref(),
                 by_queue_kind: false,
+                step,
             },
         )?;
         Ok(series_of(&rows, from, step, points))
@@ -311,6 +312,7 @@ impl Queue {
                 queue: query.queue.as_deref(),
                 kind: query.kind.as_deref(),
                 by_queue_kind: by_queue,
+                step: 0,
             },
         )?;
         let mut by_name: BTreeMap<&str, Vec<RollupRow>> = BTreeMap::new();

@@ -1,12 +1,10 @@
 //! What the queue looks like: counts, health rows, timings, the other views.
 
 use crate::error::Result;
-use crate::job::Status;
 use crate::model::{
-    CostGrouping, CostRow, CountQuery, Counts, DeadJob, FinishedJob, HealthQuery, Histogram,
-    OverviewRows, QueueRows, RollupQuery, RollupRow, RunningJob, Scope, StageCount,
+    CostGrouping, CostRow, CountQuery, Counts, DeadJob, FinishedJob, HealthQuery, OverviewRows,
+    QueueRows, RollupQuery, RollupRow, RunningJob, Scope, StageCount,
 };
-use std::collections::BTreeMap;
 
 /// What the queue looks like: counts, health rows, timings, the other views.
 pub(crate) trait StatsStore {
@@ -36,29 +34,6 @@ pub(crate) trait StatsStore {
         queue: Option<&str>,
         each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()>;
-
-    /// The run times and queue waits of every finished job, by status, in buckets of
-    /// `bounds_ms` (ascending): what the metrics' histograms show. Engines that can count
-    /// them where the rows are do; the others go through [`StatsStore::durations`].
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
-        let mut out: BTreeMap<(Status, bool), Histogram> = BTreeMap::new();
-        self.durations(None, i64::MIN, None, &mut |job| {
-            let status = job.status;
-            for (wait_side, ms) in [(false, job.run_ms), (true, job.wait_ms)] {
-                let h = out.entry((status, wait_side)).or_insert_with(|| Histogram {
-                    status: Some(status),
-                    wait: wait_side,
-                    buckets: vec![0; bounds_ms.len() + 1],
-                    ..Histogram::default()
-                });
-                h.buckets[bounds_ms.partition_point(|b| *b < ms)] += 1;
-                h.count += 1;
-                h.sum_ms += i128::from(ms);
-            }
-        })?;
-        Ok(out.into_values().collect())
-    }
 
     /// The sums of the rollup rows `query` asks for, of `scope`'s jobs.
     fn rollup_rows(&self, scope: Scope<'_>, query: RollupQuery<'_>) -> Result<Vec<RollupRow>>;

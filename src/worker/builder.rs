@@ -67,6 +67,7 @@ pub struct WorkerPoolBuilder {
     rollups: RollupRetention,
     schedule_interval: Option<Duration>,
     grace: Duration,
+    completers: Option<usize>,
     worker_id: Option<String>,
     limit: Option<u64>,
     stop_when_idle: bool,
@@ -107,6 +108,7 @@ impl WorkerPoolBuilder {
             rollups: RollupRetention::default(),
             schedule_interval: Some(Duration::from_secs(1)),
             grace: Duration::from_secs(10),
+            completers: None,
             worker_id: None,
             limit: None,
             stop_when_idle: false,
@@ -241,6 +243,15 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// How many threads record outcomes (and claim the jobs that refill the slots they
+    /// free), each a transaction at a time. Defaults to one on SQLite, whose writes take
+    /// turns anyway, and to up to four (no more than the concurrency) on PostgreSQL, whose
+    /// connections record side by side. At least one.
+    pub fn completers(mut self, n: usize) -> Self {
+        self.completers = Some(n);
+        self
+    }
+
     /// How long [`WorkerPool::shutdown`] lets running handlers finish before releasing
     /// their jobs. Defaults to 10 s.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
@@ -268,8 +279,10 @@ impl WorkerPoolBuilder {
 
     /// Called with each job's outcome once it is recorded in the database (or refused):
     /// succeeded, retrying (with when), failed for good, released, or refused because the
-    /// job moved on without this pool. It runs on the pool's completer thread, in the order
-    /// outcomes are recorded: keep it short. Defaults to none.
+    /// job moved on without this pool. It runs on a completer thread, in the order each
+    /// completer records its batches (on PostgreSQL several completers record at once, so
+    /// outcomes of different batches may come in either order): keep it short. Defaults to
+    /// none.
     ///
     /// # Examples
     ///
@@ -301,6 +314,12 @@ impl WorkerPoolBuilder {
             return Err(Error::invalid(
                 "queues",
                 "serve at least one queue, with a non-empty name",
+            ));
+        }
+        if self.completers == Some(0) {
+            return Err(Error::invalid(
+                "completers",
+                "a pool needs at least one thread to record its outcomes",
             ));
         }
         if let Some(heartbeat) = self.stale.heartbeat() {
@@ -336,6 +355,11 @@ impl WorkerPoolBuilder {
     pub fn start(self) -> Result<WorkerPool> {
         self.check()?;
         let timing = self.timing();
+        let completers = self.completers.unwrap_or(if self.queue.sqlite().is_some() {
+            1
+        } else {
+            self.concurrency.clamp(1, 4)
+        });
         let (job_tx, job_rx) = crossbeam_channel::bounded::<ClaimedJob>(self.most_in_flight());
         let (outcome_tx, outcomes) = crossbeam_channel::unbounded::<Finished>();
         let (work_tx, work) = crossbeam_channel::bounded::<()>(1);
@@ -362,10 +386,12 @@ impl WorkerPoolBuilder {
         }
         let wakeups = dispatcher::Wakeups { work, slots };
         let dispatcher = start_dispatcher(&pool, wakeups, work_tx, timing.poll)?;
-        let completer = {
-            let pool = Arc::clone(&pool);
-            spawn("jobq-completer", move || completer::run(&pool, outcomes))
-        };
+        let completers = (0..completers)
+            .map(|_| {
+                let (pool, outcomes) = (Arc::clone(&pool), outcomes.clone());
+                spawn("jobq-completer", move || completer::run(&pool, outcomes))
+            })
+            .collect();
         let helpers = start_helpers(&pool, &timing, &stop);
         let firer = start_firer(&pool.queue, timing.schedules)?;
         Ok(WorkerPool {
@@ -373,7 +399,7 @@ impl WorkerPoolBuilder {
             grace: timing.grace,
             firer,
             dispatcher: Some(dispatcher),
-            completer: Some(completer),
+            completers,
             helpers,
         })
     }

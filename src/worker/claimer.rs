@@ -5,7 +5,7 @@
 //! claim, claim and hand the jobs out under one lock, so the count of jobs in flight never
 //! passes the capacity: handlers plus prefetch.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub(crate) struct Claimer {
     /// a wake-up or a change to the database.
     maybe_ready: AtomicBool,
     claimed_total: AtomicU64,
+    /// Jobs a completer asked for and has not handed out yet: its claim is on its way to the
+    /// database without the lock (several completers record at once), so every other claim
+    /// counts them as in flight already.
+    reserved: AtomicUsize,
     /// Running averages, in nanoseconds (0 until measured).
     avg_claim_ns: AtomicU64,
     avg_run_ns: AtomicU64,
@@ -68,6 +72,7 @@ impl Claimer {
             lock: Mutex::new(()),
             maybe_ready: AtomicBool::new(true),
             claimed_total: AtomicU64::new(0),
+            reserved: AtomicUsize::new(0),
             avg_claim_ns: AtomicU64::new(0),
             avg_run_ns: AtomicU64::new(0),
         }
@@ -109,13 +114,26 @@ impl Claimer {
         if stopping || !self.maybe_ready() {
             return 0;
         }
+        let reserved = self.reserved.load(Ordering::SeqCst);
         let free = self
             .capacity()
-            .saturating_sub(in_flight.saturating_sub(freeing));
+            .saturating_sub((in_flight + reserved).saturating_sub(freeing));
         let allowed = self.limit.map_or(usize::MAX, |l| {
-            l.saturating_sub(self.claimed_total.load(Ordering::SeqCst)) as usize
+            (l.saturating_sub(self.claimed_total.load(Ordering::SeqCst)) as usize)
+                .saturating_sub(reserved)
         });
         free.min(allowed)
+    }
+
+    /// Sets `n` slots aside for a claim that goes to the database without the lock (taken
+    /// under the lock, with [`Claimer::want`]); give them back with [`Claimer::unreserve`]
+    /// under the lock again, before handing the claimed jobs out.
+    pub fn reserve(&self, n: usize) {
+        self.reserved.fetch_add(n, Ordering::SeqCst);
+    }
+
+    pub fn unreserve(&self, n: usize) {
+        self.reserved.fetch_sub(n, Ordering::SeqCst);
     }
 
     /// `got` of the `wanted` jobs came back: fewer means nothing more is ready for now.
@@ -179,6 +197,9 @@ mod tests {
         );
         c.set_maybe_ready(true);
         assert_eq!(c.want(false, 0, 0), 3);
+        c.reserve(2);
+        assert_eq!(c.want(false, 0, 0), 1, "a claim on its way holds its slots");
+        c.unreserve(2);
         c.claimed(3, 3);
         assert!(c.limit_reached());
     }

@@ -1,5 +1,8 @@
 //! The completer: records every outcome waiting in the channel in one transaction, and in
-//! the same transaction claims jobs for the slots those outcomes free.
+//! the same transaction claims jobs for the slots those outcomes free. A pool on PostgreSQL
+//! runs several, each with its own connection, so that one batch's round trip does not hold
+//! up the next: the slots a claim asks for are set aside under the claim lock, the round
+//! trip runs without it, and the jobs are handed out under it again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +45,8 @@ fn record(pool: &Pool, batch: &mut Vec<Finished>) {
     }
     let guard = pool.claimer.lock();
     let want = pool.want(batch.len());
+    pool.claimer.reserve(want);
+    drop(guard);
     let refill = (want > 0).then_some(ClaimSpec {
         worker: pool.worker_id.as_str(),
         limit: want,
@@ -72,6 +77,8 @@ fn record(pool: &Pool, batch: &mut Vec<Finished>) {
     if want > 0 && results.is_some() {
         pool.claimer.note_claim_time(started.elapsed());
     }
+    let guard = pool.claimer.lock();
+    pool.claimer.unreserve(want);
     pool.forget(batch.iter().map(|f| &f.lease));
     pool.dispatch(claimed, want);
     drop(guard);

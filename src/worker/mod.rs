@@ -106,7 +106,8 @@ pub struct WorkerPool {
     /// Fires due schedules; stopped first at shutdown.
     firer: Option<crate::schedule::Firer>,
     dispatcher: Option<JoinHandle<()>>,
-    completer: Option<JoinHandle<()>>,
+    /// The completer threads (empty once the pool finished).
+    completers: Vec<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
 }
 
@@ -226,9 +227,9 @@ impl WorkerPool {
         for h in self.helpers.drain(..) {
             let _ = h.join();
         }
-        // Closing the outcomes channel ends the completer once it has recorded everything.
+        // Closing the outcomes channel ends the completers once they recorded everything.
         pool.close_outcomes();
-        if let Some(c) = self.completer.take() {
+        for c in self.completers.drain(..) {
             let _ = c.join();
         }
         pool.unregister();
@@ -240,7 +241,7 @@ impl WorkerPool {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        if self.completer.is_some() {
+        if !self.completers.is_empty() {
             self.pool.request_stop();
             self.finish();
         }

@@ -666,31 +666,6 @@ fn metrics_are_valid_prometheus_text_with_the_known_figures() {
     assert_eq!(samples["jobq_running_jobs"], 1.0);
     assert_eq!(samples["jobq_dead_letter_jobs"], 2.0);
     assert_eq!(samples["jobq_health{state=\"degraded\"}"], 1.0);
-    // Runs of 1, 2, 3 and 10 s: cumulative buckets.
-    assert_eq!(
-        samples["jobq_job_duration_seconds_bucket{status=\"succeeded\",le=\"2.5\"}"],
-        2.0
-    );
-    assert_eq!(
-        samples["jobq_job_duration_seconds_bucket{status=\"succeeded\",le=\"5\"}"],
-        3.0
-    );
-    assert_eq!(
-        samples["jobq_job_duration_seconds_bucket{status=\"succeeded\",le=\"+Inf\"}"],
-        4.0
-    );
-    assert_eq!(
-        samples["jobq_job_duration_seconds_sum{status=\"succeeded\"}"],
-        16.0
-    );
-    assert_eq!(
-        samples["jobq_job_duration_seconds_count{status=\"succeeded\"}"],
-        4.0
-    );
-    assert_eq!(
-        samples["jobq_queue_wait_seconds_sum{status=\"failed\"}"],
-        11.0
-    );
     // True counters and histograms by queue and kind, from the rollups.
     assert_eq!(
         samples["jobq_jobs_finished_total{queue=\"video\",kind=\"scene\",status=\"succeeded\"}"],
@@ -719,6 +694,15 @@ fn metrics_are_valid_prometheus_text_with_the_known_figures() {
     );
     assert_eq!(
         samples["jobq_claim_wait_seconds_count{queue=\"audio\",kind=\"music\"}"],
+        2.0
+    );
+    // Waits of 5 and 6 s: one within 5.623 s, both within 10 s.
+    assert_eq!(
+        samples["jobq_claim_wait_seconds_bucket{queue=\"audio\",kind=\"music\",le=\"5.623\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples["jobq_claim_wait_seconds_bucket{queue=\"audio\",kind=\"music\",le=\"10\"}"],
         2.0
     );
     // Pruning lowers the gauges, never the counters.

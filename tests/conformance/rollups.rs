@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jobq::{
     ClaimFilter, Job, JobError, ManualClock, NewJob, Queue, RetryPolicy, RollupRetention,
-    SeriesQuery, StaleTimeouts, Status,
+    SeriesQuery, StaleTimeouts, StatsFilter, Status,
 };
 
 use crate::common::{Db, T0, all_jobs};
@@ -78,6 +78,34 @@ pub(crate) fn assert_rollups_agree(queue: &Queue, removed: &[Job]) {
             (*enqueued, *claims, *terminal),
             "rollups of queue {q}, kind {k} (enqueued, started, finished less revived): {t:?}"
         );
+    }
+    // The counts by status the transactions keep agree with the jobs, whole and by queue.
+    let jobs = all_jobs(queue);
+    let mut queues: Vec<Option<&str>> = jobs.iter().map(|j| Some(j.queue.as_str())).collect();
+    queues.push(None);
+    queues.sort_unstable();
+    queues.dedup();
+    for q in queues {
+        let filter = match q {
+            Some(q) => StatsFilter::new().queue(q),
+            None => StatsFilter::new(),
+        };
+        let stats = queue.stats(&filter).unwrap();
+        for status in [
+            Status::Blocked,
+            Status::Queued,
+            Status::Running,
+            Status::Retry,
+            Status::Succeeded,
+            Status::Failed,
+            Status::Cancelled,
+        ] {
+            let listed = jobs
+                .iter()
+                .filter(|j| j.status == status && q.is_none_or(|q| j.queue == q))
+                .count() as i64;
+            assert_eq!(stats.count(status), listed, "{status} jobs of queue {q:?}");
+        }
     }
     // Each owner's, on its scoped handle.
     for ((owner, q, k), (enqueued, claims, terminal)) in &expected {

@@ -19,10 +19,12 @@ const FOLD: &str = "
     ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
     DO UPDATE SET n = r.n + excluded.n";
 
-/// The sums of the rows starting in `[$1, $2)`, by start, queue, kind, metric and slot
+/// The sums (per step, see `RollupQuery::step`) of the rows starting in `[$1, $2)`, by start, queue, kind, metric and slot
 /// (queue and kind `''` unless asked for).
 const ROWS: &str = "
-    SELECT at, CASE WHEN $6 THEN queue ELSE '' END, CASE WHEN $6 THEN kind ELSE '' END,
+    SELECT CASE WHEN $7::bigint = 0 THEN $1::bigint
+                ELSE $1::bigint + (at - $1::bigint) / $7::bigint * $7::bigint END,
+           CASE WHEN $6 THEN queue ELSE '' END, CASE WHEN $6 THEN kind ELSE '' END,
            metric, slot, sum(n)::bigint
     FROM jobq_rollups
     WHERE span IN (0, 60000, 3600000) AND at >= $1 AND at < $2
@@ -57,6 +59,7 @@ pub(crate) fn rows(
             &query.queue,
             &query.kind,
             &query.by_queue_kind,
+            &query.step,
         ],
     )?;
     Ok(rows

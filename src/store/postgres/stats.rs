@@ -6,17 +6,16 @@ use super::Postgres;
 use crate::error::Result;
 use crate::job::{JobId, Status, Timestamp};
 use crate::model::{CostGrouping, CostRow, DeadJob, OverviewRows, RunningJob, StageCount};
-use crate::model::{
-    CountQuery, Counts, FinishedJob, HealthQuery, HealthRows, Histogram, QueueRows, Scope,
-};
+use crate::model::{CountQuery, Counts, FinishedJob, HealthQuery, HealthRows, QueueRows, Scope};
 use crate::store::postgres::rollups;
 use crate::store::rules::saturate;
 use crate::store::rules::whole_query;
 
-/// Running, retrying, failed and cancelled jobs: the status index.
+/// Blocked, running and retrying jobs: the status index.
 const COUNT_STATUS_INDEX: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND ($1::text IS NULL OR queue = $1)
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+      AND ($1::text IS NULL OR queue = $1)
     GROUP BY status";
 /// Ready jobs, and how many of each ready status wait for their `run_after`: the ready index.
 const COUNT_READY: &str = "
@@ -25,10 +24,11 @@ const COUNT_READY: &str = "
            count(*) FILTER (WHERE status = 'retry' AND run_after > $2)
     FROM jobq_jobs
     WHERE status IN ('queued', 'retry') AND ($1::text IS NULL OR queue = $1)";
-/// Succeeded jobs: the finished index.
-const COUNT_SUCCEEDED: &str = "
-    SELECT count(*) FROM jobq_jobs
-    WHERE status = 'succeeded' AND completed_at IS NOT NULL AND ($1::text IS NULL OR queue = $1)";
+/// Finished jobs: the counts the transactions keep (not millions of rows).
+const COUNT_FINISHED: &str = "
+    SELECT status, sum(n)::bigint FROM jobq_counts
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND ($1::text IS NULL OR queue = $1)
+    GROUP BY status";
 /// An owner's or a group's jobs, through its index.
 const COUNT_SCOPED: &str = "
     SELECT status, count(*), count(*) FILTER (WHERE run_after > $4) FROM jobq_jobs
@@ -52,11 +52,13 @@ const BLOCKED_BEHIND_FAILURE: &str = "
                   WHERE d.job_id = j.id AND p.status IN ('failed', 'cancelled'))
       AND NOT coalesce((SELECT run_on_dependency_failure FROM jobq_job_options o
                         WHERE o.job_id = j.id), false)";
+/// Jobs that finished in the failure window (whole minutes from the one $1 falls in), by
+/// status: read from the rollups, whatever the number of jobs.
 const FINISHED_SINCE: &str = "
-    SELECT status, count(*) FROM jobq_jobs
-    WHERE status IN ('succeeded', 'failed') AND completed_at >= $1
-      AND ($2::text IS NULL OR owner = $2)
-    GROUP BY status";
+    SELECT metric, sum(n)::bigint FROM jobq_rollups
+    WHERE span = 60000 AND at >= $1::bigint - $1::bigint % 60000
+      AND metric IN ('succeeded', 'failed') AND ($2::text IS NULL OR owner = $2)
+    GROUP BY metric";
 
 const TIMING_ROWS: &str = "
     SELECT status, kind, completed_at - started_at, started_at - run_after
@@ -64,19 +66,6 @@ const TIMING_ROWS: &str = "
     WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at >= $1
       AND started_at IS NOT NULL AND ($2::text IS NULL OR queue = $2)
       AND ($3::text IS NULL OR owner = $3)";
-
-/// Every finished job's run time and queue wait counted into buckets where the rows are:
-/// one pass over the finished index (which carries both), a few rows back, one per status
-/// and pair of buckets. `width_bucket` with thresholds one past each bound puts a duration
-/// of at most bound i in bucket i. Sums in float8: exact for any total under 2^53 ms.
-const HISTOGRAMS: &str = "
-    SELECT status, width_bucket(completed_at - started_at, $1::bigint[]),
-           width_bucket(started_at - run_after, $1::bigint[]), count(*),
-           sum((completed_at - started_at)::float8), sum((started_at - run_after)::float8)
-    FROM jobq_jobs
-    WHERE status IN ('succeeded', 'failed', 'cancelled') AND completed_at IS NOT NULL
-      AND started_at IS NOT NULL
-    GROUP BY 1, 2, 3";
 
 const STAGES: &str = "
     SELECT stage, status, count(*) FROM jobq_jobs
@@ -149,8 +138,10 @@ pub(crate) fn counts(conn: &mut Conn, query: CountQuery<'_>, now: i64) -> Result
         .insert(Status::Queued, ready.get::<_, i64>(0) - retry);
     counts.scheduled.insert(Status::Queued, ready.get(1));
     counts.scheduled.insert(Status::Retry, ready.get(2));
-    let succeeded: i64 = conn.query_one(COUNT_SUCCEEDED, &[&query.queue])?.get(0);
-    counts.by_status.insert(Status::Succeeded, succeeded);
+    for r in conn.query(COUNT_FINISHED, &[&query.queue])? {
+        let status: Status = r.get::<_, String>(0).parse()?;
+        counts.by_status.insert(status, r.get(1));
+    }
     Ok(counts)
 }
 
@@ -191,33 +182,6 @@ pub(crate) fn durations(
         });
     }
     Ok(())
-}
-
-/// In the caller's transaction: it tells the planner to read the finished index alone (a
-/// sequential scan of the wide table looks cheaper to it when every row matches, and is not).
-pub(crate) fn histograms(conn: &mut Conn, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
-    conn.batch("SET LOCAL enable_seqscan = off")?;
-    let thresholds: Vec<i64> = bounds_ms.iter().map(|b| b.saturating_add(1)).collect();
-    let mut out: std::collections::BTreeMap<(Status, bool), Histogram> = Default::default();
-    for r in conn.query(HISTOGRAMS, &[&thresholds])? {
-        let status: Status = r.get::<_, String>(0).parse()?;
-        let n = u64::try_from(r.get::<_, i64>(3)).unwrap_or(0);
-        for (wait, bucket, sum) in [(false, 1, 4), (true, 2, 5)] {
-            let bucket = usize::try_from(r.get::<_, i32>(bucket)).unwrap_or(0);
-            let h = out.entry((status, wait)).or_insert_with(|| Histogram {
-                status: Some(status),
-                wait,
-                buckets: vec![0; bounds_ms.len() + 1],
-                ..Histogram::default()
-            });
-            if let Some(slot) = h.buckets.get_mut(bucket) {
-                *slot += n;
-            }
-            h.count += n;
-            h.sum_ms += r.get::<_, f64>(sum).round() as i128;
-        }
-    }
-    Ok(out.into_values().collect())
 }
 
 pub(crate) fn stages(conn: &mut Conn, scope: Scope<'_>) -> Result<Vec<StageCount>> {
@@ -363,10 +327,6 @@ impl crate::store::StatsStore for Postgres {
         each: &mut dyn FnMut(FinishedJob),
     ) -> Result<()> {
         self.read(|conn| durations(conn, scope, since, queue, each))
-    }
-
-    fn histograms(&self, bounds_ms: &[i64]) -> Result<Vec<Histogram>> {
-        self.snapshot(|conn| histograms(conn, bounds_ms))
     }
 
     fn rollup_rows(

@@ -35,8 +35,37 @@ const ENQUEUE_TRIGGER: &str = "
     CREATE TEMP TRIGGER IF NOT EXISTS jobq_rolled_in
     AFTER INSERT ON main.jobq_jobs
     BEGIN
-        SELECT jobq_enqueued(new.owner, new.queue, new.kind, new.created_at);
+        SELECT jobq_enqueued(new.owner, new.queue, new.kind, new.created_at, new.status);
     END";
+
+/// Every delete (a prune, an admin's delete, a group's cascade), handed to `jobq_removed`.
+const REMOVE_TRIGGER: &str = "
+    CREATE TEMP TRIGGER IF NOT EXISTS jobq_rolled_out
+    AFTER DELETE ON main.jobq_jobs
+    BEGIN
+        SELECT jobq_removed(old.owner, old.queue, old.status);
+    END";
+
+/// Adds to the counts of jobs by status: `:rows` is a JSON array of
+/// `[owner, queue, status, delta]`.
+const COUNT: &str = "
+    INSERT INTO jobq_counts (owner, queue, status, n)
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3
+    FROM json_each(:rows) WHERE true
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = n + excluded.n";
+
+/// The counts of one status: `n` added to a row, made if missing.
+const COUNT_ONE: &str = "
+    INSERT INTO jobq_counts (owner, queue, status, n) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = n + excluded.n";
+
+/// The jobs just inserted on another connection (`:keys`), in the counts.
+const COUNTED: &str = "
+    INSERT INTO jobq_counts (owner, queue, status, n)
+    SELECT coalesce(owner, ''), queue, status, count(*)
+    FROM jobq_jobs WHERE id_key IN (SELECT value FROM json_each(:keys))
+    GROUP BY 1, 2, 3
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = n + excluded.n";
 
 /// Adds one row of a transaction (the usual case of a single enqueue).
 const UPSERT_ONE: &str = "
@@ -85,10 +114,11 @@ const FOLD: &str = "
 
 const FOLDED: &str = "DELETE FROM jobq_rollups WHERE span = :from AND at < :before";
 
-/// The sums of the rows starting in `[:from, :to)`, by start, queue, kind, metric and slot
+/// The sums (per step, see `RollupQuery::step`) of the rows starting in `[:from, :to)`, by start, queue, kind, metric and slot
 /// (queue and kind `''` unless asked for).
 const ROWS: &str = "
-    SELECT at, CASE WHEN :by THEN queue ELSE '' END, CASE WHEN :by THEN kind ELSE '' END,
+    SELECT CASE WHEN :step = 0 THEN :from ELSE :from + (at - :from) / :step * :step END,
+           CASE WHEN :by THEN queue ELSE '' END, CASE WHEN :by THEN kind ELSE '' END,
            metric, slot, sum(n)
     FROM jobq_rollups
     WHERE span IN (0, 60000, 3600000) AND at >= :from AND at < :to
@@ -126,22 +156,37 @@ pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()
         let owner = ctx.get_raw(4).as_str_or_null().ok().flatten();
         let (queue, kind) = (text(5)?, text(6)?);
         let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        for (metric, slot) in transition.metrics() {
-            tally.add(transition.now, owner, queue, kind, metric, slot);
-        }
+        tally.transition(&transition, owner, queue, kind);
         Ok(rusqlite::types::Null)
     })?;
     let tally = Arc::clone(tally_for_inserts);
-    conn.create_scalar_function("jobq_enqueued", 4, FunctionFlags::SQLITE_UTF8, move |ctx| {
+    conn.create_scalar_function("jobq_enqueued", 5, FunctionFlags::SQLITE_UTF8, move |ctx| {
         let text = |i: usize| ctx.get_raw(i).as_str_or_null().ok().flatten();
         let now: i64 = ctx.get(3)?;
         let (queue, kind) = (text(1).unwrap_or_default(), text(2).unwrap_or_default());
+        let status: Status = text(4)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
         let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
         tally.add(now, text(0), queue, kind, Metric::Enqueued, 0);
+        tally.count(text(0), queue, status, 1);
+        Ok(rusqlite::types::Null)
+    })?;
+    let tally = Arc::clone(tally_for_inserts);
+    conn.create_scalar_function("jobq_removed", 3, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let text = |i: usize| ctx.get_raw(i).as_str_or_null().ok().flatten();
+        let status: Status = text(2)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
+        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.count(text(0), text(1).unwrap_or_default(), status, -1);
         Ok(rusqlite::types::Null)
     })?;
     conn.execute_batch(NOTE_TRIGGER)?;
     conn.execute_batch(ENQUEUE_TRIGGER)?;
+    conn.execute_batch(REMOVE_TRIGGER)?;
     Ok(())
 }
 
@@ -149,6 +194,28 @@ pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()
 pub(crate) fn flush(conn: &Connection, tally: &Mutex<Tally>) -> Result<()> {
     let rows = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
     if rows.is_empty() {
+        return Ok(());
+    }
+    let counts: Vec<(&str, &str, &str, i64)> = rows
+        .counts
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(k, n)| (k.owner.as_str(), k.queue.as_str(), k.status.as_str(), *n))
+        .collect();
+    match &counts[..] {
+        [] => {}
+        [(owner, queue, status, n)] => {
+            conn.prepare_cached(COUNT_ONE)?
+                .execute(rusqlite::params![owner, queue, status, n])?;
+        }
+        counts => {
+            let counts =
+                serde_json::to_string(counts).map_err(|e| Error::invalid("rows", e.to_string()))?;
+            conn.prepare_cached(COUNT)?
+                .execute(named_params! {":rows": counts})?;
+        }
+    }
+    if rows.rows.is_empty() {
         return Ok(());
     }
     if let [(k, n)] = &rows.rows[..] {
@@ -190,7 +257,7 @@ pub(crate) fn forget(tally: &Mutex<Tally>) {
 }
 
 /// Counts the jobs `inserted` at `now` on a connection other than the writer's (those not
-/// already there) as enqueued.
+/// already there) as enqueued, and in the counts by status.
 pub(crate) fn note_enqueued(conn: &Connection, inserted: &[Enqueued], now: i64) -> Result<()> {
     let at = now - now.rem_euclid(MINUTE_MS);
     let keys: Vec<i64> = inserted
@@ -203,12 +270,17 @@ pub(crate) fn note_enqueued(conn: &Connection, inserted: &[Enqueued], now: i64) 
         [key] => {
             conn.prepare_cached(ENQUEUED_ONE)?
                 .execute(named_params! {":at": at, ":key": key})?;
+            let keys = format!("[{key}]");
+            conn.prepare_cached(COUNTED)?
+                .execute(named_params! {":keys": keys})?;
         }
         keys => {
             let keys =
                 serde_json::to_string(keys).map_err(|e| Error::invalid("keys", e.to_string()))?;
             conn.prepare_cached(ENQUEUED)?
                 .execute(named_params! {":at": at, ":keys": keys})?;
+            conn.prepare_cached(COUNTED)?
+                .execute(named_params! {":keys": keys})?;
         }
     }
     Ok(())
@@ -241,7 +313,7 @@ pub(crate) fn rows(
     let rows = stmt.query_map(
         named_params! {
             ":from": query.from, ":to": query.to, ":owner": scope, ":queue": query.queue,
-            ":kind": query.kind, ":by": query.by_queue_kind,
+            ":kind": query.kind, ":by": query.by_queue_kind, ":step": query.step,
         },
         |r| {
             let metric: String = r.get(3)?;

@@ -20,13 +20,17 @@ use crate::store::rules::{exact_sum, saturate};
 
 // ---- counts -------------------------------------------------------------------------------
 
-/// Running, retrying, failed and cancelled jobs: a covering scan of the status index.
+/// Blocked, running and retrying jobs: a covering scan of the status index (its finished
+/// entries are skipped by the range of each status).
 pub(crate) const COUNT_STATUS_INDEX: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') GROUP BY status";
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+    GROUP BY status";
 pub(crate) const COUNT_STATUS_INDEX_IN_QUEUE: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND queue = :queue GROUP BY status";
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+      AND queue = :queue
+    GROUP BY status";
 /// Ready jobs (queued and retrying), and how many of each wait for their `run_after`: a
 /// covering scan of the ready index.
 pub(crate) const COUNT_READY: &str = "
@@ -34,10 +38,11 @@ pub(crate) const COUNT_READY: &str = "
            coalesce(sum(status = 'retry' AND run_after > :now), 0)
     FROM jobq_jobs
     WHERE status IN ('queued', 'retry') AND (:queue IS NULL OR queue = :queue)";
-/// Succeeded jobs: a range of the finished index.
-pub(crate) const COUNT_SUCCEEDED: &str = "
-    SELECT count(*) FROM jobq_jobs
-    WHERE status = 'succeeded' AND completed_at IS NOT NULL AND (:queue IS NULL OR queue = :queue)";
+/// Finished jobs: the counts the transactions keep (not millions of rows).
+pub(crate) const COUNT_FINISHED: &str = "
+    SELECT status, sum(n) FROM jobq_counts
+    WHERE status IN ('succeeded', 'failed', 'cancelled') AND (:queue IS NULL OR queue = :queue)
+    GROUP BY status";
 /// An owner's or a group's jobs, through its index, with how many wait for their
 /// `run_after`.
 const COUNT_OWNER: &str = "
@@ -74,12 +79,13 @@ const BLOCKED_BEHIND_FAILURE: &str = "
                   WHERE d.job_key = j.id_key AND p.status IN ('failed', 'cancelled'))
       AND coalesce((SELECT run_on_dependency_failure FROM jobq_job_options o
                     WHERE o.job_key = j.id_key), 0) = 0";
-/// Finished jobs of the failure window, by status.
+/// Jobs that finished in the failure window (whole minutes from the one `:since` falls
+/// in), by status: read from the rollups, whatever the number of jobs.
 pub(crate) const FINISHED_SINCE: &str = "
-    SELECT status, count(*) FROM jobq_jobs
-    WHERE status IN ('succeeded', 'failed') AND completed_at >= :since
-      AND (:owner IS NULL OR owner = :owner)
-    GROUP BY status";
+    SELECT metric, sum(n) FROM jobq_rollups
+    WHERE span = 60000 AND at >= :since - :since % 60000
+      AND metric IN ('succeeded', 'failed') AND (:owner IS NULL OR owner = :owner)
+    GROUP BY metric";
 
 // ---- timing, stages, running, dead, costs -------------------------------------------------
 
@@ -190,6 +196,8 @@ pub(crate) fn counts(conn: &Connection, query: CountQuery<'_>, now: i64) -> Resu
                 add_rows(&mut stmt, &[])?;
             }
         }
+        let mut stmt = conn.prepare_cached(COUNT_FINISHED)?;
+        add_rows(&mut stmt, named_params! {":queue": query.queue})?;
         let (ready, queued_ahead, retry_ahead): (i64, i64, i64) = conn
             .prepare_cached(COUNT_READY)?
             .query_row(named_params! {":queue": query.queue, ":now": now}, |r| {
@@ -199,10 +207,6 @@ pub(crate) fn counts(conn: &Connection, query: CountQuery<'_>, now: i64) -> Resu
         counts.by_status.insert(Status::Queued, ready - retry);
         counts.scheduled.insert(Status::Queued, queued_ahead);
         counts.scheduled.insert(Status::Retry, retry_ahead);
-        let succeeded: i64 = conn
-            .prepare_cached(COUNT_SUCCEEDED)?
-            .query_row(named_params! {":queue": query.queue}, |r| r.get(0))?;
-        counts.by_status.insert(Status::Succeeded, succeeded);
     }
     Ok(counts)
 }
@@ -497,8 +501,8 @@ mod tests {
             (READY_BY_QUEUE, "COVERING INDEX jobq_jobs_ready"),
             (COUNT_READY, "COVERING INDEX jobq_jobs_ready"),
             (OLDEST_READY, "COVERING INDEX jobq_jobs_ready"),
-            (COUNT_SUCCEEDED, "COVERING INDEX jobq_jobs_finished"),
-            (FINISHED_SINCE, "jobq_jobs_finished"),
+            (COUNT_FINISHED, "jobq_counts"),
+            (FINISHED_SINCE, "jobq_rollups"),
             (TIMING_ROWS, "COVERING INDEX jobq_jobs_finished"),
             (DEAD, "jobq_jobs_finished"),
             (RUNNING, "jobq_jobs_status"),
