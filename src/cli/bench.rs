@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Run only these workloads (repeatable); all of them but `size` when absent.
     #[arg(long, value_enum)]
     pub only: Vec<Workload>,
+    /// Threads recording outcomes in the drains (the pool's default, one, when absent).
+    #[arg(long)]
+    pub completers: Option<usize>,
     /// Finished jobs the `size` workload reads beside.
     #[arg(long, default_value_t = 10_000_000)]
     pub size_jobs: i64,
@@ -109,13 +112,22 @@ struct Ratios {
     drain_vs_raw_drain_batch32: Vec<f64>,
 }
 
-/// Drains the `n` no-op jobs of `queue` with `workers` handlers; their rate.
-pub(super) fn drain(queue: &Queue, workers: usize, n: u64) -> Result<f64, Refused> {
+/// Drains the `n` no-op jobs of `queue` with `workers` handlers (and `completers`, if
+/// given); their rate.
+pub(super) fn drain(
+    queue: &Queue,
+    workers: usize,
+    n: u64,
+    completers: Option<usize>,
+) -> Result<f64, Refused> {
     let started = Instant::now();
-    let summary = WorkerPool::builder(queue)
+    let mut builder = WorkerPool::builder(queue)
         .concurrency(workers)
-        .handler("noop", noop)
-        .run_until_idle()?;
+        .handler("noop", noop);
+    if let Some(c) = completers {
+        builder = builder.completers(c);
+    }
+    let summary = builder.run_until_idle()?;
     let took = started.elapsed();
     if summary.succeeded != n {
         return Err(Refused(format!(
@@ -217,7 +229,7 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
             fill(&queue)?;
             drains.push(Drain {
                 workers,
-                jobs_per_s: drain(&queue, workers, n)?,
+                jobs_per_s: drain(&queue, workers, n, args.completers)?,
             });
         }
     }
@@ -415,8 +427,8 @@ pub(crate) fn limited_drain(
         "default",
         crate::QueueLimits::new().max_running_per_key(Some(1)),
     )?;
-    let unlimited_per_s = drain(free, workers, n)?;
-    let per_key_1_per_s = drain(limited, workers, n)?;
+    let unlimited_per_s = drain(free, workers, n, None)?;
+    let per_key_1_per_s = drain(limited, workers, n, None)?;
     Ok(Limited {
         workers,
         keys: KEYS,

@@ -163,7 +163,7 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
             fill(&queue, n)?;
             drains.push(Drain {
                 workers,
-                jobs_per_s: drain(&queue, workers, n)?,
+                jobs_per_s: drain(&queue, workers, n, args.completers)?,
             });
         }
     }
@@ -436,7 +436,7 @@ fn size(base: &str, n: u64, workers: usize, finished: i64) -> Result<Size, Refus
         .client()?
         .batch_execute("VACUUM ANALYZE jobq_jobs")
         .map_err(pg)?;
-    let drain_empty = drain(&queue, workers, n)?;
+    let drain_empty = drain(&queue, workers, n, None)?;
     drop(queue);
 
     let big = Scratch::new(base, "size_big")?;
@@ -471,7 +471,7 @@ fn size(base: &str, n: u64, workers: usize, finished: i64) -> Result<Size, Refus
         .batch_execute("VACUUM ANALYZE jobq_jobs")
         .map_err(pg)?;
     fill(&queue, n)?;
-    let drain_big = drain(&queue, workers, n)?;
+    let drain_big = drain(&queue, workers, n, None)?;
     let reads = super::bench_size::reads(&queue)?;
     Ok(Size {
         finished_jobs: finished,

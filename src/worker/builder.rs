@@ -244,9 +244,9 @@ impl WorkerPoolBuilder {
     }
 
     /// How many threads record outcomes (and claim the jobs that refill the slots they
-    /// free), each a transaction at a time. Defaults to one on SQLite, whose writes take
-    /// turns anyway, and to up to four (no more than the concurrency) on PostgreSQL, whose
-    /// connections record side by side. At least one.
+    /// free), each a transaction at a time on a connection of its own. Defaults to one: on
+    /// SQLite writes take turns anyway, and on PostgreSQL four measured no faster than one
+    /// on a 2-core machine (see BENCHMARKS.md). At least one.
     pub fn completers(mut self, n: usize) -> Self {
         self.completers = Some(n);
         self
@@ -355,11 +355,7 @@ impl WorkerPoolBuilder {
     pub fn start(self) -> Result<WorkerPool> {
         self.check()?;
         let timing = self.timing();
-        let completers = self.completers.unwrap_or(if self.queue.sqlite().is_some() {
-            1
-        } else {
-            self.concurrency.clamp(1, 4)
-        });
+        let completers = self.completers.unwrap_or(1);
         let (job_tx, job_rx) = crossbeam_channel::bounded::<ClaimedJob>(self.most_in_flight());
         let (outcome_tx, outcomes) = crossbeam_channel::unbounded::<Finished>();
         let (work_tx, work) = crossbeam_channel::bounded::<()>(1);

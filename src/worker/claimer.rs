@@ -36,10 +36,12 @@ pub(crate) struct Claimer {
     /// a wake-up or a change to the database.
     maybe_ready: AtomicBool,
     claimed_total: AtomicU64,
-    /// Jobs a completer asked for and has not handed out yet: its claim is on its way to the
-    /// database without the lock (several completers record at once), so every other claim
-    /// counts them as in flight already.
-    reserved: AtomicUsize,
+    /// Slots completers' claims will fill beyond the slots their own batches free, while
+    /// those claims are on their way to the database without the lock (several completers
+    /// record at once): every other claim counts them as taken.
+    reserved_slots: AtomicUsize,
+    /// Jobs those claims may bring back, counted against the limit.
+    reserved_claims: AtomicUsize,
     /// Running averages, in nanoseconds (0 until measured).
     avg_claim_ns: AtomicU64,
     avg_run_ns: AtomicU64,
@@ -72,7 +74,8 @@ impl Claimer {
             lock: Mutex::new(()),
             maybe_ready: AtomicBool::new(true),
             claimed_total: AtomicU64::new(0),
-            reserved: AtomicUsize::new(0),
+            reserved_slots: AtomicUsize::new(0),
+            reserved_claims: AtomicUsize::new(0),
             avg_claim_ns: AtomicU64::new(0),
             avg_run_ns: AtomicU64::new(0),
         }
@@ -114,26 +117,31 @@ impl Claimer {
         if stopping || !self.maybe_ready() {
             return 0;
         }
-        let reserved = self.reserved.load(Ordering::SeqCst);
+        let reserved = self.reserved_slots.load(Ordering::SeqCst);
         let free = self
             .capacity()
             .saturating_sub((in_flight + reserved).saturating_sub(freeing));
         let allowed = self.limit.map_or(usize::MAX, |l| {
             (l.saturating_sub(self.claimed_total.load(Ordering::SeqCst)) as usize)
-                .saturating_sub(reserved)
+                .saturating_sub(self.reserved_claims.load(Ordering::SeqCst))
         });
         free.min(allowed)
     }
 
-    /// Sets `n` slots aside for a claim that goes to the database without the lock (taken
-    /// under the lock, with [`Claimer::want`]); give them back with [`Claimer::unreserve`]
-    /// under the lock again, before handing the claimed jobs out.
-    pub fn reserve(&self, n: usize) {
-        self.reserved.fetch_add(n, Ordering::SeqCst);
+    /// Sets aside what a claim of `want` jobs, refilling the `freeing` slots of its own
+    /// batch, takes while it goes to the database without the lock (decided under the lock,
+    /// with [`Claimer::want`]); give it back with [`Claimer::unreserve`] under the lock
+    /// again, before handing the claimed jobs out.
+    pub fn reserve(&self, want: usize, freeing: usize) {
+        self.reserved_slots
+            .fetch_add(want.saturating_sub(freeing), Ordering::SeqCst);
+        self.reserved_claims.fetch_add(want, Ordering::SeqCst);
     }
 
-    pub fn unreserve(&self, n: usize) {
-        self.reserved.fetch_sub(n, Ordering::SeqCst);
+    pub fn unreserve(&self, want: usize, freeing: usize) {
+        self.reserved_slots
+            .fetch_sub(want.saturating_sub(freeing), Ordering::SeqCst);
+        self.reserved_claims.fetch_sub(want, Ordering::SeqCst);
     }
 
     /// `got` of the `wanted` jobs came back: fewer means nothing more is ready for now.
@@ -197,9 +205,16 @@ mod tests {
         );
         c.set_maybe_ready(true);
         assert_eq!(c.want(false, 0, 0), 3);
-        c.reserve(2);
+        c.reserve(2, 0);
         assert_eq!(c.want(false, 0, 0), 1, "a claim on its way holds its slots");
-        c.unreserve(2);
+        c.unreserve(2, 0);
+        c.reserve(2, 2);
+        assert_eq!(
+            c.want(false, 2, 0),
+            1,
+            "a claim refilling its own freed slots takes no other slot, but counts to the limit"
+        );
+        c.unreserve(2, 2);
         c.claimed(3, 3);
         assert!(c.limit_reached());
     }

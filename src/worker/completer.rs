@@ -1,8 +1,8 @@
 //! The completer: records every outcome waiting in the channel in one transaction, and in
-//! the same transaction claims jobs for the slots those outcomes free. A pool on PostgreSQL
-//! runs several, each with its own connection, so that one batch's round trip does not hold
-//! up the next: the slots a claim asks for are set aside under the claim lock, the round
-//! trip runs without it, and the jobs are handed out under it again.
+//! the same transaction claims jobs for the slots those outcomes free. A pool may run several
+//! (`WorkerPoolBuilder::completers`), each on its own connection, so that one batch's round
+//! trip does not hold up the next: the slots a claim asks for are set aside under the claim
+//! lock, the round trip runs without it, and the jobs are handed out under it again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ fn record(pool: &Pool, batch: &mut Vec<Finished>) {
     }
     let guard = pool.claimer.lock();
     let want = pool.want(batch.len());
-    pool.claimer.reserve(want);
+    pool.claimer.reserve(want, batch.len());
     drop(guard);
     let refill = (want > 0).then_some(ClaimSpec {
         worker: pool.worker_id.as_str(),
@@ -78,7 +78,7 @@ fn record(pool: &Pool, batch: &mut Vec<Finished>) {
         pool.claimer.note_claim_time(started.elapsed());
     }
     let guard = pool.claimer.lock();
-    pool.claimer.unreserve(want);
+    pool.claimer.unreserve(want, batch.len());
     pool.forget(batch.iter().map(|f| &f.lease));
     pool.dispatch(claimed, want);
     drop(guard);

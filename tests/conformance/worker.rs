@@ -1002,3 +1002,72 @@ fn a_late_success_of_a_run_whose_job_was_claimed_again_is_refused_with_the_refil
     );
     pool.shutdown();
 }
+
+#[test]
+fn several_completers_record_each_job_once_and_never_claim_past_the_capacity() {
+    let (_dir, queue) = fresh(RetryPolicy::default());
+    queue
+        .enqueue_many((0..600).map(|i| NewJob::new("work").input(json!({ "i": i }))))
+        .unwrap();
+    let observer = queue.clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let max_running = Arc::new(AtomicUsize::new(0));
+    let (counted, seen) = (Arc::clone(&calls), Arc::clone(&max_running));
+    let summary = WorkerPool::builder(&queue)
+        .concurrency(3)
+        .prefetch(0)
+        .completers(3)
+        .handler("work", move |_ctx: &JobContext| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if counted.load(Ordering::SeqCst) % 25 == 0 {
+                // Without prefetch, the jobs running in the database never pass the
+                // handlers, though three completers claim side by side.
+                let running = observer
+                    .list(&JobFilter::new().status(Status::Running))
+                    .unwrap()
+                    .jobs
+                    .len();
+                seen.fetch_max(running, Ordering::SeqCst);
+            }
+            Ok(Value::Null)
+        })
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 600, "each job ran once");
+    assert_eq!((summary.succeeded, summary.lost), (600, 0));
+    assert!(
+        max_running.load(Ordering::SeqCst) <= 3,
+        "{} running with 3 handlers",
+        max_running.load(Ordering::SeqCst)
+    );
+    let jobs = all_jobs(&queue);
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == Status::Succeeded && j.attempts == 1)
+    );
+    // A limit holds across completers claiming side by side.
+    queue
+        .enqueue_many((0..300).map(|_| NewJob::new("work")))
+        .unwrap();
+    let summary = WorkerPool::builder(&queue)
+        .concurrency(4)
+        .completers(3)
+        .limit(100)
+        .handler("work", noop)
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(summary.succeeded, 100, "the limit, exactly");
+    let left = all_jobs(&queue)
+        .iter()
+        .filter(|j| j.status == Status::Queued)
+        .count();
+    assert_eq!(left, 200, "nothing claimed past the limit");
+    assert!(
+        WorkerPool::builder(&queue)
+            .completers(0)
+            .handler("work", noop)
+            .start()
+            .is_err(),
+        "no completer is refused"
+    );
+}
