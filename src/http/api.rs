@@ -48,6 +48,19 @@ pub(crate) fn list_jobs(queue: &Queue, query: &Query) -> Result<Reply, Reply> {
     if let Some(after) = query.get("after") {
         filter = filter.after(after);
     }
+    let time = |name: &'static str| -> Result<Option<Timestamp>, Reply> {
+        match query.get(name) {
+            None => Ok(None),
+            Some(text) => match text.parse::<i64>() {
+                Ok(ms) => Ok(Some(Timestamp::from_millis(ms))),
+                Err(_) => Ok(Some(Timestamp::parse_rfc3339(name, text)?)),
+            },
+        }
+    };
+    let (from, to) = (time("created_from")?, time("created_to")?);
+    if from.is_some() || to.is_some() {
+        filter = filter.created_between(from, to);
+    }
     let page = queue.list(&filter)?;
     let mut doc = json!({ "jobs": page.jobs, "next": page.next });
     if query.flag("stats") {

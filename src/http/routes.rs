@@ -79,7 +79,17 @@ const fn admin(
 }
 
 const JOB_FILTERS: &[&str] = &[
-    "status", "queue", "kind", "group_id", "owner", "q", "limit", "after", "stats",
+    "status",
+    "queue",
+    "kind",
+    "group_id",
+    "owner",
+    "q",
+    "limit",
+    "after",
+    "stats",
+    "created_from",
+    "created_to",
 ];
 
 /// Every route, the more specific path first (`/api/jobs/running` before `/api/jobs/*`).

@@ -25,6 +25,18 @@ impl JobId {
             .map_err(|_| Error::invalid("id", format!("{text:?} is not a job id (a UUID)")))
     }
 
+    /// The smallest id a job created at `ms` (milliseconds since the epoch) can have: ids
+    /// (UUID v7) sort by creation time, so every job created at or after `ms` sorts at or
+    /// after it, and every one created before, before it.
+    pub(crate) fn first_at(ms: i64) -> JobId {
+        let ms = ms.clamp(0, (1 << 48) - 1);
+        JobId::from_db(format!(
+            "{:08x}-{:04x}-7000-8000-000000000000",
+            ms >> 16,
+            ms & 0xffff
+        ))
+    }
+
     pub(crate) fn from_db(text: String) -> JobId {
         JobId(text)
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, Status};
+use crate::job::{Job, JobId, Status, Timestamp};
 use crate::model::{ListQuery, Search};
 
 /// Which jobs [`Queue::list`] returns. Every filter is optional; they combine with AND.
@@ -28,6 +28,8 @@ pub struct JobFilter {
     owner: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    created_from: Option<Timestamp>,
+    created_to: Option<Timestamp>,
 }
 
 impl JobFilter {
@@ -83,6 +85,15 @@ impl JobFilter {
     /// At most this many jobs, 1 to 10,000. Defaults to 50.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
+        self
+    }
+
+    /// Only jobs created at or after `from` and before `to` (either may be left open): what
+    /// a range picked on the dashboard's charts lists. Ids are ordered by creation time, so
+    /// this is a range of the listing's own order, whatever the number of jobs.
+    pub fn created_between(mut self, from: Option<Timestamp>, to: Option<Timestamp>) -> Self {
+        self.created_from = from;
+        self.created_to = to;
         self
     }
 
@@ -222,6 +233,25 @@ impl Queue {
             })?),
             None => None,
         };
+        if let (Some(from), Some(to)) = (filter.created_from, filter.created_to) {
+            if from >= to {
+                return Err(Error::invalid(
+                    "created_to",
+                    format!(
+                        "{} is not after created_from {}",
+                        to.to_rfc3339(),
+                        from.to_rfc3339()
+                    ),
+                ));
+            }
+        }
+        // Newest first: jobs created before `created_to` start below the smallest id of that
+        // millisecond.
+        let before = match (before, filter.created_to) {
+            (Some(cursor), Some(to)) => Some(cursor.min(JobId::first_at(to.as_millis()))),
+            (cursor, None) => cursor,
+            (None, Some(to)) => Some(JobId::first_at(to.as_millis())),
+        };
         let owner = match (self.owner(), filter.owner.as_deref()) {
             (Some(me), Some(other)) if me != other => {
                 return Ok(Page {
@@ -257,10 +287,20 @@ impl Queue {
             .into_iter()
             .map(|job| job.read_at(now))
             .collect();
-        let next = if jobs.len() > limit {
+        // Past `created_from` every later row is older still: the listing ends there.
+        let mut ended = false;
+        if let Some(from) = filter.created_from {
+            let first = JobId::first_at(from.as_millis());
+            if let Some(at) = jobs.iter().position(|j| j.id < first) {
+                jobs.truncate(at);
+                ended = true;
+            }
+        }
+        let next = if jobs.len() > limit && !ended {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id.to_string())
         } else {
+            jobs.truncate(limit);
             None
         };
         Ok(Page { jobs, next })

@@ -379,3 +379,55 @@ fn an_owner_sees_only_its_own_counts() {
     assert_eq!(totals(&queue.scoped("nobody"), "a", "k").enqueued, 0);
     assert_eq!(totals(&queue, "a", "k").enqueued, 9);
 }
+
+#[test]
+fn a_range_of_creation_times_lists_the_jobs_created_in_it_page_by_page() {
+    let db = Db::fresh();
+    let clock = ManualClock::new(T0);
+    let queue = open(&db, &clock);
+    let mut minutes = Vec::new();
+    for n in [3, 4, 2] {
+        let ids: Vec<_> = queue
+            .enqueue_many((0..n).map(|_| NewJob::new("k")))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.job_id)
+            .collect();
+        minutes.push(ids);
+        clock.advance(Duration::from_secs(60));
+    }
+    let at = |s: i64| Some(jobq::Timestamp::from_millis(T0 + s * 1000));
+    let listed = |filter: jobq::JobFilter| -> Vec<jobq::JobId> {
+        let mut out = Vec::new();
+        let mut filter = filter.limit(2);
+        loop {
+            let page = queue.list(&filter).unwrap();
+            assert!(page.jobs.len() <= 2);
+            out.extend(page.jobs.into_iter().map(|j| j.id));
+            match page.next {
+                Some(next) => filter = filter.after(next),
+                None => return out,
+            }
+        }
+    };
+    let mut second = minutes[1].clone();
+    second.reverse();
+    assert_eq!(
+        listed(jobq::JobFilter::new().created_between(at(60), at(120))),
+        second,
+        "the second minute's jobs, newest first, over two pages"
+    );
+    assert_eq!(
+        listed(jobq::JobFilter::new().created_between(at(60), None)).len(),
+        6
+    );
+    assert_eq!(
+        listed(jobq::JobFilter::new().created_between(None, at(60))).len(),
+        3
+    );
+    assert!(listed(jobq::JobFilter::new().created_between(at(1000), None)).is_empty());
+    let err = queue
+        .list(&jobq::JobFilter::new().created_between(at(120), at(60)))
+        .unwrap_err();
+    assert!(err.to_string().contains("created_to"), "{err}");
+}

@@ -1107,6 +1107,42 @@ fn the_dashboards_charts_agree_with_the_series_on_a_wide_screen_and_a_phone() {
                 let p95 = text_of(&client, "[data-testid=run-p95]").await;
                 assert!(p95 != "-", "the last run p95 is shown: {p95}");
             }
+            // Picking the step the jobs arrived in lists them, and only them; an empty step
+            // lists nothing; the chip clears the range.
+            if width > 1000 {
+                client
+                    .find(Locator::Css("[data-testid=series-window]"))
+                    .await
+                    .unwrap()
+                    .select_by_value("1h")
+                    .await
+                    .unwrap();
+                let series = queue.series(&jobq::SeriesQuery::new()).unwrap();
+                let busy = series.points.iter().find(|p| p.enqueued > 0).unwrap().t.to_rfc3339();
+                let idle = series.points.iter().find(|p| p.enqueued == 0).unwrap().t.to_rfc3339();
+                let pick = |t: String| format!("#chart-flow rect.pick[data-t='{t}']");
+                click(&client, &pick(busy.clone())).await;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while attrs_of(&client, "#jobs tr[data-job-id]", "data-job-id").await.len() != 12 {
+                    assert!(Instant::now() < deadline, "picking the busy step did not list its 12 jobs");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(text_of(&client, "[data-testid=range]").await.starts_with("created"));
+                let url = client.current_url().await.unwrap();
+                assert!(url.fragment().unwrap_or("").contains("created_from"), "{url}");
+                click(&client, &pick(idle)).await;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !texts_of(&client, "#jobs td.empty").await.iter().any(|t| t == "No jobs match.") {
+                    assert!(Instant::now() < deadline, "an empty step still lists jobs");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                click(&client, "[data-testid=range]").await;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while attrs_of(&client, "#jobs tr[data-job-id]", "data-job-id").await.len() != 12 {
+                    assert!(Instant::now() < deadline, "clearing the range did not list every job");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             // Each chart fits the screen.
             let inner: f64 = client
                 .execute("return window.innerWidth", vec![])
