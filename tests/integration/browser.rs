@@ -424,20 +424,10 @@ fn the_dashboard_works_at_phone_width_and_keeps_its_state_in_the_url() {
         // A link to the dead letter opens it.
         sign_in(&client, &format!("http://{addr}/#tab=dead")).await;
         let retry = client.wait().for_element(Locator::Css("#dead [data-testid=retry]")).await.unwrap();
-        let width: f64 = client
-            .execute("return window.innerWidth", vec![])
-            .await
-            .unwrap()
-            .as_f64()
-            .unwrap();
+        let width: f64 = number(&client, "return window.innerWidth").await;
         assert!(width <= 400.0, "the page is laid out {width} px wide");
         assert!(within(&retry, width).await, "the dead letter's Retry lies beyond the screen");
-        let page_width: f64 = client
-            .execute("return document.documentElement.scrollWidth", vec![])
-            .await
-            .unwrap()
-            .as_f64()
-            .unwrap();
+        let page_width: f64 = number(&client, "return document.documentElement.scrollWidth").await;
         assert!(page_width <= width + 1.0, "the page is {page_width} px wide on a {width} px screen");
         // Retry one from the phone.
         retry.click().await.unwrap();
@@ -663,22 +653,16 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
             .click()
             .await
             .unwrap();
-        let row = client
-            .wait()
-            .for_element(Locator::Css("tr[data-schedule=nightly]"))
-            .await
-            .unwrap();
-        let text = row.text().await.unwrap();
+        let text = text_of(&client, "tr[data-schedule=nightly]").await;
         assert!(
             text.contains("0 2 * * *") && text.contains("report"),
             "{text}"
         );
-        row.find(Locator::Css("[data-testid=pause-schedule]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(
+            &client,
+            "tr[data-schedule=nightly] [data-testid=pause-schedule]",
+        )
+        .await;
         client
             .wait()
             .for_element(Locator::Css("[data-testid=resume-schedule]"))
@@ -693,19 +677,10 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
             .click()
             .await
             .unwrap();
-        let row = client
-            .wait()
-            .for_element(Locator::Css("tr[data-queue=default]"))
-            .await
-            .unwrap();
-        let text = row.text().await.unwrap();
+        // Found again whenever the page redraws the table in between (its refresh).
+        let text = text_of(&client, "tr[data-queue=default]").await;
         assert!(text.contains("default"), "{text}");
-        row.find(Locator::Css("[data-testid=pause-queue]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "tr[data-queue=default] [data-testid=pause-queue]").await;
         client
             .wait()
             .for_element(Locator::Css("[data-testid=resume-queue]"))
@@ -715,6 +690,16 @@ fn the_dashboard_shows_a_flow_by_level_a_jobs_dependencies_and_the_schedules() {
     });
     assert!(queue.schedule("nightly").unwrap().paused);
     assert!(queue.queue_info("default").unwrap().paused);
+}
+
+/// A number the page's script returns.
+async fn number(client: &fantoccini::Client, script: &str) -> f64 {
+    client
+        .execute(script, vec![])
+        .await
+        .unwrap()
+        .as_f64()
+        .unwrap_or_else(|| panic!("{script} returned no number"))
 }
 
 /// Whether a command failed because the page redrew the element meanwhile (the dashboard
@@ -1144,22 +1129,12 @@ fn the_dashboards_charts_agree_with_the_series_on_a_wide_screen_and_a_phone() {
                 }
             }
             // Each chart fits the screen.
-            let inner: f64 = client
-                .execute("return window.innerWidth", vec![])
-                .await
-                .unwrap()
-                .as_f64()
-                .unwrap();
+            let inner: f64 = number(&client, "return window.innerWidth").await;
             for chart in ["chart-flow", "chart-latency", "chart-failures"] {
                 let svg = client.find(Locator::Id(chart)).await.unwrap();
                 assert!(within(&svg, inner).await, "{chart} lies beyond a {inner} px screen");
             }
-            let page_width: f64 = client
-                .execute("return document.documentElement.scrollWidth", vec![])
-                .await
-                .unwrap()
-                .as_f64()
-                .unwrap();
+            let page_width: f64 = number(&client, "return document.documentElement.scrollWidth").await;
             assert!(page_width <= inner + 1.0, "the page is {page_width} px wide on {inner} px");
             let png = client.screenshot().await.unwrap();
             std::fs::write(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name), &png).unwrap();
