@@ -204,6 +204,12 @@ pub(crate) struct ListQuery<'a> {
     pub owner: Option<&'a str>,
     /// Only jobs older than the job with this row key (the cursor), if any.
     pub before: Option<JobId>,
+    /// Only jobs created at or after this time (ms); their ids are at or after
+    /// `JobId::first_at` of it (an id never runs behind its job's creation), which bounds
+    /// the scan.
+    pub created_from: Option<i64>,
+    /// Only jobs created before this time (ms).
+    pub created_to: Option<i64>,
     pub limit: usize,
 }
 

@@ -89,8 +89,9 @@ impl JobFilter {
     }
 
     /// Only jobs created at or after `from` and before `to` (either may be left open): what
-    /// a range picked on the dashboard's charts lists. Ids are ordered by creation time, so
-    /// this is a range of the listing's own order, whatever the number of jobs.
+    /// a range picked on the dashboard's charts lists. A job's id never runs behind its
+    /// creation time, so the listing stops at the first id older than `from` rather than
+    /// reading every older job.
     pub fn created_between(mut self, from: Option<Timestamp>, to: Option<Timestamp>) -> Self {
         self.created_from = from;
         self.created_to = to;
@@ -245,13 +246,6 @@ impl Queue {
                 ));
             }
         }
-        // Newest first: jobs created before `created_to` start below the smallest id of that
-        // millisecond.
-        let before = match (before, filter.created_to) {
-            (Some(cursor), Some(to)) => Some(cursor.min(JobId::first_at(to.as_millis()))),
-            (cursor, None) => cursor,
-            (None, Some(to)) => Some(JobId::first_at(to.as_millis())),
-        };
         let owner = match (self.owner(), filter.owner.as_deref()) {
             (Some(me), Some(other)) if me != other => {
                 return Ok(Page {
@@ -279,6 +273,8 @@ impl Queue {
             group_id: filter.group_id.as_deref(),
             owner,
             before,
+            created_from: filter.created_from.map(Timestamp::as_millis),
+            created_to: filter.created_to.map(Timestamp::as_millis),
             limit: limit + 1,
         };
         let mut jobs: Vec<Job> = self
@@ -287,20 +283,10 @@ impl Queue {
             .into_iter()
             .map(|job| job.read_at(now))
             .collect();
-        // Past `created_from` every later row is older still: the listing ends there.
-        let mut ended = false;
-        if let Some(from) = filter.created_from {
-            let first = JobId::first_at(from.as_millis());
-            if let Some(at) = jobs.iter().position(|j| j.id < first) {
-                jobs.truncate(at);
-                ended = true;
-            }
-        }
-        let next = if jobs.len() > limit && !ended {
+        let next = if jobs.len() > limit {
             jobs.truncate(limit);
             jobs.last().map(|j| j.id.to_string())
         } else {
-            jobs.truncate(limit);
             None
         };
         Ok(Page { jobs, next })

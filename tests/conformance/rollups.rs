@@ -385,6 +385,12 @@ fn a_range_of_creation_times_lists_the_jobs_created_in_it_page_by_page() {
     let db = Db::fresh();
     let clock = ManualClock::new(T0);
     let queue = open(&db, &clock);
+    // Another process whose clock runs ten hours ahead enqueues first: the ids made after
+    // its job run ahead of their jobs' creation times (ids only ever rise).
+    let ahead = ManualClock::new(T0 + 10 * 3_600_000);
+    open(&db, &ahead)
+        .enqueue(NewJob::new("k").queue("elsewhere"))
+        .unwrap();
     let mut minutes = Vec::new();
     for n in [3, 4, 2] {
         let ids: Vec<_> = queue
@@ -399,7 +405,7 @@ fn a_range_of_creation_times_lists_the_jobs_created_in_it_page_by_page() {
     let at = |s: i64| Some(jobq::Timestamp::from_millis(T0 + s * 1000));
     let listed = |filter: jobq::JobFilter| -> Vec<jobq::JobId> {
         let mut out = Vec::new();
-        let mut filter = filter.limit(2);
+        let mut filter = filter.queue("default").limit(2);
         loop {
             let page = queue.list(&filter).unwrap();
             assert!(page.jobs.len() <= 2);

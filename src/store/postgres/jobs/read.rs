@@ -26,6 +26,8 @@ const LIST: &str = concat!(
       AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR group_id = $5)
       AND ($6::text IS NULL OR owner = $6)
       AND ($8::bigint IS NULL OR (status IN ('queued', 'retry') AND run_after > $8))
+      AND ($9::uuid IS NULL OR id >= $9) AND ($10::bigint IS NULL OR created_at >= $10)
+      AND ($11::bigint IS NULL OR created_at < $11)
     ORDER BY id DESC LIMIT $7"
 );
 
@@ -35,14 +37,16 @@ const LIST_SEARCH: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobq_jobs
-    WHERE id IN (SELECT id FROM jobq_jobs WHERE id BETWEEN $9::uuid AND $10::uuid
-                 UNION SELECT id FROM jobq_jobs WHERE idempotency_key = $11
-                 UNION SELECT id FROM jobq_jobs WHERE external_id = $11)
+    WHERE id IN (SELECT id FROM jobq_jobs WHERE id BETWEEN $12::uuid AND $13::uuid
+                 UNION SELECT id FROM jobq_jobs WHERE idempotency_key = $14
+                 UNION SELECT id FROM jobq_jobs WHERE external_id = $14)
       AND ($1::uuid IS NULL OR id < $1)
       AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR queue = $3)
       AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR group_id = $5)
       AND ($6::text IS NULL OR owner = $6)
       AND ($8::bigint IS NULL OR (status IN ('queued', 'retry') AND run_after > $8))
+      AND ($9::uuid IS NULL OR id >= $9) AND ($10::bigint IS NULL OR created_at >= $10)
+      AND ($11::bigint IS NULL OR created_at < $11)
     ORDER BY id DESC LIMIT $7"
 );
 
@@ -62,7 +66,11 @@ pub(super) fn list(conn: &mut Conn, query: &ListQuery<'_>) -> Result<Vec<Job>> {
     };
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
     let status = query.status.map(Status::as_str);
-    let filters: [&(dyn postgres::types::ToSql + Sync); 8] = [
+    let from_id = match query.created_from {
+        Some(from) => Some(uuid_of(&JobId::first_at(from))?),
+        None => None,
+    };
+    let filters: [&(dyn postgres::types::ToSql + Sync); 11] = [
         &before,
         &status,
         &query.queue,
@@ -71,6 +79,9 @@ pub(super) fn list(conn: &mut Conn, query: &ListQuery<'_>) -> Result<Vec<Job>> {
         &query.owner,
         &limit,
         &query.scheduled_after,
+        &from_id,
+        &query.created_from,
+        &query.created_to,
     ];
     let rows = match &query.search {
         None => conn.query(LIST, &filters)?,

@@ -22,6 +22,9 @@ macro_rules! list_sql {
               AND (:status IS NULL OR status = :status) AND (:queue IS NULL OR queue = :queue)
               AND (:kind IS NULL OR kind = :kind) AND (:group_id IS NULL OR group_id = :group_id)
               AND (:owner IS NULL OR owner = :owner)
+              AND id_key >= :from_key
+              AND (:created_from IS NULL OR created_at >= :created_from)
+              AND (:created_to IS NULL OR created_at < :created_to)
               AND (:scheduled_after IS NULL
                    OR ((status = 'queued' OR status = 'retry') AND run_after > :scheduled_after))
             ORDER BY id_key DESC LIMIT :limit + 0"
@@ -64,6 +67,9 @@ pub(super) fn get(conn: &Connection, scope: Scope<'_>, id: &JobId) -> Result<Opt
 
 pub(super) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>> {
     let after = query.before.as_ref().map_or(i64::MAX, JobId::key);
+    let from_key = query
+        .created_from
+        .map_or(i64::MIN, |from| JobId::first_at(from).key());
     if let Some(search) = &query.search {
         let (lo, hi) = search.key_range().unzip();
         let mut stmt = conn.prepare_cached(LIST_SEARCH)?;
@@ -76,6 +82,9 @@ pub(super) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>>
                 ":group_id": query.group_id,
                 ":owner": query.owner,
                 ":scheduled_after": query.scheduled_after,
+                ":from_key": from_key,
+                ":created_from": query.created_from,
+                ":created_to": query.created_to,
                 ":limit": query.limit as i64,
                 ":lo": lo, ":hi": hi, ":q": search.text, ":prefix": search.id_prefix,
             },
@@ -105,6 +114,9 @@ pub(super) fn list(conn: &Connection, query: &ListQuery<'_>) -> Result<Vec<Job>>
             ":group_id": query.group_id,
             ":owner": query.owner,
             ":scheduled_after": query.scheduled_after,
+            ":from_key": from_key,
+            ":created_from": query.created_from,
+            ":created_to": query.created_to,
             ":limit": query.limit as i64,
         },
         rows::job,
