@@ -320,6 +320,25 @@ pub(super) struct Row {
     pub ratio: Option<f64>,
 }
 
+/// The two enqueue rows (one per call, batches of 1000) of either engine's table: jobq's
+/// rates, the raw loop's, and their ratios, in that order.
+pub(super) fn enqueue_rows(
+    jobq: [Option<f64>; 2],
+    raw: [Option<f64>; 2],
+    ratio: [Option<f64>; 2],
+) -> Vec<Row> {
+    ["enqueue, one per call", "enqueue, batches of 1000"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| Row {
+            label: label.into(),
+            jobq: jobq[i],
+            raw: raw[i],
+            ratio: ratio[i],
+        })
+        .collect()
+}
+
 /// The table of [`Row`]s under a header naming the raw baseline.
 pub(super) fn print_rows(baseline: &str, rows: &[Row]) {
     let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}/s"));
@@ -345,20 +364,17 @@ fn print_report(r: &Figures) {
         r.durability.to_uppercase()
     );
     println!();
-    let mut rows = vec![
-        Row {
-            label: "enqueue, one per call".into(),
-            jobq: r.enqueue_one_per_s,
-            raw: raw.map(|x| x.insert_one_per_s),
-            ratio: ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
-        },
-        Row {
-            label: "enqueue, batches of 1000".into(),
-            jobq: r.enqueue_batch_per_s,
-            raw: raw.map(|x| x.insert_batch_per_s),
-            ratio: ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
-        },
-    ];
+    let mut rows = enqueue_rows(
+        [r.enqueue_one_per_s, r.enqueue_batch_per_s],
+        [
+            raw.map(|x| x.insert_one_per_s),
+            raw.map(|x| x.insert_batch_per_s),
+        ],
+        [
+            ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
+            ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
+        ],
+    );
     rows.extend(r.drain.iter().enumerate().map(|(i, d)| Row {
         label: format!("drain, {} handler(s)", d.workers),
         jobq: Some(d.jobs_per_s),

@@ -279,20 +279,17 @@ fn print_report(r: &Figures) {
         r.server, r.jobs
     );
     println!();
-    let mut rows = vec![
-        Row {
-            label: "enqueue, one per call".into(),
-            jobq: r.enqueue_one_per_s,
-            raw: raw.map(|x| x.insert_one_per_s),
-            ratio: ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
-        },
-        Row {
-            label: "enqueue, batches of 1000".into(),
-            jobq: r.enqueue_batch_per_s,
-            raw: raw.map(|x| x.insert_batch_per_s),
-            ratio: ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
-        },
-    ];
+    let mut rows = super::bench::enqueue_rows(
+        [r.enqueue_one_per_s, r.enqueue_batch_per_s],
+        [
+            raw.map(|x| x.insert_one_per_s),
+            raw.map(|x| x.insert_batch_per_s),
+        ],
+        [
+            ratios.map(|x| x.enqueue_one_vs_raw_insert_one),
+            ratios.map(|x| x.enqueue_batch_vs_raw_insert_batch),
+        ],
+    );
     rows.extend(r.drain.iter().enumerate().map(|(i, d)| {
         Row {
             label: format!("drain, {} handler(s)", d.workers),

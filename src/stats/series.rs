@@ -315,23 +315,19 @@ impl Queue {
                 step: 0,
             },
         )?;
-        let mut by_name: BTreeMap<&str, Vec<RollupRow>> = BTreeMap::new();
-        for row in &rows {
-            by_name
-                .entry(if by_queue { row.queue.as_str() } else { "" })
-                .or_default()
-                .push(RollupRow {
-                    at: from,
-                    ..row.clone()
-                });
-        }
-        if !by_queue && by_name.is_empty() {
-            by_name.insert("", Vec::new());
-        }
-        Ok(by_name
+        // Summed over the window in SQL: every row is at `from`, the one step's start.
+        let mut names: Vec<&str> = if by_queue {
+            rows.iter().map(|r| r.queue.as_str()).collect()
+        } else {
+            vec![""]
+        };
+        names.sort_unstable();
+        names.dedup();
+        Ok(names
             .into_iter()
-            .map(|(name, rows)| {
-                let mut one = series_of(&rows, from, MINUTE_MS, 1);
+            .map(|name| {
+                let mine = rows.iter().filter(|r| !by_queue || r.queue == name);
+                let mut one = series_of(mine, from, MINUTE_MS, 1);
                 (name.to_string(), one.points.pop().unwrap_or_default())
             })
             .collect())
@@ -339,7 +335,12 @@ impl Queue {
 }
 
 /// Buckets rollup rows into `points` steps of `step` from `from`.
-fn series_of(rows: &[RollupRow], from: i64, step: i64, points: i64) -> Series {
+fn series_of<'r>(
+    rows: impl IntoIterator<Item = &'r RollupRow>,
+    from: i64,
+    step: i64,
+    points: i64,
+) -> Series {
     let n = usize::try_from(points).unwrap_or(0);
     let mut out: Vec<SeriesPoint> = (0..points)
         .map(|i| SeriesPoint {

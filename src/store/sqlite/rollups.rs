@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::functions::FunctionFlags;
+use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::{Connection, named_params};
 
 use crate::error::{Error, Result};
@@ -93,14 +93,6 @@ const ENQUEUED: &str = "
     ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
     DO UPDATE SET n = n + excluded.n";
 
-/// The same for one job.
-const ENQUEUED_ONE: &str = "
-    INSERT INTO jobq_rollups (span, at, owner, queue, kind, metric, slot, n)
-    SELECT 60000, :at, coalesce(owner, ''), queue, kind, 'enqueued', 0, 1
-    FROM jobq_jobs WHERE id_key = :key
-    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
-    DO UPDATE SET n = n + 1";
-
 /// Moves rows of span `:from` that start before `:before` into rows of span `:to` (their
 /// start rounded down to it; everything at 0 for span 0).
 const FOLD: &str = "
@@ -127,61 +119,62 @@ const ROWS: &str = "
     GROUP BY 1, 2, 3, 4, 5
     ORDER BY 1";
 
-/// Installs the note trigger and its function on the writer connection; what it notes
+/// The text argument `i` of a call from a trigger (`None` for NULL).
+fn text_arg<'c>(ctx: &'c Context<'_>, i: usize) -> Option<&'c str> {
+    ctx.get_raw(i).as_str_or_null().ok().flatten()
+}
+
+/// The status argument `i` of a call from a trigger.
+fn status_arg(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Status> {
+    text_arg(ctx, i)
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))
+}
+
+/// Installs the triggers and their functions on the writer connection; what they note
 /// goes to `tally`.
 pub(crate) fn install(conn: &Connection, tally: &Arc<Mutex<Tally>>) -> Result<()> {
-    let tally_for_inserts = tally;
-    let tally = Arc::clone(tally);
+    let noted = Arc::clone(tally);
     conn.create_scalar_function("jobq_note", 10, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let text = |i: usize| -> rusqlite::Result<&str> {
-            ctx.get_raw(i)
-                .as_str_or_null()
-                .map(Option::unwrap_or_default)
-                .map_err(|e| rusqlite::Error::UserFunctionError(e.to_string().into()))
-        };
-        let status = |i: usize| -> rusqlite::Result<Status> {
-            text(i)?
-                .parse()
-                .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))
-        };
         let transition = Transition {
-            from: status(0)?,
-            to: status(1)?,
+            from: status_arg(ctx, 0)?,
+            to: status_arg(ctx, 1)?,
             claimed: ctx.get(2)?,
             snoozed: ctx.get(3)?,
             now: ctx.get(7)?,
             started_at: ctx.get(8)?,
             due_at: ctx.get(9)?,
         };
-        let owner = ctx.get_raw(4).as_str_or_null().ok().flatten();
-        let (queue, kind) = (text(5)?, text(6)?);
-        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        tally.transition(&transition, owner, queue, kind);
+        let (queue, kind) = (
+            text_arg(ctx, 5).unwrap_or_default(),
+            text_arg(ctx, 6).unwrap_or_default(),
+        );
+        let mut tally = noted.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.transition(&transition, text_arg(ctx, 4), queue, kind);
         Ok(rusqlite::types::Null)
     })?;
-    let tally = Arc::clone(tally_for_inserts);
+    let inserted = Arc::clone(tally);
     conn.create_scalar_function("jobq_enqueued", 5, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let text = |i: usize| ctx.get_raw(i).as_str_or_null().ok().flatten();
+        let (owner, queue) = (text_arg(ctx, 0), text_arg(ctx, 1).unwrap_or_default());
+        let status = status_arg(ctx, 4)?;
         let now: i64 = ctx.get(3)?;
-        let (queue, kind) = (text(1).unwrap_or_default(), text(2).unwrap_or_default());
-        let status: Status = text(4)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
-        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        tally.add(now, text(0), queue, kind, Metric::Enqueued, 0);
-        tally.count(text(0), queue, status, 1);
+        let mut tally = inserted.lock().unwrap_or_else(PoisonError::into_inner);
+        let kind = text_arg(ctx, 2).unwrap_or_default();
+        tally.add(now, owner, queue, kind, Metric::Enqueued, 0);
+        tally.count(owner, queue, status, 1);
         Ok(rusqlite::types::Null)
     })?;
-    let tally = Arc::clone(tally_for_inserts);
+    let removed = Arc::clone(tally);
     conn.create_scalar_function("jobq_removed", 3, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        let text = |i: usize| ctx.get_raw(i).as_str_or_null().ok().flatten();
-        let status: Status = text(2)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e: Error| rusqlite::Error::UserFunctionError(e.to_string().into()))?;
-        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        tally.count(text(0), text(1).unwrap_or_default(), status, -1);
+        let status = status_arg(ctx, 2)?;
+        let mut tally = removed.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.count(
+            text_arg(ctx, 0),
+            text_arg(ctx, 1).unwrap_or_default(),
+            status,
+            -1,
+        );
         Ok(rusqlite::types::Null)
     })?;
     conn.execute_batch(NOTE_TRIGGER)?;
@@ -265,24 +258,14 @@ pub(crate) fn note_enqueued(conn: &Connection, inserted: &[Enqueued], now: i64) 
         .filter(|e| !e.already_existed)
         .map(|e| e.job_id.key())
         .collect();
-    match &keys[..] {
-        [] => {}
-        [key] => {
-            conn.prepare_cached(ENQUEUED_ONE)?
-                .execute(named_params! {":at": at, ":key": key})?;
-            let keys = format!("[{key}]");
-            conn.prepare_cached(COUNTED)?
-                .execute(named_params! {":keys": keys})?;
-        }
-        keys => {
-            let keys =
-                serde_json::to_string(keys).map_err(|e| Error::invalid("keys", e.to_string()))?;
-            conn.prepare_cached(ENQUEUED)?
-                .execute(named_params! {":at": at, ":keys": keys})?;
-            conn.prepare_cached(COUNTED)?
-                .execute(named_params! {":keys": keys})?;
-        }
+    if keys.is_empty() {
+        return Ok(());
     }
+    let keys = serde_json::to_string(&keys).map_err(|e| Error::invalid("keys", e.to_string()))?;
+    conn.prepare_cached(ENQUEUED)?
+        .execute(named_params! {":at": at, ":keys": keys})?;
+    conn.prepare_cached(COUNTED)?
+        .execute(named_params! {":keys": keys})?;
     Ok(())
 }
 
