@@ -601,3 +601,116 @@ SELECT 60000, at - at % 60000, owner, queue, kind, metric, 0, sum(n) FROM (
     SELECT completed_at, coalesce(owner, ''), queue, kind, status, 1
     FROM jobq_jobs WHERE completed_at IS NOT NULL) AS b
 GROUP BY 2, 3, 4, 5, 6;
+
+-- migration 9
+
+-- Durable steps, sleep and events (as in `schema.sql`, where the tables are explained):
+-- the status `waiting`, what a waiting job waits for, its steps and the events.
+ALTER TABLE jobq_jobs DROP CONSTRAINT jobq_jobs_status_check;
+ALTER TABLE jobq_jobs ADD CONSTRAINT jobq_jobs_status_check
+    CHECK (status IN ('blocked', 'queued', 'running', 'retry', 'succeeded', 'failed', 'cancelled',
+                      'waiting'));
+ALTER TABLE jobq_jobs ADD COLUMN wait_for text;
+
+DROP INDEX jobq_jobs_ready;
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id)
+    INCLUDE (kind, owner)
+    WHERE status IN ('queued', 'retry', 'waiting');
+CREATE INDEX jobq_jobs_wait_for ON jobq_jobs (wait_for, owner) WHERE wait_for IS NOT NULL;
+
+CREATE TABLE jobq_steps (
+    job_id     uuid NOT NULL REFERENCES jobq_jobs (id) ON DELETE CASCADE,
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    position   integer NOT NULL DEFAULT 0,
+    kind       text NOT NULL CHECK (kind IN ('step', 'sleep', 'wait')),
+    output     text,
+    event      text,
+    event_id   bigint,
+    wake_at    bigint,
+    started_at bigint NOT NULL,
+    ended_at   bigint,
+    PRIMARY KEY (job_id, name)
+);
+
+CREATE TABLE jobq_events (
+    id         bigserial PRIMARY KEY,
+    owner      text NOT NULL DEFAULT '',
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    payload    text,
+    created_at bigint NOT NULL
+);
+CREATE INDEX jobq_events_name ON jobq_events (owner, name, id);
+CREATE INDEX jobq_events_created ON jobq_events (created_at);
+
+-- A job parked until a time wakes idle workers on every host too, so that they wait for
+-- that time; a job an event woke is `queued`.
+CREATE OR REPLACE FUNCTION jobq_notify_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jobq', q.queue)
+    FROM (SELECT DISTINCT queue FROM jobq_new
+          WHERE status IN ('queued', 'retry', 'waiting')
+             OR (status IN ('succeeded', 'failed', 'cancelled')
+                 AND queue IN (SELECT name FROM jobq_queues WHERE controlled))) AS q;
+    RETURN NULL;
+END $$;
+
+-- A running job that parks itself counts as `waited`.
+CREATE OR REPLACE FUNCTION jobq_roll_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobq_rollups AS r (span, at, owner, queue, kind, metric, slot, shard, n)
+    SELECT 60000, c.at - c.at % 60000, c.owner, c.queue, c.kind, m.metric, m.slot,
+           pg_backend_pid() % 16, count(*)
+    FROM (
+        SELECT n.updated_at AS at, coalesce(n.owner, '') AS owner, n.queue, n.kind,
+               o.status AS old, n.status AS new, n.claims > o.claims AS claimed,
+               n.snoozes > o.snoozes AS snoozed, o.started_at,
+               greatest(o.run_after, o.created_at) AS due_at
+        FROM jobq_old o JOIN jobq_new n ON n.id = o.id
+        WHERE n.status <> o.status OR n.claims <> o.claims) AS c
+    CROSS JOIN LATERAL (VALUES
+        (CASE WHEN c.claimed THEN 'started' END, 0),
+        (CASE WHEN c.claimed THEN 'wait_ms' END, jobq_slot(c.at - c.due_at)),
+        (CASE WHEN c.new = c.old THEN NULL
+              WHEN c.new IN ('succeeded', 'failed', 'cancelled') THEN c.new
+              WHEN c.old <> 'running' THEN NULL
+              WHEN c.new = 'retry' THEN 'retried'
+              WHEN c.new = 'queued' AND c.snoozed THEN 'snoozed'
+              WHEN c.new = 'queued' THEN 'released'
+              WHEN c.new = 'waiting' THEN 'waited' END, 0),
+        (CASE WHEN c.new <> c.old AND c.old IN ('succeeded', 'failed', 'cancelled')
+              THEN 'revived' END, 0),
+        (CASE WHEN c.old = 'running' AND c.new IN ('succeeded', 'failed', 'retry')
+                   AND c.started_at IS NOT NULL
+              THEN 'run_ms' END, jobq_slot(c.at - c.started_at))) AS m(metric, slot)
+    WHERE m.metric IS NOT NULL
+    GROUP BY 2, 3, 4, 5, 6, 7
+    ON CONFLICT (span, at, owner, queue, kind, metric, slot, shard)
+    DO UPDATE SET n = r.n + excluded.n;
+    -- A change of status moves one job from one count to another.
+    INSERT INTO jobq_counts AS c (owner, queue, status, shard, n)
+    SELECT m.owner, m.queue, m.status, pg_backend_pid() % 16, sum(m.n)
+    FROM (SELECT coalesce(n.owner, '') AS owner, n.queue, o.status AS old, n.status AS new
+          FROM jobq_old o JOIN jobq_new n ON n.id = o.id
+          WHERE n.status <> o.status) AS t
+    CROSS JOIN LATERAL (VALUES (t.owner, t.queue, t.old, -1), (t.owner, t.queue, t.new, 1))
+        AS m(owner, queue, status, n)
+    GROUP BY 1, 2, 3
+    ON CONFLICT (owner, queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+-- The queue counts with `waiting`.
+CREATE OR REPLACE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = 'blocked') AS blocked,
+       count(*) FILTER (WHERE status = 'waiting') AS waiting
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;

@@ -636,3 +636,79 @@ SELECT 60000, at - at % 60000, owner, queue, kind, metric, 0, sum(n) FROM (
     SELECT completed_at, coalesce(owner, ''), queue, kind, status, 1
     FROM jobq_jobs WHERE completed_at IS NOT NULL)
 GROUP BY 2, 3, 4, 5, 6;
+
+-- migration 9
+
+-- Durable steps, sleep and events. A handler written as steps stores each step's output
+-- as it returns; when the job runs again (a crash, a retry, a resume) a finished step
+-- returns its stored output without running. A sleep or a wait for an event parks the job:
+-- status `waiting` (no worker slot, no attempt spent) until its `run_after`, or until the
+-- event named in `wait_for` is emitted (then `queued` at once).
+--
+-- The status check gains `waiting`. A check that only allows more values changes nothing
+-- stored, so its text is edited in place (SQLite's documented way for such a change; the
+-- schema cookie moves with the tables created below, so every connection reads it again),
+-- instead of building a table of millions of rows again.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+SET sql = replace(sql, 'OR status = ''blocked'')', 'OR status = ''blocked'' OR status = ''waiting'')')
+WHERE type = 'table' AND name = 'jobq_jobs';
+PRAGMA writable_schema = RESET;
+ALTER TABLE jobq_jobs ADD COLUMN wait_for TEXT;
+
+-- Waiting jobs are claimed by the same index as the others once their time comes.
+DROP INDEX jobq_jobs_ready;
+CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id_key, kind, owner, status)
+    WHERE status IN ('queued', 'retry', 'waiting');
+-- The jobs an event wakes.
+CREATE INDEX jobq_jobs_wait_for ON jobq_jobs (wait_for, owner) WHERE wait_for IS NOT NULL;
+
+-- A job's steps, by name (a sleep or a wait is named by its place among the run's sleeps
+-- or waits: `@sleep 1`, `@wait 2`), with their place in the run (`position`). `kind` is `step`, `sleep` or `wait`; `output` is a
+-- step's JSON output or a wait's payload (NULL at its timeout); `wake_at` the time a sleep
+-- or a wait ends at the latest; `event` the name a wait waits for and `event_id` the event
+-- that ended it. `ended_at` is NULL while a sleep or a wait has not ended. Deleting the job
+-- deletes its steps; a manual retry keeps them unless asked to start from scratch.
+CREATE TABLE jobq_steps (
+    job_key    INTEGER NOT NULL REFERENCES jobq_jobs (id_key) ON DELETE CASCADE,
+    name       TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    position   INTEGER NOT NULL DEFAULT 0,
+    kind       TEXT NOT NULL CHECK (kind = 'step' OR kind = 'sleep' OR kind = 'wait'),
+    output     TEXT CHECK (output IS NULL OR json_valid(output)),
+    event      TEXT,
+    event_id   INTEGER,
+    wake_at    INTEGER,
+    started_at INTEGER NOT NULL,
+    ended_at   INTEGER,
+    PRIMARY KEY (job_key, name)
+) WITHOUT ROWID;
+
+-- Events: stored, so that one emitted after a job was enqueued and before it waits is
+-- found when it waits; one event wakes every job of its owner waiting for its name.
+-- `owner` is '' for no owner. Pruned after a retention.
+CREATE TABLE jobq_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner      TEXT NOT NULL DEFAULT '',
+    name       TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    payload    TEXT CHECK (payload IS NULL OR json_valid(payload)),
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX jobq_events_name ON jobq_events (owner, name, id);
+CREATE INDEX jobq_events_created ON jobq_events (created_at);
+
+-- The queue counts with `waiting`.
+DROP VIEW jobq_queue_stats;
+CREATE VIEW jobq_queue_stats AS
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'retry') AS retry,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = 'blocked') AS blocked,
+       count(*) FILTER (WHERE status = 'waiting') AS waiting
+FROM jobq_jobs
+GROUP BY queue
+ORDER BY queue;

@@ -31,6 +31,10 @@ pub enum EventKind {
     Snoozed,
     /// An admin put a failed or cancelled job back in the queue.
     Retried,
+    /// Its handler parked it (a sleep, a wait for an event): `waiting`, no slot held.
+    Waiting,
+    /// An event it waited for came: `queued` again.
+    Woken,
     /// It was deleted.
     Deleted,
 }

@@ -135,6 +135,8 @@ pub struct QueueInfo {
     pub scheduled: i64,
     /// Waiting for their dependencies.
     pub blocked: i64,
+    /// Parked by their handlers: sleeping, or waiting for an event.
+    pub waiting: i64,
     /// Running.
     pub running: i64,
     /// Waiting for a retry (due or not).
@@ -154,6 +156,7 @@ fn info(name: &str, control: Option<&QueueControl>) -> QueueInfo {
         ready: 0,
         scheduled: 0,
         blocked: 0,
+        waiting: 0,
         running: 0,
         retry: 0,
     }
@@ -199,6 +202,7 @@ impl Queue {
                 }
                 Status::Running => entry.running += n,
                 Status::Blocked => entry.blocked += n,
+                Status::Waiting => entry.waiting += n,
                 _ => {}
             }
         }

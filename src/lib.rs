@@ -84,14 +84,14 @@ pub use job::{
 pub use json::parse_json;
 pub use maintenance::{RollupRetention, StaleTimeouts};
 pub use model::{
-    ClaimFilter, CostGrouping, CostRow, DeadJob, JobError, Owner, RunningJob, SLOT_BOUNDS_MS,
-    StageCount, WorkerInfo,
+    ClaimFilter, CostGrouping, CostRow, DeadJob, Emitted, JobError, Owner, RunningJob,
+    SLOT_BOUNDS_MS, StageCount, Step, StepKind, WorkerInfo,
 };
 pub use queue::flow::{Flow, FlowCreated, FlowNode, FlowView, MAX_FLOW_JOBS};
 pub use queue::{
     BulkAction, BulkOutcome, BulkRefusal, DEFAULT_MAX_SCHEDULES_PER_OWNER, DEFAULT_MAX_SNOOZES,
-    JobFilter, MAX_DEPENDENCIES, MAX_REFUSALS_SHOWN, MIN_SNOOZE, Page, Queue, QueueBuilder,
-    is_postgres_url,
+    JobFilter, MAX_DEPENDENCIES, MAX_EVENT_NAME_CHARS, MAX_REFUSALS_SHOWN, MIN_SNOOZE, Page, Queue,
+    QueueBuilder, is_postgres_url,
 };
 pub use retry::RetryPolicy;
 pub use schedule::{CatchUp, MAX_CATCH_UP, MIN_EVERY, NewSchedule, Rule, Schedule};
@@ -102,8 +102,8 @@ pub use stats::{
 pub use store::Durability;
 pub use store::sqlite::schema::schema_version;
 pub use worker::{
-    Handler, InlineOutcome, JobContext, Outcome, OutcomeKind, StopHandle, Summary, WorkerPool,
-    WorkerPoolBuilder, default_worker_id,
+    DEFAULT_EVENT_RETENTION, Handler, InlineOutcome, JobContext, MAX_STEP_NAME_CHARS, Outcome,
+    OutcomeKind, StopHandle, Summary, WorkerPool, WorkerPoolBuilder, default_worker_id,
 };
 
 /// The README's examples, compiled and run as doc tests.

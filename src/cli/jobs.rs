@@ -119,6 +119,10 @@ pub(super) struct RetryArgs {
     /// With --all or --all-dead: only jobs of this queue.
     #[arg(long, requires = "every")]
     pub(super) queue: Option<String>,
+    /// Forget the jobs' stored steps: they run again from scratch (a plain retry keeps
+    /// them, so finished steps are not repeated).
+    #[arg(long, conflicts_with_all = ["all_dead", "all"])]
+    pub(super) from_scratch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -400,6 +404,11 @@ pub(super) fn retry(db: &Path, json: bool, args: RetryArgs) -> Done {
     if args.all {
         let matching = (args.status, args.queue, args.kind);
         return bulk_matching(db, json, crate::BulkAction::Retry, matching);
+    }
+    if args.from_scratch {
+        return admin_action(db, json, &args.ids, "queued again from scratch", |q, id| {
+            q.retry_from_scratch(id)
+        });
     }
     if !args.all_dead {
         return admin_action(db, json, &args.ids, "queued again", |q, id| q.retry(id));

@@ -15,6 +15,7 @@ mod output;
 mod queues;
 mod schedules;
 mod serve;
+mod steps;
 mod tenants;
 mod top;
 #[cfg(unix)]
@@ -138,6 +139,18 @@ enum Command {
     /// Run the standard throughput workloads on a fresh temporary file (with a postgres://
     /// --db, in scratch schemas of that database).
     Bench(bench::BenchArgs),
+    /// Inside a handler of `worker --exec`: runs a command once per job, printing its
+    /// stdout (stored, then replayed when the job runs again).
+    Step(steps::StepArgs),
+    /// Inside a handler of `worker --exec`: parks the job for a while (exit 75 until the
+    /// time has come, then 0).
+    Sleep(steps::SleepArgs),
+    /// Inside a handler of `worker --exec`: waits for an event (exit 75 until it is there
+    /// or the timeout passed; then 0, printing its payload).
+    WaitEvent(steps::WaitEventArgs),
+    /// Events that wake waiting jobs.
+    #[command(subcommand)]
+    Event(steps::EventCommand),
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -210,6 +223,13 @@ where
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    let db = cli.db.clone();
+    let cli = match cli.command {
+        Command::Step(args) => return steps::step(&db, args),
+        Command::Sleep(args) => return steps::sleep(&db, args),
+        Command::WaitEvent(args) => return steps::wait_event(&db, args),
+        command => Cli { command, ..cli },
+    };
     match command(cli) {
         Ok(()) => 0,
         Err(Refused(message)) => {
@@ -291,6 +311,10 @@ fn command(cli: Cli) -> Done {
         Command::Serve(args) => serve::run(db, args),
         Command::Demo => demo::run(json),
         Command::Bench(args) => bench::run(db, json, args),
+        Command::Event(cmd) => steps::event(db, json, cmd),
+        Command::Step(_) | Command::Sleep(_) | Command::WaitEvent(_) => {
+            Err(Refused("run inside a handler".into()))
+        }
     }
 }
 

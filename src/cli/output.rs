@@ -193,6 +193,16 @@ pub fn print_job(job: &Job) {
     } else {
         println!("status           {}", job.status);
     }
+    if job.status == crate::Status::Waiting {
+        match &job.waiting_for {
+            Some(event) => println!(
+                "waiting for      event {} (until {} at the latest)",
+                clean(event),
+                job.run_after.to_rfc3339()
+            ),
+            None => println!("waiting for      {} (a sleep)", job.run_after.to_rfc3339()),
+        }
+    }
     println!("priority         {}", job.priority);
     println!("attempts         {}/{}", job.attempts, job.max_attempts);
     if job.snoozes > 0 {
@@ -232,6 +242,26 @@ pub fn print_job(job: &Job) {
         // One printed line per line of the message, each made safe.
         let lines: Vec<String> = err.split('\n').map(|l| clean(l).into_owned()).collect();
         println!("last error       {}", lines.join("\n                 "));
+    }
+    if let Some(steps) = job.steps.as_ref().filter(|s| !s.is_empty()) {
+        println!("steps            {}", steps.len());
+        for step in steps {
+            let ended = step.ended_at.map_or_else(
+                || "(not ended)".to_string(),
+                |t| crate::Timestamp::from_millis(t).to_rfc3339(),
+            );
+            let what = match (step.kind, &step.event) {
+                (crate::StepKind::Wait, Some(event)) => format!("  event {}", clean(event)),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<24} {}  {}  {} bytes{what}",
+                clean(&step.name),
+                crate::Timestamp::from_millis(step.started_at).to_rfc3339(),
+                ended,
+                step.output_size()
+            );
+        }
     }
     for (title, links) in [
         ("dependencies", &job.dependencies),

@@ -329,6 +329,9 @@ fn describe(o: &crate::Outcome) -> String {
         OutcomeKind::Snoozed { until } => {
             format!("Job {id} snoozed{took} until {until}: queued again, attempt not spent")
         }
+        OutcomeKind::Waiting { until } => {
+            format!("Job {id} parked{took}: waiting until {until} at the latest, attempt not spent")
+        }
         OutcomeKind::Refused { now: Some(status) } => format!(
             "Job {id} ended{took} but is {status} now (cancelled or released meanwhile): outcome not recorded"
         ),

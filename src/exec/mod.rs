@@ -3,7 +3,9 @@
 //! For each job, `sh -c COMMAND` runs in a process group of its own. The job's input JSON
 //! arrives on its stdin; its environment carries `JOBQ_JOB_ID`, `JOBQ_JOB_KIND`,
 //! `JOBQ_ATTEMPT` and `JOBQ_DB`, and for a job with dependencies `JOBQ_DEPENDENCIES_FILE`
-//! (a JSON object: each dependency's id and its output). A stdout line `@progress 0.45 [STAGE]`, `@stage STAGE` or
+//! (a JSON object: each dependency's id and its output); `JOBQ_WORKER_ID`, `JOBQ_CLAIM` and
+//! `JOBQ_RUN_JOURNAL` let `jobq step`, `jobq sleep` and `jobq wait-event` act under the
+//! job's lease (a sleep or a wait that exits 75 parks the job as `waiting`). A stdout line `@progress 0.45 [STAGE]`, `@stage STAGE` or
 //! `@cost CENTS` is a report, applied at once (a cost adds to the job's cost); the rest of
 //! stdout, when it is JSON, becomes the job's output (otherwise `{"stdout": "…"}`).
 //!
@@ -305,9 +307,46 @@ impl Drop for DependenciesFile {
     }
 }
 
+/// The file named by `JOBQ_RUN_JOURNAL`: what the `jobq step`, `jobq sleep` and `jobq
+/// wait-event` commands of one run of a handler noted (the names they used, and a park),
+/// readable by the worker's user only; removed when the command has ended.
+struct RunJournal(PathBuf);
+
+impl RunJournal {
+    fn create(ctx: &JobContext) -> Result<RunJournal, JobError> {
+        let path = std::env::temp_dir().join(format!(
+            "jobq-run-{}-{}-{}.jsonl",
+            ctx.id(),
+            std::process::id(),
+            ctx.lease().claim
+        ));
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                JobError::retryable(format!(
+                    "could not create the run's journal {}: {e}",
+                    path.display()
+                ))
+                .code("SPAWN")
+            })?;
+        Ok(RunJournal(path))
+    }
+}
+
+impl Drop for RunJournal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl ExecHandler {
     fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let dependencies = DependenciesFile::write(ctx)?;
+        let journal = RunJournal::create(ctx)?;
         let mut command = Command::new("sh");
         if let Some(file) = &dependencies {
             command.env("JOBQ_DEPENDENCIES_FILE", &file.0);
@@ -321,6 +360,9 @@ impl ExecHandler {
             .env("JOBQ_JOB_ID", ctx.id().as_str())
             .env("JOBQ_JOB_KIND", ctx.kind())
             .env("JOBQ_ATTEMPT", ctx.attempt().to_string())
+            .env("JOBQ_WORKER_ID", &ctx.lease().worker)
+            .env("JOBQ_CLAIM", ctx.lease().claim.to_string())
+            .env("JOBQ_RUN_JOURNAL", &journal.0)
             .env("JOBQ_DB", &self.db);
         let (mut child, group) = spawn_in_group(&mut command)?;
 
@@ -389,6 +431,10 @@ impl ExecHandler {
             return Err(error);
         }
         if status.code() == Some(EXIT_SNOOZE) {
+            // A `jobq sleep` or `jobq wait-event` that parked the job said so in the journal.
+            if let (_, Some(park)) = crate::worker::read_journal(&journal.0) {
+                return Err(JobError::parked(park));
+            }
             return Err(JobError::snooze(snooze.unwrap_or(DEFAULT_SNOOZE)));
         }
         if !status.success() {

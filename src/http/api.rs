@@ -489,11 +489,27 @@ pub(crate) fn submit_flow(queue: &Queue, body: Option<&Value>) -> Result<Reply, 
     Ok(Reply::json(status, &created))
 }
 
+/// `POST /api/events` `{"name", "payload"?}`: stores an event of the caller's owner and
+/// wakes the jobs waiting for it.
+pub(crate) fn emit_event(queue: &Queue, body: Option<&Value>) -> Result<Reply, Reply> {
+    let value = body.cloned().unwrap_or(Value::Null);
+    let body = Body::new(&value, &["name", "payload"])?;
+    let name = body.required_string("name")?;
+    let payload = body.given("payload").cloned().unwrap_or(Value::Null);
+    let emitted = queue.emit_event(name, payload)?;
+    Ok(Reply::json(201, &emitted))
+}
+
 pub(crate) fn job_action(queue: &Queue, id: &JobId, body: Option<&Value>) -> Result<Reply, Reply> {
     let value = body.cloned().unwrap_or(Value::Null);
-    let body = Body::new(&value, &["action"])?;
+    let body = Body::new(&value, &["action", "from_scratch"])?;
+    let from_scratch = body.boolean("from_scratch")?.unwrap_or(false);
     let (was, message) = match body.required_string("action")? {
         "cancel" => (queue.cancel(id)?, "Job cancelled successfully"),
+        "retry" if from_scratch => (
+            queue.retry_from_scratch(id)?,
+            "Job queued for retry from scratch",
+        ),
         "retry" => (queue.retry(id)?, "Job queued for retry"),
         other => {
             return Err(Reply::error(

@@ -49,6 +49,17 @@ impl<'a> Body<'a> {
         }
     }
 
+    pub fn boolean(&self, field: &str) -> Result<Option<bool>, Reply> {
+        match self.value(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(bad(format!(
+                "field `{field}` must be true or false, not {}",
+                kind(other)
+            ))),
+        }
+    }
+
     pub fn required_string(&self, field: &str) -> Result<&'a str, Reply> {
         self.string(field)?
             .ok_or_else(|| bad(format!("field `{field}` is required")))

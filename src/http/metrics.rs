@@ -229,7 +229,7 @@ impl Queue {
             out,
             "jobq_job_transitions_total",
             "counter",
-            "Other transitions of jobs, by queue, kind and transition (enqueued, started, retried, snoozed, released, revived).",
+            "Other transitions of jobs, by queue, kind and transition (enqueued, started, retried, snoozed, released, revived, waited).",
         );
         for ((queue, kind), m) in &totals {
             for metric in [
@@ -239,6 +239,7 @@ impl Queue {
                 Metric::Snoozed,
                 Metric::Released,
                 Metric::Revived,
+                Metric::Waited,
             ] {
                 let _ = writeln!(
                     out,

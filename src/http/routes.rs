@@ -144,6 +144,10 @@ static ROUTES: &[Route] = &[
         ],
     ),
     route(
+        &["api", "events"],
+        &[method("POST", |c| api::emit_event(&c.queue, c.body))],
+    ),
+    route(
         &["api", "flows"],
         &[method("POST", |c| api::submit_flow(&c.queue, c.body))],
     ),

@@ -85,6 +85,27 @@ impl ClaimedJob {
 }
 
 impl ClaimedJob {
+    /// The job as the claim `claim` of `worker` holds it (for a handler's own process: an
+    /// exec command's `jobq step`).
+    pub(crate) fn held(job: &crate::job::Job, worker: &str, claim: u32) -> ClaimedJob {
+        ClaimedJob {
+            id: job.id.clone(),
+            queue: job.queue.clone(),
+            kind: job.kind.clone(),
+            priority: job.priority,
+            attempt: job.attempts,
+            max_attempts: job.max_attempts,
+            run_after: job.run_after,
+            created_at: job.created_at,
+            owner: job.owner.clone(),
+            group_id: job.group_id.clone(),
+            worker: worker.to_string(),
+            claim,
+            snoozes: job.snoozes,
+            input: job.input.to_string(),
+        }
+    }
+
     /// What a failure's decision needs of this job.
     pub(crate) fn leased(&self) -> crate::job::LeasedJob {
         crate::job::LeasedJob {

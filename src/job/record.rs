@@ -105,6 +105,10 @@ pub struct Job {
     /// How many times a claim took it (a worker's or an admin's), across manual retries:
     /// unlike `attempts`, it never starts again.
     pub claims: u32,
+    /// For a `waiting` job, the event it waits for (none: it sleeps); its `run_after` is
+    /// when it runs again at the latest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// True for a `queued` or `retry` job whose `run_after` lies ahead when it was read:
     /// shown as *scheduled* (not a stored status).
     pub scheduled: bool,
@@ -122,6 +126,10 @@ pub struct Job {
     /// [`Queue::get`](crate::Queue::get)).
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub flow_ref: Option<String>,
+    /// Its stored steps, sleeps and waits, in the order they began (filled by
+    /// [`Queue::get`](crate::Queue::get)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<crate::model::Step>>,
 }
 
 /// A job another waits for, or that waits for another: its id, flow ref and status.
@@ -145,6 +153,12 @@ impl Job {
         self.dependents = Some(links.dependents);
         self.concurrency_key = links.concurrency_key;
         self.flow_ref = links.flow_ref;
+        self
+    }
+
+    /// The job with its stored steps.
+    pub(crate) fn with_steps(mut self, steps: Vec<crate::model::Step>) -> Job {
+        self.steps = Some(steps);
         self
     }
 

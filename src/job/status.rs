@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 ///    │  │              └─────fail, none left / permanent error──▶ failed  (the dead letter)
 ///    │  └──cancel──▶ cancelled ◀──cancel── retry / running (cooperative)
 ///    └──────manual retry (from failed or cancelled; attempts start again)
+///
+///  running ──sleep / wait for an event──▶ waiting ──its time, claim──▶ running
+///                                           │  └──the event──▶ queued
+///                                           └──cancel──▶ cancelled
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,11 +43,16 @@ pub enum Status {
     Failed,
     /// Cancelled by an admin. Terminal; a manual retry puts it back in the queue.
     Cancelled,
+    /// Parked by its handler: sleeping until its `run_after`, or waiting for an event
+    /// (`waiting_for`) until then at the latest. It holds no worker slot and spent no
+    /// attempt. Claimed like `queued` once its time comes; `queued` at once when its
+    /// event is emitted. Left otherwise only by a cancel.
+    Waiting,
 }
 
 impl Status {
     /// Every status, in the order of the state machine.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Blocked,
         Status::Queued,
         Status::Running,
@@ -51,6 +60,7 @@ impl Status {
         Status::Succeeded,
         Status::Failed,
         Status::Cancelled,
+        Status::Waiting,
     ];
 
     /// The lowercase name, as stored and printed.
@@ -63,6 +73,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Waiting => "waiting",
         }
     }
 
@@ -94,8 +105,12 @@ impl Status {
                 | (Running, Retry)
                 | (Running, Cancelled)
                 | (Running, Queued)
+                | (Running, Waiting)
                 | (Retry, Running)
                 | (Retry, Cancelled)
+                | (Waiting, Running)
+                | (Waiting, Queued)
+                | (Waiting, Cancelled)
                 | (Failed, Queued)
                 | (Cancelled, Queued)
         )
@@ -120,7 +135,7 @@ impl FromStr for Status {
                 Error::invalid(
                     "status",
                     format!(
-                        "unknown status {s:?} (expected one of blocked, queued, running, retry, succeeded, failed, cancelled)"
+                        "unknown status {s:?} (expected one of blocked, queued, running, retry, succeeded, failed, cancelled, waiting)"
                     ),
                 )
             })
@@ -165,10 +180,14 @@ mod tests {
                 (Running, Succeeded),
                 (Running, Failed),
                 (Running, Cancelled),
+                (Running, Waiting),
                 (Retry, Running),
                 (Retry, Cancelled),
                 (Failed, Queued),
                 (Cancelled, Queued),
+                (Waiting, Queued),
+                (Waiting, Running),
+                (Waiting, Cancelled),
             ]
         );
     }

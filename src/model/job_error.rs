@@ -36,6 +36,16 @@ pub struct JobError {
     pub(crate) permanent: bool,
     pub(crate) retry_after: Option<Duration>,
     pub(crate) snooze: Option<Duration>,
+    pub(crate) park: Option<Box<Park>>,
+}
+
+/// A job parking itself, carried by the [`JobError`] a sleep or a wait returns: `waiting`
+/// until `until` (ms), or until the event `event` (one with an id above `after_event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Park {
+    pub until: i64,
+    pub event: Option<String>,
+    pub after_event: i64,
 }
 
 impl JobError {
@@ -48,7 +58,35 @@ impl JobError {
             permanent: false,
             retry_after: None,
             snooze: None,
+            park: None,
         }
+    }
+
+    /// The job parks itself: not a failure but the end of this run, which the worker
+    /// records as `waiting` (see [`JobContext::sleep_for`](crate::JobContext::sleep_for)
+    /// and [`JobContext::wait_for_event`](crate::JobContext::wait_for_event), which return
+    /// it; a handler passes it on with `?`).
+    pub(crate) fn parked(park: Park) -> JobError {
+        let message = match &park.event {
+            Some(event) => format!(
+                "waiting for event {event:?} until {}",
+                crate::job::Timestamp::from_millis(park.until).to_rfc3339()
+            ),
+            None => format!(
+                "sleeping until {}",
+                crate::job::Timestamp::from_millis(park.until).to_rfc3339()
+            ),
+        };
+        JobError {
+            park: Some(Box::new(park)),
+            ..JobError::retryable(message)
+        }
+    }
+
+    /// True when this is a sleep or a wait parking the job, not a failure: a handler that
+    /// catches errors must pass this one on.
+    pub fn is_park(&self) -> bool {
+        self.park.is_some()
     }
 
     /// Not a failure but an outcome of its own: the job goes back to `queued`, to run again

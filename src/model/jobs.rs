@@ -142,6 +142,15 @@ pub(crate) enum Record<'a> {
     /// Back to `queued`, runnable at `run_after`, without spending the attempt; `counted`
     /// adds one to the job's snoozes (a snooze the handler asked for, not a deferral).
     Snooze { run_after: i64, counted: bool },
+    /// Parked by its handler, without spending the attempt: `waiting` until `run_after`,
+    /// or until an event named `event` (of the job's owner, emitted no earlier than the job
+    /// was created, with an id above `after_event`) — and if one is stored already, `queued`
+    /// at once instead, in the same transaction.
+    Wait {
+        run_after: i64,
+        event: Option<&'a str>,
+        after_event: i64,
+    },
 }
 
 /// What recording one report did: the job's new status and, for a retry, when it runs
@@ -166,8 +175,11 @@ pub(crate) struct Progress<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Change<'a> {
     Cancel,
-    /// The manual retry (from `failed` or `cancelled`).
-    Retry,
+    /// The manual retry (from `failed` or `cancelled`); `from_scratch` also forgets the
+    /// job's stored steps.
+    Retry {
+        from_scratch: bool,
+    },
     Delete,
     /// `transition`: to `running` (held by `manual`), `succeeded`, `failed` or `retry` (with
     /// this message), or `queued` (a release from `running`, else the manual retry).
@@ -267,6 +279,12 @@ impl Recorded {
         }
     }
 
+    /// The same, runnable again at `at`.
+    pub(crate) fn with_retry_at(mut self, at: i64) -> Recorded {
+        self.retry_at = Some(at);
+        self
+    }
+
     /// The same, having made jobs that wait for it ready when `readied`.
     pub(crate) fn readying(mut self, readied: bool) -> Recorded {
         self.readied = readied;
@@ -282,6 +300,11 @@ impl Recorded {
                 status: Status::Queued,
                 // A deferral is a release that waits a moment: told as a release.
                 retry_at: counted.then_some(run_after),
+                readied: false,
+            },
+            Record::Wait { run_after, .. } => Recorded {
+                status: Status::Waiting,
+                retry_at: Some(run_after),
                 readied: false,
             },
             Record::Fail {

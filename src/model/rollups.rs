@@ -51,6 +51,8 @@ pub(crate) enum Metric {
     Released,
     /// A job left a finished status (a manual retry, a dependency retried).
     Revived,
+    /// A running job parked itself (a sleep, a wait for an event).
+    Waited,
     /// The run time of an attempt that ended (succeeded, failed or retried), by slot.
     RunMs,
     /// The queue wait of a claim (from when the job was due), by slot.
@@ -58,7 +60,7 @@ pub(crate) enum Metric {
 }
 
 impl Metric {
-    pub(crate) const ALL: [Metric; 11] = [
+    pub(crate) const ALL: [Metric; 12] = [
         Metric::Enqueued,
         Metric::Started,
         Metric::Succeeded,
@@ -68,6 +70,7 @@ impl Metric {
         Metric::Snoozed,
         Metric::Released,
         Metric::Revived,
+        Metric::Waited,
         Metric::RunMs,
         Metric::WaitMs,
     ];
@@ -83,6 +86,7 @@ impl Metric {
             Metric::Snoozed => "snoozed",
             Metric::Released => "released",
             Metric::Revived => "revived",
+            Metric::Waited => "waited",
             Metric::RunMs => "run_ms",
             Metric::WaitMs => "wait_ms",
         }
@@ -127,6 +131,7 @@ impl Transition {
             Status::Retry if self.from == Status::Running => Some(Metric::Retried),
             Status::Queued if self.from == Status::Running && self.snoozed => Some(Metric::Snoozed),
             Status::Queued if self.from == Status::Running => Some(Metric::Released),
+            Status::Waiting if self.from == Status::Running => Some(Metric::Waited),
             _ => None,
         };
         let revived = (changed && finished(self.from)).then_some((Metric::Revived, 0));

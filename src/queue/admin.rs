@@ -29,7 +29,23 @@ impl Queue {
     /// [`Error::NotFound`] for a missing (or another owner's) job;
     /// [`Error::InvalidTransition`] from any other status.
     pub fn retry(&self, id: &JobId) -> Result<Status> {
-        let from = self.admin_change(id, Status::Queued, "retry", Change::Retry, |from| {
+        self.retry_with(id, false)
+    }
+
+    /// [`Queue::retry`], forgetting the job's stored steps: it runs again from scratch
+    /// (`retry --from-scratch`). A plain retry keeps them, so a job that failed at its
+    /// fourth step does not repeat the first three.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::retry`]; its steps stay when it is refused.
+    pub fn retry_from_scratch(&self, id: &JobId) -> Result<Status> {
+        self.retry_with(id, true)
+    }
+
+    fn retry_with(&self, id: &JobId, from_scratch: bool) -> Result<Status> {
+        let change = Change::Retry { from_scratch };
+        let from = self.admin_change(id, Status::Queued, "retry", change, |from| {
             if !matches!(from, Status::Failed | Status::Cancelled) {
                 return Err(Error::InvalidTransition {
                     job: id.clone(),
@@ -116,7 +132,19 @@ impl Queue {
     pub fn transition(&self, id: &JobId, to: Status, error: Option<&str>) -> Result<Status> {
         let action = format!("move to {to}");
         let message = error.unwrap_or("changed by an admin");
-        let from = self.admin_change(id, to, &action, Change::To(to, message), |_| Ok(()))?;
+        // Only its handler parks a job, and only its time, its event or a cancel ends the
+        // wait (its steps replay when it runs again).
+        let parked = |from: Status| {
+            if to == Status::Waiting || (from == Status::Waiting && to != Status::Cancelled) {
+                return Err(Error::InvalidTransition {
+                    job: id.clone(),
+                    from,
+                    action: action.clone(),
+                });
+            }
+            Ok(())
+        };
+        let from = self.admin_change(id, to, &action, Change::To(to, message), parked)?;
         if to.is_ready() {
             self.shared.events.wake_dispatchers();
         }
@@ -159,6 +187,7 @@ impl Queue {
             Status::Succeeded => EventKind::Succeeded,
             Status::Failed => EventKind::Failed,
             Status::Retry => EventKind::Retrying,
+            Status::Waiting => EventKind::Waiting,
         };
         self.emit(|| vec![JobEvent::new(id.clone(), kind, Some(to), now)]);
         Ok(from)

@@ -48,6 +48,9 @@ pub(crate) enum Report {
     Defer(Duration),
     /// Give the job back unstarted: `queued`, without spending the attempt.
     Release,
+    /// The handler parked the job (a sleep, a wait for an event), without spending the
+    /// attempt.
+    Wait(crate::model::Park),
 }
 
 /// A report on its way to being recorded: the lease, what the failure's decision needs of
@@ -240,6 +243,11 @@ impl Queue {
                 run_after: now.saturating_add(millis((*delay).min(MAX_DURATION))),
                 counted: false,
             },
+            Report::Wait(park) => model::Record::Wait {
+                run_after: park.until,
+                event: park.event.as_deref(),
+                after_event: park.after_event,
+            },
             Report::Fail(error) => {
                 let Finished { lease, job, .. } = settled;
                 let status = if error.permanent || lease.attempt >= job.max_attempts {
@@ -274,7 +282,12 @@ impl Queue {
         readied: bool,
         now: i64,
     ) {
-        if readied || changed.iter().any(|(_, s)| s.is_ready()) {
+        // A parked job comes due later: the dispatchers look again at when to wake up.
+        if readied
+            || changed
+                .iter()
+                .any(|(_, s)| s.is_ready() || *s == Status::Waiting)
+        {
             self.shared.events.wake_dispatchers();
         }
         self.emit(|| {
@@ -285,6 +298,7 @@ impl Queue {
                         Status::Succeeded => EventKind::Succeeded,
                         Status::Retry => EventKind::Retrying,
                         Status::Failed => EventKind::Failed,
+                        Status::Waiting => EventKind::Waiting,
                         _ => EventKind::Released,
                     };
                     let kind = match (kind, snoozed.contains(id)) {
@@ -419,6 +433,9 @@ fn log_outcome(settled: &Finished, recorded: &Recorded, now: i64) {
         (Status::Queued, Report::Snooze(delay)) => {
             let delay_ms = millis(*delay);
             tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, delay_ms, "jobq: job snoozed");
+        }
+        (Status::Waiting, _) => {
+            tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, until = recorded.retry_at, "jobq: job parked (waiting)");
         }
         (Status::Queued, _) => {
             tracing::debug!(target: OUTCOME_TARGET, job_id = %id, kind, attempt, "jobq: job released unstarted");

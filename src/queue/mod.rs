@@ -10,6 +10,7 @@ mod enqueue;
 pub(crate) mod flow;
 mod lease;
 mod read;
+mod steps;
 mod subscribe;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ pub use bulk::{BulkAction, BulkOutcome, BulkRefusal, MAX_REFUSALS_SHOWN};
 pub use lease::{DEFAULT_MAX_SNOOZES, MIN_SNOOZE};
 pub(crate) use lease::{Finished, OUTCOME_TARGET, Report};
 pub use read::{JobFilter, Page};
+pub use steps::MAX_EVENT_NAME_CHARS;
+pub(crate) use steps::check_event_name;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};

@@ -195,6 +195,8 @@ pub struct SeriesPoint {
     pub released: i64,
     /// Finished jobs sent back to run (manual retries).
     pub revived: i64,
+    /// Running jobs that parked themselves (a sleep, a wait for an event).
+    pub waited: i64,
     /// Run time of the attempts that ended in the step.
     pub run_ms: Percentiles,
     /// Queue wait of the claims in the step (from when the job was due).
@@ -213,6 +215,7 @@ impl SeriesPoint {
             Metric::Snoozed => &mut self.snoozed,
             Metric::Released => &mut self.released,
             Metric::Revived => &mut self.revived,
+            Metric::Waited => &mut self.waited,
             Metric::RunMs | Metric::WaitMs => return,
         };
         *field += n;

@@ -30,6 +30,7 @@ pub(crate) mod rules;
 pub(crate) mod schedules;
 pub(crate) mod sqlite;
 pub(crate) mod stats;
+pub(crate) mod steps;
 pub(crate) mod tenants;
 pub(crate) mod workers;
 
@@ -38,6 +39,7 @@ pub(crate) use jobs::JobStore;
 pub(crate) use queues::QueueStore;
 pub(crate) use schedules::ScheduleStore;
 pub(crate) use stats::StatsStore;
+pub(crate) use steps::StepStore;
 pub(crate) use tenants::TenantStore;
 pub(crate) use workers::WorkerStore;
 
@@ -48,6 +50,7 @@ pub(crate) use sqlite::StoreOptions;
 pub(crate) trait Engine:
     JobStore
     + StatsStore
+    + StepStore
     + TenantStore
     + WorkerStore
     + QueueStore

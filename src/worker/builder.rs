@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long emitted events are kept by default: 7 days.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 use super::claimer::{Claimer, Prefetch};
 use super::flight::InFlightTable;
 use super::handlers::{Handlers, Registered};
@@ -65,6 +68,7 @@ pub struct WorkerPoolBuilder {
     maintenance_interval: Option<Duration>,
     prune_after: Option<Duration>,
     rollups: RollupRetention,
+    event_retention: Duration,
     schedule_interval: Option<Duration>,
     grace: Duration,
     completers: Option<usize>,
@@ -106,6 +110,7 @@ impl WorkerPoolBuilder {
             maintenance_interval: Some(Duration::from_secs(30)),
             prune_after: None,
             rollups: RollupRetention::default(),
+            event_retention: DEFAULT_EVENT_RETENTION,
             schedule_interval: Some(Duration::from_secs(1)),
             grace: Duration::from_secs(10),
             completers: None,
@@ -240,6 +245,13 @@ impl WorkerPoolBuilder {
     /// days.
     pub fn rollup_retention(mut self, retention: RollupRetention) -> Self {
         self.rollups = retention;
+        self
+    }
+
+    /// How long emitted events are kept (for jobs that wait for them only later) before
+    /// the maintainer deletes them. Defaults to 7 days.
+    pub fn event_retention(mut self, age: Duration) -> Self {
+        self.event_retention = age;
         self
     }
 
@@ -413,6 +425,7 @@ impl WorkerPoolBuilder {
             stale: self.stale,
             prune_after: self.prune_after,
             rollups: self.rollups,
+            event_retention: self.event_retention,
             schedules: self.schedule_interval,
             grace: self.grace,
         }
@@ -535,6 +548,7 @@ struct Timing {
     stale: StaleTimeouts,
     prune_after: Option<Duration>,
     rollups: RollupRetention,
+    event_retention: Duration,
     schedules: Option<Duration>,
     grace: Duration,
 }
@@ -587,8 +601,9 @@ fn start_helpers(
     let maintainer = timing.maintenance.map(|interval| {
         let (pool, stop) = (Arc::clone(pool), stop.clone());
         let (stale, prune_after, rollups) = (timing.stale, timing.prune_after, timing.rollups);
+        let events = timing.event_retention;
         spawn("jobq-maintainer", move || {
-            maintainer::run(&pool, interval, stale, prune_after, rollups, stop)
+            maintainer::run(&pool, interval, stale, prune_after, (rollups, events), stop)
         })
     });
     [Some(heartbeat), maintainer]

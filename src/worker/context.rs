@@ -1,10 +1,11 @@
 //! What a handler receives: the job, and the ways to report on it while it runs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
+use super::durable::Durable;
 use crate::error::{Error, Result};
 use crate::job::{ClaimedJob, JobId, Lease};
 use crate::model::JobError;
@@ -23,6 +24,8 @@ pub struct JobContext {
     lease: Lease,
     queue: Queue,
     cancelled: Arc<AtomicBool>,
+    /// Its stored steps and the names this run used (see `durable.rs`).
+    pub(super) durable: Arc<Mutex<Durable>>,
 }
 
 impl JobContext {
@@ -32,7 +35,13 @@ impl JobContext {
             job,
             queue,
             cancelled,
+            durable: Arc::default(),
         }
+    }
+
+    /// The queue this job's reports go to.
+    pub(super) fn queue(&self) -> &Queue {
+        &self.queue
     }
 
     /// The job's id.
@@ -169,7 +178,7 @@ impl JobContext {
         self.cancelled.load(Ordering::SeqCst)
     }
 
-    fn watch(&self, result: Result<()>) -> Result<()> {
+    pub(super) fn watch<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(Error::LockLost { .. } | Error::NotFound { .. }) = &result {
             self.cancelled.store(true, Ordering::SeqCst);
         }

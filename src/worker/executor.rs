@@ -74,6 +74,9 @@ pub(super) fn report_of(
             output: output.to_string(),
             cost_cents: 0,
         },
+        Err(JobError {
+            park: Some(park), ..
+        }) => Report::Wait(*park),
         Err(error) if error.snoozed_for().is_some() => {
             Report::Snooze(error.snoozed_for().unwrap_or_default())
         }

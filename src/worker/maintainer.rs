@@ -1,5 +1,5 @@
-//! The maintainer: releases the jobs of dead workers, prunes old finished jobs and folds old
-//! rollups, once at start and then every interval.
+//! The maintainer: releases the jobs of dead workers, prunes old finished jobs and old
+//! events and folds old rollups, once at start and then every interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ pub(super) fn run(
     interval: Duration,
     stale: StaleTimeouts,
     prune_after: Option<Duration>,
-    rollups: RollupRetention,
+    (rollups, events): (RollupRetention, Duration),
     stop: Receiver<()>,
 ) {
     loop {
@@ -39,6 +39,13 @@ pub(super) fn run(
         }
         if let Err(e) = pool.queue.fold_rollups(&rollups) {
             tracing::warn!(error = %e, "jobq: folding rollups failed");
+        }
+        if pool.queue.owner().is_none() {
+            let ms = i64::try_from(events.as_millis()).unwrap_or(i64::MAX);
+            let before = crate::job::Timestamp::from_millis(pool.queue.now_ms().saturating_sub(ms));
+            if let Err(e) = pool.queue.prune_events(before) {
+                tracing::warn!(error = %e, "jobq: pruning events failed");
+            }
         }
         select! {
             recv(stop) -> _ => break,

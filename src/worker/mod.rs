@@ -18,6 +18,7 @@ mod claimer;
 mod completer;
 mod context;
 mod dispatcher;
+mod durable;
 mod executor;
 mod flight;
 mod handlers;
@@ -33,8 +34,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use builder::OutcomeCallback;
-pub use builder::{InlineOutcome, WorkerPoolBuilder};
+pub use builder::{DEFAULT_EVENT_RETENTION, InlineOutcome, WorkerPoolBuilder};
 pub use context::JobContext;
+pub use durable::MAX_STEP_NAME_CHARS;
+pub(crate) use durable::read_journal;
 pub use outcome::{Outcome, OutcomeKind, Summary};
 
 pub(crate) use handlers::Registered;

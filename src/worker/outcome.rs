@@ -58,6 +58,12 @@ pub enum OutcomeKind {
         /// When it becomes claimable again.
         until: Timestamp,
     },
+    /// The handler parked the job (a sleep, a wait for an event): `waiting` until `until`
+    /// at the latest, holding no slot, its attempt unspent.
+    Waiting {
+        /// When it becomes claimable again at the latest.
+        until: Timestamp,
+    },
     /// Nothing was recorded: the job was cancelled, released as stale or deleted while the
     /// pool held it. `now` is its status (`None`: deleted).
     Refused {
@@ -172,6 +178,9 @@ pub(crate) fn outcome_of(
                 retry_at: Timestamp::from_millis(at.unwrap_or_default()),
             },
             (Status::Failed, _) => OutcomeKind::Failed { error: error() },
+            (Status::Waiting, at) => OutcomeKind::Waiting {
+                until: Timestamp::from_millis(at.unwrap_or_default()),
+            },
             (Status::Queued, Some(at)) => OutcomeKind::Snoozed {
                 until: Timestamp::from_millis(at),
             },

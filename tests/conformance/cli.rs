@@ -245,7 +245,7 @@ fn observability_commands_print_their_documents() {
     let stats = cli.json(&["stats"]);
     assert_eq!(
         stats["stats"]["by_status"],
-        json!({"blocked": 0, "queued": 0, "running": 0, "retry": 0, "succeeded": 3, "failed": 1, "cancelled": 0})
+        json!({"blocked": 0, "queued": 0, "running": 0, "retry": 0, "succeeded": 3, "failed": 1, "cancelled": 0, "waiting": 0})
     );
     assert_eq!(stats["stats"]["total"], 4);
     assert_eq!(stats["health"], "degraded");

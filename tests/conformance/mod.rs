@@ -33,5 +33,6 @@ mod schedules;
 mod search_bulk;
 mod security;
 mod snooze;
+mod steps;
 mod uniqueness;
 mod worker;

@@ -105,6 +105,7 @@ fn counts_and_summary_are_exact() {
         (Status::Succeeded, 4),
         (Status::Failed, 2),
         (Status::Cancelled, 1),
+        (Status::Waiting, 0),
     ]
     .into_iter()
     .collect();
@@ -335,7 +336,7 @@ fn the_sql_views_and_the_library_agree() {
     }
     for row in sql_rows(
         &db,
-        "SELECT queue, blocked, queued, running, retry, succeeded, failed, cancelled, total FROM jobq_queue_stats",
+        "SELECT queue, blocked, queued, running, retry, succeeded, failed, cancelled, waiting, total FROM jobq_queue_stats",
     ) {
         let queue = row[0].as_str().unwrap();
         let lib = env.queue.stats(&StatsFilter::new().queue(queue)).unwrap();

@@ -35,6 +35,7 @@ pub(crate) mod rows;
 mod schedules;
 pub(crate) mod schema;
 mod stats;
+pub(crate) mod steps;
 pub(crate) mod tenants;
 mod workers;
 

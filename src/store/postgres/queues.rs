@@ -40,7 +40,7 @@ const UPSERT: &str = "
 
 const COUNTS: &str = "
     SELECT queue, status, count(*), count(*) FILTER (WHERE run_after > $1) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') GROUP BY queue, status
+    WHERE status IN ('queued', 'retry', 'waiting') GROUP BY queue, status
     UNION ALL
     SELECT queue, status, count(*), 0 FROM jobq_jobs
     WHERE status IN ('running', 'blocked') GROUP BY queue, status";
@@ -58,7 +58,7 @@ const RUNNING_BY_KEY: &str = "
 const PAGE: &str = "
     SELECT j.id, j.priority, j.run_after, o.concurrency_key
     FROM jobq_jobs j LEFT JOIN jobq_job_options o ON o.job_id = j.id
-    WHERE j.queue = $1 AND j.status IN ('queued', 'retry') AND j.run_after <= $2
+    WHERE j.queue = $1 AND j.status IN ('queued', 'retry', 'waiting') AND j.run_after <= $2
       AND ($3::text[] IS NULL OR j.kind = ANY($3)) AND ($4::text IS NULL OR j.owner = $4)
       AND ($7::uuid IS NULL OR j.priority < $5 OR (j.priority = $5 AND (j.run_after > $6
            OR (j.run_after = $6 AND j.id > $7))))
@@ -75,8 +75,8 @@ const CLAIM_IDS: &str = "
     UPDATE jobq_jobs AS j
     SET status = 'running', locked_by = $3, locked_at = $2, heartbeat_at = $2,
         attempts = j.attempts + 1, claims = j.claims + 1, started_at = $2, stage = 'claimed',
-        progress = 0, updated_at = $2
-    WHERE j.id = ANY($1) AND j.status IN ('queued', 'retry')
+        progress = 0, wait_for = NULL, updated_at = $2
+    WHERE j.id = ANY($1) AND j.status IN ('queued', 'retry', 'waiting')
     RETURNING j.id, j.queue, j.kind, j.priority, j.attempts, j.max_attempts, j.run_after,
               j.created_at, j.owner, j.group_id, j.input::text, j.claims, j.snoozes";
 

@@ -146,7 +146,7 @@ macro_rules! job_columns {
         "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
          locked_at, heartbeat_at, stage, progress, input::text, output::text, idempotency_key, \
          last_error, error_code, errors::text, cost_cents, owner, group_id, external_id, \
-         created_at, updated_at, started_at, completed_at, snoozes, claims"
+         created_at, updated_at, started_at, completed_at, snoozes, claims, wait_for"
     };
 }
 pub(crate) use job_columns;
@@ -196,10 +196,12 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         completed_at: ts(26),
         snoozes: row.get::<_, i32>(27).max(0) as u32,
         claims: row.get::<_, i32>(28).max(0) as u32,
+        waiting_for: row.get(29),
         scheduled: false,
         dependencies: None,
         dependents: None,
         concurrency_key: None,
         flow_ref: None,
+        steps: None,
     })
 }

@@ -14,7 +14,7 @@ use crate::store::rules::whole_query;
 /// Blocked, running and retrying jobs: the status index.
 const COUNT_STATUS_INDEX: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry', 'waiting')
       AND ($1::text IS NULL OR queue = $1)
     GROUP BY status";
 /// Ready jobs, and how many of each ready status wait for their `run_after`: the ready index.
@@ -23,7 +23,7 @@ const COUNT_READY: &str = "
            count(*) FILTER (WHERE status = 'queued' AND run_after > $2),
            count(*) FILTER (WHERE status = 'retry' AND run_after > $2)
     FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND ($1::text IS NULL OR queue = $1)";
+    WHERE status IN ('queued', 'retry', 'waiting') AND ($1::text IS NULL OR queue = $1)";
 /// Finished jobs: the counts the transactions keep (not millions of rows).
 const COUNT_FINISHED: &str = "
     SELECT status, sum(n)::bigint FROM jobq_counts
@@ -38,7 +38,7 @@ const COUNT_SCOPED: &str = "
 
 const OLDEST_READY: &str = "
     SELECT min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND run_after <= $1 AND ($2::text IS NULL OR owner = $2)";
+    WHERE status IN ('queued', 'retry', 'waiting') AND run_after <= $1 AND ($2::text IS NULL OR owner = $2)";
 const STALE_RUNNING: &str = "
     SELECT count(*), count(*) FILTER (WHERE coalesce(heartbeat_at, locked_at) < $1)
     FROM jobq_jobs
@@ -104,8 +104,9 @@ const COSTS_BY_GROUP: &str = "
     GROUP BY group_id ORDER BY group_id";
 
 const READY_BY_QUEUE: &str = "
-    SELECT queue, count(*), min(run_after) FILTER (WHERE run_after <= $1)
-    FROM jobq_jobs WHERE status IN ('queued', 'retry')
+    SELECT queue, count(*) FILTER (WHERE status <> 'waiting'),
+           min(run_after) FILTER (WHERE run_after <= $1)
+    FROM jobq_jobs WHERE status IN ('queued', 'retry', 'waiting')
     GROUP BY queue";
 const ACTIVE_BY_QUEUE: &str = "
     SELECT queue, status, count(*) FROM jobq_jobs
@@ -132,7 +133,8 @@ pub(crate) fn counts(conn: &mut Conn, query: CountQuery<'_>, now: i64) -> Result
         counts.by_status.insert(status, r.get(1));
     }
     let ready = conn.query_one(COUNT_READY, &[&query.queue, &now])?;
-    let retry = counts.by_status.get(&Status::Retry).copied().unwrap_or(0);
+    let retry = counts.by_status.get(&Status::Retry).copied().unwrap_or(0)
+        + counts.by_status.get(&Status::Waiting).copied().unwrap_or(0);
     counts
         .by_status
         .insert(Status::Queued, ready.get::<_, i64>(0) - retry);

@@ -26,7 +26,7 @@ const LIVE: &str = "
 
 const READY_KINDS: &str = "
     SELECT queue, kind, count(*), min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND run_after <= $1
+    WHERE status IN ('queued', 'retry', 'waiting') AND run_after <= $1
     GROUP BY queue, kind";
 
 pub(crate) fn register(conn: &mut Conn, w: &WorkerInfo) -> Result<()> {

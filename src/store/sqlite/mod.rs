@@ -47,6 +47,7 @@ pub(crate) mod rows;
 pub(crate) mod schedules;
 pub(crate) mod schema;
 pub(crate) mod stats;
+pub(crate) mod steps;
 pub(crate) mod tenants;
 pub(crate) mod workers;
 

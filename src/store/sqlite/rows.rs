@@ -159,7 +159,7 @@ macro_rules! job_columns {
         "id, queue, kind, status, priority, attempts, max_attempts, run_after, locked_by, \
          locked_at, heartbeat_at, stage, progress, input, output, idempotency_key, last_error, \
          error_code, errors, cost_cents, owner, group_id, external_id, created_at, updated_at, \
-         started_at, completed_at, snoozes, claims"
+         started_at, completed_at, snoozes, claims, wait_for"
     };
 }
 pub(crate) use job_columns;
@@ -212,11 +212,13 @@ pub(crate) fn job(row: &Row<'_>) -> rusqlite::Result<Job> {
         completed_at: ts(26)?,
         snoozes: row.get(27)?,
         claims: row.get(28)?,
+        waiting_for: row.get(29)?,
         scheduled: false,
         dependencies: None,
         dependents: None,
         concurrency_key: None,
         flow_ref: None,
+        steps: None,
     })
 }
 

@@ -24,11 +24,11 @@ use crate::store::rules::{exact_sum, saturate};
 /// entries are skipped by the range of each status).
 pub(crate) const COUNT_STATUS_INDEX: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry', 'waiting')
     GROUP BY status";
 pub(crate) const COUNT_STATUS_INDEX_IN_QUEUE: &str = "
     SELECT status, count(*) FROM jobq_jobs
-    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry')
+    WHERE status NOT IN ('queued', 'succeeded') AND status IN ('blocked', 'running', 'retry', 'waiting')
       AND queue = :queue
     GROUP BY status";
 /// Ready jobs (queued and retrying), and how many of each wait for their `run_after`: a
@@ -37,7 +37,7 @@ pub(crate) const COUNT_READY: &str = "
     SELECT count(*), coalesce(sum(status = 'queued' AND run_after > :now), 0),
            coalesce(sum(status = 'retry' AND run_after > :now), 0)
     FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND (:queue IS NULL OR queue = :queue)";
+    WHERE status IN ('queued', 'retry', 'waiting') AND (:queue IS NULL OR queue = :queue)";
 /// Finished jobs: the counts the transactions keep (not millions of rows).
 pub(crate) const COUNT_FINISHED: &str = "
     SELECT status, sum(n) FROM jobq_counts
@@ -61,7 +61,7 @@ const COUNT_GROUP: &str = "
 /// The oldest ready job whose `run_after` has passed (one scan of the ready index).
 pub(crate) const OLDEST_READY: &str = "
     SELECT min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry') AND run_after <= :now
+    WHERE status IN ('queued', 'retry', 'waiting') AND run_after <= :now
       AND (:owner IS NULL OR owner = :owner)";
 /// Running jobs and how many of them have a stale heartbeat.
 const STALE_RUNNING: &str = "
@@ -146,8 +146,9 @@ const COSTS_BY_GROUP: &str = "
 /// Ready jobs by queue, with the oldest due one.
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) const READY_BY_QUEUE: &str = "
-    SELECT queue, count(*), min(CASE WHEN run_after <= :now THEN run_after END)
-    FROM jobq_jobs WHERE status IN ('queued', 'retry')
+    SELECT queue, coalesce(sum(status <> 'waiting'), 0),
+           min(CASE WHEN run_after <= :now THEN run_after END)
+    FROM jobq_jobs WHERE status IN ('queued', 'retry', 'waiting')
     GROUP BY queue";
 
 /// Running and retrying jobs by queue: two ranges of the status index.
@@ -203,8 +204,9 @@ pub(crate) fn counts(conn: &Connection, query: CountQuery<'_>, now: i64) -> Resu
             .query_row(named_params! {":queue": query.queue, ":now": now}, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
-        let retry = counts.by_status.get(&Status::Retry).copied().unwrap_or(0);
-        counts.by_status.insert(Status::Queued, ready - retry);
+        let not_queued = |s| counts.by_status.get(&s).copied().unwrap_or(0);
+        let queued = ready - not_queued(Status::Retry) - not_queued(Status::Waiting);
+        counts.by_status.insert(Status::Queued, queued);
         counts.scheduled.insert(Status::Queued, queued_ahead);
         counts.scheduled.insert(Status::Retry, retry_ahead);
     }

@@ -98,7 +98,7 @@ pub(super) fn change(
     allowed(from)?;
     let sql = match change {
         Change::Cancel | Change::To(Status::Cancelled, _) => CANCEL,
-        Change::Retry => MANUAL_RETRY,
+        Change::Retry { .. } => MANUAL_RETRY,
         Change::Delete => {
             if let Some(waiting) = deps::waiting_dependent(conn, uuid)? {
                 return Err(delete_refused(id, from, &waiting));
@@ -109,6 +109,10 @@ pub(super) fn change(
         Change::To(Status::Running, _) => TO_RUNNING,
         Change::To(Status::Succeeded, _) => TO_SUCCEEDED,
         Change::To(Status::Queued, _) if from == Status::Running => TO_QUEUED_FROM_RUNNING,
+        // Never to `waiting`: only a handler parks its job (refused above the engine).
+        Change::To(Status::Waiting, _) => {
+            return Err(Error::invalid("status", "only its handler parks a job"));
+        }
         // Never to `blocked`: no transition asks for it.
         Change::To(Status::Queued | Status::Blocked, _) => MANUAL_RETRY,
         Change::To(to @ (Status::Failed | Status::Retry), message) => {
@@ -125,6 +129,9 @@ pub(super) fn change(
                 status,
             ));
         }
+    }
+    if let Change::Retry { from_scratch: true } = change {
+        conn.execute("DELETE FROM jobq_steps WHERE job_id = $1", &[&uuid])?;
     }
     conn.execute(sql, &[&now, &uuid])?;
     if sql == MANUAL_RETRY {

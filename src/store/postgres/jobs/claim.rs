@@ -18,7 +18,7 @@ macro_rules! claim_update {
     UPDATE jobq_jobs AS j
     SET status = 'running', locked_by = $6, locked_at = $2, heartbeat_at = $2,
         attempts = j.attempts + 1, claims = j.claims + 1, started_at = $2, stage = 'claimed',
-        progress = 0, updated_at = $2
+        progress = 0, wait_for = NULL, updated_at = $2
     FROM picked WHERE j.id = picked.id
     RETURNING j.id, j.queue, j.kind, j.priority, j.attempts, j.max_attempts, j.run_after,
               j.created_at, j.owner, j.group_id, j.input::text, j.claims, j.snoozes"
@@ -40,7 +40,7 @@ macro_rules! picked_from_one_queue {
         "
     picked AS (
         SELECT id FROM jobq_jobs
-        WHERE queue = $1 AND status IN ('queued', 'retry') AND run_after <= $2
+        WHERE queue = $1 AND status IN ('queued', 'retry', 'waiting') AND run_after <= $2
           AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
           AND NOT EXISTS (SELECT 1 FROM jobq_queues c WHERE c.name = $1 AND c.controlled)
         ORDER BY priority DESC, run_after, id
@@ -59,7 +59,7 @@ macro_rules! picked_from_queues {
         FROM unnest($1::text[]) AS q(name),
         LATERAL (
             SELECT id, priority, run_after FROM jobq_jobs
-            WHERE queue = q.name AND status IN ('queued', 'retry') AND run_after <= $2
+            WHERE queue = q.name AND status IN ('queued', 'retry', 'waiting') AND run_after <= $2
               AND ($3::text[] IS NULL OR kind = ANY($3)) AND ($4::text IS NULL OR owner = $4)
               AND NOT EXISTS (SELECT 1 FROM jobq_queues c WHERE c.name = q.name AND c.controlled)
             ORDER BY priority DESC, run_after, id
@@ -251,7 +251,7 @@ pub(crate) fn claimed_from(r: &Row, at: usize, worker: &str) -> ClaimedJob {
 
 const NEXT_RUN_AFTER: &str = "
     SELECT min(run_after) FROM jobq_jobs
-    WHERE queue = ANY($1) AND status IN ('queued', 'retry') AND run_after > $2";
+    WHERE queue = ANY($1) AND status IN ('queued', 'retry', 'waiting') AND run_after > $2";
 
 pub(super) fn next_run_after(conn: &mut Conn, queues: &[String], now: i64) -> Result<Option<i64>> {
     Ok(conn.query_one(NEXT_RUN_AFTER, &[&queues, &now])?.get(0))

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
-use crate::model::{Progress, Record, Recorded, Scope};
+use crate::model::{Progress, Record, Recorded, Scope, Step};
 use crate::store::postgres::Conn;
 use crate::store::postgres::ids::{int, job_id, uuid_of};
 use crate::store::rules::cost_too_high;
@@ -51,6 +51,46 @@ const FAIL: &str = concat!(
     WHERE ",
     held!(),
     " RETURNING dependents > 0"
+);
+
+/// A job parks itself (a sleep, a wait for an event): `waiting` until $5, waiting for the
+/// event $6 (NULL: a sleep), the attempt unspent. $7 now.
+const WAIT: &str = concat!(
+    "UPDATE jobq_jobs
+    SET status = 'waiting', attempts = attempts - 1, run_after = $5, wait_for = $6::text,
+        heartbeat_at = NULL, started_at = NULL, updated_at = $7
+    WHERE ",
+    held!()
+);
+
+/// A job that parked to wait for an event already stored (emitted between its look and its
+/// park) is `queued` at once: $1 the job, $2 now, $3 the event id its wait takes events
+/// after.
+const WAKE_IF_EMITTED: &str = "
+    UPDATE jobq_jobs SET status = 'queued', wait_for = NULL, run_after = $2, updated_at = $2
+    WHERE id = $1 AND status = 'waiting'
+      AND EXISTS (SELECT 1 FROM jobq_events e
+                  WHERE e.owner = coalesce(jobq_jobs.owner, '') AND e.name = jobq_jobs.wait_for
+                    AND e.id > $3 AND e.created_at >= jobq_jobs.created_at)";
+
+/// Waits and emits of one event name take turns: a wait that looked for the event and
+/// parks, and an emit that stores it and wakes the parked, each in one transaction under
+/// this lock, so that neither misses the other.
+pub(crate) const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))";
+
+/// A step of the job held: $5 name, $6 kind, $7 output, $8 event, $9 event id, $10 wake
+/// time, $11 start, $12 end, $13 position.
+const PUT_STEP: &str = concat!(
+    "INSERT INTO jobq_steps (job_id, name, kind, output, event, event_id, wake_at, started_at,
+                            ended_at, position)
+    SELECT id, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM jobq_jobs WHERE ",
+    held!(),
+    "
+    ON CONFLICT (job_id, name) DO UPDATE SET
+        kind = excluded.kind, output = excluded.output, event = excluded.event,
+        event_id = excluded.event_id, wake_at = excluded.wake_at,
+        started_at = excluded.started_at, ended_at = excluded.ended_at,
+        position = excluded.position"
 );
 
 /// A release ($5 now) or a snooze ($5 later): back to `queued`, the attempt unspent. $6 now;
@@ -149,6 +189,23 @@ pub(super) fn record(
             Record::Complete { .. } => continue,
             Record::Release | Record::Snooze { .. } => RELEASE,
             Record::Fail { .. } => FAIL,
+            Record::Wait {
+                run_after,
+                event,
+                after_event,
+            } => {
+                results[i] = Some(park(
+                    conn,
+                    scope,
+                    lease,
+                    *run_after,
+                    *event,
+                    *after_event,
+                    again.then_some(Recorded::of(report)),
+                    now,
+                ));
+                continue;
+            }
         };
         let id = uuid_of(&lease.job_id)?;
         let held: [&(dyn postgres::types::ToSql + Sync); 4] =
@@ -196,7 +253,7 @@ pub(super) fn record(
                 }
                 None => 0,
             },
-            Record::Complete { .. } => 0,
+            Record::Complete { .. } | Record::Wait { .. } => 0,
         };
         results[i] = Some(if n == 1 {
             Ok(Recorded::of(report).readying(readied))
@@ -208,6 +265,90 @@ pub(super) fn record(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(Error::invalid("report", "not recorded"))))
         .collect())
+}
+
+/// Parks the job `lease` holds, in a transaction of its own (see [`EVENT_LOCK`]).
+#[allow(clippy::too_many_arguments)]
+fn park(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    lease: &Lease,
+    run_after: i64,
+    event: Option<&str>,
+    after_event: i64,
+    intended: Option<Recorded>,
+    now: i64,
+) -> Result<Recorded> {
+    let id = uuid_of(&lease.job_id)?;
+    conn.batch("BEGIN")?;
+    let parked = (|| -> Result<(u64, u64)> {
+        if let Some(name) = event {
+            conn.execute(EVENT_LOCK, &[&name])?;
+        }
+        let params: [&(dyn postgres::types::ToSql + Sync); 7] = [
+            &id,
+            &lease.worker,
+            &claim_of(lease),
+            &scope,
+            &run_after,
+            &event,
+            &now,
+        ];
+        let n = conn.execute(WAIT, &params)?;
+        let woke = if n == 1 && event.is_some() {
+            conn.execute(WAKE_IF_EMITTED, &[&id, &now, &after_event])?
+        } else {
+            0
+        };
+        Ok((n, woke))
+    })();
+    let (n, woke) = match parked {
+        Ok(done) => {
+            conn.batch("COMMIT")?;
+            done
+        }
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            return Err(e);
+        }
+    };
+    match (n, woke) {
+        (1, 0) => Ok(Recorded::new(Status::Waiting).with_retry_at(run_after)),
+        (1, _) => Ok(Recorded::new(Status::Queued)),
+        _ => explain(conn, scope, lease, intended, 0),
+    }
+}
+
+/// Stores a step of the job `lease` holds.
+pub(crate) fn put_step(
+    conn: &mut Conn,
+    scope: Scope<'_>,
+    lease: &Lease,
+    step: &Step,
+) -> Result<()> {
+    let id = uuid_of(&lease.job_id)?;
+    let n = conn.execute(
+        PUT_STEP,
+        &[
+            &id,
+            &lease.worker,
+            &claim_of(lease),
+            &scope,
+            &step.name,
+            &step.kind.as_str(),
+            &step.output,
+            &step.event,
+            &step.event_id,
+            &step.wake_at,
+            &step.started_at,
+            &step.ended_at,
+            &i32::try_from(step.position).unwrap_or(i32::MAX),
+        ],
+    )?;
+    if n == 1 {
+        return Ok(());
+    }
+    explain(conn, scope, lease, None, 0).map(|_| ())
 }
 
 pub(super) fn claim_of(lease: &Lease) -> i32 {

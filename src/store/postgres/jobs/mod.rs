@@ -27,6 +27,7 @@ use crate::model::{
 };
 use admin::{change, retry_dead};
 use claim::{claim, complete_and_claim, next_run_after};
+pub(crate) use lease::{EVENT_LOCK, put_step};
 use lease::{heartbeat, heartbeat_many, leased, record, report};
 use maintain::{prune, release_stale};
 use read::{get, list};
@@ -192,7 +193,10 @@ impl crate::store::JobStore for Postgres {
 
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
         self.snapshot(|conn| match get(conn, scope, id)? {
-            Some(job) => Ok(Some(job.with_links(deps::links(conn, id)?))),
+            Some(job) => Ok(Some(
+                job.with_links(deps::links(conn, id)?)
+                    .with_steps(super::steps::steps(conn, id)?),
+            )),
             None => Ok(None),
         })
     }

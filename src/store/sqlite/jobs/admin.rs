@@ -93,7 +93,7 @@ const TO_QUEUED_FROM_RUNNING: &str = "
     WHERE id_key = :key AND id = :id AND status = :from";
 
 /// The status of a job this scope may see, if there is one.
-pub(super) fn status_of(conn: &Connection, scope: Scope<'_>, id: &JobId) -> Result<Option<Status>> {
+pub(crate) fn status_of(conn: &Connection, scope: Scope<'_>, id: &JobId) -> Result<Option<Status>> {
     let status: Option<String> = conn
         .prepare_cached(
             "SELECT status FROM jobq_jobs WHERE id_key = ?3 AND id = ?1 AND (?2 IS NULL OR owner = ?2)",
@@ -115,7 +115,7 @@ pub(super) fn change(
         status_and_dependents(conn, scope, id)?.ok_or_else(|| Error::job_not_found(id))?;
     allowed(from)?;
     let retried = match change {
-        Change::Retry => true,
+        Change::Retry { .. } => true,
         Change::To(Status::Queued, _) => from != Status::Running,
         _ => false,
     };
@@ -135,7 +135,7 @@ pub(super) fn change(
         }
         Change::To(Status::Failed, _) => Some(Settled::Ended(Status::Failed)),
         Change::To(Status::Succeeded, _) => Some(Settled::Succeeded),
-        Change::Retry => Some(Settled::Retried),
+        Change::Retry { .. } => Some(Settled::Retried),
         Change::To(Status::Queued, _) if from != Status::Running => Some(Settled::Retried),
         _ => None,
     }
@@ -181,7 +181,13 @@ fn apply_change(
         named_params! {":id": id.as_str(), ":key": id.key(), ":from": from.as_str(), ":now": now};
     let sql = match change {
         Change::Cancel | Change::To(Status::Cancelled, _) => CANCEL,
-        Change::Retry => MANUAL_RETRY,
+        Change::Retry { from_scratch } => {
+            if from_scratch {
+                conn.prepare_cached("DELETE FROM jobq_steps WHERE job_key = ?1")?
+                    .execute([id.key()])?;
+            }
+            MANUAL_RETRY
+        }
         Change::Delete => {
             if let Some(waiting) = deps::waiting_dependent(conn, id)? {
                 return Err(delete_refused(id, from, &waiting));
@@ -194,6 +200,10 @@ fn apply_change(
         Change::To(Status::Running, _) => TO_RUNNING,
         Change::To(Status::Succeeded, _) => TO_SUCCEEDED,
         Change::To(Status::Queued, _) if from == Status::Running => TO_QUEUED_FROM_RUNNING,
+        // Never to `waiting`: only a handler parks its job (refused above the engine).
+        Change::To(Status::Waiting, _) => {
+            return Err(Error::invalid("status", "only its handler parks a job"));
+        }
         // Never to `blocked`: no transition asks for it.
         Change::To(Status::Queued | Status::Blocked, _) => MANUAL_RETRY,
         Change::To(to @ (Status::Failed | Status::Retry), message) => {

@@ -8,7 +8,7 @@ use super::admin::status_of;
 use crate::error::{Error, Result};
 use crate::job::LeasedJob;
 use crate::job::{JobId, Lease, MAX_COST_CENTS, Status};
-use crate::model::{Progress, Record, Recorded, Scope};
+use crate::model::{Progress, Record, Recorded, Scope, Step};
 use crate::store::rules::cost_too_high;
 use crate::store::sqlite::deps::{self, Settled};
 use crate::store::sqlite::rows;
@@ -103,6 +103,41 @@ const RELEASE: &str = concat!(
         snoozes = snoozes + ?8
     WHERE ",
     held!()
+);
+
+/// A job parks itself (a sleep, a wait for an event): `waiting` until ?6, waiting for the
+/// event ?7 (NULL: a sleep), the attempt unspent. ?8 now.
+const WAIT: &str = concat!(
+    "UPDATE jobq_jobs
+    SET status = 'waiting', attempts = attempts - 1, run_after = ?6, wait_for = ?7,
+        heartbeat_at = NULL, started_at = NULL, updated_at = ?8
+    WHERE ",
+    held!()
+);
+
+/// A job that parked to wait for an event already stored (emitted between its look and its
+/// park) is `queued` at once: ?1 its row key, ?2 its id, ?3 now, ?4 the event id its wait
+/// takes events after.
+const WAKE_IF_EMITTED: &str = "
+    UPDATE jobq_jobs SET status = 'queued', wait_for = NULL, run_after = ?3, updated_at = ?3
+    WHERE id_key = ?1 AND id = ?2 AND status = 'waiting'
+      AND EXISTS (SELECT 1 FROM jobq_events e
+                  WHERE e.owner = coalesce(jobq_jobs.owner, '') AND e.name = jobq_jobs.wait_for
+                    AND e.id > ?4 AND e.created_at >= jobq_jobs.created_at)";
+
+/// A step of the job held: ?6 name, ?7 kind, ?8 output, ?9 event, ?10 event id, ?11 wake
+/// time, ?12 start, ?13 end, ?14 position.
+const PUT_STEP: &str = concat!(
+    "INSERT INTO jobq_steps (job_key, name, kind, output, event, event_id, wake_at, started_at,
+                            ended_at, position)
+    SELECT id_key, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 FROM jobq_jobs WHERE ",
+    held!(),
+    "
+    ON CONFLICT (job_key, name) DO UPDATE SET
+        kind = excluded.kind, output = excluded.output, event = excluded.event,
+        event_id = excluded.event_id, wake_at = excluded.wake_at,
+        started_at = excluded.started_at, ended_at = excluded.ended_at,
+        position = excluded.position"
 );
 
 /// ?6 now.
@@ -203,6 +238,26 @@ fn record_once(
             )?;
             (n, Recorded::of(&report))
         }
+        Record::Wait {
+            run_after,
+            event,
+            after_event,
+        } => {
+            let n = execute_held(conn, WAIT, lease, scope, &[&run_after, &event, &now])?;
+            let mut recorded = Recorded::of(&report);
+            if n > 0 && event.is_some() {
+                let woke = conn.prepare_cached(WAKE_IF_EMITTED)?.execute(params![
+                    lease.job_id.key(),
+                    lease.job_id.as_str(),
+                    now,
+                    after_event
+                ])?;
+                if woke > 0 {
+                    recorded = Recorded::new(Status::Queued);
+                }
+            }
+            (n, recorded)
+        }
         Record::Fail {
             error,
             status,
@@ -299,6 +354,30 @@ fn lost(conn: &Connection, scope: Scope<'_>, lease: &Lease) -> Result<Error> {
             status,
         },
     })
+}
+
+/// Stores a step of the job `lease` holds.
+pub(crate) fn put_step(
+    conn: &Connection,
+    scope: Scope<'_>,
+    lease: &Lease,
+    step: &Step,
+) -> Result<()> {
+    let values: [&dyn rusqlite::ToSql; 9] = [
+        &step.name,
+        &step.kind.as_str(),
+        &step.output,
+        &step.event,
+        &step.event_id,
+        &step.wake_at,
+        &step.started_at,
+        &step.ended_at,
+        &step.position,
+    ];
+    if execute_held(conn, PUT_STEP, lease, scope, &values)? == 0 {
+        return Err(lost(conn, scope, lease)?);
+    }
+    Ok(())
 }
 
 pub(super) fn heartbeat(

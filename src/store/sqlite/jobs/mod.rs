@@ -24,8 +24,10 @@ use crate::job::{ClaimedJob, Enqueued, Job, JobId, Lease, Status};
 use crate::model::{
     Change, ClaimSpec, ListQuery, NewRow, Progress, Record, Recorded, Released, Scope, StaleCutoffs,
 };
-use admin::{change, retry_dead, status_of};
+pub(crate) use admin::status_of;
+use admin::{change, retry_dead};
 use claim::{claim, next_run_after};
+pub(crate) use lease::put_step;
 use lease::{heartbeat, heartbeat_many, leased, record, report};
 use maintain::{prune, release_stale};
 use read::{get, list};
@@ -173,7 +175,10 @@ impl crate::store::JobStore for Sqlite {
 
     fn get_job(&self, scope: Scope<'_>, id: &JobId) -> Result<Option<Job>> {
         self.read(|conn| match get(conn, scope, id)? {
-            Some(job) => Ok(Some(job.with_links(deps::links(conn, id)?))),
+            Some(job) => Ok(Some(
+                job.with_links(deps::links(conn, id)?)
+                    .with_steps(super::steps::steps(conn, id.key())?),
+            )),
             None => Ok(None),
         })
     }
