@@ -49,6 +49,7 @@ from ._errors import (
     InvalidInput,
     JobFailed,
     NotFound,
+    Parked,
     Timeout,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "Permanent",
     "Retry",
     "Snooze",
+    "Parked",
     "Error",
     "NotFound",
     "InvalidInput",
@@ -265,6 +267,46 @@ class Job(Generic[T]):
         """Refreshes the job's heartbeat (any report does too; the worker does it by itself)."""
         self._native.heartbeat()
 
+    # ---- durable steps, sleeps and waits
+
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Runs ``fn`` once per job and returns its output (JSON): stored as ``fn``
+        returns, and returned from storage when the job runs again (after a crash, a retry,
+        a sleep or a wait) without calling ``fn``. Names are the identity: use each once per
+        run. An ``async def`` step is awaited: ``await job.step("upload", upload)``."""
+        if inspect.iscoroutinefunction(fn):
+            return self._step_async(name, fn)
+        stored = self._native.step_begin(name)
+        if stored is not None:
+            return json.loads(stored)
+        text = _dumps(fn(), "output")
+        self._native.step_end(name, text)
+        return json.loads(text)
+
+    async def _step_async(self, name: str, fn: Callable[[], Any]) -> Any:
+        stored = self._native.step_begin(name)
+        if stored is not None:
+            return json.loads(stored)
+        text = _dumps(await fn(), "output")
+        self._native.step_end(name, text)
+        return json.loads(text)
+
+    def sleep(self, duration: Duration) -> None:
+        """Parks the job for ``duration`` (``"1h"``, seconds or a ``timedelta``): returns
+        once the time has come; until then raises ``jobq.Parked``, which ends the run and
+        leaves the job ``waiting`` (no slot held, no attempt spent). The wake time is stored
+        at the first call: running again does not sleep again."""
+        self._native.sleep(_seconds(duration, "duration") or 0.0)
+
+    def wait_for_event(self, name: str, timeout: Duration = "7d") -> Any:
+        """Waits for the event ``name`` (``queue.emit_event``) at most ``timeout``: its
+        payload once it is there, ``None`` at the timeout; until then raises
+        ``jobq.Parked`` (the job is ``waiting``). An event emitted after the job was created
+        counts even if it came before the wait; the payload is stored, so running again
+        returns the same."""
+        text = self._native.wait_for_event(name, _seconds(timeout, "timeout") or 0.0)
+        return None if text is None else json.loads(text)
+
     def dependency_outputs(self) -> dict:
         """The outputs of the jobs this job waits for, by their flow ref (by id for those
         without one)."""
@@ -293,6 +335,8 @@ def _outcome(call: Callable[[], Any]) -> tuple:
     """Runs a handler and turns what it did into the tuple the native worker reads."""
     try:
         out = call()
+    except Parked:
+        return ("park",)
     except Snooze as s:
         return ("snooze", s.seconds)
     except Permanent as p:
@@ -792,9 +836,27 @@ class Queue:
         """Puts a failed or cancelled job back in the queue."""
         return self._action("retry", "queued again", id)
 
+    def retry_from_scratch(self, id: str) -> dict:
+        """Puts a failed or cancelled job back in the queue, forgetting its stored steps: it
+        runs again from scratch (``retry`` keeps them)."""
+        return self._action("retry_from_scratch", "queued again from scratch", id)
+
     def delete(self, id: str) -> dict:
         """Deletes a job that is not running."""
         return self._action("delete", "deleted", id)
+
+    def emit_event(self, name: str, payload: Any = None) -> dict:
+        """Stores an event and wakes every job of this queue's owner waiting for ``name``
+        (``job.wait_for_event``); one that waits only later still finds it. Returns
+        ``{"id", "woken"}``."""
+        id, woken = self._native.emit_event(name, _dumps(payload, "payload"))
+        return {"id": id, "woken": woken}
+
+    def steps(self, id: str) -> list:
+        """The stored steps of a job (its steps, sleeps and waits): ``[{"name",
+        "position", "kind", "output", "event", "event_id", "wake_at", "started_at",
+        "ended_at"}]``, in the order they began."""
+        return json.loads(self._native.steps(id))
 
     # ---- schedules and queues
 

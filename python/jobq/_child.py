@@ -49,6 +49,15 @@ class ChildJob:
     def cost(self, cents: int) -> None:
         self._say({"id": self.id, "cost_cents": cents})
 
+    def _durable(self, *_: Any, **__: Any) -> Any:
+        from . import Permanent
+
+        raise Permanent(
+            "durable steps, sleeps and waits run on the worker's own threads: use the default "
+            "pool, not --pool process", code="BAD_STEP")
+
+    step = sleep = wait_for_event = _durable
+
     def heartbeat(self) -> None:
         pass
 

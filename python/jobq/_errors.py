@@ -61,3 +61,11 @@ class JobFailed(Error):
     def job_id(self) -> str | None:
         """The job's id."""
         return self.job.get("id")
+
+
+class Parked(BaseException):
+    """Raised by ``job.sleep`` and ``job.wait_for_event`` until the time has come or the
+    event is there: it ends the run, and the worker records the job as ``waiting`` (no
+    slot held, no attempt spent); the job runs again from the top later, its finished
+    steps replayed. Let it pass: it is a ``BaseException``, so ``except Exception`` does
+    not catch it."""

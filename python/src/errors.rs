@@ -47,6 +47,17 @@ pub(crate) fn to_py(py: Python<'_>, e: jobq::Error) -> PyErr {
     }
 }
 
+/// An exception of `jobq._errors` by its class name, with a message.
+pub(crate) fn exception(py: Python<'_>, name: &str, message: &str) -> PyErr {
+    match class(py, name) {
+        Ok(class) => match class.call1((message,)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        },
+        Err(import) => import,
+    }
+}
+
 /// `?` for library results inside a call that holds `py`.
 pub(crate) trait OrPy<T> {
     fn or_py(self, py: Python<'_>) -> PyResult<T>;

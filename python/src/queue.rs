@@ -382,6 +382,34 @@ impl Queue {
         Ok(py.detach(|| self.inner.retry(&id)).or_py(py)?.to_string())
     }
 
+    /// Puts a failed or cancelled job back in the queue, forgetting its stored steps;
+    /// returns the status it had.
+    fn retry_from_scratch(&self, py: Python<'_>, id: &str) -> PyResult<String> {
+        let id = job_id(py, id)?;
+        Ok(py
+            .detach(|| self.inner.retry_from_scratch(&id))
+            .or_py(py)?
+            .to_string())
+    }
+
+    /// Stores an event (payload as JSON text) and wakes the jobs waiting for it; returns
+    /// `(id, woken)`.
+    fn emit_event(&self, py: Python<'_>, name: &str, payload_json: &str) -> PyResult<(i64, usize)> {
+        let payload: Value = serde_json::from_str(payload_json)
+            .map_err(|e| invalid(py, "payload", e.to_string()))?;
+        let emitted = py
+            .detach(|| self.inner.emit_event(name, payload))
+            .or_py(py)?;
+        Ok((emitted.id, emitted.woken))
+    }
+
+    /// The stored steps of a job, as JSON text.
+    fn steps(&self, py: Python<'_>, id: &str) -> PyResult<String> {
+        let id = job_id(py, id)?;
+        let steps = py.detach(|| self.inner.steps(&id)).or_py(py)?;
+        json(py, &steps)
+    }
+
     /// Deletes a job that is not running; returns the status it had.
     fn delete(&self, py: Python<'_>, id: &str) -> PyResult<String> {
         let id = job_id(py, id)?;

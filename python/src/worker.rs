@@ -22,6 +22,44 @@ use crate::queue::Queue;
 #[pyclass(frozen, module = "jobq._jobq")]
 pub struct Job {
     ctx: jobq::JobContext,
+    /// The park a sleep or a wait of this run returned, handed to the pool when the
+    /// handler's wrapper answers `("park",)`.
+    parked: Mutex<Option<jobq::JobError>>,
+}
+
+impl Job {
+    fn new(ctx: jobq::JobContext) -> Job {
+        Job {
+            ctx,
+            parked: Mutex::new(None),
+        }
+    }
+
+    /// A step's, a sleep's or a wait's error as the handler sees it: a park is kept for the
+    /// pool and raised as `jobq._errors.Parked` (a `BaseException`, so that `except
+    /// Exception` does not swallow it); a refusal as `jobq.Permanent` or `jobq.Retry`, with
+    /// its code.
+    fn raise(&self, py: Python<'_>, error: jobq::JobError) -> PyErr {
+        let message = error.message().to_string();
+        if error.is_park() {
+            *self.parked.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+            return crate::errors::exception(py, "Parked", &message);
+        }
+        let class = if error.is_permanent() {
+            "Permanent"
+        } else {
+            "Retry"
+        };
+        let made = py.import("jobq").and_then(|m| {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("code", error.error_code())?;
+            m.getattr(class)?.call((message,), Some(&kwargs))
+        });
+        match made {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        }
+    }
 }
 
 #[pymethods]
@@ -106,6 +144,48 @@ impl Job {
         py.detach(|| self.ctx.heartbeat()).or_py(py)
     }
 
+    /// The stored output of the step `name` (JSON text) if it finished in an earlier run;
+    /// marks the name used in this run.
+    fn step_begin(&self, py: Python<'_>, name: String) -> PyResult<Option<String>> {
+        match py.detach(|| self.ctx.stored_step(&name)) {
+            Ok(stored) => Ok(stored.map(|v| v.to_string())),
+            Err(e) => Err(self.raise(py, e)),
+        }
+    }
+
+    /// Stores the output (JSON text) of the step `name` begun in this run.
+    fn step_end(&self, py: Python<'_>, name: String, output_json: String) -> PyResult<()> {
+        let output: Value =
+            serde_json::from_str(&output_json).map_err(|e| invalid(py, "output", e.to_string()))?;
+        py.detach(|| self.ctx.record_step(&name, &output))
+            .map_err(|e| self.raise(py, e))
+    }
+
+    /// Sleeps `seconds` (stored at the first call): returns once the time has come, and
+    /// until then raises `Parked`.
+    fn sleep(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let d = Duration::try_from_secs_f64(seconds.max(0.0))
+            .map_err(|e| invalid(py, "duration", e.to_string()))?;
+        py.detach(|| self.ctx.sleep_for(d))
+            .map_err(|e| self.raise(py, e))
+    }
+
+    /// Waits for the event `name` at most `timeout` seconds: its payload (JSON text), `None`
+    /// at the timeout, and until then raises `Parked`.
+    fn wait_for_event(
+        &self,
+        py: Python<'_>,
+        name: String,
+        timeout: f64,
+    ) -> PyResult<Option<String>> {
+        let d = Duration::try_from_secs_f64(timeout.max(0.0))
+            .map_err(|e| invalid(py, "timeout", e.to_string()))?;
+        match py.detach(|| self.ctx.wait_for_event(&name, d)) {
+            Ok(payload) => Ok(payload.map(|v| v.to_string())),
+            Err(e) => Err(self.raise(py, e)),
+        }
+    }
+
     /// The outputs of the jobs it waits for, by flow ref (or id), as JSON text.
     fn dependency_outputs_json(&self, py: Python<'_>) -> PyResult<String> {
         let outputs = py.detach(|| self.ctx.dependencies()).or_py(py)?;
@@ -168,6 +248,10 @@ fn outcome(answer: &Bound<'_, PyAny>) -> Result<Value, jobq::JobError> {
             }
             Err(error)
         }
+        "park" => Err(jobq::JobError::retryable(
+            "the handler answered a park without a sleep or a wait",
+        )
+        .code("PARKED")),
         "snooze" => {
             let seconds: f64 = tuple
                 .get_item(1)
@@ -243,10 +327,21 @@ fn keep_thread_state() {
 fn call(wrapper: &Py<PyAny>, ctx: &jobq::JobContext) -> Result<Value, jobq::JobError> {
     keep_thread_state();
     Python::attach(|py| {
-        let job = Py::new(py, Job { ctx: ctx.clone() })
+        let job = Py::new(py, Job::new(ctx.clone()))
             .map_err(|e| jobq::JobError::retryable(e.to_string()))?;
-        match wrapper.call1(py, (job,)) {
-            Ok(answer) => outcome(answer.bind(py)),
+        match wrapper.call1(py, (job.clone_ref(py),)) {
+            Ok(answer) => match outcome(answer.bind(py)) {
+                Err(e) if e.error_code() == Some("PARKED") => {
+                    let parked = job
+                        .get()
+                        .parked
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    Err(parked.unwrap_or(e))
+                }
+                other => other,
+            },
             Err(e) => Err(
                 jobq::JobError::retryable(format!("the handler's wrapper failed: {e}"))
                     .code("HANDLER_WRAPPER"),

@@ -32,6 +32,8 @@ pub(crate) struct Durable {
     stored: Option<BTreeMap<String, Step>>,
     /// The names this run used, in order.
     used: Vec<String>,
+    /// When each step begun and not yet recorded began.
+    started: std::collections::HashMap<String, i64>,
     /// A file that keeps `used` (and a park) across the processes of one run: the
     /// `jobq step`, `jobq sleep` and `jobq wait-event` commands of an exec handler.
     journal: Option<PathBuf>,
@@ -137,12 +139,30 @@ impl JobContext {
         })
     }
 
-    /// [`JobContext::step`] on JSON values (for handlers in other languages).
+    /// [`JobContext::step`] on JSON values.
     pub(crate) fn step_json(
         &self,
         name: &str,
         f: impl FnOnce() -> Result<Value, JobError>,
     ) -> Result<Value, JobError> {
+        if let Some(stored) = self.stored_step(name)? {
+            return Ok(stored);
+        }
+        let value = f()?;
+        self.record_step(name, &value)?;
+        Ok(value)
+    }
+
+    /// The first half of [`JobContext::step`], for a handler that runs its steps itself (in
+    /// another language, on an async runtime): marks `name` used in this run and returns
+    /// the step's stored output if it finished in an earlier run. When it returns `None`,
+    /// run the step and store its output with [`JobContext::record_step`].
+    ///
+    /// # Errors
+    ///
+    /// As [`JobContext::step`] for the name; a retryable error when the steps cannot be
+    /// read.
+    pub fn stored_step(&self, name: &str) -> Result<Option<Value>, JobError> {
         if name.trim().is_empty() || name.starts_with('@') || name.contains('\0') {
             return Err(bad_step(format!(
                 "step name {name:?} of job {}: a name must not be empty, contain NUL or start with @ (kept for sleeps and waits)",
@@ -158,23 +178,50 @@ impl JobContext {
         self.use_name(name)?;
         if let Some(step) = self.stored(name)? {
             if step.kind == StepKind::Step && step.ended_at.is_some() {
-                return parse_stored(step.output.as_deref(), name, self);
+                return parse_stored(step.output.as_deref(), name, self).map(Some);
             }
         }
-        let started_at = self.queue().now_ms();
-        let value = f()?;
+        let now = self.queue().now_ms();
+        self.durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started
+            .insert(name.to_string(), now);
+        Ok(None)
+    }
+
+    /// The second half of [`JobContext::step`]: stores the output of the step `name`
+    /// (which [`JobContext::stored_step`] found unfinished) under the job's lease.
+    ///
+    /// # Errors
+    ///
+    /// A permanent error with code `BAD_STEP` for a name this run did not begin with
+    /// `stored_step`; a retryable one when the output cannot be stored (the job was
+    /// cancelled or taken from this worker, or the database failed).
+    pub fn record_step(&self, name: &str, output: &Value) -> Result<(), JobError> {
+        let started_at = self
+            .durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started
+            .remove(name)
+            .ok_or_else(|| {
+                bad_step(format!(
+                    "step {name:?} of job {} was not begun in this run (stored_step first)",
+                    self.id()
+                ))
+            })?;
         self.put(Step {
             name: name.to_string(),
             position: 0,
             kind: StepKind::Step,
-            output: Some(value.to_string()),
+            output: Some(output.to_string()),
             event: None,
             event_id: None,
             wake_at: None,
             started_at,
             ended_at: Some(self.queue().now_ms()),
-        })?;
-        Ok(value)
+        })
     }
 
     /// Parks the job for `duration`: returns `Ok` once the time has come, and until then
