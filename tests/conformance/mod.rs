@@ -34,5 +34,6 @@ mod search_bulk;
 mod security;
 mod snooze;
 mod steps;
+mod steps_model;
 mod uniqueness;
 mod worker;

@@ -614,3 +614,129 @@ echo "{{\"frames\": $frames, \"got\": $got}}"
     cli.ok(&["retry", &failing, "--from-scratch"]);
     assert_eq!(cli.show(&failing)["status"], "queued");
 }
+
+/// A worker process for the SIGKILL test: one five-step job, each step appending its name
+/// to the effects file; between steps the handler waits for the test's go-ahead file.
+#[test]
+fn steps_crash_worker() {
+    use std::io::Write;
+    if !crate::common::is_child() {
+        return;
+    }
+    let queue = Queue::builder(crate::common::child_env("JOBQ_TEST_DB"))
+        .retry_policy(jobq::RetryPolicy::fixed(Duration::from_millis(10)))
+        .open()
+        .unwrap();
+    let effects = crate::common::child_env("JOBQ_TEST_OUT");
+    let dir = std::path::PathBuf::from(crate::common::child_env("JOBQ_TEST_DIR"));
+    let _pool = WorkerPool::builder(&queue)
+        .concurrency(1)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(100))
+        .stale_timeouts(jobq::StaleTimeouts::none().heartbeat_timeout(Duration::from_millis(600)))
+        .maintenance_interval(Some(Duration::from_millis(100)))
+        .handler("five", move |ctx: &JobContext| -> Result<Value, JobError> {
+            for n in 1..=5 {
+                let name = format!("step{n}");
+                ctx.step(&name, || {
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&effects)
+                        .unwrap();
+                    f.write_all(format!("{name}\n").as_bytes()).unwrap();
+                    f.sync_all().unwrap();
+                    Ok(n)
+                })?;
+                while n < 5 && !dir.join(format!("go{n}")).exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Ok(json!("all five"))
+        })
+        .start()
+        .unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_worker_killed_between_every_pair_of_steps_repeats_no_step() {
+    let db = Db::fresh();
+    let q = Queue::open(db.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let effects = dir.path().join("effects.log");
+    let id = q
+        .enqueue(NewJob::new("five").max_attempts(10))
+        .unwrap()
+        .job_id;
+    let env = [
+        ("JOBQ_TEST_DB", db.path().display().to_string()),
+        ("JOBQ_TEST_OUT", effects.display().to_string()),
+        ("JOBQ_TEST_DIR", dir.path().display().to_string()),
+    ];
+    let spawn = || crate::common::spawn_child("conformance::steps::steps_crash_worker", &env);
+    for k in 1..=4 {
+        let mut worker = spawn();
+        crate::cli::wait_until(&format!("step {k} stored"), || {
+            q.steps(&id).unwrap().len() == k
+        });
+        worker.kill().unwrap(); // SIGKILL, between step k and step k + 1
+        worker.wait().unwrap();
+        std::fs::write(dir.path().join(format!("go{k}")), "").unwrap();
+    }
+    let _last = spawn();
+    crate::cli::wait_until("the job to succeed", || {
+        job(&q, &id).status == Status::Succeeded
+    });
+    let done = job(&q, &id);
+    assert_eq!(done.output, Some(json!("all five")));
+    assert_eq!(
+        std::fs::read_to_string(&effects).unwrap(),
+        "step1\nstep2\nstep3\nstep4\nstep5\n",
+        "each step's side effect once"
+    );
+    assert_eq!(done.claims, 5, "one run per worker");
+    let stats = q.stats(&jobq::StatsFilter::default()).unwrap();
+    assert_eq!(stats.by_status.get(&Status::Succeeded).copied(), Some(1));
+    crate::conformance::rollups::assert_rollups_agree(&q, &[]);
+}
+
+#[test]
+fn an_event_emitted_while_jobs_are_parking_wakes_every_one_of_them() {
+    let db = Db::fresh();
+    let q = Queue::open(db.path()).unwrap();
+    let jobs: Vec<NewJob> = (0..300).map(|_| NewJob::new("publish")).collect();
+    q.enqueue_many(jobs).unwrap();
+    let pool = WorkerPool::builder(&q)
+        .concurrency(4)
+        .handler("publish", |ctx: &JobContext| -> Result<Value, JobError> {
+            let got = ctx.wait_for_event("go", Duration::from_secs(3600))?;
+            Ok(json!({ "got": got }))
+        })
+        .start()
+        .unwrap();
+    // Emitted while some jobs are parked, some are between their look and their park, and
+    // some have not run yet: every one must end with the payload, none wait an hour.
+    crate::cli::wait_until("some jobs to park", || {
+        q.stats(&jobq::StatsFilter::default())
+            .unwrap()
+            .by_status
+            .get(&Status::Waiting)
+            .copied()
+            .unwrap_or(0)
+            >= 20
+    });
+    q.emit_event("go", json!("now")).unwrap();
+    crate::cli::wait_until("every job to succeed", || {
+        q.stats(&jobq::StatsFilter::default())
+            .unwrap()
+            .by_status
+            .get(&Status::Succeeded)
+            .copied()
+            == Some(300)
+    });
+    pool.stop_handle().stop();
+    pool.wait();
+}
