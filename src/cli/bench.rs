@@ -47,6 +47,10 @@ pub enum Workload {
     /// the same drain without limits.
     Limited,
     Raw,
+    /// Jobs of five no-op durable steps beside plain no-op jobs.
+    Steps,
+    /// From an event's emit to the run of the job waiting for it.
+    Event,
     /// Stats, series and metrics beside `--size-jobs` finished jobs (and on PostgreSQL the
     /// drain beside them).
     Size,
@@ -70,6 +74,8 @@ struct Figures {
     wakeup_ms: Option<Wakeup>,
     fanin_ms: Option<Wakeup>,
     limited: Option<Limited>,
+    steps: Option<super::bench_steps::StepsDrain>,
+    event_wakeup_ms: Option<Wakeup>,
     ratios: Option<Ratios>,
 }
 
@@ -159,6 +165,8 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
             Workload::Wakeup,
             Workload::Fanin,
             Workload::Limited,
+            Workload::Steps,
+            Workload::Event,
             Workload::Raw,
         ];
     }
@@ -261,6 +269,25 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
         None
     };
 
+    let steps = if runs(Workload::Steps) {
+        say("drain of five-step jobs, and of plain ones");
+        Some(super::bench_steps::steps_drain(
+            &open("plain.db")?,
+            &open("steps.db")?,
+            n,
+            args.workers,
+        )?)
+    } else {
+        None
+    };
+
+    let event_wakeup = if runs(Workload::Event) {
+        say("wake-up latency of an event");
+        Some(super::bench_steps::event_wakeup(&open("events.db")?)?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw SQLite loops with the same pragmas");
         Some(Raw {
@@ -302,6 +329,8 @@ pub fn run(db: &Path, json: bool, mut args: BenchArgs) -> Done {
         wakeup_ms: wakeup,
         fanin_ms: fanin,
         limited,
+        steps,
+        event_wakeup_ms: event_wakeup,
     };
     if json {
         print_json(&report);
@@ -400,6 +429,18 @@ fn print_report(r: &Figures) {
     if let Some(w) = &r.fanin_ms {
         print_fanin(w);
     }
+    if let Some(s) = &r.steps {
+        println!(
+            "drain, {} handlers, jobs of five durable steps: {:.0}/s against {:.0}/s for plain jobs (ratio {:.2})",
+            s.workers, s.five_steps_per_s, s.plain_per_s, s.ratio
+        );
+    }
+    if let Some(w) = &r.event_wakeup_ms {
+        println!(
+            "an event's wake-up, emit to the waiting job's run: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+            w.p50, w.p99, w.samples
+        );
+    }
 }
 
 pub(crate) fn print_fanin(w: &Wakeup) {
@@ -455,7 +496,7 @@ pub(crate) fn limited_drain(
 }
 
 /// The p50 and p99 of samples in milliseconds.
-fn percentiles(mut samples: Vec<f64>) -> Wakeup {
+pub(crate) fn percentiles(mut samples: Vec<f64>) -> Wakeup {
     samples.sort_by(|a, b| a.total_cmp(b));
     let at =
         |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];

@@ -8,6 +8,7 @@ mod bench;
 mod bench_pg;
 mod bench_raw;
 mod bench_size;
+mod bench_steps;
 mod demo;
 mod jobs;
 mod observe;

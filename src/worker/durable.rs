@@ -30,8 +30,9 @@ pub const MAX_STEP_NAME_CHARS: usize = 200;
 pub(crate) struct Durable {
     /// The job's stored steps by name, read at the first call of the run.
     stored: Option<BTreeMap<String, Step>>,
-    /// The names this run used, in order.
+    /// The names this run used, in order, and where each is in that order.
     used: Vec<String>,
+    positions: std::collections::HashMap<String, usize>,
     /// When each step begun and not yet recorded began.
     started: std::collections::HashMap<String, i64>,
     /// A file that keeps `used` (and a park) across the processes of one run: the
@@ -364,6 +365,11 @@ impl JobContext {
         let (used, _) = read_journal(&journal);
         {
             let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+            durable.positions = used
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect();
             durable.used = used;
             durable.journal = Some(journal);
         }
@@ -388,12 +394,14 @@ impl JobContext {
     fn use_name(&self, name: &str) -> Result<(), JobError> {
         let journal = {
             let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
-            if durable.used.iter().any(|n| n == name) {
+            if durable.positions.contains_key(name) {
                 return Err(bad_step(format!(
                     "step {name:?} was used twice in one run of job {}: each step needs a name of its own",
                     self.id()
                 )));
             }
+            let at = durable.used.len();
+            durable.positions.insert(name.to_string(), at);
             durable.used.push(name.to_string());
             durable.journal.clone()
         };
@@ -427,10 +435,15 @@ impl JobContext {
             .stored
             .is_some();
         if !loaded {
-            let steps = self
-                .queue()
-                .steps(self.id())
-                .map_err(|e| self.db_error(e))?;
+            // Steps are stored only under a claim's lease: on its first claim a job has none
+            // (a manual retry keeps counting claims), and nothing needs reading.
+            let steps = if self.lease().claim <= 1 {
+                Vec::new()
+            } else {
+                self.queue()
+                    .steps(self.id())
+                    .map_err(|e| self.db_error(e))?
+            };
             self.durable
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -445,7 +458,7 @@ impl JobContext {
     fn put(&self, mut step: Step) -> Result<(), JobError> {
         step.position = {
             let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
-            let at = durable.used.iter().position(|n| *n == step.name);
+            let at = durable.positions.get(&step.name).copied();
             u32::try_from(at.unwrap_or(durable.used.len())).unwrap_or(u32::MAX)
         };
         self.queue()
