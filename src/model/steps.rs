@@ -43,18 +43,37 @@ pub struct Step {
     pub position: u32,
     /// A step, a sleep or a wait.
     pub kind: StepKind,
-    /// A step's output, or a wait's payload (JSON text; `None` at a wait's timeout).
+    /// A step's output, or a wait's payload (JSON text; `None` at a wait's timeout). A
+    /// JSON document in JSON.
+    #[serde(serialize_with = "json_text")]
     pub output: Option<String>,
     /// The event a wait waits for.
     pub event: Option<String>,
     /// The event that ended a wait.
     pub event_id: Option<i64>,
-    /// When a sleep or a wait ends at the latest (ms).
+    /// When a sleep or a wait ends at the latest (ms; RFC 3339 in JSON, as every time).
+    #[serde(serialize_with = "opt_time")]
     pub wake_at: Option<i64>,
     /// When it began (ms).
+    #[serde(serialize_with = "time")]
     pub started_at: i64,
     /// When it ended (ms); `None` while a sleep or a wait goes on.
+    #[serde(serialize_with = "opt_time")]
     pub ended_at: Option<i64>,
+}
+
+fn json_text<S: serde::Serializer>(text: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    text.as_deref()
+        .map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap_or(serde_json::Value::Null))
+        .serialize(s)
+}
+
+fn time<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    crate::job::Timestamp::from_millis(*ms).serialize(s)
+}
+
+fn opt_time<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    ms.map(crate::job::Timestamp::from_millis).serialize(s)
 }
 
 impl Step {

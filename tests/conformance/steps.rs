@@ -740,3 +740,88 @@ fn an_event_emitted_while_jobs_are_parking_wakes_every_one_of_them() {
     pool.stop_handle().stop();
     pool.wait();
 }
+
+#[test]
+fn events_over_http_are_their_token_s_owners_and_a_job_s_page_lists_its_steps() {
+    use crate::conformance::http::{Api, Auth};
+    let api = Api::start();
+    let alice = api.queue.create_token("alice").unwrap();
+    let bob = api.queue.create_token("bob").unwrap();
+    let job_of = |auth| {
+        let answer = api.post("/api/jobs", auth, json!({"kind": "publish"}));
+        assert_eq!(answer.status, 201, "{answer:?}");
+        answer.body["job_id"].as_str().unwrap().to_string()
+    };
+    let alices = job_of(Auth::Token(&alice));
+    let bobs = job_of(Auth::Token(&bob));
+    WorkerPool::builder(&api.queue)
+        .handler("publish", |ctx: &JobContext| -> Result<Value, JobError> {
+            ctx.step("render", || Ok(1))?;
+            approval(ctx)
+        })
+        .run_until_idle()
+        .unwrap();
+    let page = api.get(&format!("/api/jobs/{alices}"), Auth::Token(&alice));
+    assert_eq!(page.body["status"], "waiting");
+    assert_eq!(page.body["waiting_for"], "approved");
+    let steps = page.body["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        (steps[0]["name"].as_str(), &steps[0]["output"]),
+        (Some("render"), &json!(1))
+    );
+    assert_eq!(steps[1]["kind"], "wait");
+    assert!(
+        steps[1]["ended_at"].is_null() && steps[1]["wake_at"].is_string(),
+        "{steps:?}"
+    );
+
+    // Bob's event wakes Bob's job only.
+    let emitted = api.post(
+        "/api/events",
+        Auth::Token(&bob),
+        json!({"name": "approved", "payload": {"ok": true}}),
+    );
+    assert_eq!(emitted.status, 201, "{emitted:?}");
+    assert_eq!(emitted.body["woken"], 1);
+    assert!(emitted.body["id"].is_i64());
+    let status = |id: &str| api.queue.get(&id.parse().unwrap()).unwrap().status;
+    assert_eq!(
+        (status(&alices), status(&bobs)),
+        (Status::Waiting, Status::Queued)
+    );
+    // Bad events change nothing.
+    api.post("/api/events", Auth::Token(&alice), json!({"payload": 1}))
+        .error(400, "invalid_input");
+    api.post("/api/events", Auth::Token(&alice), json!({"name": ""}))
+        .error(400, "invalid_input");
+    api.post(
+        "/api/events",
+        Auth::Token(&alice),
+        json!({"name": "approved", "extra": 1}),
+    )
+    .error(400, "invalid_input");
+    assert_eq!(status(&alices), Status::Waiting);
+    api.post("/api/events", Auth::None, json!({"name": "approved"}));
+    assert_eq!(status(&alices), Status::Waiting, "no credentials, no event");
+    // Alice's own event wakes hers.
+    let emitted = api.post(
+        "/api/events",
+        Auth::Token(&alice),
+        json!({"name": "approved"}),
+    );
+    assert_eq!(emitted.body["woken"], 1);
+    assert_eq!(status(&alices), Status::Queued);
+    // A retry from scratch over HTTP forgets the steps.
+    api.queue.cancel(&alices.parse().unwrap()).unwrap();
+    let retried = api.post(
+        &format!("/api/jobs/{alices}"),
+        Auth::Token(&alice),
+        json!({"action": "retry", "from_scratch": true}),
+    );
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(
+        api.get(&format!("/api/jobs/{alices}"), Auth::Admin).body["steps"],
+        json!([])
+    );
+}

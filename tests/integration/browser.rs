@@ -1142,3 +1142,56 @@ fn the_dashboards_charts_agree_with_the_series_on_a_wide_screen_and_a_phone() {
         });
     }
 }
+
+#[test]
+fn the_dashboard_lists_a_job_s_steps_and_what_it_waits_for() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let queue = Queue::open(&db).unwrap();
+    let id = queue.enqueue(NewJob::new("publish")).unwrap().job_id;
+    jobq::WorkerPool::builder(&queue)
+        .handler("publish", |ctx: &jobq::JobContext| {
+            ctx.step("render", || Ok("proof.pdf".to_string()))?;
+            ctx.step("upload", || {
+                Ok(serde_json::json!({"url": "s3://b/proof.pdf"}))
+            })?;
+            let got = ctx.wait_for_event("approved", std::time::Duration::from_secs(86_400))?;
+            Ok(serde_json::json!({ "got": got }))
+        })
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(queue.get(&id).unwrap().status, jobq::Status::Waiting);
+    let (_serve, addr) = serve(&db);
+    let (_driver, port) = chromedriver();
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = session(port, profile.path(), 1280, 900).await;
+        sign_in(&client, &format!("http://{addr}/#job={id}")).await;
+        let rows = wait_count(&client, "[data-testid=steps] tbody tr", 3).await;
+        let mut names = Vec::new();
+        for row in &rows {
+            names.push(row.attr("data-step").await.unwrap().unwrap_or_default());
+        }
+        assert_eq!(names, ["render", "upload", "@wait 1"]);
+        let upload = rows[1].text().await.unwrap();
+        let size = r#"{"url":"s3://b/proof.pdf"}"#.len();
+        assert!(upload.contains(&format!("{size} B")), "{upload}");
+        let wait = rows[2].text().await.unwrap();
+        assert!(
+            wait.contains("wait for approved") && wait.contains("not yet"),
+            "{wait}"
+        );
+        let waiting = text_of(&client, "[data-testid=waiting-for]").await;
+        assert!(waiting.contains("event approved"), "{waiting}");
+        let card = text_of(&client, "[data-testid=count-waiting] .n").await;
+        assert_eq!(card, "1");
+        client.close().await.unwrap();
+    });
+}
