@@ -430,16 +430,10 @@ fn print_report(r: &Figures) {
         print_fanin(w);
     }
     if let Some(s) = &r.steps {
-        println!(
-            "drain, {} handlers, jobs of five durable steps: {:.0}/s against {:.0}/s for plain jobs (ratio {:.2})",
-            s.workers, s.five_steps_per_s, s.plain_per_s, s.ratio
-        );
+        super::bench_steps::print_steps(s);
     }
     if let Some(w) = &r.event_wakeup_ms {
-        println!(
-            "an event's wake-up, emit to the waiting job's run: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
-            w.p50, w.p99, w.samples
-        );
+        super::bench_steps::print_event(w);
     }
 }
 

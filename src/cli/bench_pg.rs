@@ -25,6 +25,8 @@ struct Figures {
     wakeup_across_handles_ms: Option<Wakeup>,
     fanin_ms: Option<Wakeup>,
     limited: Option<super::bench::Limited>,
+    steps: Option<super::bench_steps::StepsDrain>,
+    event_wakeup_ms: Option<Wakeup>,
     size: Option<Size>,
     ratios: Option<Ratios>,
 }
@@ -200,6 +202,28 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
         None
     };
 
+    let steps = if runs(Workload::Steps) {
+        say("drain of five-step jobs, and of plain ones");
+        let plain = Scratch::new(base, "plain")?;
+        let stepped = Scratch::new(base, "steps")?;
+        Some(super::bench_steps::steps_drain(
+            &plain.queue()?,
+            &stepped.queue()?,
+            n,
+            args.workers,
+        )?)
+    } else {
+        None
+    };
+
+    let event_wakeup = if runs(Workload::Event) {
+        say("wake-up latency of an event");
+        let scratch = Scratch::new(base, "events")?;
+        Some(super::bench_steps::event_wakeup(&scratch.queue()?)?)
+    } else {
+        None
+    };
+
     let raw = if runs(Workload::Raw) {
         say("raw PostgreSQL loops");
         let scratch = Scratch::new(base, "raw")?;
@@ -253,6 +277,8 @@ pub fn run(base: &str, json: bool, args: &BenchArgs) -> Done {
         wakeup_across_handles_ms: wakeup,
         fanin_ms: fanin,
         limited,
+        steps,
+        event_wakeup_ms: event_wakeup,
         size,
         ratios,
     };
@@ -317,6 +343,12 @@ fn print_report(r: &Figures) {
     }
     if let Some(w) = &r.fanin_ms {
         super::bench::print_fanin(w);
+    }
+    if let Some(s) = &r.steps {
+        super::bench_steps::print_steps(s);
+    }
+    if let Some(w) = &r.event_wakeup_ms {
+        super::bench_steps::print_event(w);
     }
     if let Some(s) = &r.size {
         println!(

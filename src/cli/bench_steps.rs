@@ -105,3 +105,17 @@ pub(crate) fn event_wakeup(queue: &Queue) -> Result<Wakeup, Refused> {
     pool.shutdown();
     Ok(percentiles(samples))
 }
+
+pub(crate) fn print_steps(s: &StepsDrain) {
+    println!(
+        "drain, {} handlers, jobs of five durable steps: {:.0}/s against {:.0}/s for plain jobs (ratio {:.2})",
+        s.workers, s.five_steps_per_s, s.plain_per_s, s.ratio
+    );
+}
+
+pub(crate) fn print_event(w: &Wakeup) {
+    println!(
+        "an event's wake-up, emit to the waiting job's run: p50 {:.3} ms, p99 {:.3} ms ({} samples)",
+        w.p50, w.p99, w.samples
+    );
+}
