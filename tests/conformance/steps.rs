@@ -568,6 +568,8 @@ echo "{{\"frames\": $frames, \"got\": $got}}"
         (Some("waiting"), Some(0))
     );
     assert!(job.get("waiting_for").is_none(), "a sleep: {job}");
+    let listed = cli.json(&["list", "--status", "waiting"]);
+    assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
     std::thread::sleep(Duration::from_millis(1100));
     cli.ok(&["worker", "--exec", &command, "--once"]);
     let job = cli.show(&id);
@@ -824,4 +826,32 @@ fn events_over_http_are_their_token_s_owners_and_a_job_s_page_lists_its_steps() 
         api.get(&format!("/api/jobs/{alices}"), Auth::Admin).body["steps"],
         json!([])
     );
+}
+
+#[test]
+fn events_are_pruned_after_their_retention() {
+    let env = Env::new();
+    let q = &env.queue;
+    let id = q.enqueue(NewJob::new("publish")).unwrap().job_id;
+    q.emit_event("approved", json!("old")).unwrap();
+    env.advance(3600);
+    let pruned = q
+        .prune_events(jobq::Timestamp::from_millis(q.now().as_millis() - 1000))
+        .unwrap();
+    assert_eq!(pruned, 1);
+    // Pruned before the job waited: not delivered.
+    drain(q, "publish", approval);
+    assert_eq!(job(q, &id).status, Status::Waiting);
+    // An owner's handle may not prune.
+    let err = q.scoped("ann").prune_events(q.now()).unwrap_err();
+    assert!(matches!(err, jobq::Error::Forbidden { .. }), "{err}");
+    // The maintainer prunes with the pool's retention.
+    q.emit_event("other", json!(1)).unwrap();
+    env.advance(8 * 86_400);
+    WorkerPool::builder(q)
+        .handler("publish", approval)
+        .maintenance_interval(Some(Duration::from_millis(10)))
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(q.prune_events(q.now()).unwrap(), 0, "already pruned by the maintainer");
 }
