@@ -100,6 +100,22 @@ pub struct Emitted {
     pub woken: usize,
 }
 
+impl Emitted {
+    /// The stored event `id` and the jobs it woke, as an engine answers an emit.
+    pub(crate) fn with(
+        id: i64,
+        woken: Vec<crate::job::JobId>,
+    ) -> (Emitted, Vec<crate::job::JobId>) {
+        (
+            Emitted {
+                id,
+                woken: woken.len(),
+            },
+            woken,
+        )
+    }
+}
+
 /// Which stored event a wait takes: the first of `name` for the job's owner emitted no
 /// earlier than the job was created, after the event its previous wait for the same name
 /// took.

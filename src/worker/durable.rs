@@ -378,7 +378,7 @@ impl JobContext {
 
     /// The id of the last event an earlier wait of this job for `name` took (0: none).
     fn last_event_taken(&self, name: &str, slot: &str) -> Result<i64, JobError> {
-        self.stored("")?;
+        self.load()?;
         let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(durable
             .stored
@@ -426,29 +426,36 @@ impl JobContext {
         Ok(name)
     }
 
-    /// The stored step `name`, reading the job's steps at the first call of the run.
-    fn stored(&self, name: &str) -> Result<Option<Step>, JobError> {
+    /// Reads the job's stored steps, once per run.
+    fn load(&self) -> Result<(), JobError> {
         let loaded = self
             .durable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .stored
             .is_some();
-        if !loaded {
-            // Steps are stored only under a claim's lease: on its first claim a job has none
-            // (a manual retry keeps counting claims), and nothing needs reading.
-            let steps = if self.lease().claim <= 1 {
-                Vec::new()
-            } else {
-                self.queue()
-                    .steps(self.id())
-                    .map_err(|e| self.db_error(e))?
-            };
-            self.durable
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .stored = Some(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
+        if loaded {
+            return Ok(());
         }
+        // Steps are stored only under a claim's lease: on its first claim a job has none (a
+        // manual retry keeps counting claims), and nothing needs reading.
+        let steps = if self.lease().claim <= 1 {
+            Vec::new()
+        } else {
+            self.queue()
+                .steps(self.id())
+                .map_err(|e| self.db_error(e))?
+        };
+        self.durable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stored = Some(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
+        Ok(())
+    }
+
+    /// The stored step `name`.
+    fn stored(&self, name: &str) -> Result<Option<Step>, JobError> {
+        self.load()?;
         let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(durable.stored.as_ref().and_then(|m| m.get(name)).cloned())
     }

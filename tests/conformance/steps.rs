@@ -853,5 +853,9 @@ fn events_are_pruned_after_their_retention() {
         .maintenance_interval(Some(Duration::from_millis(10)))
         .run_until_idle()
         .unwrap();
-    assert_eq!(q.prune_events(q.now()).unwrap(), 0, "already pruned by the maintainer");
+    assert_eq!(
+        q.prune_events(q.now()).unwrap(),
+        0,
+        "already pruned by the maintainer"
+    );
 }

@@ -102,13 +102,7 @@ impl crate::store::StepStore for Postgres {
                 .iter()
                 .map(|r| job_id(r.get(0)))
                 .collect();
-            Ok((
-                Emitted {
-                    id,
-                    woken: woken.len(),
-                },
-                woken,
-            ))
+            Ok(Emitted::with(id, woken))
         })
     }
 

@@ -100,13 +100,7 @@ impl crate::store::StepStore for Sqlite {
                 .prepare_cached(WAKE)?
                 .query_map(params![owner, name, now], |r| Ok(JobId::from_db(r.get(0)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((
-                Emitted {
-                    id,
-                    woken: woken.len(),
-                },
-                woken,
-            ))
+            Ok(Emitted::with(id, woken))
         })
     }
 
