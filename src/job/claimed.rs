@@ -87,6 +87,7 @@ impl ClaimedJob {
 impl ClaimedJob {
     /// The job as the claim `claim` of `worker` holds it (for a handler's own process: an
     /// exec command's `jobq step`).
+    #[cfg(feature = "cli")]
     pub(crate) fn held(job: &crate::job::Job, worker: &str, claim: u32) -> ClaimedJob {
         ClaimedJob {
             id: job.id.clone(),

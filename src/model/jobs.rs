@@ -280,6 +280,7 @@ impl Recorded {
     }
 
     /// The same, runnable again at `at`.
+    #[cfg(feature = "postgres")]
     pub(crate) fn with_retry_at(mut self, at: i64) -> Recorded {
         self.retry_at = Some(at);
         self

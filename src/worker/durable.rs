@@ -55,6 +55,7 @@ pub(crate) enum JournalLine {
 }
 
 /// What a run's journal holds: the names used, and the park, if the run parked.
+#[cfg(feature = "cli")]
 pub(crate) fn read_journal(path: &std::path::Path) -> (Vec<String>, Option<Park>) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut used = Vec::new();
@@ -361,6 +362,7 @@ impl JobContext {
 
     /// A context whose run is kept in a journal file across processes (an exec handler's
     /// `jobq step` commands): the names it used so far are read from it.
+    #[cfg(feature = "cli")]
     pub(crate) fn with_journal(self, journal: PathBuf) -> JobContext {
         let (used, _) = read_journal(&journal);
         {

@@ -37,6 +37,7 @@ use builder::OutcomeCallback;
 pub use builder::{DEFAULT_EVENT_RETENTION, InlineOutcome, WorkerPoolBuilder};
 pub use context::JobContext;
 pub use durable::MAX_STEP_NAME_CHARS;
+#[cfg(all(feature = "cli", unix))]
 pub(crate) use durable::read_journal;
 pub use outcome::{Outcome, OutcomeKind, Summary};
 
