@@ -472,8 +472,8 @@ fn a_manual_retry_keeps_the_finished_steps_unless_from_scratch() {
 
 #[test]
 fn a_worker_with_one_slot_runs_other_jobs_while_one_sleeps() {
-    let db = Db::fresh();
-    let q = Queue::open(db.path()).unwrap();
+    let env = Env::new();
+    let q = &env.queue;
     let sleeper = q
         .enqueue(NewJob::new("sleeper").priority(10))
         .unwrap()
@@ -481,59 +481,81 @@ fn a_worker_with_one_slot_runs_other_jobs_while_one_sleeps() {
     let others: Vec<NewJob> = (0..100).map(|_| NewJob::new("quick")).collect();
     q.enqueue_many(others).unwrap();
     let pool = || {
-        WorkerPool::builder(&q)
+        WorkerPool::builder(q)
             .concurrency(1)
             .handler("sleeper", |ctx: &JobContext| -> Result<Value, JobError> {
-                ctx.sleep_for(Duration::from_millis(1500))?;
+                ctx.sleep_for(Duration::from_secs(3600))?;
                 Ok(json!("rested"))
             })
             .handler("quick", |_: &JobContext| -> Result<Value, JobError> {
                 Ok(Value::Null)
             })
     };
+    // The sleeper, first by priority, parks; the one slot then runs the other hundred.
     let summary = pool().run_until_idle().unwrap();
     assert_eq!(summary.succeeded, 100, "the sleeper held no slot");
-    assert_eq!(job(&q, &sleeper).status, Status::Waiting);
-    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(job(q, &sleeper).status, Status::Waiting);
+    env.advance(3600);
     pool().run_until_idle().unwrap();
-    assert_eq!(job(&q, &sleeper).output, Some(json!("rested")));
+    assert_eq!(job(q, &sleeper).output, Some(json!("rested")));
 }
 
 #[test]
 fn a_thousand_sleeping_jobs_wake_within_a_second_of_their_time() {
     let db = Db::fresh();
     let q = Queue::open(db.path()).unwrap();
-    let wake_at = q.now().as_millis() + 3_000;
+    let wake_at = q.now().as_millis() + 6_000;
     let jobs: Vec<NewJob> = (0..1000)
         .map(|_| NewJob::new("nap").input(json!(wake_at)))
         .collect();
     q.enqueue_many(jobs).unwrap();
     let late: Arc<Mutex<Vec<i64>>> = Arc::default();
-    let pool = {
+    let handler = {
         let late = late.clone();
         let clock = q.clone();
-        WorkerPool::builder(&q)
-            .concurrency(8)
-            .poll_interval(Duration::from_secs(30))
-            .handler("nap", move |ctx: &JobContext| -> Result<Value, JobError> {
-                let at: i64 = ctx.input()?;
-                ctx.sleep_until(jobq::Timestamp::from_millis(at))?;
+        move |ctx: &JobContext| -> Result<Value, JobError> {
+            let at: i64 = ctx.input()?;
+            if ctx.lease().claim > 1 {
+                // Woken: how long after its time its run began.
                 late.lock().unwrap().push(clock.now().as_millis() - at);
-                Ok(Value::Null)
-            })
-            .start()
-            .unwrap()
+            }
+            ctx.sleep_until(jobq::Timestamp::from_millis(at))?;
+            Ok(Value::Null)
+        }
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while late.lock().unwrap().len() < 1000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Every job parks first (well before its time), then an idle pool waits for them.
+    WorkerPool::builder(&q)
+        .concurrency(8)
+        .handler("nap", handler.clone())
+        .run_until_idle()
+        .unwrap();
+    let waiting = q
+        .stats(&jobq::StatsFilter::default())
+        .unwrap()
+        .count(Status::Waiting);
+    assert_eq!(waiting, 1000);
+    assert!(
+        q.now().as_millis() < wake_at,
+        "parking 1,000 jobs took past their time"
+    );
+    let pool = WorkerPool::builder(&q)
+        .concurrency(8)
+        .poll_interval(Duration::from_secs(30))
+        .handler("nap", handler)
+        .start()
+        .unwrap();
+    crate::cli::wait_until("every job to wake", || late.lock().unwrap().len() == 1000);
+    crate::cli::wait_until("every job to succeed", || {
+        q.stats(&jobq::StatsFilter::default())
+            .unwrap()
+            .count(Status::Succeeded)
+            == 1000
+    });
     pool.stop_handle().stop();
     pool.wait();
     let late = late.lock().unwrap();
-    assert_eq!(late.len(), 1000);
-    let worst = late.iter().copied().max().unwrap();
     assert!(late.iter().all(|l| *l >= 0), "none before its time");
+    let worst = late.iter().copied().max().unwrap();
     assert!(worst < 1000, "the last woke {worst} ms after its time");
 }
 
