@@ -273,9 +273,11 @@ class Job(Generic[T]):
         """Runs ``fn`` once per job and returns its output (JSON): stored as ``fn``
         returns, and returned from storage when the job runs again (after a crash, a retry,
         a sleep or a wait) without calling ``fn``. Names are the identity: use each once per
-        run. An ``async def`` step is awaited: ``await job.step("upload", upload)``."""
+        run. An ``async def`` function (or a ``functools.partial`` of one) makes it
+        awaitable: ``await job.step("upload", upload)``; for a lambda that returns a
+        coroutine, use ``await job.astep(...)``."""
         if inspect.iscoroutinefunction(fn):
-            return self._step_async(name, fn)
+            return self.astep(name, fn)
         stored = self._native.step_begin(name)
         if stored is not None:
             return json.loads(stored)
@@ -283,11 +285,17 @@ class Job(Generic[T]):
         self._native.step_end(name, text)
         return json.loads(text)
 
-    async def _step_async(self, name: str, fn: Callable[[], Any]) -> Any:
+    async def astep(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``job.step`` in an ``async def`` handler: ``fn`` may return a value or an
+        awaitable (a coroutine), which is awaited; not called at all when the step is
+        stored."""
         stored = self._native.step_begin(name)
         if stored is not None:
             return json.loads(stored)
-        text = _dumps(await fn(), "output")
+        out = fn()
+        if inspect.isawaitable(out):
+            out = await out
+        text = _dumps(out, "output")
         self._native.step_end(name, text)
         return json.loads(text)
 

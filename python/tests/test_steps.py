@@ -118,20 +118,25 @@ def test_async_handlers_step_sleep_and_wait_too(queue: jobq.Queue) -> None:
         effects.append("upload")
         return "s3://x"
 
+    async def measure(url: str) -> int:
+        effects.append("measure")
+        return len(url)
+
     @queue.handler("async-flow")
     async def flow(job: jobq.Job) -> dict:
         url = await job.step("upload", upload)
+        size = await job.astep("size", lambda: measure(url))
         n = job.step("count", lambda: effects.append("count") or 3)
         got = job.wait_for_event("go", timeout="1h")
-        return {"url": url, "n": n, "got": got}
+        return {"url": url, "size": size, "n": n, "got": got}
 
     h = flow.enqueue({})
     queue.worker().run_until_idle()
     assert queue.get(h.id)["status"] == "waiting"
     queue.emit_event("go", [1, 2])
     queue.worker().run_until_idle()
-    assert h.result(timeout=5) == {"url": "s3://x", "n": 3, "got": [1, 2]}
-    assert effects == ["upload", "count"]
+    assert h.result(timeout=5) == {"url": "s3://x", "size": 6, "n": 3, "got": [1, 2]}
+    assert effects == ["upload", "measure", "count"]
 
 
 def test_retry_from_scratch_forgets_the_steps(queue: jobq.Queue) -> None:
