@@ -81,6 +81,11 @@ pub(crate) struct EventBus {
     subscriber_count: AtomicUsize,
     dispatchers: Mutex<Vec<Sender<()>>>,
     cancel_listeners: Mutex<Vec<CancelListener>>,
+    /// Held by a recording from before its commit to its events, and by a claim for its
+    /// events: a claim that takes a job the recording just made ready (a retry with no
+    /// backoff) tells it after the recording's own events. Taken only while someone
+    /// subscribes.
+    order: Mutex<()>,
 }
 
 impl EventBus {
@@ -96,6 +101,14 @@ impl EventBus {
     }
 
     /// Sends the events `make` builds to every subscriber; builds nothing when there are none.
+    /// While anyone subscribes, the turn of a change whose events must come before those
+    /// of any claim that follows its commit: hold it from before the commit until its
+    /// events are out.
+    pub(crate) fn in_order(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        (self.subscriber_count.load(Ordering::Acquire) > 0)
+            .then(|| self.order.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub(crate) fn emit(&self, make: impl FnOnce() -> Vec<JobEvent>) {
         if self.subscriber_count.load(Ordering::Acquire) == 0 {
             return;

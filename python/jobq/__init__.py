@@ -933,7 +933,8 @@ class Queue:
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """What a worker did: jobs processed (each once, however many attempts), succeeded,
-    failed for good, attempts retried, jobs released unstarted, snoozes."""
+    failed for good, attempts retried, jobs released unstarted, snoozes, jobs parked (a
+    sleep or a wait)."""
 
     processed: int = 0
     succeeded: int = 0
@@ -941,6 +942,7 @@ class Summary:
     retried: int = 0
     released: int = 0
     snoozed: int = 0
+    parked: int = 0
     attempts: int = 0
     lost: int = 0
 

@@ -556,6 +556,7 @@ impl Worker {
         dict.set_item("retried", s.retried)?;
         dict.set_item("released", s.released)?;
         dict.set_item("snoozed", s.snoozed)?;
+        dict.set_item("parked", s.parked)?;
         dict.set_item("attempts", s.attempts)?;
         dict.set_item("lost", s.lost)?;
         Ok(Some(dict))

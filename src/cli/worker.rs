@@ -198,6 +198,7 @@ pub fn run(db: &Path, json: bool, args: WorkerArgs) -> Done {
         say!("Jobs failed: {}", summary.failed);
         say!("Jobs released: {}", summary.released);
         say!("Jobs snoozed: {}", summary.snoozed);
+        say!("Jobs parked: {}", summary.parked);
         say!("Attempts: {}", summary.attempts);
         say!("Attempts retried: {}", summary.retried);
         if summary.lost > 0 {

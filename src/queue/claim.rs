@@ -50,6 +50,10 @@ impl Queue {
             filter,
         };
         let jobs = self.engine().claim(self.owner(), spec, now)?;
+        // After the events of a recording whose commit made these jobs ready.
+        let _order = (!jobs.is_empty())
+            .then(|| self.shared.events.in_order())
+            .flatten();
         self.after_claim(&jobs, worker, now);
         Ok(jobs)
     }

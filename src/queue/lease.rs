@@ -187,6 +187,9 @@ impl Queue {
                 (&s.lease, report)
             })
             .collect();
+        // A claim elsewhere that takes a job this commit makes ready tells it after these
+        // events (see `EventBus::in_order`).
+        let _order = self.shared.events.in_order();
         let (results, claimed) =
             self.engine()
                 .record(self.owner(), &reports, refill, again, now)?;

@@ -77,11 +77,26 @@ fn record(pool: &Pool, batch: &mut Vec<Finished>) {
     if want > 0 && results.is_some() {
         pool.claimer.note_claim_time(started.elapsed());
     }
+    // Outcomes that made jobs ready (dependents queued in the same transaction): a refill
+    // claimed in the same statement may not have seen them (PostgreSQL's statement
+    // snapshot), and its coming back short must not tell the dispatcher that nothing is
+    // ready. The wake the outcome sent may have been taken already, by a claim that found
+    // no free slot.
+    let readied = results
+        .iter()
+        .flatten()
+        .any(|r| r.as_ref().is_ok_and(|r| r.readied));
     let guard = pool.claimer.lock();
     pool.claimer.unreserve(want, batch.len());
     pool.forget(batch.iter().map(|f| &f.lease));
     pool.dispatch(claimed, want);
+    if readied {
+        pool.claimer.set_maybe_ready(true);
+    }
     drop(guard);
+    if readied {
+        pool.queue.notify();
+    }
 
     if let Some(results) = results {
         for (settled, result) in batch.iter().zip(&results) {

@@ -92,6 +92,8 @@ pub struct Summary {
     pub released: u64,
     /// Jobs their handler snoozed (back to `queued` for a while, the attempt unspent).
     pub snoozed: u64,
+    /// Jobs their handler parked (a sleep, a wait for an event): `waiting`, no slot held.
+    pub parked: u64,
 }
 
 /// The running tally behind [`Summary`], kept by the completer.
@@ -103,6 +105,7 @@ pub(crate) struct Counters {
     failed: AtomicU64,
     retried: AtomicU64,
     snoozed: AtomicU64,
+    parked: AtomicU64,
     lost: AtomicU64,
     released: AtomicU64,
     /// Jobs whose last attempt here failed and waits for a retry: already counted as
@@ -122,6 +125,7 @@ impl Counters {
             lost: get(&self.lost),
             released: get(&self.released),
             snoozed: get(&self.snoozed),
+            parked: get(&self.parked),
         }
     }
 
@@ -148,6 +152,7 @@ impl Counters {
                 }
                 Status::Failed => add(&self.failed),
                 Status::Queued if r.retry_at.is_some() => add(&self.snoozed),
+                Status::Waiting => add(&self.parked),
                 _ => add(&self.released),
             },
             Err(_) => add(&self.lost),

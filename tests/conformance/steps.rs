@@ -494,6 +494,7 @@ fn a_worker_with_one_slot_runs_other_jobs_while_one_sleeps() {
     // The sleeper, first by priority, parks; the one slot then runs the other hundred.
     let summary = pool().run_until_idle().unwrap();
     assert_eq!(summary.succeeded, 100, "the sleeper held no slot");
+    assert_eq!((summary.parked, summary.released), (1, 0));
     assert_eq!(job(q, &sleeper).status, Status::Waiting);
     env.advance(3600);
     pool().run_until_idle().unwrap();
@@ -583,7 +584,10 @@ echo "{{\"frames\": $frames, \"got\": $got}}"
     let id = cli.enqueue(&["campaign"]);
     let command = format!("sh {}", script.display());
     let out = cli.ok(&["worker", "--exec", &command, "--once"]);
-    assert!(out.contains("parked"), "{out}");
+    assert!(
+        out.contains("parked") && out.contains("Jobs parked: 1"),
+        "{out}"
+    );
     let job = cli.show(&id);
     assert_eq!(
         (job["status"].as_str(), job["attempts"].as_i64()),
