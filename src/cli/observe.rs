@@ -78,6 +78,7 @@ pub(super) fn stats(db: &Path, json: bool, a: StatsArgs) -> Done {
         "blocked",
         "queued",
         "scheduled",
+        "waiting",
         "running",
         "retry",
         "succeeded",

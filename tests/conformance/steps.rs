@@ -596,6 +596,10 @@ echo "{{\"frames\": $frames, \"got\": $got}}"
     assert!(job.get("waiting_for").is_none(), "a sleep: {job}");
     let listed = cli.json(&["list", "--status", "waiting"]);
     assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
+    let stats = cli.ok(&["stats"]);
+    assert!(stats.contains("waiting    1"), "{stats}");
+    let queues = cli.ok(&["queue", "list"]);
+    assert!(queues.contains("WAITING"), "{queues}");
     std::thread::sleep(Duration::from_millis(1100));
     cli.ok(&["worker", "--exec", &command, "--once"]);
     let job = cli.show(&id);
