@@ -889,3 +889,34 @@ fn events_are_pruned_after_their_retention() {
         "already pruned by the maintainer"
     );
 }
+
+#[test]
+fn a_waiting_job_resumes_by_the_claim_s_rules_paused_queues_and_limits_included() {
+    let env = Env::new();
+    let q = &env.queue;
+    let id = q.enqueue(NewJob::new("drip").queue("mail")).unwrap().job_id;
+    let handler = |ctx: &JobContext| -> Result<Value, JobError> {
+        ctx.sleep_for(Duration::from_secs(60))?;
+        Ok(json!("sent"))
+    };
+    let run = || {
+        WorkerPool::builder(q)
+            .queues(["mail"])
+            .handler("drip", handler)
+            .drain_inline()
+            .unwrap()
+    };
+    run();
+    assert_eq!(job(q, &id).status, Status::Waiting);
+    q.pause_queue("mail").unwrap();
+    env.advance(60);
+    assert!(run().is_empty(), "a paused queue's waiting job stays");
+    q.resume_queue("mail").unwrap();
+    q.set_queue_limits("mail", jobq::QueueLimits::new().max_running(Some(0)))
+        .unwrap();
+    assert!(run().is_empty(), "nor past the queue's running limit");
+    q.set_queue_limits("mail", jobq::QueueLimits::new().max_running(None))
+        .unwrap();
+    run();
+    assert_eq!(job(q, &id).output, Some(json!("sent")));
+}
