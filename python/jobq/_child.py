@@ -6,12 +6,14 @@ stderr (the worker's), never into the protocol."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import sys
 from typing import Any, Optional
 
-from . import _outcome, _to_type
+from . import _dumps, _outcome, _seconds, _to_type
+from ._errors import Parked
 from .__main__ import load_queue
 
 
@@ -49,14 +51,48 @@ class ChildJob:
     def cost(self, cents: int) -> None:
         self._say({"id": self.id, "cost_cents": cents})
 
-    def _durable(self, *_: Any, **__: Any) -> Any:
-        from . import Permanent
+    # ---- durable steps, sleeps and waits: asked of the worker, answered on stdin
 
-        raise Permanent(
-            "durable steps, sleeps and waits run on the worker's own threads: use the default "
-            "pool, not --pool process", code="BAD_STEP")
+    def _ask(self, request: dict) -> dict:
+        self._say({"id": self.id, **request})
+        answer = json.loads(sys.stdin.readline() or "null")
+        if not isinstance(answer, dict) or answer.get("id") != self.id:
+            raise RuntimeError(f"the worker answered {answer!r} to {request!r}")
+        if answer.get("parked"):
+            raise Parked("parked")
+        refused = answer.get("refused")
+        if refused:
+            from . import Permanent, Retry
 
-    step = sleep = wait_for_event = _durable
+            if refused.get("permanent"):
+                raise Permanent(refused.get("message", "refused"), code=refused.get("code"))
+            raise Retry(refused.get("message", "refused"), code=refused.get("code"))
+        return answer
+
+    def step(self, name: str, fn: Any) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return self.astep(name, fn)
+        answer = self._ask({"step": name})
+        if "stored" in answer:
+            return answer["stored"]
+        out = json.loads(_dumps(fn(), "output"))
+        return self._ask({"step": name, "output": out})["stored"]
+
+    async def astep(self, name: str, fn: Any) -> Any:
+        answer = self._ask({"step": name})
+        if "stored" in answer:
+            return answer["stored"]
+        out = fn()
+        if inspect.isawaitable(out):
+            out = await out
+        out = json.loads(_dumps(out, "output"))
+        return self._ask({"step": name, "output": out})["stored"]
+
+    def sleep(self, duration: Any) -> None:
+        self._ask({"sleep": _seconds(duration, "duration") or 0.0})
+
+    def wait_for_event(self, name: str, timeout: Any = "7d") -> Any:
+        return self._ask({"wait": name, "timeout": _seconds(timeout, "timeout") or 0.0}).get("event")
 
     def heartbeat(self) -> None:
         pass
@@ -97,6 +133,8 @@ def main(target: str) -> None:
         if answer[0] == "ok":
             protocol.write('{"id":' + json.dumps(line["id"]) + ',"ok":' + answer[1] + "}\n")
             protocol.flush()
+        elif answer[0] == "park":
+            say({"id": line["id"], "parked": True})
         elif answer[0] == "snooze":
             say({"id": line["id"], "snooze": f"{int(answer[1] * 1000)}ms"})
         else:

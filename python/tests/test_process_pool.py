@@ -56,6 +56,30 @@ def fails(job):
 def join(job):
     return sorted(job.dependency_outputs())
 
+@queue.handler("durable", max_attempts=3)
+def durable(job):
+    log = job.input["log"]
+    def effect(name):
+        with open(log, "a") as f:
+            f.write(name + "\\n")
+        return name
+    a = job.step("a", lambda: effect("a"))
+    if job.attempt == 1:
+        raise jobq.Retry("first run fails after a", after="0s")
+    try:
+        job.sleep("1s")
+    except Exception:
+        effect("caught")  # a park is not an Exception
+        raise
+    got = job.wait_for_event("go", timeout="1h")
+    b = job.step("b", lambda: effect("b"))
+    return {"a": a, "b": b, "got": got}
+
+@queue.handler("twice")
+def twice(job):
+    job.step("x", lambda: 1)
+    job.step("x", lambda: 2)
+
 acme = queue.scoped("acme")
 '''
 
@@ -154,3 +178,22 @@ def test_a_bad_target_is_refused_clearly(tasks: Path, sqlite_db: str) -> None:
     assert done.returncode != 0 and "--pool process" in done.stderr
     assert json.loads(subprocess.run([sys.executable, "-m", "jobq", "--db", sqlite_db, "stats", "--json"],
                                      capture_output=True, text=True).stdout)["stats"]["total"] == 0
+
+
+def test_the_process_pool_runs_durable_steps_sleeps_and_waits(db: str, tasks: Path) -> None:
+    q = jobq.Queue(db)
+    log = tasks / "effects.log"
+    h = q.enqueue("durable", {"log": str(log)})
+    bad = q.enqueue("twice")
+    _worker(tasks, db, "--pool", "process", "--concurrency", "1")
+    assert q.get(h.id)["status"] == "waiting" and "waiting_for" not in q.get(h.id)
+    assert q.get(bad.id)["status"] == "failed" and q.get(bad.id)["error_code"] == "BAD_STEP"
+    import time
+    time.sleep(1.1)
+    _worker(tasks, db, "--pool", "process", "--concurrency", "1")
+    assert q.get(h.id)["waiting_for"] == "go"
+    assert q.emit_event("go", {"ok": True})["woken"] == 1
+    _worker(tasks, db, "--pool", "process", "--concurrency", "1")
+    assert h.result(timeout=5) == {"a": "a", "b": "b", "got": {"ok": True}}
+    assert log.read_text() == "a\nb\n"
+    assert [s["name"] for s in q.steps(h.id)] == ["a", "@sleep 1", "@wait 1", "b"]

@@ -8,7 +8,9 @@
 //! job: reports `{"id", "progress"?, "stage"?, "cost_cents"?}`, applied as they come, then
 //! exactly one of `{"id", "ok": OUTPUT}`, `{"id", "error": {"message", "code"?,
 //! "permanent"?, "retry_after"?}}` or `{"id", "snooze": "30s"}`. Its stderr goes to the
-//! worker's stderr, line by line.
+//! worker's stderr, line by line. A handler may be durable: it asks for a step, a sleep or a
+//! wait with a line and reads the answer on its stdin (see [`durable`]); a park ends its
+//! run with `{"id", "parked": true}`.
 //!
 //! A child that exits, or writes anything else on stdout, fails the job it was running
 //! (`CHILD_EXITED` or `PROTOCOL`, retried while attempts remain) and is replaced by a new one
@@ -283,6 +285,11 @@ fn job_line(ctx: &JobContext) -> Result<Vec<u8>, JobError> {
 enum Said {
     /// A report, applied.
     Report,
+    /// A durable step, sleep or wait asked for: this answer goes back on its stdin.
+    Answer(Value),
+    /// A sleep or a wait parked the job: told to the child, whose run ends with
+    /// `{"id", "parked": true}`.
+    Parked(JobError),
     /// The job's end.
     Done(Result<Value, JobError>),
 }
@@ -309,6 +316,15 @@ fn read_line(line: &str, id: &str, ctx: &JobContext) -> Result<Said, String> {
     if let Some(error) = fields.remove("error") {
         return Ok(Said::Done(Err(error_of(&error)?)));
     }
+    if fields.get("parked").and_then(Value::as_bool) == Some(true) {
+        return Ok(Said::Done(Err(JobError::retryable(
+            "the handler said it parked, but no sleep or wait parked it",
+        )
+        .code("PROTOCOL"))));
+    }
+    if let Some(said) = durable(&mut fields, id, ctx)? {
+        return Ok(said);
+    }
     if let Some(snooze) = fields.remove("snooze") {
         let delay = match &snooze {
             Value::String(text) => parse_duration(text).map_err(|e| format!("snooze: {e}"))?,
@@ -333,6 +349,65 @@ fn read_line(line: &str, id: &str, ctx: &JobContext) -> Result<Said, String> {
         tracing::warn!(job_id = %id, error = %e, "jobq: report not applied");
     }
     Ok(Said::Report)
+}
+
+/// A durable step, sleep or wait the child asks for, and the answer it gets:
+/// - `{"id", "step": NAME}` → `{"id", "step", "stored": OUTPUT}` when the step finished in an
+///   earlier run (do not run it), else `{"id", "step", "run": true}`;
+/// - `{"id", "step": NAME, "output": OUTPUT}` → `{"id", "step", "stored": OUTPUT}` once stored;
+/// - `{"id", "sleep": SECONDS}` → `{"id", "slept": true}` once the time has come;
+/// - `{"id", "wait": NAME, "timeout": SECONDS}` → `{"id", "event": PAYLOAD}` (null at the
+///   timeout);
+/// - a refusal → `{"id", "refused": {"message", "code", "permanent"}}` (the handler raises
+///   it); a park → `{"id", "parked": true}`, and the child ends the run with the same line.
+fn durable(
+    fields: &mut Map<String, Value>,
+    id: &str,
+    ctx: &JobContext,
+) -> Result<Option<Said>, String> {
+    let seconds = |v: Option<&Value>| -> Result<Duration, String> {
+        let s = v
+            .and_then(Value::as_f64)
+            .ok_or("a duration in seconds is needed")?;
+        Duration::try_from_secs_f64(s.max(0.0)).map_err(|e| e.to_string())
+    };
+    let answer = |result: Result<Value, JobError>| match result {
+        Ok(answer) => Said::Answer(answer),
+        Err(e) if e.is_park() => Said::Parked(e),
+        Err(e) => Said::Answer(json!({"id": id, "refused": {
+            "message": e.message(), "code": e.error_code(), "permanent": e.is_permanent()}})),
+    };
+    if let Some(step) = fields.get("step") {
+        let name = step.as_str().ok_or("step must be a name")?.to_string();
+        let said = match fields.remove("output") {
+            Some(output) => ctx
+                .record_step(&name, &output)
+                .map(|()| json!({"id": id, "step": name, "stored": output})),
+            None => ctx.stored_step(&name).map(|stored| match stored {
+                Some(output) => json!({"id": id, "step": name, "stored": output}),
+                None => json!({"id": id, "step": name, "run": true}),
+            }),
+        };
+        return Ok(Some(answer(said)));
+    }
+    if let Some(sleep) = fields.get("sleep") {
+        let d = seconds(Some(sleep))?;
+        return Ok(Some(answer(
+            ctx.sleep_for(d).map(|()| json!({"id": id, "slept": true})),
+        )));
+    }
+    if let Some(wait) = fields.get("wait") {
+        let name = wait
+            .as_str()
+            .ok_or("wait must be an event name")?
+            .to_string();
+        let d = seconds(fields.get("timeout"))?;
+        return Ok(Some(answer(
+            ctx.wait_for_event(&name, d)
+                .map(|payload| json!({"id": id, "event": payload})),
+        )));
+    }
+    Ok(None)
 }
 
 /// The error of `{"error": {"message", "code"?, "permanent"?, "retry_after"?}}` (a bare
@@ -379,6 +454,13 @@ fn error_of(error: &Value) -> Result<JobError, String> {
     Ok(job_error)
 }
 
+/// The child's `{"id", "parked": true}`, ending a run that a sleep or a wait parked.
+fn is_parked_line(line: &str, id: &str) -> bool {
+    serde_json::from_str::<Value>(line.trim_end()).is_ok_and(|v| {
+        v.get("id").and_then(Value::as_str) == Some(id) && v.get("parked") == Some(&json!(true))
+    })
+}
+
 fn shorten(line: &str) -> String {
     let line = line.trim_end();
     match line.char_indices().nth(200) {
@@ -417,6 +499,8 @@ impl JsonlHandler {
         child.jobs += 1;
         let id = ctx.id().as_str().to_string();
         let deadline = self.timeout.map(|t| Instant::now() + t);
+        // A sleep or a wait that parked the job: the child's run ends with `parked`.
+        let mut parked: Option<JobError> = None;
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(JobError::retryable(format!(
@@ -437,8 +521,38 @@ impl JsonlHandler {
                     return Err(child.ended("exited while running the job"));
                 }
                 Ok(Ok(line)) if line.trim().is_empty() => continue,
+                Ok(Ok(line)) if parked.is_some() && is_parked_line(&line, &id) => {
+                    self.give_back(child);
+                    return Err(parked
+                        .take()
+                        .unwrap_or_else(|| JobError::retryable("parked twice").code("PROTOCOL")));
+                }
                 Ok(Ok(line)) => match read_line(&line, &id, ctx) {
                     Ok(Said::Report) => {}
+                    Ok(Said::Answer(answer)) => {
+                        let mut text = answer.to_string();
+                        text.push('\n');
+                        if child
+                            .stdin
+                            .write_all(text.as_bytes())
+                            .and_then(|()| child.stdin.flush())
+                            .is_err()
+                        {
+                            return Err(child.ended("exited while running the job"));
+                        }
+                    }
+                    Ok(Said::Parked(park)) => {
+                        let told = format!("{}\n", json!({"id": id, "parked": true}));
+                        if child
+                            .stdin
+                            .write_all(told.as_bytes())
+                            .and_then(|()| child.stdin.flush())
+                            .is_err()
+                        {
+                            return Err(child.ended("exited while running the job"));
+                        }
+                        parked = Some(park);
+                    }
                     Ok(Said::Done(result)) => {
                         self.give_back(child);
                         return result;
