@@ -103,13 +103,10 @@ fn exit_with(result: Result<(), JobError>) -> u8 {
 /// `jobq step NAME -- CMD…`: runs CMD once per job and prints its stdout (stored, then
 /// replayed). CMD failing fails the step with its exit status (nothing stored).
 pub(super) fn step(db: &Path, args: StepArgs) -> u8 {
-    let ctx = match handler_context(db) {
-        Ok(ctx) => ctx,
-        Err(Refused(message)) => {
-            eprintln!("jobq: {message}");
-            return 1;
-        }
-    };
+    in_handler(db, |ctx| run_step(&ctx, &args))
+}
+
+fn run_step(ctx: &JobContext, args: &StepArgs) -> u8 {
     let mut failed_with: Option<u8> = None;
     let result = ctx.step_json(&args.name, || {
         // Only while the lease holds: a handler taken from this worker does nothing more.
@@ -158,30 +155,31 @@ pub(super) fn step(db: &Path, args: StepArgs) -> u8 {
 
 /// `jobq sleep DUR`: 0 once the time has come; until then records the sleep and exits 75.
 pub(super) fn sleep(db: &Path, args: SleepArgs) -> u8 {
-    match handler_context(db) {
-        Ok(ctx) => exit_with(ctx.sleep_for(args.duration)),
-        Err(Refused(message)) => {
-            eprintln!("jobq: {message}");
-            1
-        }
-    }
+    in_handler(db, |ctx| exit_with(ctx.sleep_for(args.duration)))
 }
 
 /// `jobq wait-event NAME --timeout DUR`: prints the payload once it is there (nothing at
 /// the timeout); until then records the wait and exits 75.
 pub(super) fn wait_event(db: &Path, args: WaitEventArgs) -> u8 {
-    let ctx = match handler_context(db) {
-        Ok(ctx) => ctx,
+    in_handler(db, |ctx| {
+        exit_with(ctx.wait_for_event(&args.name, args.timeout).map(|payload| {
+            if let Some(payload) = payload {
+                println!("{payload}");
+            }
+        }))
+    })
+}
+
+/// Runs `f` with the context of the job whose handler runs this command; 1 (said on
+/// stderr) outside a handler.
+fn in_handler(db: &Path, f: impl FnOnce(JobContext) -> u8) -> u8 {
+    match handler_context(db) {
+        Ok(ctx) => f(ctx),
         Err(Refused(message)) => {
             eprintln!("jobq: {message}");
-            return 1;
+            1
         }
-    };
-    exit_with(ctx.wait_for_event(&args.name, args.timeout).map(|payload| {
-        if let Some(payload) = payload {
-            println!("{payload}");
-        }
-    }))
+    }
 }
 
 /// `jobq event emit NAME [--payload JSON]`.

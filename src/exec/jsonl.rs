@@ -213,6 +213,20 @@ impl Child {
         })
     }
 
+    /// Answers a running job's request on the child's stdin.
+    fn tell(&mut self, answer: &Value) -> Result<(), JobError> {
+        let mut text = answer.to_string();
+        text.push('\n');
+        let told = self
+            .stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| self.stdin.flush());
+        match told {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.ended("exited while running the job")),
+        }
+    }
+
     fn alive(&mut self) -> bool {
         matches!(self.process.try_wait(), Ok(None))
     }
@@ -529,28 +543,9 @@ impl JsonlHandler {
                 }
                 Ok(Ok(line)) => match read_line(&line, &id, ctx) {
                     Ok(Said::Report) => {}
-                    Ok(Said::Answer(answer)) => {
-                        let mut text = answer.to_string();
-                        text.push('\n');
-                        if child
-                            .stdin
-                            .write_all(text.as_bytes())
-                            .and_then(|()| child.stdin.flush())
-                            .is_err()
-                        {
-                            return Err(child.ended("exited while running the job"));
-                        }
-                    }
+                    Ok(Said::Answer(answer)) => child.tell(&answer)?,
                     Ok(Said::Parked(park)) => {
-                        let told = format!("{}\n", json!({"id": id, "parked": true}));
-                        if child
-                            .stdin
-                            .write_all(told.as_bytes())
-                            .and_then(|()| child.stdin.flush())
-                            .is_err()
-                        {
-                            return Err(child.ended("exited while running the job"));
-                        }
+                        child.tell(&json!({"id": id, "parked": true}))?;
                         parked = Some(park);
                     }
                     Ok(Said::Done(result)) => {
