@@ -656,10 +656,13 @@ WHERE type = 'table' AND name = 'jobq_jobs';
 PRAGMA writable_schema = RESET;
 ALTER TABLE jobq_jobs ADD COLUMN wait_for TEXT;
 
--- Waiting jobs are claimed by the same index as the others once their time comes.
+-- Waiting jobs are claimed by the same index as the others once their time comes. The
+-- condition is written as ORs, and so is every query that reads the index: SQLite checks an
+-- IN list of three values against a temporary table, built again at each evaluation — and
+-- every claim and completion evaluates it on the rows they change.
 DROP INDEX jobq_jobs_ready;
 CREATE INDEX jobq_jobs_ready ON jobq_jobs (queue, priority DESC, run_after, id_key, kind, owner, status)
-    WHERE status IN ('queued', 'retry', 'waiting');
+    WHERE status = 'queued' OR status = 'retry' OR status = 'waiting';
 -- The jobs an event wakes.
 CREATE INDEX jobq_jobs_wait_for ON jobq_jobs (wait_for, owner) WHERE wait_for IS NOT NULL;
 

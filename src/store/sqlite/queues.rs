@@ -31,7 +31,7 @@ const UPSERT: &str = "
 /// status index).
 const COUNTS: &str = "
     SELECT queue, status, count(*), coalesce(sum(run_after > :now), 0) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry', 'waiting') GROUP BY queue, status
+    WHERE (status = 'queued' OR status = 'retry' OR status = 'waiting') GROUP BY queue, status
     UNION ALL
     SELECT queue, status, count(*), 0 FROM jobq_jobs
     WHERE status NOT IN ('queued', 'succeeded') AND status IN ('running', 'blocked')
@@ -53,7 +53,7 @@ const RUNNING_BY_KEY: &str = "
 const KEYED_CANDIDATES: &str = "
     SELECT j.id_key, j.priority, j.run_after, o.concurrency_key
     FROM jobq_jobs j LEFT JOIN jobq_job_options o ON o.job_key = j.id_key
-    WHERE j.queue = :queue AND j.status IN ('queued', 'retry', 'waiting') AND j.run_after <= :now
+    WHERE j.queue = :queue AND (j.status = 'queued' OR j.status = 'retry' OR j.status = 'waiting') AND j.run_after <= :now
       AND (:kinds IS NULL OR j.kind IN (SELECT value FROM json_each(:kinds)))
       AND (:owner IS NULL OR j.owner = :owner)
     ORDER BY j.priority DESC, j.run_after, j.id_key";

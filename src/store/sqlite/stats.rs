@@ -37,7 +37,7 @@ pub(crate) const COUNT_READY: &str = "
     SELECT count(*), coalesce(sum(status = 'queued' AND run_after > :now), 0),
            coalesce(sum(status = 'retry' AND run_after > :now), 0)
     FROM jobq_jobs
-    WHERE status IN ('queued', 'retry', 'waiting') AND (:queue IS NULL OR queue = :queue)";
+    WHERE (status = 'queued' OR status = 'retry' OR status = 'waiting') AND (:queue IS NULL OR queue = :queue)";
 /// Finished jobs: the counts the transactions keep (not millions of rows).
 pub(crate) const COUNT_FINISHED: &str = "
     SELECT status, sum(n) FROM jobq_counts
@@ -61,7 +61,7 @@ const COUNT_GROUP: &str = "
 /// The oldest ready job whose `run_after` has passed (one scan of the ready index).
 pub(crate) const OLDEST_READY: &str = "
     SELECT min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry', 'waiting') AND run_after <= :now
+    WHERE (status = 'queued' OR status = 'retry' OR status = 'waiting') AND run_after <= :now
       AND (:owner IS NULL OR owner = :owner)";
 /// Running jobs and how many of them have a stale heartbeat.
 const STALE_RUNNING: &str = "
@@ -148,7 +148,7 @@ const COSTS_BY_GROUP: &str = "
 pub(crate) const READY_BY_QUEUE: &str = "
     SELECT queue, coalesce(sum(status <> 'waiting'), 0),
            min(CASE WHEN run_after <= :now THEN run_after END)
-    FROM jobq_jobs WHERE status IN ('queued', 'retry', 'waiting')
+    FROM jobq_jobs WHERE (status = 'queued' OR status = 'retry' OR status = 'waiting')
     GROUP BY queue";
 
 /// Running and retrying jobs by queue: two ranges of the status index.

@@ -31,7 +31,7 @@ const LIVE: &str = "
 /// Ready jobs due by :due, by queue and kind: the ready index alone.
 const READY_KINDS: &str = "
     SELECT queue, kind, count(*), min(run_after) FROM jobq_jobs
-    WHERE status IN ('queued', 'retry', 'waiting') AND run_after <= :due
+    WHERE (status = 'queued' OR status = 'retry' OR status = 'waiting') AND run_after <= :due
     GROUP BY queue, kind";
 
 pub(crate) fn register(conn: &Connection, w: &WorkerInfo) -> Result<()> {

@@ -36,7 +36,7 @@ pub(super) const CLAIM_ONE_QUEUE: &str = concat!(
     "
     WHERE id_key IN (
         SELECT id_key FROM jobq_jobs
-        WHERE queue = :queue AND status IN ('queued', 'retry', 'waiting') AND run_after <= :now
+        WHERE queue = :queue AND (status = 'queued' OR status = 'retry' OR status = 'waiting') AND run_after <= :now
           AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
           AND (:owner IS NULL OR owner = :owner)
         ORDER BY priority DESC, run_after, id_key
@@ -47,7 +47,7 @@ pub(super) const CLAIM_ONE_QUEUE: &str = concat!(
 /// The next candidates of one queue, in claim order (for claims over several queues).
 pub(super) const CANDIDATES: &str = "
     SELECT id_key, priority, run_after FROM jobq_jobs
-    WHERE queue = :queue AND status IN ('queued', 'retry', 'waiting') AND run_after <= :now
+    WHERE queue = :queue AND (status = 'queued' OR status = 'retry' OR status = 'waiting') AND run_after <= :now
       AND (:kinds IS NULL OR kind IN (SELECT value FROM json_each(:kinds)))
       AND (:owner IS NULL OR owner = :owner)
     ORDER BY priority DESC, run_after, id_key
@@ -56,7 +56,7 @@ pub(super) const CANDIDATES: &str = "
 pub(super) const CLAIM_IDS: &str = concat!(
     claim_set!(),
     "
-    WHERE id_key IN (SELECT value FROM json_each(:keys)) AND +status IN ('queued', 'retry', 'waiting')",
+    WHERE id_key IN (SELECT value FROM json_each(:keys)) AND (+status = 'queued' OR +status = 'retry' OR +status = 'waiting')",
     claim_returning!()
 );
 
@@ -173,7 +173,7 @@ fn claimed_from_row(r: &rusqlite::Row<'_>, worker: &str) -> rusqlite::Result<Cla
 /// a retry comes due, for a dispatcher deciding how long to sleep.
 const NEXT_RUN_AFTER: &str = "
     SELECT min(run_after) FROM jobq_jobs
-    WHERE queue = :queue AND status IN ('queued', 'retry', 'waiting') AND run_after > :now";
+    WHERE queue = :queue AND (status = 'queued' OR status = 'retry' OR status = 'waiting') AND run_after > :now";
 
 pub(super) fn next_run_after(
     conn: &Connection,
