@@ -279,13 +279,6 @@ impl Recorded {
         }
     }
 
-    /// The same, runnable again at `at`.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn with_retry_at(mut self, at: i64) -> Recorded {
-        self.retry_at = Some(at);
-        self
-    }
-
     /// The same, having made jobs that wait for it ready when `readied`.
     pub(crate) fn readying(mut self, readied: bool) -> Recorded {
         self.readied = readied;

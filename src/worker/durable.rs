@@ -184,11 +184,7 @@ impl JobContext {
             }
         }
         let now = self.queue().now_ms();
-        self.durable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .started
-            .insert(name.to_string(), now);
+        self.state().started.insert(name.to_string(), now);
         Ok(None)
     }
 
@@ -201,18 +197,12 @@ impl JobContext {
     /// `stored_step`; a retryable one when the output cannot be stored (the job was
     /// cancelled or taken from this worker, or the database failed).
     pub fn record_step(&self, name: &str, output: &Value) -> Result<(), JobError> {
-        let started_at = self
-            .durable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .started
-            .remove(name)
-            .ok_or_else(|| {
-                bad_step(format!(
-                    "step {name:?} of job {} was not begun in this run (stored_step first)",
-                    self.id()
-                ))
-            })?;
+        let started_at = self.state().started.remove(name).ok_or_else(|| {
+            bad_step(format!(
+                "step {name:?} of job {} was not begun in this run (stored_step first)",
+                self.id()
+            ))
+        })?;
         self.put(Step {
             name: name.to_string(),
             position: 0,
@@ -366,7 +356,7 @@ impl JobContext {
     pub(crate) fn with_journal(self, journal: PathBuf) -> JobContext {
         let (used, _) = read_journal(&journal);
         {
-            let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut durable = self.state();
             durable.positions = used
                 .iter()
                 .enumerate()
@@ -381,7 +371,7 @@ impl JobContext {
     /// The id of the last event an earlier wait of this job for `name` took (0: none).
     fn last_event_taken(&self, name: &str, slot: &str) -> Result<i64, JobError> {
         self.load()?;
-        let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        let durable = self.state();
         Ok(durable
             .stored
             .iter()
@@ -395,7 +385,7 @@ impl JobContext {
     /// Marks `name` used in this run; refuses it used before.
     fn use_name(&self, name: &str) -> Result<(), JobError> {
         let journal = {
-            let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut durable = self.state();
             if durable.positions.contains_key(name) {
                 return Err(bad_step(format!(
                     "step {name:?} was used twice in one run of job {}: each step needs a name of its own",
@@ -416,7 +406,7 @@ impl JobContext {
     /// The next name of a sleep or a wait (`@sleep 1`, `@sleep 2`, …), marked used.
     fn next_name(&self, prefix: &str) -> Result<String, JobError> {
         let n = {
-            let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+            let durable = self.state();
             durable
                 .used
                 .iter()
@@ -428,14 +418,14 @@ impl JobContext {
         Ok(name)
     }
 
+    /// What this run knows of its steps.
+    fn state(&self) -> std::sync::MutexGuard<'_, Durable> {
+        self.durable.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Reads the job's stored steps, once per run.
     fn load(&self) -> Result<(), JobError> {
-        let loaded = self
-            .durable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stored
-            .is_some();
+        let loaded = self.state().stored.is_some();
         if loaded {
             return Ok(());
         }
@@ -448,17 +438,14 @@ impl JobContext {
                 .steps(self.id())
                 .map_err(|e| self.db_error(e))?
         };
-        self.durable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stored = Some(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
+        self.state().stored = Some(steps.into_iter().map(|s| (s.name.clone(), s)).collect());
         Ok(())
     }
 
     /// The stored step `name`.
     fn stored(&self, name: &str) -> Result<Option<Step>, JobError> {
         self.load()?;
-        let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        let durable = self.state();
         Ok(durable.stored.as_ref().and_then(|m| m.get(name)).cloned())
     }
 
@@ -466,14 +453,14 @@ impl JobContext {
     /// and remembers it.
     fn put(&self, mut step: Step) -> Result<(), JobError> {
         step.position = {
-            let durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+            let durable = self.state();
             let at = durable.positions.get(&step.name).copied();
             u32::try_from(at.unwrap_or(durable.used.len())).unwrap_or(u32::MAX)
         };
         self.queue()
             .put_step(self.lease(), &step)
             .map_err(|e| self.db_error(e))?;
-        let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut durable = self.state();
         durable
             .stored
             .get_or_insert_with(BTreeMap::new)
@@ -483,12 +470,7 @@ impl JobContext {
 
     /// The error that parks the job, written to the journal for an exec handler's worker.
     fn park(&self, park: Park) -> JobError {
-        let journal = self
-            .durable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .journal
-            .clone();
+        let journal = self.state().journal.clone();
         if let Some(path) = journal {
             let line = JournalLine::Park {
                 until: park.until,

@@ -189,21 +189,8 @@ pub(super) fn record(
             Record::Complete { .. } => continue,
             Record::Release | Record::Snooze { .. } => RELEASE,
             Record::Fail { .. } => FAIL,
-            Record::Wait {
-                run_after,
-                event,
-                after_event,
-            } => {
-                results[i] = Some(park(
-                    conn,
-                    scope,
-                    lease,
-                    *run_after,
-                    *event,
-                    *after_event,
-                    again.then_some(Recorded::of(report)),
-                    now,
-                ));
+            Record::Wait { .. } => {
+                results[i] = Some(park(conn, scope, lease, report, again, now));
                 continue;
             }
         };
@@ -267,18 +254,24 @@ pub(super) fn record(
         .collect())
 }
 
-/// Parks the job `lease` holds, in a transaction of its own (see [`EVENT_LOCK`]).
-#[allow(clippy::too_many_arguments)]
+/// Parks the job `lease` holds (`report` is a [`Record::Wait`]), in a transaction of its own
+/// (see [`EVENT_LOCK`]).
 fn park(
     conn: &mut Conn,
     scope: Scope<'_>,
     lease: &Lease,
-    run_after: i64,
-    event: Option<&str>,
-    after_event: i64,
-    intended: Option<Recorded>,
+    report: &Record<'_>,
+    again: bool,
     now: i64,
 ) -> Result<Recorded> {
+    let Record::Wait {
+        run_after,
+        event,
+        after_event,
+    } = *report
+    else {
+        return Err(Error::invalid("report", "not a wait"));
+    };
     let id = uuid_of(&lease.job_id)?;
     conn.batch("BEGIN")?;
     let parked = (|| -> Result<(u64, u64)> {
@@ -313,9 +306,9 @@ fn park(
         }
     };
     match (n, woke) {
-        (1, 0) => Ok(Recorded::new(Status::Waiting).with_retry_at(run_after)),
+        (1, 0) => Ok(Recorded::of(report)),
         (1, _) => Ok(Recorded::new(Status::Queued)),
-        _ => explain(conn, scope, lease, intended, 0),
+        _ => explain(conn, scope, lease, again.then_some(Recorded::of(report)), 0),
     }
 }
 
